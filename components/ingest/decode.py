@@ -1,0 +1,154 @@
+"""Decode one media file into the sampled frames and a 16 kHz mono audio track, in a single pass.
+
+Video and audio packets are demuxed together so each file is read once; only the frames that the
+sampling rule picks are converted to RGB and resized (the conversion, not the decode, is what the floor
+benchmark does not pay for). Errors become `DecodeError` with a message fit for the quarantine list.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import av
+import numpy as np
+from PIL import Image
+
+# A stream that ends this much before its declared duration was cut short (truncated upload, bad disk).
+_TRUNCATION_TOLERANCE_S = 1.0
+_TRUNCATION_TOLERANCE_FRACTION = 0.1
+
+
+class DecodeError(Exception):
+    """The file's content cannot be decoded as declared; the message says where and why."""
+
+
+@dataclass
+class DecodedMedia:
+    frames: list[np.ndarray]  # RGB uint8, one per requested timestamp
+    frame_pts: list[float]  # the decoded frame time each sampled frame came from
+    audio: np.ndarray | None  # int16 mono at the requested rate
+
+
+class _NearestFramePicker:
+    """Fed decoded frames in order; keeps, for each target time, the nearest frame (converted once)."""
+
+    def __init__(self, targets: list[float], size: tuple[int, int]):
+        self.targets, self.size = targets, size
+        self.frames: list[np.ndarray] = []
+        self.pts: list[float] = []
+        self.last_t: float | None = None
+        self._prev: tuple[float, av.VideoFrame] | None = None
+        self._converted: tuple[float, np.ndarray] | None = None
+
+    def _pick(self, t: float, frame: av.VideoFrame) -> None:
+        if self._converted is None or self._converted[0] != t:
+            self._converted = (t, frame.reformat(width=self.size[0], height=self.size[1], format="rgb24").to_ndarray())
+        self.frames.append(self._converted[1])
+        self.pts.append(t)
+
+    def feed(self, frame: av.VideoFrame, t: float) -> None:
+        while len(self.frames) < len(self.targets) and self.targets[len(self.frames)] <= t:
+            target = self.targets[len(self.frames)]
+            if self._prev is not None and target - self._prev[0] < t - target:
+                self._pick(*self._prev)
+            else:
+                self._pick(t, frame)
+        self._prev, self.last_t = (t, frame), t
+
+    def finish(self) -> None:
+        while self._prev is not None and len(self.frames) < len(self.targets):
+            self._pick(*self._prev)
+
+
+def decode_media(
+    url: str,
+    frame_times: list[float] | None,
+    frame_size: tuple[int, int] | None,
+    audio_rate: int | None,
+    expected_duration_s: float | None,
+) -> DecodedMedia:
+    """Decode the frames nearest to `frame_times` (resized to `frame_size`) and/or the audio track."""
+    try:
+        container = av.open(url)
+    except av.FFmpegError as exc:
+        raise DecodeError(f"cannot open for decoding: {exc}") from exc
+    with container:
+        vstream = container.streams.video[0] if frame_times and container.streams.video else None
+        astream = container.streams.audio[0] if audio_rate and container.streams.audio else None
+        if vstream is None and astream is None:
+            raise DecodeError("no stream to decode")
+        if vstream is not None:
+            vstream.thread_type = "AUTO"
+            picker = _NearestFramePicker(frame_times, frame_size)
+        resampler = av.AudioResampler(format="s16", layout="mono", rate=audio_rate) if astream else None
+        pcm: list[np.ndarray] = []
+        last_t = 0.0
+        try:
+            for packet in container.demux(*(s for s in (vstream, astream) if s is not None)):
+                for frame in packet.decode():
+                    if frame.time is not None:
+                        last_t = max(last_t, float(frame.time))
+                    if isinstance(frame, av.VideoFrame) and frame.time is not None:
+                        picker.feed(frame, float(frame.time))
+                    else:
+                        pcm.extend(f.to_ndarray().reshape(-1) for f in resampler.resample(frame))
+        except av.FFmpegError as exc:
+            raise DecodeError(f"decode error at {last_t:.2f} s: {exc}") from exc
+    frames: list[np.ndarray] = []
+    pts: list[float] = []
+    if vstream is not None:
+        picker.finish()
+        if picker.last_t is None:
+            raise DecodeError("video stream holds no decodable frame")
+        frames, pts = picker.frames, picker.pts
+        _check_not_truncated(picker.last_t, expected_duration_s, "video")
+    audio = None
+    if resampler is not None:
+        pcm.extend(f.to_ndarray().reshape(-1) for f in resampler.resample(None))
+        audio = np.concatenate(pcm).astype(np.int16) if pcm else np.zeros(0, np.int16)
+        if audio.size == 0:
+            raise DecodeError("audio stream holds no decodable samples")
+        if vstream is None:
+            _check_not_truncated(audio.size / audio_rate, expected_duration_s, "audio")
+    return DecodedMedia(frames=frames, frame_pts=pts, audio=audio)
+
+
+def _check_not_truncated(reached_s: float, expected_s: float | None, what: str) -> None:
+    if not expected_s:
+        return
+    tolerance = max(_TRUNCATION_TOLERANCE_S, _TRUNCATION_TOLERANCE_FRACTION * expected_s)
+    if reached_s < expected_s - tolerance:
+        raise DecodeError(
+            f"decode error mid-file: {what} stream ends at {reached_s:.2f} s of a declared {expected_s:.2f} s "
+            "(file truncated or corrupt)"
+        )
+
+
+def decode_image(url: str, size_rule) -> tuple[np.ndarray, tuple[int, int]]:
+    """Decode a still image to RGB and resize it by `size_rule(width, height) -> (w, h)`."""
+    try:
+        with Image.open(url) as img:
+            rgb = img.convert("RGB")
+    except (OSError, ValueError) as exc:
+        raise DecodeError(f"cannot decode image: {exc}") from exc
+    size = size_rule(*rgb.size)
+    return np.asarray(rgb.resize(size, Image.Resampling.BICUBIC)), size
+
+
+def encode_jpeg(frame: np.ndarray, quality: int) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(frame).save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def encode_wav(pcm: np.ndarray, rate: int) -> bytes:
+    import wave
+
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes(pcm.astype("<i2").tobytes())
+    return buf.getvalue()

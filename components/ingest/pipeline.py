@@ -1,0 +1,331 @@
+"""The ingestion pipeline: spec + raw files -> `OUT/shards/*.tar`, manifest, quarantine, stats, card.
+
+Two phases, so a DAG can run them as separate tasks and a crash in the slow one loses nothing:
+
+- `probe_and_plan`: discover, hash and probe every input, drop duplicates, validate with Great
+  Expectations, plan the shards. Writes `OUT/.work/probe.parquet` and `OUT/.work/plan.json`.
+- `write_shards`: decode and write every planned shard that is not finished yet, then the reports.
+
+Every input ends in exactly one place: a shard, `quarantine.jsonl` (with a reason) or the duplicates count.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import shutil
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from components.ingest import card
+from components.ingest.discover import InputFile, discover_inputs
+from components.ingest.probe import ProbeResult, probe_input
+from components.ingest.samples import DecodeError, assign_split, build_sample, estimate_sample_bytes, sample_key
+from components.ingest.shards import (
+    DeterministicTarWriter,
+    ShardResult,
+    commit_shard,
+    is_shard_done,
+    load_result,
+    plan_shards,
+    remove_stale_temporaries,
+)
+from components.ingest.validate import validate_manifest
+from components.progress import track
+from components.specs.dataset import DatasetSpec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class IngestPaths:
+    out: Path
+
+    @property
+    def shards(self) -> Path:
+        return self.out / "shards"
+
+    @property
+    def work(self) -> Path:
+        return self.out / ".work"
+
+    @property
+    def probe_table(self) -> Path:
+        return self.work / "probe.parquet"
+
+    @property
+    def plan(self) -> Path:
+        return self.work / "plan.json"
+
+    @property
+    def manifest(self) -> Path:
+        return self.out / "manifest.parquet"
+
+    @property
+    def quarantine(self) -> Path:
+        return self.out / "quarantine.jsonl"
+
+    @property
+    def duplicates(self) -> Path:
+        return self.out / "duplicates.jsonl"
+
+    @property
+    def stats(self) -> Path:
+        return self.out / "stats.json"
+
+    @property
+    def validation(self) -> Path:
+        return self.out / "validation"
+
+
+def _spec_digest(spec: DatasetSpec) -> str:
+    return hashlib.sha256(spec.model_dump_json().encode()).hexdigest()[:16]
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def probe_and_plan(spec: DatasetSpec, out: Path, workers: int = 1) -> dict:
+    """Phase 1. Returns a summary: inputs, probed-ok, quarantined so far, duplicates, shards planned."""
+    paths = IngestPaths(Path(out))
+    paths.work.mkdir(parents=True, exist_ok=True)
+    inputs = discover_inputs(spec)
+    if not inputs:
+        raise ValueError(f"dataset '{spec.name}': no input files found under {[s.path for s in spec.sources]}")
+    by_url: dict[str, InputFile] = {item.url: item for item in inputs}
+    with ThreadPoolExecutor(max_workers=max(2, 2 * workers)) as pool:
+        futures = [pool.submit(probe_input, item) for item in inputs]
+        probes: list[ProbeResult] = [f.result() for f in track(futures, "probe + hash", unit="files")]
+    rows = []
+    seen: dict[str, str] = {}
+    for probe in sorted(probes, key=lambda p: p.path):
+        item = by_url[probe.path]
+        row = probe.as_row()
+        row.update(status="ok", duplicate_of=None, task_family=item.task_family, split=None)
+        if probe.reason is None and probe.sha256 in seen:
+            row.update(status="duplicate", duplicate_of=seen[probe.sha256])
+        elif probe.reason is not None:
+            row.update(status="quarantined")
+        else:
+            seen[probe.sha256] = probe.path
+            row["split"] = assign_split(probe.sha256, item.labels, spec)
+            row["estimated_bytes"] = estimate_sample_bytes(probe, spec)
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    ok = table[table.status == "ok"]
+    outcome = validate_manifest(ok.drop(columns=["reason"]), spec, paths.validation)
+    if outcome.table_failures:
+        raise ValueError(f"dataset '{spec.name}': the batch fails table-level expectations: {outcome.table_failures}")
+    for sha, reasons in outcome.row_failures.items():
+        mask = (table.sha256 == sha) & (table.status == "ok")
+        table.loc[mask, "status"] = "quarantined"
+        table.loc[mask, "reason"] = "; ".join(reasons)
+    table.to_parquet(paths.probe_table, index=False)
+    accepted = table[table.status == "ok"].sort_values("sha256")
+    plans = plan_shards(list(zip(accepted.sha256, accepted.estimated_bytes.astype(int))), spec.shard_max_bytes)
+    plan = {
+        "dataset": spec.name,
+        "spec_digest": _spec_digest(spec),
+        "shards": [{"name": p.name, "members": p.members, "estimated_bytes": p.estimated_bytes} for p in plans],
+    }
+    plan["digest"] = hashlib.sha256(json.dumps(plan, sort_keys=True).encode()).hexdigest()[:16]
+    _write_atomic(paths.plan, json.dumps(plan, indent=1, sort_keys=True).encode())
+    summary = {
+        "inputs": len(table),
+        "probed_ok": int((table.status == "ok").sum()),
+        "quarantined": int((table.status == "quarantined").sum()),
+        "duplicates": int((table.status == "duplicate").sum()),
+        "shards_planned": len(plans),
+        "data_docs": str(outcome.data_docs) if outcome.data_docs else None,
+    }
+    log.info("probe + validate: %s", summary)
+    return summary
+
+
+def _records(frame: pd.DataFrame) -> list[dict]:
+    """Rows as dicts with pandas' NaN turned back into None (parquet round trips lose the difference)."""
+    return [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()} for row in frame.to_dict("records")]
+
+
+def _write_one_shard(spec_json: str, shard: dict, rows: list[dict], labels: dict, out: str, plan_digest: str) -> dict:
+    """Worker body (runs in a subprocess): decode the shard's samples and publish the tar atomically."""
+    spec = DatasetSpec.model_validate_json(spec_json)
+    paths = IngestPaths(Path(out))
+    tmp = paths.shards / (shard["name"] + ".tmp")
+    writer = DeterministicTarWriter(tmp)
+    result = ShardResult(name=shard["name"], plan_digest=plan_digest)
+    for row in rows:
+        probe = ProbeResult(**{k: row[k] for k in ProbeResult.__dataclass_fields__})
+        try:
+            sample = build_sample(probe, labels.get(row["path"], {}), row["split"], row["task_family"], spec)
+        except DecodeError as exc:
+            result.failed.append({"sha256": row["sha256"], "reason": str(exc)})
+            continue
+        for name, data in sample.files:
+            writer.add(name, data)
+        result.written.append({"sha256": row["sha256"], "key": sample.key, "num_frames": sample.num_frames})
+    writer.close()
+    result.num_bytes = tmp.stat().st_size
+    commit_shard(tmp, paths.shards / shard["name"], result, paths.work)
+    return result.__dict__
+
+
+def write_shards(spec: DatasetSpec, out: Path, workers: int = 1) -> dict:
+    """Phase 2. Writes the unfinished shards, then manifest, quarantine, duplicates, stats and card."""
+    paths = IngestPaths(Path(out))
+    if not paths.plan.is_file():
+        raise FileNotFoundError(f"{paths.plan} is missing: run the probe phase first (omnistage ingest probe)")
+    plan = json.loads(paths.plan.read_text())
+    if plan["spec_digest"] != _spec_digest(spec):
+        raise ValueError(f"{paths.plan} was planned with another version of spec '{spec.name}': run the probe phase again")
+    table = pd.read_parquet(paths.probe_table)
+    paths.shards.mkdir(parents=True, exist_ok=True)
+    stale = remove_stale_temporaries(paths.shards)
+    if stale:
+        log.info("removed %d partial shard(s) left by an interrupted run", stale)
+    planned = {s["name"] for s in plan["shards"]}
+    for leftover in paths.shards.glob("*.tar"):
+        if leftover.name not in planned:
+            leftover.unlink()
+    rows_by_sha = {r["sha256"]: r for r in _records(table[table.status == "ok"])}
+    labels = {item.url: item.labels for item in discover_inputs(spec)}
+    todo, reused = [], 0
+    for shard in plan["shards"]:
+        # A finished shard of another plan (the inputs or spec changed) is rewritten, never reused.
+        if is_shard_done(paths.shards, paths.work, shard["name"]):
+            if load_result(paths.work, shard["name"]).plan_digest == plan["digest"]:
+                reused += 1
+                continue
+        todo.append(shard)
+    if reused:
+        log.info("resuming: %d of %d shard(s) already finished, skipped", reused, len(plan["shards"]))
+    spec_json = spec.model_dump_json()
+    jobs = []
+    for shard in todo:
+        rows = [rows_by_sha[sha] for sha in shard["members"]]
+        jobs.append((spec_json, shard, rows, {r["path"]: labels.get(r["path"], {}) for r in rows}, str(paths.out), plan["digest"]))
+    if workers > 1 and len(jobs) > 1:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            futures = [pool.submit(_write_one_shard, *job) for job in jobs]
+            for future in track(as_completed(futures), "write shards", total=len(futures), unit="shards"):
+                future.result()
+    else:
+        for job in track(jobs, "write shards", unit="shards"):
+            _write_one_shard(*job)
+    results = [load_result(paths.work, s["name"]) for s in plan["shards"]]
+    return finalize(spec, paths, table, results)
+
+
+def finalize(spec: DatasetSpec, paths: IngestPaths, table: pd.DataFrame, results: list[ShardResult]) -> dict:
+    """Write manifest, quarantine and duplicates lists, stats and the dataset card from the shard results."""
+    failed = {f["sha256"]: f["reason"] for r in results for f in r.failed}
+    written = {w["sha256"]: (r.name, w["key"], w["num_frames"]) for r in results for w in r.written}
+    manifest_rows, quarantine = [], []
+    for row in _records(table.sort_values("path")):
+        if row["status"] == "quarantined" or row["sha256"] in failed and row["status"] == "ok":
+            reason = row["reason"] if row["status"] == "quarantined" else failed[row["sha256"]]
+            quarantine.append({"path": row["path"], "sha256": row["sha256"], "source": row["source"], "reason": reason})
+        elif row["status"] == "ok":
+            shard, key, num_frames = written[row["sha256"]]
+            manifest_rows.append(_manifest_row(row, shard, key, num_frames))
+    manifest = pa.Table.from_pylist(sorted(manifest_rows, key=lambda r: (r["shard"], r["key"])), schema=MANIFEST_SCHEMA)
+    pq.write_table(manifest, paths.manifest.with_name("manifest.parquet.tmp"), compression="zstd")
+    os.replace(paths.manifest.with_name("manifest.parquet.tmp"), paths.manifest)
+    _write_atomic(paths.quarantine, "".join(json.dumps(q, sort_keys=True) + "\n" for q in quarantine).encode())
+    duplicates = [
+        {"path": r["path"], "sha256": r["sha256"], "duplicate_of": r["duplicate_of"]}
+        for r in _records(table[table.status == "duplicate"].sort_values("path"))
+    ]
+    _write_atomic(paths.duplicates, "".join(json.dumps(d, sort_keys=True) + "\n" for d in duplicates).encode())
+    stats = {
+        "dataset": spec.name,
+        "inputs": len(table),
+        "accepted": len(manifest_rows),
+        "quarantined": len(quarantine),
+        "duplicates": len(duplicates),
+        "shards": len(results),
+        "shard_bytes": sum(r.num_bytes for r in results),
+        "media_seconds": round(sum((r["duration"] or 0.0) for r in manifest_rows), 3),
+        "by_modality": _counts(manifest_rows, "modality"),
+        "by_split": _counts(manifest_rows, "split"),
+        "by_task_family": _counts(manifest_rows, "task_family"),
+        "quarantine_reasons": _counts([{"r": q["reason"].split(":")[0]} for q in quarantine], "r"),
+    }
+    if stats["accepted"] + stats["quarantined"] + stats["duplicates"] != stats["inputs"]:
+        raise AssertionError(f"ingestion lost inputs: {stats}")  # internal invariant, never a user error
+    _write_atomic(paths.stats, json.dumps(stats, indent=2, sort_keys=True).encode())
+    card.write_dataset_card(paths.out, spec, stats, manifest_rows)
+    shutil.rmtree(paths.validation / "gx" / "uncommitted" / "validations_tmp", ignore_errors=True)
+    return stats
+
+
+def _counts(rows: list[dict], field: str) -> dict:
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[str(row[field])] = counts.get(str(row[field]), 0) + 1
+    return dict(sorted(counts.items()))
+
+
+MANIFEST_SCHEMA = pa.schema(
+    [
+        ("path", pa.string()),
+        ("relpath", pa.string()),
+        ("source", pa.string()),
+        ("sha256", pa.string()),
+        ("shard", pa.string()),
+        ("key", pa.string()),
+        ("modality", pa.string()),
+        ("task_family", pa.string()),
+        ("split", pa.string()),
+        ("duration", pa.float64()),
+        ("streams", pa.string()),
+        ("num_frames", pa.int32()),
+        ("size_bytes", pa.int64()),
+    ]
+)
+
+
+def _manifest_row(row: dict, shard: str, key: str, num_frames: int) -> dict:
+    streams = []
+    if row.get("video_codec") and row["modality"] in ("video", "image"):
+        streams.append(f"{row['modality']}:{row['video_codec']} {int(row['width'])}x{int(row['height'])}")
+    if row.get("audio_codec"):
+        streams.append(f"audio:{row['audio_codec']} {int(row['sample_rate'] or 0)}Hz")
+    if row["modality"] == "text":
+        streams.append("text")
+    duration = row["duration_s"]
+    return {
+        "path": row["path"],
+        "relpath": row["relpath"],
+        "source": row["source"],
+        "sha256": row["sha256"],
+        "shard": shard,
+        "key": key,
+        "modality": row["modality"],
+        "task_family": row["task_family"],
+        "split": row["split"],
+        "duration": duration,
+        "streams": ", ".join(streams),
+        "num_frames": int(num_frames),
+        "size_bytes": int(row["size_bytes"]),
+    }
+
+
+def ingest_dataset(spec: DatasetSpec, out: Path, workers: int = 1) -> dict:
+    """Both phases: what `omnistage ingest` runs."""
+    probe_and_plan(spec, out, workers)
+    return write_shards(spec, out, workers)
+
+
+__all__ = ["IngestPaths", "ingest_dataset", "probe_and_plan", "sample_key", "write_shards"]

@@ -1,0 +1,102 @@
+"""Plan and write WebDataset shards: deterministic bytes, atomic renames, resumable.
+
+Shards are planned from probe facts before any decoding (`plan_shards`), so shard k always holds the same
+samples and each shard can be written on its own: by any worker, after a crash, in any order. A shard is
+written to `NAME.tar.tmp`; its result record goes to `.work/` first and the rename comes last, so a
+visible `.tar` always means a finished shard. Tar headers carry fixed times, owners and modes.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SHARD_PATTERN = "shard-{index:06d}.tar"
+
+
+@dataclass
+class ShardPlan:
+    index: int
+    name: str
+    members: list[str]  # sha256 of each input, in write order
+    estimated_bytes: int = 0
+
+
+@dataclass
+class ShardResult:
+    name: str
+    written: list[dict] = field(default_factory=list)  # {sha256, key, num_frames}
+    failed: list[dict] = field(default_factory=list)  # {sha256, reason}
+    num_bytes: int = 0
+    plan_digest: str = ""  # the plan this shard was written for; a changed plan never reuses it
+
+
+def plan_shards(items: list[tuple[str, int]], max_bytes: int) -> list[ShardPlan]:
+    """Group (sha256, estimated_bytes) items, already in their final order, into shards under max_bytes."""
+    plans: list[ShardPlan] = []
+    current: ShardPlan | None = None
+    for sha, size in items:
+        if current is None or (current.members and current.estimated_bytes + size > max_bytes):
+            current = ShardPlan(index=len(plans), name=SHARD_PATTERN.format(index=len(plans)), members=[])
+            plans.append(current)
+        current.members.append(sha)
+        current.estimated_bytes += size
+    return plans
+
+
+def _tar_info(name: str, size: int) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.mode = size, 0, 0o644
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    return info
+
+
+class DeterministicTarWriter:
+    """A tar writer whose bytes depend only on the members' names and contents."""
+
+    def __init__(self, path: Path):
+        self._fh = open(path, "wb")
+        self._tar = tarfile.open(fileobj=self._fh, mode="w", format=tarfile.USTAR_FORMAT)
+
+    def add(self, name: str, data: bytes) -> None:
+        self._tar.addfile(_tar_info(name, len(data)), io.BytesIO(data))
+
+    def close(self) -> None:
+        self._tar.close()
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+        self._fh.close()
+
+
+def result_path(work_dir: Path, shard_name: str) -> Path:
+    return work_dir / (shard_name + ".result.json")
+
+
+def is_shard_done(shard_dir: Path, work_dir: Path, shard_name: str) -> bool:
+    return (shard_dir / shard_name).is_file() and result_path(work_dir, shard_name).is_file()
+
+
+def load_result(work_dir: Path, shard_name: str) -> ShardResult:
+    return ShardResult(**json.loads(result_path(work_dir, shard_name).read_text()))
+
+
+def commit_shard(tmp_tar: Path, final_tar: Path, result: ShardResult, work_dir: Path) -> None:
+    """Publish a finished shard: result record first, then the atomic rename that makes the tar visible."""
+    record = result_path(work_dir, result.name)
+    tmp_record = record.with_suffix(".tmp")
+    tmp_record.write_text(json.dumps(result.__dict__, sort_keys=True))
+    os.replace(tmp_record, record)
+    os.replace(tmp_tar, final_tar)
+
+
+def remove_stale_temporaries(shard_dir: Path) -> int:
+    """Delete `.tmp` leftovers of a killed run; they are never read."""
+    stale = list(shard_dir.glob("*.tmp"))
+    for path in stale:
+        path.unlink()
+    return len(stale)

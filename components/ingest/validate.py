@@ -1,0 +1,118 @@
+"""Validate the probe manifest with a Great Expectations suite and render its Data Docs.
+
+The suite lives in `data_specs/expectations/<name>.yaml`. Row-level checks decide which inputs are
+quarantined (the failing expectation is the reason); table-level checks that fail stop the run, since
+they mean the batch as a whole is wrong. Data Docs HTML is written under `<out>/validation/`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from components.specs.dataset import DatasetSpec
+from components.specs.loading import SpecError, load_yaml_model
+
+EXPECTATIONS_DIR = Path(__file__).resolve().parents[2] / "data_specs" / "expectations"
+log = logging.getLogger(__name__)
+
+
+class ExpectationEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: str = Field(description="A Great Expectations expectation type, e.g. expect_column_values_to_be_between")
+    kwargs: dict
+    per_row: bool = True
+
+
+class ExpectationSuiteSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    expectations: list[ExpectationEntry] = Field(min_length=1)
+
+
+@dataclass
+class ValidationOutcome:
+    row_failures: dict[str, list[str]]  # sha256 -> reasons
+    table_failures: list[str]
+    data_docs: Path | None
+    num_expectations: int
+
+
+def load_suite(name: str, expectations_dir: Path = EXPECTATIONS_DIR) -> ExpectationSuiteSpec:
+    return load_yaml_model(expectations_dir / f"{name}.yaml", ExpectationSuiteSpec)
+
+
+def _resolve(value, spec: DatasetSpec, where: str):
+    if isinstance(value, str) and value.startswith("$"):
+        node = spec
+        for part in value[1:].split("."):
+            if not hasattr(node, part):
+                raise SpecError(f"{where}: '{value}' does not name a dataset-spec field (e.g. $limits.max_duration_s)")
+            node = getattr(node, part)
+        return list(node) if isinstance(node, (list, tuple)) else node
+    return value
+
+
+def _class_name(expectation_type: str) -> str:
+    return "".join(part.capitalize() for part in expectation_type.split("_"))
+
+
+def validate_manifest(frame: pd.DataFrame, spec: DatasetSpec, docs_dir: Path) -> ValidationOutcome:
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    import great_expectations as gx  # heavy (3-5 s): imported only when validation runs
+
+    suite_spec = load_suite(spec.expectation_suite)
+    docs_dir.mkdir(parents=True, exist_ok=True)
+    context = gx.get_context(mode="file", project_root_dir=str(docs_dir))
+    context.variables.progress_bars = {"globally": False, "metric_calculations": False}
+    batch = context.data_sources.add_or_update_pandas("manifest").add_dataframe_asset("probe")
+    batch_definition = batch.add_batch_definition_whole_dataframe("all_rows")
+    suite = context.suites.add_or_update(gx.ExpectationSuite(name=suite_spec.name))
+    per_row: dict[int, bool] = {}
+    for index, entry in enumerate(suite_spec.expectations):
+        where = f"{EXPECTATIONS_DIR / (suite_spec.name + '.yaml')}: expectations[{index}]"
+        cls = getattr(gx.expectations, _class_name(entry.type), None)
+        if cls is None:
+            raise SpecError(f"{where}: unknown expectation type '{entry.type}'")
+        kwargs = {k: _resolve(v, spec, where) for k, v in entry.kwargs.items()}
+        suite.add_expectation(cls(**kwargs, meta={"index": index}))
+        per_row[index] = entry.per_row
+    definition = context.validation_definitions.add_or_update(
+        gx.ValidationDefinition(name=f"{spec.name}-manifest", data=batch_definition, suite=suite)
+    )
+    checkpoint = context.checkpoints.add_or_update(
+        gx.Checkpoint(
+            name=f"{spec.name}-ingest",
+            validation_definitions=[definition],
+            actions=[gx.checkpoint.UpdateDataDocsAction(name="data_docs")],
+            result_format={"result_format": "COMPLETE", "unexpected_index_column_names": ["sha256"]},
+        )
+    )
+    result = checkpoint.run(batch_parameters={"dataframe": frame.reset_index(drop=True)})
+    row_failures: dict[str, list[str]] = {}
+    table_failures: list[str] = []
+    for run in result.run_results.values():
+        for check in run.results:
+            if check.success:
+                continue
+            config = check.expectation_config
+            column = config.kwargs.get("column")
+            described = f"{config.type}({column})"
+            if not per_row.get((config.meta or {}).get("index"), True):
+                table_failures.append(f"{described}: {check.result.get('partial_unexpected_list', [])[:5]}")
+                continue
+            for row in check.result.get("unexpected_index_list") or []:
+                row_failures.setdefault(row["sha256"], []).append(
+                    f"expectation {described} failed: value {row.get(column)!r}"
+                )
+    docs = docs_dir / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"
+    return ValidationOutcome(row_failures, table_failures, docs if docs.exists() else None, len(suite_spec.expectations))
+
+
+__all__ = ["ValidationOutcome", "load_suite", "validate_manifest", "yaml"]

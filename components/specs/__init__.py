@@ -1,0 +1,1 @@
+"""Typed configs parsed from the YAML files in data_specs/."""

@@ -1,0 +1,150 @@
+"""The dataset spec: what `data_specs/datasets/*.yaml` may say.
+
+A dataset is a list of sources (local paths or globs, or fsspec URLs), each with the modality it holds and
+where its labels live, plus the policies ingestion applies to all of them: frame sampling, resizing, media
+limits, shard size, split rule and the Great Expectations suite.
+
+    spec = DatasetSpec.load("data_specs/datasets/demo.yaml")
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from components.specs.loading import load_yaml_model
+
+
+class Modality(StrEnum):
+    VIDEO = "video"
+    AUDIO = "audio"
+    IMAGE = "image"
+    TEXT = "text"
+    AUTO = "auto"  # decided per file from its probe (used by the ad-hoc `ingest --input` form)
+
+
+class LabelSource(StrEnum):
+    NONE = "none"
+    SIDECAR = "sidecar"  # `<stem>.labels.json` next to each media file
+
+
+SIDECAR_SUFFIX = ".labels.json"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SourceSpec(_Strict):
+    name: str = Field(description="Short name of the source; appears in the manifest's `source` column.")
+    path: str = Field(description="A directory, a glob (`**` allowed) or an fsspec URL such as s3://bucket/x/*.mp4.")
+    modality: Modality = Field(description="What every file of this source must contain.")
+    labels: LabelSource = Field(LabelSource.SIDECAR, description="Where per-file labels live.")
+    task_family: str | None = Field(None, description="Task family tag carried into the samples (e.g. video_qa).")
+
+
+class FrameSamplingSpec(_Strict):
+    """Duration-conditioned frame sampling (REFERENCE.md section 5)."""
+
+    fps: float = Field(2.0, gt=0, description="Default sampling rate.")
+    min_frames: int = Field(16, ge=1, description="Short clips are sampled more densely to reach this many frames.")
+    max_fps: float = Field(4.0, gt=0, description="Densification never exceeds this rate.")
+    max_frames: int = Field(256, ge=2, description="Long clips are sampled uniformly under this cap.")
+
+    @model_validator(mode="after")
+    def _rates_ordered(self) -> FrameSamplingSpec:
+        if self.max_fps < self.fps:
+            raise ValueError(f"max_fps ({self.max_fps}) must be >= fps ({self.fps})")
+        if self.min_frames > self.max_frames:
+            raise ValueError(f"min_frames ({self.min_frames}) must be <= max_frames ({self.max_frames})")
+        return self
+
+
+class ResizeSpec(_Strict):
+    """Native-resolution rule of the ViT (REFERENCE.md section 3)."""
+
+    patch_size: int = Field(14, ge=1)
+    min_patches: int = Field(576, ge=1, description="Below this patch count the frame is scaled up.")
+    max_patches: int = Field(5832, ge=1, description="Above this patch count the frame is scaled down.")
+
+    @model_validator(mode="after")
+    def _range_ordered(self) -> ResizeSpec:
+        if self.min_patches > self.max_patches:
+            raise ValueError(f"min_patches ({self.min_patches}) must be <= max_patches ({self.max_patches})")
+        return self
+
+
+class AudioSpec(_Strict):
+    sample_rate: int = Field(16000, description="Audio is resampled to this rate, mono.")
+    chunk_seconds: float = Field(1.0, gt=0, description="Length of one interleaved audio/video chunk.")
+
+
+class LimitsSpec(_Strict):
+    """Bounds outside which an input is quarantined as absurd (checked by the expectation suite)."""
+
+    min_duration_s: float = Field(0.05, ge=0)
+    max_duration_s: float = Field(3600.0, gt=0)
+    min_side_px: int = Field(16, ge=1)
+    max_side_px: int = Field(8192, ge=1)
+    max_file_bytes: int = Field(8 * 1024**3, ge=1)
+    video_codecs: list[str] = Field(
+        default_factory=lambda: ["h264", "hevc", "vp8", "vp9", "av1", "theora", "mpeg4", "mjpeg"]
+    )
+    audio_codecs: list[str] = Field(
+        default_factory=lambda: ["aac", "mp3", "opus", "vorbis", "flac", "pcm_s16le", "pcm_s24le", "pcm_f32le"]
+    )
+    image_codecs: list[str] = Field(default_factory=lambda: ["png", "mjpeg", "webp", "bmp"])
+    min_sample_rate: int = Field(8000, ge=1)
+    max_sample_rate: int = Field(192000, ge=1)
+
+
+class SplitSpec(_Strict):
+    """How samples are assigned to splits: a label wins; otherwise the content hash decides."""
+
+    label_field: str = Field("split", description="Sidecar field that names the split, when present.")
+    eval_fraction: float = Field(0.1, ge=0, le=1, description="Hash-based share of eval for unlabelled files.")
+    allowed: list[str] = Field(default_factory=lambda: ["train", "eval"])
+
+
+class DatasetSpec(_Strict):
+    name: str
+    description: str = ""
+    sources: list[SourceSpec] = Field(min_length=1)
+    frame_sampling: FrameSamplingSpec = FrameSamplingSpec()
+    resize: ResizeSpec = ResizeSpec()
+    audio: AudioSpec = AudioSpec()
+    limits: LimitsSpec = LimitsSpec()
+    split: SplitSpec = SplitSpec()
+    shard_max_bytes: int = Field(256 * 1024**2, ge=1024, description="Target size of one WebDataset shard.")
+    expectation_suite: str = Field(
+        "media_manifest", description="Name of a suite in data_specs/expectations/ (without .yaml)."
+    )
+    jpeg_quality: int = Field(90, ge=1, le=100)
+
+    @field_validator("name")
+    @classmethod
+    def _slug(cls, value: str) -> str:
+        if not value or not all(c.isalnum() or c in "-_" for c in value):
+            raise ValueError("use letters, digits, '-' and '_' only (it names folders and DVC stages)")
+        return value
+
+    @model_validator(mode="after")
+    def _unique_source_names(self) -> DatasetSpec:
+        names = [s.name for s in self.sources]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"source names must be unique; repeated: {dupes}")
+        return self
+
+    @classmethod
+    def load(cls, path: Path | str) -> DatasetSpec:
+        spec = load_yaml_model(path, cls)
+        # Relative source paths are relative to the repository root (where commands run), like DVC paths.
+        return spec
+
+    @classmethod
+    def adhoc(cls, input_path: str, name: str = "adhoc") -> DatasetSpec:
+        """The default policy for `omnistage ingest --input DIR_OR_GLOB`: one auto-modality source."""
+        return cls(name=name, sources=[SourceSpec(name="input", path=input_path, modality=Modality.AUTO)])
