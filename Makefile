@@ -1,0 +1,63 @@
+# omnistage: `make run` sets up on first use and runs the main job; `make test` runs the test suite.
+# `make help` lists every target.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+AF_VENV := .venv-airflow
+UV := $(VENV)/bin/uv
+OMNI := $(VENV)/bin/omnistage
+WHEELS ?= /opt/wheels
+TORCH := torch==2.13.0+cpu
+# Use the CPU torch wheel from local disk when this machine has one, else PyTorch's CPU index.
+TORCH_SRC := $(if $(wildcard $(WHEELS)/torch-2.13.0+cpu*.whl),--find-links $(WHEELS),--index-url https://download.pytorch.org/whl/cpu --extra-index-url https://pypi.org/simple)
+export DVC_NO_ANALYTICS := 1
+export GX_ANALYTICS_ENABLED := false
+export PYTHONUNBUFFERED := 1
+WORKERS ?= 2
+
+.PHONY: help setup system-deps run test test-fast lint ui airflow clean
+
+help: ## List the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+system-deps: ## Install ffmpeg and espeak-ng with apt when missing (root only)
+	@missing=""; for t in ffmpeg espeak-ng git; do command -v $$t >/dev/null || missing="$$missing $$t"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing:$$missing"; apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q -o DPkg::Lock::Timeout=600 $$missing; \
+	  else echo "missing:$$missing. Install them (Debian: sudo apt-get install$$missing) and run make again." >&2; exit 1; fi; \
+	fi
+
+$(VENV)/.stamp: pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "omnistage needs Python 3.11 (set PYTHON=...)"'
+	$(PYTHON) -m venv $(VENV) || { echo "python venv failed: on Debian run apt-get install python3.11-venv" >&2; exit 1; }
+	$(VENV)/bin/python -m pip install -q uv
+	$(UV) pip install -q -p $(VENV)/bin/python $(TORCH_SRC) "$(TORCH)"
+	$(UV) pip install -q -p $(VENV)/bin/python $(TORCH_SRC) -e '.[dev]' av megatron-energon
+	touch $@
+
+$(AF_VENV)/.stamp: pyproject.toml $(VENV)/.stamp
+	$(UV) venv -q -p $(PYTHON) $(AF_VENV)
+	$(UV) pip install -q -p $(AF_VENV)/bin/python "apache-airflow==3.3.2" apache-airflow-providers-cncf-kubernetes
+	# The project itself without its dependencies: DAGs import only the light runner seam.
+	$(UV) pip install -q -p $(AF_VENV)/bin/python --no-deps -e .
+	touch $@
+
+setup: system-deps $(VENV)/.stamp $(AF_VENV)/.stamp ## Create both environments (first use only)
+
+run: setup ## Generate the demo corpus, ingest and version it, print the summary
+	$(OMNI) demo-data work/raw/demo --seed 0 --size small
+	$(OMNI) dataset build --spec data_specs/datasets/demo.yaml --out work/datasets/demo --workers $(WORKERS)
+	$(OMNI) dataset show work/datasets/demo
+
+test: setup ## The whole test suite (what CI runs)
+	$(VENV)/bin/pytest -q tests; rc=$$?; if [ $$rc = 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
+
+test-fast: setup ## Tests without the slow tier
+	$(VENV)/bin/pytest -q -m "not slow" tests
+
+lint: setup ## ruff
+	$(VENV)/bin/ruff check components model dags tests
+
+clean: ## Remove generated data (keeps the environments)
+	rm -rf work

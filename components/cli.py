@@ -1,0 +1,188 @@
+"""The `omnistage` command line. Each command is a few lines around a library function, the same one
+the Airflow DAGs, the KFP components and the tests call."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from components.specs.loading import SpecError
+
+app = typer.Typer(help="omnistage: data, training and promotion for omni-modal MoE models.", no_args_is_help=True)
+dataset_app = typer.Typer(help="Dataset versions (DVC).", no_args_is_help=True)
+bench_app = typer.Typer(help="Benchmarks; results belong in benchmarks/README.md.", no_args_is_help=True)
+app.add_typer(dataset_app, name="dataset")
+app.add_typer(bench_app, name="bench")
+console = Console(stderr=True)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@app.callback()
+def _setup(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    for noisy in ("great_expectations", "urllib3", "matplotlib", "PIL", "fsspec"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _fail(message: str) -> None:
+    console.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(code=2)
+
+
+def _load_spec(spec: Path | None, input_path: str | None):
+    from components.specs.dataset import DatasetSpec
+
+    if (spec is None) == (input_path is None):
+        _fail("give exactly one of --spec FILE (a dataset spec) or --input DIR_OR_GLOB (ad-hoc, default policy)")
+    try:
+        return DatasetSpec.load(spec) if spec else DatasetSpec.adhoc(input_path)
+    except SpecError as exc:
+        _fail(str(exc))
+
+
+@app.command("demo-data")
+def demo_data(
+    out: Annotated[Path, typer.Argument(help="Folder to write the corpus into.")],
+    seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same files.")] = 0,
+    size: Annotated[str, typer.Option(help="small | medium")] = "small",
+    workers: Annotated[int, typer.Option(help="Parallel ffmpeg/espeak-ng processes.")] = 2,
+    force: Annotated[bool, typer.Option(help="Rewrite even when the same corpus is already there.")] = False,
+) -> None:
+    """Write the deterministic synthetic corpus (all task families, train/eval splits, labels)."""
+    from components.demo_data.corpus import write_demo_corpus
+    from components.demo_data.synth import ToolMissing
+
+    try:
+        summary = write_demo_corpus(out, seed=seed, size=size, workers=workers, force=force)
+    except (ToolMissing, ValueError) as exc:
+        _fail(str(exc))
+    verb = "kept the existing" if summary["reused"] else "wrote"
+    console.print(f"{verb} {summary['num_files']} files in {out} (seed {seed}, size {size})")
+
+
+@app.command()
+def ingest(
+    out: Annotated[Path, typer.Option(help="Output folder (shards/, manifest.parquet, quarantine.jsonl, ...).")],
+    spec: Annotated[Path | None, typer.Option(help="Dataset spec YAML (data_specs/datasets/*.yaml).")] = None,
+    input_path: Annotated[str | None, typer.Option("--input", help="Ad-hoc: a folder or glob, default policy.")] = None,
+    workers: Annotated[int, typer.Option(help="Parallel shard writers.")] = 1,
+    phase: Annotated[str, typer.Option(help="all | probe (probe, validate, plan) | shard (write planned shards).")] = "all",
+    json_out: Annotated[bool, typer.Option("--json", help="Print the stats as JSON on stdout.")] = False,
+) -> None:
+    """Probe, validate, sample, lay out and shard raw media into WebDataset shards."""
+    from components.ingest.pipeline import ingest_dataset, probe_and_plan, write_shards
+
+    dataset = _load_spec(spec, input_path)
+    runners = {"all": ingest_dataset, "probe": probe_and_plan, "shard": write_shards}
+    if phase not in runners:
+        _fail(f"--phase must be one of {sorted(runners)}, got {phase!r}")
+    try:
+        stats = runners[phase](dataset, out, workers)
+    except (FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+    if json_out:
+        print(json.dumps(stats, indent=2))
+    else:
+        _print_summary(stats, out)
+
+
+def _print_summary(stats: dict, out: Path) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"ingested into {out}")
+    for key in ("inputs", "accepted", "probed_ok", "quarantined", "duplicates", "shards", "shards_planned", "media_seconds"):
+        if key in stats:
+            table.add_row(key, str(stats[key]))
+    console.print(table)
+    if stats.get("quarantined"):
+        console.print(f"quarantined files and reasons: {out / 'quarantine.jsonl'}")
+
+
+@dataset_app.command("build")
+def dataset_build(
+    spec: Annotated[Path, typer.Option(help="Dataset spec YAML.")],
+    out: Annotated[Path, typer.Option(help="Output folder inside the repository.")],
+    workers: Annotated[int, typer.Option(help="Parallel shard writers.")] = 1,
+    remote: Annotated[str | None, typer.Option(help="DVC remote URL (local folder, s3://, gs://).")] = None,
+    repo: Annotated[Path, typer.Option(help="DVC repository root.")] = REPO_ROOT,
+) -> None:
+    """`dvc repro` the dataset's ingestion stage (skips when nothing changed), push, print the version."""
+    from components.versioning.dvc_dataset import DvcError, build_dataset
+
+    try:
+        version = build_dataset(repo, _load_spec(spec, None), spec, out, workers, remote)
+    except (DvcError, ValueError) as exc:
+        _fail(str(exc))
+    if not version.reproduced:
+        console.print(f"dataset '{version.dataset}' unchanged: DVC skipped ingestion")
+    print(json.dumps(version.as_dict(), indent=2))
+
+
+@dataset_app.command("commit")
+def dataset_commit(
+    spec: Annotated[Path, typer.Option(help="Dataset spec YAML.")],
+    out: Annotated[Path, typer.Option(help="Folder the ingestion wrote, inside the repository.")],
+    remote: Annotated[str | None, typer.Option(help="DVC remote URL.")] = None,
+    repo: Annotated[Path, typer.Option(help="DVC repository root.")] = REPO_ROOT,
+) -> None:
+    """Record shards already written by `omnistage ingest` as the stage's outputs, push, print the version."""
+    from components.versioning.dvc_dataset import DvcError, commit_dataset
+
+    try:
+        version = commit_dataset(repo, _load_spec(spec, None), spec, out, remote_url=remote)
+    except (DvcError, ValueError) as exc:
+        _fail(str(exc))
+    print(json.dumps(version.as_dict(), indent=2))
+
+
+@dataset_app.command("show")
+def dataset_show(out: Annotated[Path, typer.Argument(help="An ingested dataset folder.")]) -> None:
+    """Print an ingested dataset's stats, version and where its reports are."""
+    from components.ingest.pipeline import IngestPaths
+
+    paths = IngestPaths(out)
+    if not paths.stats.is_file():
+        _fail(f"{out} holds no stats.json: ingest it first (omnistage ingest / omnistage dataset build)")
+    stats = json.loads(paths.stats.read_text())
+    _print_summary(stats, out)
+    version = stats.get("version") or {}
+    console.print(f"version: {version.get('version', 'not versioned')} (git {str(version.get('git_commit'))[:12]})")
+    for what, path in (
+        ("manifest", paths.manifest),
+        ("quarantine", paths.quarantine),
+        ("dataset card", out / "card" / "README.md"),
+        ("data docs", paths.validation / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"),
+    ):
+        console.print(f"{what}: {path}")
+
+
+@bench_app.command("ingest")
+def bench_ingest(
+    num_videos: Annotated[int, typer.Option(help="Videos to generate (>= 20 for a reportable run).")] = 20,
+    workers: Annotated[str, typer.Option(help="Comma-separated worker counts to measure.")] = "1,2",
+    json_out: Annotated[bool, typer.Option("--json", help="Print results as JSON.")] = False,
+    keep: Annotated[Path | None, typer.Option(help="Keep the generated videos and outputs here.")] = None,
+) -> None:
+    """Media-seconds per CPU-second of ingestion vs bare ffmpeg decoding, and shard read throughput."""
+    from components.bench.ingest_throughput import run_benchmark
+
+    results = run_benchmark(num_videos, [int(w) for w in workers.split(",")], keep)
+    if json_out:
+        print(json.dumps(results, indent=2))
+    else:
+        for key, value in results.items():
+            console.print(f"{key}: {value}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

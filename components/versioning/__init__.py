@@ -1,0 +1,1 @@
+"""Dataset versions with DVC: one `dvc.yaml` stage per dataset, shards pushed to a DVC remote."""

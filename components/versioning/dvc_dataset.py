@@ -1,0 +1,175 @@
+"""Version an ingested dataset with DVC.
+
+Each dataset spec gets a stage `ingest-<name>` in the repository's `dvc.yaml`, whose deps are the spec, the
+expectation suite, the ingestion code and the raw sources, and whose outs are the shard folder, the
+manifest and the quarantine list. Two entry points share it:
+
+- `build_dataset`: `dvc repro` the stage (runs `omnistage ingest` only when a dep changed, otherwise says
+  it skipped), push to the remote, stamp the version into `stats.json`. What `make run` uses.
+- `commit_dataset`: the shards were written by earlier pipeline tasks (the Airflow DAG); `dvc commit`
+  records them as the stage's outputs, then push and stamp.
+
+The dataset version id is DVC's md5 of the shard folder. The git commit of the code is recorded with it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import yaml
+
+from components.ingest.pipeline import IngestPaths
+from components.specs.dataset import DatasetSpec
+
+CODE_DEPS = ["components/ingest", "components/specs/dataset.py"]
+
+
+@dataclass
+class DatasetVersion:
+    dataset: str
+    version: str  # DVC md5 of the shard folder, e.g. "3f2a...c1.dir"
+    manifest_md5: str
+    git_commit: str | None
+    git_dirty: bool
+    stage: str
+    reproduced: bool  # False when DVC found nothing changed and skipped ingestion
+    remote: str | None
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+class DvcError(RuntimeError):
+    pass
+
+
+def _env() -> dict:
+    env = dict(os.environ, DVC_NO_ANALYTICS="1")
+    # `dvc repro` runs the stage's `omnistage ...` command: make this interpreter's scripts come first.
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    return env
+
+
+def run_dvc(repo: Path, *args: str) -> str:
+    proc = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=repo, env=_env(), capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise DvcError(f"`dvc {' '.join(args)}` failed in {repo}:\n{(proc.stdout + proc.stderr).strip()[-2000:]}")
+    return proc.stdout
+
+
+def ensure_dvc_repo(repo: Path, remote_url: str | None) -> None:
+    """`dvc init` where needed (without git when the folder is not a git work tree) and set the default remote."""
+    if not (repo / ".dvc").is_dir():
+        no_scm = [] if (repo / ".git").exists() else ["--no-scm"]
+        run_dvc(repo, "init", "-q", *no_scm)
+        run_dvc(repo, "config", "cache.type", "reflink,hardlink,copy")
+    if remote_url:
+        run_dvc(repo, "remote", "add", "-f", "-d", "default", remote_url)
+
+
+def stage_name(spec: DatasetSpec) -> str:
+    return f"ingest-{spec.name}"
+
+
+def _relative(repo: Path, path: Path | str, what: str) -> str:
+    full = (repo / path).resolve() if not Path(path).is_absolute() else Path(path).resolve()
+    try:
+        return full.relative_to(repo.resolve()).as_posix()
+    except ValueError:
+        raise DvcError(f"{what} {full} lies outside the DVC repository {repo}: DVC can only track paths inside it") from None
+
+
+def ensure_stage(repo: Path, spec: DatasetSpec, spec_path: Path, out: Path, workers: int = 1) -> str:
+    """Add or update the dataset's stage in `dvc.yaml`; returns the stage name."""
+    spec_rel = _relative(repo, spec_path, "spec")
+    out_rel = _relative(repo, out, "output folder")
+    deps = [spec_rel, f"data_specs/expectations/{spec.expectation_suite}.yaml", *CODE_DEPS]
+    deps += [_relative(repo, s.path, f"source '{s.name}'") for s in spec.sources if "://" not in s.path]
+    stage = {
+        "cmd": f"omnistage ingest --spec {spec_rel} --out {out_rel} --workers {workers}",
+        "deps": [d for d in deps if (repo / d).exists()],
+        # stats.json is deliberately not an output: the version is stamped into it after DVC hashed the outs.
+        "outs": [f"{out_rel}/shards", f"{out_rel}/manifest.parquet", f"{out_rel}/quarantine.jsonl"],
+    }
+    dvc_yaml = repo / "dvc.yaml"
+    doc = yaml.safe_load(dvc_yaml.read_text()) if dvc_yaml.exists() else {}
+    doc = doc or {}
+    name = stage_name(spec)
+    if doc.get("stages", {}).get(name) != stage:
+        doc.setdefault("stages", {})[name] = stage
+        dvc_yaml.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return name
+
+
+def _lock_md5(repo: Path, stage: str, path: str) -> str:
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    for out in lock["stages"][stage]["outs"]:
+        if out["path"] == path:
+            return out["md5"]
+    raise DvcError(f"dvc.lock has no output {path} for stage {stage}")
+
+
+def _git_state(repo: Path) -> tuple[str | None, bool]:
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True)
+    if head.returncode != 0:
+        return None, False
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo, capture_output=True, text=True)
+    return head.stdout.strip(), bool(dirty.stdout.strip())
+
+
+def _finish(repo: Path, spec: DatasetSpec, out: Path, stage: str, reproduced: bool, push: bool) -> DatasetVersion:
+    out_rel = _relative(repo, out, "output folder")
+    remote = None
+    if push:
+        remotes = run_dvc(repo, "remote", "list").split()
+        if remotes:
+            run_dvc(repo, "push", "-q", stage)
+            remote = remotes[1] if len(remotes) > 1 else remotes[0]
+    commit, dirty = _git_state(repo)
+    version = DatasetVersion(
+        dataset=spec.name,
+        version=_lock_md5(repo, stage, f"{out_rel}/shards"),
+        manifest_md5=_lock_md5(repo, stage, f"{out_rel}/manifest.parquet"),
+        git_commit=commit,
+        git_dirty=dirty,
+        stage=stage,
+        reproduced=reproduced,
+        remote=remote,
+    )
+    stats_path = IngestPaths(Path(repo / out_rel)).stats
+    stats = json.loads(stats_path.read_text())
+    stats["version"] = {k: v for k, v in version.as_dict().items() if k != "reproduced"}
+    stats_path.write_text(json.dumps(stats, indent=2, sort_keys=True))
+    return version
+
+
+def build_dataset(repo: Path, spec: DatasetSpec, spec_path: Path, out: Path, workers: int = 1,
+                  remote_url: str | None = None, push: bool = True) -> DatasetVersion:
+    repo = Path(repo).resolve()
+    ensure_dvc_repo(repo, remote_url)
+    stage = ensure_stage(repo, spec, spec_path, out, workers)
+    status = json.loads(run_dvc(repo, "status", stage, "--json") or "{}")
+    reproduced = bool(status) or not (repo / "dvc.lock").exists()
+    if reproduced:
+        run_dvc(repo, "repro", stage)
+    return _finish(repo, spec, out, stage, reproduced, push)
+
+
+def commit_dataset(repo: Path, spec: DatasetSpec, spec_path: Path, out: Path, workers: int = 1,
+                   remote_url: str | None = None, push: bool = True) -> DatasetVersion:
+    repo = Path(repo).resolve()
+    ensure_dvc_repo(repo, remote_url)
+    stage = ensure_stage(repo, spec, spec_path, out, workers)
+    run_dvc(repo, "commit", "-f", "-q", stage)
+    return _finish(repo, spec, out, stage, True, push)
+
+
+def read_version(out: Path) -> dict | None:
+    """The version stamped into an ingested dataset's stats.json, if it was versioned."""
+    stats = IngestPaths(Path(out)).stats
+    return json.loads(stats.read_text()).get("version") if stats.is_file() else None
