@@ -50,7 +50,7 @@ def _load_spec(spec: Path | None, input_path: str | None):
 def demo_data(
     out: Annotated[Path, typer.Argument(help="Folder to write the corpus into.")],
     seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same files.")] = 0,
-    size: Annotated[str, typer.Option(help="small | medium")] = "small",
+    size: Annotated[str, typer.Option(help="tiny | small | medium")] = "small",
     workers: Annotated[int, typer.Option(help="Parallel ffmpeg/espeak-ng processes.")] = 2,
     force: Annotated[bool, typer.Option(help="Rewrite even when the same corpus is already there.")] = False,
 ) -> None:

@@ -44,6 +44,8 @@ FAMILIES = [
 
 # (train, eval) items per family
 SIZES = {
+    "tiny": {"video_qa": (3, 1), "av_qa": (2, 2), "spoken_qa": (2, 1), "speech": (2, 1),
+             "image_caption": (2, 1), "text": (2, 1)},  # for tests
     "small": {"video_qa": (16, 8), "av_qa": (12, 8), "spoken_qa": (24, 12), "speech": (16, 8),
               "image_caption": (24, 12), "text": (16, 4)},
     "medium": {"video_qa": (80, 24), "av_qa": (80, 24), "spoken_qa": (120, 30), "speech": (80, 20),

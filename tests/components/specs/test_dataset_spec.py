@@ -1,0 +1,60 @@
+from pathlib import Path
+
+import pytest
+
+from components.ingest.validate import load_suite
+from components.specs.dataset import DatasetSpec
+from components.specs.loading import SpecError
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "data_specs" / "datasets").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_dataset_spec_loads(path):
+    spec = DatasetSpec.load(path)
+    assert spec.sources
+    load_suite(spec.expectation_suite)  # the suite it names exists and parses
+
+
+def test_wrong_spec_names_file_field_and_allowed_values(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "name: demo\n"
+        "sources:\n"
+        "  - {name: a, path: x, modality: smell}\n"
+        "frame_sampling: {fps: -1}\n"
+        "shard_max_bytes: 10\n"
+    )
+    with pytest.raises(SpecError) as err:
+        DatasetSpec.load(bad)
+    message = str(err.value)
+    assert str(bad) in message
+    assert "sources.0.modality" in message and "'video', 'audio', 'image', 'text' or 'auto'" in message
+    assert "frame_sampling.fps" in message
+    assert "shard_max_bytes" in message
+
+
+def test_unknown_field_is_rejected(tmp_path):
+    bad = tmp_path / "typo.yaml"
+    bad.write_text("name: demo\nsources: [{name: a, path: x, modality: video}]\nshard_size: 5\n")
+    with pytest.raises(SpecError, match="shard_size"):
+        DatasetSpec.load(bad)
+
+
+def test_duplicate_source_names_and_bad_dataset_name(tmp_path):
+    dupe = tmp_path / "dupe.yaml"
+    dupe.write_text("name: d\nsources: [{name: a, path: x, modality: video}, {name: a, path: y, modality: audio}]\n")
+    with pytest.raises(SpecError, match=r"repeated: \['a'\]"):
+        DatasetSpec.load(dupe)
+    spaced = tmp_path / "spaced.yaml"
+    spaced.write_text("name: 'my data'\nsources: [{name: a, path: x, modality: video}]\n")
+    with pytest.raises(SpecError, match="letters, digits"):
+        DatasetSpec.load(spaced)
+
+
+def test_missing_and_non_mapping_files(tmp_path):
+    with pytest.raises(SpecError, match="not found"):
+        DatasetSpec.load(tmp_path / "nope.yaml")
+    (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
+    with pytest.raises(SpecError, match="expected a mapping"):
+        DatasetSpec.load(tmp_path / "list.yaml")

@@ -1,0 +1,79 @@
+"""Shared fixtures: real media from ../shared/media, broken files made on the spot, a tiny demo corpus."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_MEDIA = REPO_ROOT.parent / "shared" / "media"
+VENV_BIN = REPO_ROOT / ".venv" / "bin"
+
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+
+
+@pytest.fixture(scope="session")
+def shared_media() -> Path:
+    if not SHARED_MEDIA.is_dir():
+        pytest.skip("../shared/media is absent")
+    return SHARED_MEDIA
+
+
+def make_broken_files(folder: Path, good_video: Path) -> dict[str, str]:
+    """Write one file per kind of bad input; returns file name -> expected reason fragment."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "zero.mp4").write_bytes(b"")
+    (folder / "text_renamed.mp4").write_text("this is plain text, not a video\n" * 20)
+    data = good_video.read_bytes()
+    (folder / "truncated.mp4").write_bytes(data[: len(data) // 3])
+    # Video that stops early but declares its full duration: a cut WebM keeps its header.
+    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
+                    "testsrc2=s=320x240:r=15:d=12", "-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8",
+                    str(folder / "full.webm")], check=True)
+    full = (folder / "full.webm").read_bytes()
+    (folder / "cut_midway.webm").write_bytes(full[: len(full) // 2])
+    (folder / "full.webm").unlink()
+    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "sine=d=2",
+                    str(folder / "audio_only.mp4")], check=True)
+    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
+                    "testsrc2=s=8x8:r=10:d=2", "-c:v", "libx264", "-pix_fmt", "yuv444p", str(folder / "tiny_8px.mp4")], check=True)
+    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
+                    "testsrc2=s=64x64:r=10:d=2", "-c:v", "ffv1", str(folder / "ffv1_codec.mkv")], check=True)
+    return {
+        "zero.mp4": "empty file",
+        "text_renamed.mp4": "not a media file",
+        "truncated.mp4": "not a media file",
+        "cut_midway.webm": "decode error",
+        "audio_only.mp4": "audio-only",
+        "tiny_8px.mp4": "expectation expect_column_values_to_be_between(width)",
+        "ffv1_codec.mkv": "expectation expect_column_values_to_be_in_set(video_codec)",
+    }
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory) -> Path:
+    if shutil.which("ffmpeg") is None or shutil.which("espeak-ng") is None:
+        pytest.skip("ffmpeg and espeak-ng are needed (make system-deps)")
+    from components.demo_data.corpus import write_demo_corpus
+
+    out = tmp_path_factory.mktemp("corpus")
+    write_demo_corpus(out, seed=3, size="tiny")
+    return out
+
+
+def corpus_spec(corpus: Path, name: str = "tiny", shard_max_bytes: int = 1 << 20, **extra):
+    """A dataset spec over a demo corpus, like data_specs/datasets/demo.yaml but with absolute paths."""
+    import yaml
+
+    from components.specs.dataset import DatasetSpec
+
+    doc = yaml.safe_load((REPO_ROOT / "data_specs" / "datasets" / "demo.yaml").read_text())
+    for source in doc["sources"]:
+        source["path"] = str(corpus / Path(source["path"]).name)
+    doc.update(name=name, shard_max_bytes=shard_max_bytes, **extra)
+    return DatasetSpec.model_validate(doc)
