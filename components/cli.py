@@ -72,14 +72,14 @@ def ingest(
     spec: Annotated[Path | None, typer.Option(help="Dataset spec YAML (data_specs/datasets/*.yaml).")] = None,
     input_path: Annotated[str | None, typer.Option("--input", help="Ad-hoc: a folder or glob, default policy.")] = None,
     workers: Annotated[int, typer.Option(help="Parallel shard writers.")] = 1,
-    phase: Annotated[str, typer.Option(help="all | probe (probe, validate, plan) | shard (write planned shards).")] = "all",
+    phase: Annotated[str, typer.Option(help="all | discover (count inputs) | probe (probe, validate, plan) | shard (write planned shards).")] = "all",
     json_out: Annotated[bool, typer.Option("--json", help="Print the stats as JSON on stdout.")] = False,
 ) -> None:
     """Probe, validate, sample, lay out and shard raw media into WebDataset shards."""
-    from components.ingest.pipeline import ingest_dataset, probe_and_plan, write_shards
+    from components.ingest.pipeline import discover_summary, ingest_dataset, probe_and_plan, write_shards
 
     dataset = _load_spec(spec, input_path)
-    runners = {"all": ingest_dataset, "probe": probe_and_plan, "shard": write_shards}
+    runners = {"all": ingest_dataset, "discover": discover_summary, "probe": probe_and_plan, "shard": write_shards}
     if phase not in runners:
         _fail(f"--phase must be one of {sorted(runners)}, got {phase!r}")
     try:

@@ -96,6 +96,17 @@ def _write_atomic(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+def discover_summary(spec: DatasetSpec, out: Path, workers: int = 1) -> dict:
+    """Count the inputs per source (cheap: no hashing); fails early when a source is missing or empty."""
+    inputs = discover_inputs(spec)
+    if not inputs:
+        raise ValueError(f"dataset '{spec.name}': no input files found under {[s.path for s in spec.sources]}")
+    per_source: dict[str, int] = {}
+    for item in inputs:
+        per_source[item.source] = per_source.get(item.source, 0) + 1
+    return {"dataset": spec.name, "inputs": len(inputs), "per_source": per_source}
+
+
 def probe_and_plan(spec: DatasetSpec, out: Path, workers: int = 1) -> dict:
     """Phase 1. Returns a summary: inputs, probed-ok, quarantined so far, duplicates, shards planned."""
     paths = IngestPaths(Path(out))

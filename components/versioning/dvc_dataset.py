@@ -128,7 +128,7 @@ def _finish(repo: Path, spec: DatasetSpec, out: Path, stage: str, reproduced: bo
     if push:
         remotes = run_dvc(repo, "remote", "list").split()
         if remotes:
-            run_dvc(repo, "push", "-q", stage)
+            run_dvc(repo, "push", stage)
             remote = remotes[1] if len(remotes) > 1 else remotes[0]
     commit, dirty = _git_state(repo)
     version = DatasetVersion(
@@ -165,7 +165,7 @@ def commit_dataset(repo: Path, spec: DatasetSpec, spec_path: Path, out: Path, wo
     repo = Path(repo).resolve()
     ensure_dvc_repo(repo, remote_url)
     stage = ensure_stage(repo, spec, spec_path, out, workers)
-    run_dvc(repo, "commit", "-f", "-q", stage)
+    run_dvc(repo, "commit", "-f", stage)
     return _finish(repo, spec, out, stage, True, push)
 
 

@@ -1,0 +1,112 @@
+"""The one seam through which Airflow tasks run project code.
+
+Airflow lives in its own virtualenv (the kfp SDK and Airflow's Kubernetes provider cannot share one), so a
+DAG task never imports the project's heavy code. It runs the `omnistage` CLI instead:
+
+- `OMNISTAGE_RUNNER=local` (default): a subprocess of `.venv/bin/omnistage` in the repository root; stderr
+  streams into the task log, stdout must be the command's JSON result, which becomes the task's XCom.
+- `OMNISTAGE_RUNNER=kubernetes`: a KubernetesPodOperator running the same CLI command in the project image
+  (`OMNISTAGE_IMAGE`); the pod writes its JSON result to /airflow/xcom/return.json. Only exercised on a
+  cluster; the operator's construction is what the tests check here.
+
+This module imports only the standard library at import time, so DAG files stay cheap to parse.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+log = logging.getLogger(__name__)
+
+
+class StepFailed(RuntimeError):
+    pass
+
+
+def runner_mode() -> str:
+    mode = os.environ.get("OMNISTAGE_RUNNER", "local")
+    if mode not in ("local", "kubernetes"):
+        raise ValueError(f"OMNISTAGE_RUNNER must be 'local' or 'kubernetes', got {mode!r}")
+    return mode
+
+
+def omnistage_executable() -> str:
+    return os.environ.get("OMNISTAGE_BIN", str(REPO_ROOT / ".venv" / "bin" / "omnistage"))
+
+
+def run_omnistage(args: list[str], cwd: Path | str | None = None, timeout_s: float | None = None) -> dict:
+    """Run `omnistage ARGS` locally; return its stdout parsed as JSON (or {} when it printed nothing)."""
+    cmd = [omnistage_executable(), *args]
+    log.info("running: %s", shlex.join(cmd))
+    proc = subprocess.Popen(cmd, cwd=cwd or REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    stdout_chunks = []
+    # Forward progress lines as they come: a long ingestion must show progress in the task log.
+    assert proc.stderr is not None and proc.stdout is not None
+    for line in proc.stderr:
+        print(line, end="", file=sys.stderr)
+    stdout_chunks.append(proc.stdout.read())
+    code = proc.wait(timeout=timeout_s)
+    stdout = "".join(stdout_chunks).strip()
+    if code != 0:
+        raise StepFailed(f"`{shlex.join(cmd)}` exited with {code}; see the log above")
+    if not stdout:
+        return {}
+    try:
+        return json.loads(stdout)
+    except json.JSONDecodeError as exc:
+        raise StepFailed(f"`{shlex.join(cmd)}` printed non-JSON on stdout: {stdout[:300]!r}") from exc
+
+
+def _render_local(args: list[str], params: dict) -> list[str]:
+    return [arg.format(**params) for arg in args]
+
+
+def _render_jinja(args: list[str]) -> list[str]:
+    # "{spec}" -> "{{ params.spec }}": the KubernetesPodOperator renders its arguments with Jinja.
+    import re
+
+    return [re.sub(r"\{(\w+)\}", r"{{ params.\1 }}", arg) for arg in args]
+
+
+def omnistage_step(task_id: str, args: list[str], **task_kwargs):
+    """A DAG step that runs `omnistage ARGS`; `{name}` in ARGS is replaced by the DAG param `name`.
+
+    Returns a task (local) or a KubernetesPodOperator (cluster); either way its XCom is the JSON result.
+    """
+    if runner_mode() == "kubernetes":
+        return kubernetes_step(task_id, _render_jinja(args), **task_kwargs)
+    from airflow.sdk import get_current_context, task
+
+    @task(task_id=task_id, **task_kwargs)
+    def run_step() -> dict:
+        params = get_current_context()["params"]
+        return run_omnistage(_render_local(args, params), cwd=params.get("repo", REPO_ROOT))
+
+    return run_step()
+
+
+def kubernetes_step(task_id: str, args: list[str], **overrides):
+    """The cluster form of a step: the same CLI command in the project image, on the data node pool."""
+    from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+
+    return KubernetesPodOperator(
+        task_id=task_id,
+        name=f"omnistage-{task_id}".replace("_", "-"),
+        namespace=os.environ.get("OMNISTAGE_NAMESPACE", "omnistage"),
+        image=os.environ.get("OMNISTAGE_IMAGE", "ghcr.io/omnistage/omnistage-cpu:latest"),
+        cmds=["sh", "-c"],
+        # One shell word per argument, rendered by Jinja before the pod starts.
+        arguments=["mkdir -p /airflow/xcom && omnistage " + " ".join(shlex.quote(a) for a in args)
+                   + " > /airflow/xcom/return.json"],
+        do_xcom_push=True,
+        get_logs=True,
+        node_selector={"omnistage.io/pool": "cpu-data"},
+        **overrides,
+    )

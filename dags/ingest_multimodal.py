@@ -1,0 +1,59 @@
+"""
+### Ingest multimodal media into versioned WebDataset shards
+
+discover -> probe + validate (Great Expectations) -> write shards -> version (DVC) -> publish a new event
+of the `omnistage-dataset-versions` Asset, on which the retraining DAG is scheduled.
+
+Each step runs one `omnistage` CLI command through `components.orchestration.runner`: a local subprocess
+of the project venv by default, a KubernetesPodOperator in the project image when
+`OMNISTAGE_RUNNER=kubernetes`. Only small JSON summaries pass through XCom; the data stays in `out`.
+
+Params: `spec` (dataset spec YAML), `out` (output folder inside the DVC repo), `repo` (DVC repository
+root, default: this repository), `workers` (parallel shard writers).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from airflow.sdk import Asset, Param, dag, task
+
+from components.orchestration.runner import REPO_ROOT, omnistage_step
+
+DATASET_VERSIONS = Asset(name="omnistage-dataset-versions", uri="file:///omnistage/dataset-versions")
+INGEST = ["ingest", "--spec", "{spec}", "--out", "{out}", "--json"]
+
+
+@dag(
+    dag_id="ingest_multimodal",
+    schedule="@daily",
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    doc_md=__doc__,
+    default_args={"retries": 2, "retry_delay": timedelta(minutes=1)},
+    params={
+        "spec": Param("data_specs/datasets/demo.yaml", type="string"),
+        "out": Param("work/datasets/demo", type="string"),
+        "repo": Param(str(REPO_ROOT), type="string"),
+        "workers": Param(2, type="integer", minimum=1),
+    },
+    tags=["omnistage", "data"],
+)
+def ingest_multimodal():
+    discover = omnistage_step("discover", [*INGEST, "--phase", "discover"])
+    probe = omnistage_step("probe_and_validate", [*INGEST, "--phase", "probe"])
+    shard = omnistage_step("write_shards", [*INGEST, "--phase", "shard", "--workers", "{workers}"],
+                           execution_timeout=timedelta(hours=6))
+    version = omnistage_step("version", ["dataset", "commit", "--spec", "{spec}", "--out", "{out}", "--repo", "."])
+
+    @task(outlets=[DATASET_VERSIONS])
+    def publish(*, ti=None, outlet_events=None) -> dict:
+        dataset_version = ti.xcom_pull(task_ids="version")
+        outlet_events[DATASET_VERSIONS].extra = dataset_version
+        return dataset_version
+
+    discover >> probe >> shard >> version >> publish()
+
+
+ingest_multimodal()
