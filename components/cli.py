@@ -25,7 +25,9 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 @app.callback()
 def _setup(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(levelname)s %(message)s"
+    )
     for noisy in ("great_expectations", "urllib3", "matplotlib", "PIL", "fsspec"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
@@ -72,7 +74,12 @@ def ingest(
     spec: Annotated[Path | None, typer.Option(help="Dataset spec YAML (data_specs/datasets/*.yaml).")] = None,
     input_path: Annotated[str | None, typer.Option("--input", help="Ad-hoc: a folder or glob, default policy.")] = None,
     workers: Annotated[int, typer.Option(help="Parallel shard writers.")] = 1,
-    phase: Annotated[str, typer.Option(help="all | discover (count inputs) | probe (probe, validate, plan) | shard (write planned shards).")] = "all",
+    phase: Annotated[
+        str,
+        typer.Option(
+            help="all | discover (count inputs) | probe (probe, validate, plan) | shard (write planned shards)."
+        ),
+    ] = "all",
     json_out: Annotated[bool, typer.Option("--json", help="Print the stats as JSON on stdout.")] = False,
 ) -> None:
     """Probe, validate, sample, lay out and shard raw media into WebDataset shards."""
@@ -96,7 +103,16 @@ def _print_summary(stats: dict, out: Path) -> None:
     from rich.table import Table
 
     table = Table(title=f"ingested into {out}")
-    for key in ("inputs", "accepted", "probed_ok", "quarantined", "duplicates", "shards", "shards_planned", "media_seconds"):
+    for key in (
+        "inputs",
+        "accepted",
+        "probed_ok",
+        "quarantined",
+        "duplicates",
+        "shards",
+        "shards_planned",
+        "media_seconds",
+    ):
         if key in stats:
             table.add_row(key, str(stats[key]))
     console.print(table)

@@ -43,8 +43,9 @@ INGEST = ["ingest", "--spec", "{spec}", "--out", "{out}", "--json"]
 def ingest_multimodal():
     discover = omnistage_step("discover", [*INGEST, "--phase", "discover"])
     probe = omnistage_step("probe_and_validate", [*INGEST, "--phase", "probe"])
-    shard = omnistage_step("write_shards", [*INGEST, "--phase", "shard", "--workers", "{workers}"],
-                           execution_timeout=timedelta(hours=6))
+    shard = omnistage_step(
+        "write_shards", [*INGEST, "--phase", "shard", "--workers", "{workers}"], execution_timeout=timedelta(hours=6)
+    )
     version = omnistage_step("version", ["dataset", "commit", "--spec", "{spec}", "--out", "{out}", "--repo", "."])
 
     @task(outlets=[DATASET_VERSIONS])

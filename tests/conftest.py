@@ -32,18 +32,81 @@ def make_broken_files(folder: Path, good_video: Path) -> dict[str, str]:
     data = good_video.read_bytes()
     (folder / "truncated.mp4").write_bytes(data[: len(data) // 3])
     # Video that stops early but declares its full duration: a cut WebM keeps its header.
-    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
-                    "testsrc2=s=320x240:r=15:d=12", "-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8",
-                    str(folder / "full.webm")], check=True)
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-nostdin",
+            "-loglevel",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=s=320x240:r=15:d=12",
+            "-c:v",
+            "libvpx-vp9",
+            "-deadline",
+            "realtime",
+            "-cpu-used",
+            "8",
+            str(folder / "full.webm"),
+        ],
+        check=True,
+    )
     full = (folder / "full.webm").read_bytes()
     (folder / "cut_midway.webm").write_bytes(full[: len(full) // 2])
     (folder / "full.webm").unlink()
-    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "sine=d=2",
-                    str(folder / "audio_only.mp4")], check=True)
-    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
-                    "testsrc2=s=8x8:r=10:d=2", "-c:v", "libx264", "-pix_fmt", "yuv444p", str(folder / "tiny_8px.mp4")], check=True)
-    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
-                    "testsrc2=s=64x64:r=10:d=2", "-c:v", "ffv1", str(folder / "ffv1_codec.mkv")], check=True)
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-nostdin",
+            "-loglevel",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=d=2",
+            str(folder / "audio_only.mp4"),
+        ],
+        check=True,
+    )
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-nostdin",
+            "-loglevel",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=s=8x8:r=10:d=2",
+            "-c:v",
+            "libx264",
+            "-pix_fmt",
+            "yuv444p",
+            str(folder / "tiny_8px.mp4"),
+        ],
+        check=True,
+    )
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-nostdin",
+            "-loglevel",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=s=64x64:r=10:d=2",
+            "-c:v",
+            "ffv1",
+            str(folder / "ffv1_codec.mkv"),
+        ],
+        check=True,
+    )
     return {
         "zero.mp4": "empty file",
         "text_renamed.mp4": "not a media file",

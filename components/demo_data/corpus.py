@@ -44,12 +44,30 @@ FAMILIES = [
 
 # (train, eval) items per family
 SIZES = {
-    "tiny": {"video_qa": (3, 1), "av_qa": (2, 2), "spoken_qa": (2, 1), "speech": (2, 1),
-             "image_caption": (2, 1), "text": (2, 1)},  # for tests
-    "small": {"video_qa": (16, 8), "av_qa": (12, 8), "spoken_qa": (24, 12), "speech": (16, 8),
-              "image_caption": (24, 12), "text": (16, 4)},
-    "medium": {"video_qa": (80, 24), "av_qa": (80, 24), "spoken_qa": (120, 30), "speech": (80, 20),
-               "image_caption": (120, 30), "text": (60, 10)},
+    "tiny": {
+        "video_qa": (3, 1),
+        "av_qa": (2, 2),
+        "spoken_qa": (2, 1),
+        "speech": (2, 1),
+        "image_caption": (2, 1),
+        "text": (2, 1),
+    },  # for tests
+    "small": {
+        "video_qa": (16, 8),
+        "av_qa": (12, 8),
+        "spoken_qa": (24, 12),
+        "speech": (16, 8),
+        "image_caption": (24, 12),
+        "text": (16, 4),
+    },
+    "medium": {
+        "video_qa": (80, 24),
+        "av_qa": (80, 24),
+        "spoken_qa": (120, 30),
+        "speech": (80, 20),
+        "image_caption": (120, 30),
+        "text": (60, 10),
+    },
 }
 
 
@@ -95,7 +113,9 @@ def write_demo_corpus(out: Path, seed: int = 0, size: str = "small", workers: in
             folder = out / family.name / split
             folder.mkdir(parents=True, exist_ok=True)
             for index in range(count):
-                jobs.append((family, split, folder / f"{family.name}-{split}-{index:04d}", _draw(family, seed, split, index)))
+                jobs.append(
+                    (family, split, folder / f"{family.name}-{split}-{index:04d}", _draw(family, seed, split, index))
+                )
     tmp = Path(tempfile.mkdtemp(prefix="omnistage-demo-"))
     items = []
 

@@ -20,12 +20,33 @@ BACKGROUNDS = ["black", "gray", "navy", "darkgreen", "maroon"]
 DIRECTIONS = ["left", "right", "up", "down"]
 RESOLUTIONS = [(320, 240), (480, 270), (640, 360), (256, 256), (426, 240)]
 WORDS = ["apple", "river", "planet", "guitar", "window", "tiger", "candle", "rocket", "garden", "pencil"]
-NUMBER_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
-                "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen"]
+NUMBER_WORDS = [
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+    "thirteen",
+    "fourteen",
+    "fifteen",
+    "sixteen",
+    "seventeen",
+    "eighteen",
+]
 VOICES = ["en", "en+f3", "en+m3", "en-us", "en+f2"]
 
 
-def _motion(direction: str, index: int, count: int, size: tuple[int, int], box: int, duration: float) -> tuple[str, str]:
+def _motion(
+    direction: str, index: int, count: int, size: tuple[int, int], box: int, duration: float
+) -> tuple[str, str]:
     """ffmpeg overlay x/y expressions for a square moving across 60% of the frame over the clip."""
     w, h = size
     lane = (index + 1) / (count + 1)
@@ -97,8 +118,11 @@ def render_video_qa(p: VideoQAParams, stem: Path, tmp: Path) -> tuple[Path, dict
         "direction": p.direction,
         "count": p.count,
         "qa": [
-            {"question": f"Which direction do the {p.colour} {noun} move?", "answer": p.direction,
-             "choices": DIRECTIONS},
+            {
+                "question": f"Which direction do the {p.colour} {noun} move?",
+                "answer": p.direction,
+                "choices": DIRECTIONS,
+            },
             {"question": "What colour are the moving squares?", "answer": p.colour, "choices": COLOURS},
             {"question": "How many squares are there?", "answer": str(p.count), "choices": ["1", "2", "3"]},
         ],
@@ -167,8 +191,9 @@ def render_av_qa(p: AVQAParams, stem: Path, tmp: Path) -> tuple[Path, dict]:
         if p.variant == "beep":
             loud = 0.6 if j == p.event_segment else 0.0
             tone = add_input("-f", "lavfi", "-i", f"sine=f=1000:sample_rate=16000:d={d}")
-            filters.append(f"[{tone}:a]volume='if(between(t,{d * 0.25:.2f},{d * 0.75:.2f}),{loud},0)':eval=frame,"
-                           f"{to_mono}[sa{j}]")
+            filters.append(
+                f"[{tone}:a]volume='if(between(t,{d * 0.25:.2f},{d * 0.75:.2f}),{loud},0)':eval=frame,{to_mono}[sa{j}]"
+            )
         else:
             wav = speak(p.words[j], tmp / f"{stem.name}.w{j}.wav", voice=p.voice)
             word = add_input("-i", str(wav))
@@ -177,17 +202,36 @@ def render_av_qa(p: AVQAParams, stem: Path, tmp: Path) -> tuple[Path, dict]:
     filters.append(f"{pairs}concat=n={len(p.colours)}:v=1:a=1[v][a]")
     out = stem.with_suffix("." + p.container)
     args = [a for spec in inputs for a in spec]
-    run_ffmpeg([*args, "-filter_complex", ";".join(filters), "-map", "[v]", "-map", "[a]", *CONTAINERS[p.container]], out)
+    run_ffmpeg(
+        [*args, "-filter_complex", ";".join(filters), "-map", "[v]", "-map", "[a]", *CONTAINERS[p.container]], out
+    )
     if p.variant == "beep":
-        qa = {"question": "Which colour was on screen when the beep sounded?", "answer": p.colours[p.event_segment],
-              "choices": list(COLOURS)}
+        qa = {
+            "question": "Which colour was on screen when the beep sounded?",
+            "answer": p.colours[p.event_segment],
+            "choices": list(COLOURS),
+        }
     else:
-        qa = {"question": "Which word was spoken while the square moved left?", "answer": p.words[p.event_segment],
-              "choices": list(p.words)}
-    labels = {"task_family": "av_qa", "variant": p.variant, "segments": [
-        {"start_s": j * d, "end_s": (j + 1) * d, "colour": p.colours[j], "direction": p.directions[j],
-         **({"word": p.words[j]} if p.variant == "word" else {"beep": j == p.event_segment})}
-        for j in range(len(p.colours))], "qa": [qa]}
+        qa = {
+            "question": "Which word was spoken while the square moved left?",
+            "answer": p.words[p.event_segment],
+            "choices": list(p.words),
+        }
+    labels = {
+        "task_family": "av_qa",
+        "variant": p.variant,
+        "segments": [
+            {
+                "start_s": j * d,
+                "end_s": (j + 1) * d,
+                "colour": p.colours[j],
+                "direction": p.directions[j],
+                **({"word": p.words[j]} if p.variant == "word" else {"beep": j == p.event_segment}),
+            }
+            for j in range(len(p.colours))
+        ],
+        "qa": [qa],
+    }
     return out, labels
 
 
@@ -215,14 +259,20 @@ def spoken_qa_params(rng: random.Random) -> SpokenQAParams:
     op = rng.choice(["plus", "minus"])
     if op == "minus" and b > a:
         a, b = b, a
-    return SpokenQAParams(a, b, op, rng.choice(VOICES), rng.choice([140, 160, 180]), rng.choice([".wav", ".flac", ".ogg"]))
+    return SpokenQAParams(
+        a, b, op, rng.choice(VOICES), rng.choice([140, 160, 180]), rng.choice([".wav", ".flac", ".ogg"])
+    )
 
 
 def render_spoken_qa(p: SpokenQAParams, stem: Path, tmp: Path) -> tuple[Path, dict]:
     question = f"What is {NUMBER_WORDS[p.a]} {p.op} {NUMBER_WORDS[p.b]}?"
     wav = speak(question, tmp / f"{stem.name}.wav", voice=p.voice, speed=p.speed)
     out = encode_audio(wav, stem.with_suffix(p.ext))
-    return out, {"task_family": "voice_qa", "transcript": question, "qa": [{"question": question, "answer": str(p.answer)}]}
+    return out, {
+        "task_family": "voice_qa",
+        "transcript": question,
+        "qa": [{"question": question, "answer": str(p.answer)}],
+    }
 
 
 # ---------------------------------------------------------------- speech-text pairs (ASR / TTS)
@@ -263,15 +313,31 @@ class ImageParams:
         return f"{self.shape}:{self.colour}:{self.background}"
 
 
-_RGB = {"red": (220, 30, 30), "green": (40, 180, 60), "blue": (40, 70, 220), "yellow": (240, 220, 40),
-        "white": (245, 245, 245), "magenta": (210, 40, 200), "cyan": (40, 210, 220), "orange": (250, 150, 30),
-        "black": (0, 0, 0), "gray": (128, 128, 128), "navy": (0, 0, 110), "darkgreen": (0, 90, 0),
-        "maroon": (120, 0, 0)}
+_RGB = {
+    "red": (220, 30, 30),
+    "green": (40, 180, 60),
+    "blue": (40, 70, 220),
+    "yellow": (240, 220, 40),
+    "white": (245, 245, 245),
+    "magenta": (210, 40, 200),
+    "cyan": (40, 210, 220),
+    "orange": (250, 150, 30),
+    "black": (0, 0, 0),
+    "gray": (128, 128, 128),
+    "navy": (0, 0, 110),
+    "darkgreen": (0, 90, 0),
+    "maroon": (120, 0, 0),
+}
 
 
 def image_params(rng: random.Random) -> ImageParams:
-    return ImageParams(rng.choice(["circle", "square", "triangle"]), rng.choice(COLOURS), rng.choice(BACKGROUNDS),
-                       rng.choice([(448, 448), (640, 480), (336, 224), (1024, 768)]), rng.choice([".png", ".jpg"]))
+    return ImageParams(
+        rng.choice(["circle", "square", "triangle"]),
+        rng.choice(COLOURS),
+        rng.choice(BACKGROUNDS),
+        rng.choice([(448, 448), (640, 480), (336, 224), (1024, 768)]),
+        rng.choice([".png", ".jpg"]),
+    )
 
 
 def render_image(p: ImageParams, stem: Path, tmp: Path) -> tuple[Path, dict]:

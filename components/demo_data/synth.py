@@ -11,10 +11,37 @@ _FFMPEG = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y"]
 _BITEXACT = ["-map_metadata", "-1", "-fflags", "+bitexact", "-flags:v", "+bitexact", "-flags:a", "+bitexact"]
 
 CONTAINERS = {
-    "mp4": ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-threads", "1", "-c:a", "aac", "-b:a", "64k"],
+    "mp4": [
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-pix_fmt",
+        "yuv420p",
+        "-threads",
+        "1",
+        "-c:a",
+        "aac",
+        "-b:a",
+        "64k",
+    ],
     "mkv": ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-threads", "1", "-c:a", "flac"],
-    "webm": ["-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8", "-b:v", "400k", "-threads", "1",
-             "-c:a", "libopus", "-b:a", "48k"],
+    "webm": [
+        "-c:v",
+        "libvpx-vp9",
+        "-deadline",
+        "realtime",
+        "-cpu-used",
+        "8",
+        "-b:v",
+        "400k",
+        "-threads",
+        "1",
+        "-c:a",
+        "libopus",
+        "-b:a",
+        "48k",
+    ],
 }
 
 
@@ -52,6 +79,10 @@ def speak(text: str, out_wav: Path, voice: str = "en", speed: int = 160, pitch: 
 
 def encode_audio(wav: Path, out: Path) -> Path:
     """Re-encode speech by the target's extension (wav, flac, ogg/vorbis, mp3)."""
-    codec = {".wav": ["-c:a", "pcm_s16le"], ".flac": ["-c:a", "flac"], ".ogg": ["-c:a", "libvorbis"],
-             ".mp3": ["-c:a", "libmp3lame", "-b:a", "64k"]}[out.suffix]
+    codec = {
+        ".wav": ["-c:a", "pcm_s16le"],
+        ".flac": ["-c:a", "flac"],
+        ".ogg": ["-c:a", "libvorbis"],
+        ".mp3": ["-c:a", "libmp3lame", "-b:a", "64k"],
+    }[out.suffix]
     return run_ffmpeg(["-i", str(wav), *codec], out)

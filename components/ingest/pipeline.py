@@ -26,9 +26,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from components.ingest import card
+from components.ingest.decode import DecodeError
 from components.ingest.discover import InputFile, discover_inputs
 from components.ingest.probe import ProbeResult, probe_input
-from components.ingest.samples import DecodeError, assign_split, build_sample, estimate_sample_bytes, sample_key
+from components.ingest.samples import assign_split, build_sample, estimate_sample_bytes
 from components.ingest.shards import (
     DeterministicTarWriter,
     ShardResult,
@@ -166,7 +167,10 @@ def probe_and_plan(spec: DatasetSpec, out: Path, workers: int = 1) -> dict:
 
 def _records(frame: pd.DataFrame) -> list[dict]:
     """Rows as dicts with pandas' NaN turned back into None (parquet round trips lose the difference)."""
-    return [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()} for row in frame.to_dict("records")]
+    return [
+        {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
+        for row in frame.to_dict("records")
+    ]
 
 
 def _write_one_shard(spec_json: str, shard: dict, rows: list[dict], labels: dict, out: str, plan_digest: str) -> dict:
@@ -199,7 +203,9 @@ def write_shards(spec: DatasetSpec, out: Path, workers: int = 1) -> dict:
         raise FileNotFoundError(f"{paths.plan} is missing: run the probe phase first (omnistage ingest probe)")
     plan = json.loads(paths.plan.read_text())
     if plan["spec_digest"] != _spec_digest(spec):
-        raise ValueError(f"{paths.plan} was planned with another version of spec '{spec.name}': run the probe phase again")
+        raise ValueError(
+            f"{paths.plan} was planned with another version of spec '{spec.name}': run the probe phase again"
+        )
     table = pd.read_parquet(paths.probe_table)
     paths.shards.mkdir(parents=True, exist_ok=True)
     stale = remove_stale_temporaries(paths.shards)
@@ -225,7 +231,16 @@ def write_shards(spec: DatasetSpec, out: Path, workers: int = 1) -> dict:
     jobs = []
     for shard in todo:
         rows = [rows_by_sha[sha] for sha in shard["members"]]
-        jobs.append((spec_json, shard, rows, {r["path"]: labels.get(r["path"], {}) for r in rows}, str(paths.out), plan["digest"]))
+        jobs.append(
+            (
+                spec_json,
+                shard,
+                rows,
+                {r["path"]: labels.get(r["path"], {}) for r in rows},
+                str(paths.out),
+                plan["digest"],
+            )
+        )
     if workers > 1 and len(jobs) > 1:
         with ProcessPoolExecutor(max_workers=workers) as pool:
             futures = [pool.submit(_write_one_shard, *job) for job in jobs]
@@ -339,4 +354,3 @@ def ingest_dataset(spec: DatasetSpec, out: Path, workers: int = 1) -> dict:
     return write_shards(spec, out, workers)
 
 
-__all__ = ["IngestPaths", "ingest_dataset", "probe_and_plan", "sample_key", "write_shards"]

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import fsspec
 
-from components.ingest.decode import DecodeError, decode_image, decode_media, encode_jpeg, encode_wav
+from components.ingest.decode import decode_image, decode_media, encode_jpeg, encode_wav
 from components.ingest.layout import build_chunk_layout
 from components.ingest.probe import ProbeResult
 from components.ingest.sampling import native_resolution, sample_frames_for_duration
@@ -47,7 +47,11 @@ def estimate_sample_bytes(probe: ProbeResult, spec: DatasetSpec) -> int:
     total = 2048
     if probe.modality in ("video", "image"):
         w, h = native_resolution(probe.width or 1, probe.height or 1, spec.resize)
-        frames = 1 if probe.modality == "image" else len(sample_frames_for_duration(probe.duration_s or 0, spec.frame_sampling))
+        frames = (
+            1
+            if probe.modality == "image"
+            else len(sample_frames_for_duration(probe.duration_s or 0, spec.frame_sampling))
+        )
         total += frames * int(w * h * 3 * 0.08)  # JPEG q90 of natural video: roughly 8% of raw RGB
     if probe.audio_codec and probe.modality in ("video", "audio"):
         total += int((probe.duration_s or 0) * spec.audio.sample_rate * 2)
@@ -56,7 +60,9 @@ def estimate_sample_bytes(probe: ProbeResult, spec: DatasetSpec) -> int:
     return total
 
 
-def build_sample(probe: ProbeResult, labels: dict, split: str, task_family: str | None, spec: DatasetSpec) -> BuiltSample:
+def build_sample(
+    probe: ProbeResult, labels: dict, split: str, task_family: str | None, spec: DatasetSpec
+) -> BuiltSample:
     """Decode and lay out one input. Raises DecodeError when the content cannot be decoded as probed."""
     key = sample_key(probe.sha256)
     meta = {
@@ -111,4 +117,3 @@ def build_sample(probe: ProbeResult, labels: dict, split: str, task_family: str 
     return BuiltSample(key=key, files=files, num_frames=num_frames)
 
 
-__all__ = ["BuiltSample", "DecodeError", "assign_split", "build_sample", "estimate_sample_bytes", "sample_key"]

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from components.specs.dataset import DatasetSpec
@@ -112,7 +111,8 @@ def validate_manifest(frame: pd.DataFrame, spec: DatasetSpec, docs_dir: Path) ->
                     f"expectation {described} failed: value {row.get(column)!r}"
                 )
     docs = docs_dir / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"
-    return ValidationOutcome(row_failures, table_failures, docs if docs.exists() else None, len(suite_spec.expectations))
+    return ValidationOutcome(
+        row_failures, table_failures, docs if docs.exists() else None, len(suite_spec.expectations)
+    )
 
 
-__all__ = ["ValidationOutcome", "load_suite", "validate_manifest", "yaml"]

@@ -103,8 +103,11 @@ def kubernetes_step(task_id: str, args: list[str], **overrides):
         image=os.environ.get("OMNISTAGE_IMAGE", "ghcr.io/omnistage/omnistage-cpu:latest"),
         cmds=["sh", "-c"],
         # One shell word per argument, rendered by Jinja before the pod starts.
-        arguments=["mkdir -p /airflow/xcom && omnistage " + " ".join(shlex.quote(a) for a in args)
-                   + " > /airflow/xcom/return.json"],
+        arguments=[
+            "mkdir -p /airflow/xcom && omnistage "
+            + " ".join(shlex.quote(a) for a in args)
+            + " > /airflow/xcom/return.json"
+        ],
         do_xcom_push=True,
         get_logs=True,
         node_selector={"omnistage.io/pool": "cpu-data"},

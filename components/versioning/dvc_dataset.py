@@ -81,7 +81,9 @@ def _relative(repo: Path, path: Path | str, what: str) -> str:
     try:
         return full.relative_to(repo.resolve()).as_posix()
     except ValueError:
-        raise DvcError(f"{what} {full} lies outside the DVC repository {repo}: DVC can only track paths inside it") from None
+        raise DvcError(
+            f"{what} {full} lies outside the DVC repository {repo}: DVC can only track paths inside it"
+        ) from None
 
 
 def ensure_stage(repo: Path, spec: DatasetSpec, spec_path: Path, out: Path, workers: int = 1) -> str:
@@ -118,7 +120,9 @@ def _git_state(repo: Path) -> tuple[str | None, bool]:
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True)
     if head.returncode != 0:
         return None, False
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo, capture_output=True, text=True)
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo, capture_output=True, text=True
+    )
     return head.stdout.strip(), bool(dirty.stdout.strip())
 
 
@@ -148,8 +152,15 @@ def _finish(repo: Path, spec: DatasetSpec, out: Path, stage: str, reproduced: bo
     return version
 
 
-def build_dataset(repo: Path, spec: DatasetSpec, spec_path: Path, out: Path, workers: int = 1,
-                  remote_url: str | None = None, push: bool = True) -> DatasetVersion:
+def build_dataset(
+    repo: Path,
+    spec: DatasetSpec,
+    spec_path: Path,
+    out: Path,
+    workers: int = 1,
+    remote_url: str | None = None,
+    push: bool = True,
+) -> DatasetVersion:
     repo = Path(repo).resolve()
     ensure_dvc_repo(repo, remote_url)
     stage = ensure_stage(repo, spec, spec_path, out, workers)
@@ -160,8 +171,15 @@ def build_dataset(repo: Path, spec: DatasetSpec, spec_path: Path, out: Path, wor
     return _finish(repo, spec, out, stage, reproduced, push)
 
 
-def commit_dataset(repo: Path, spec: DatasetSpec, spec_path: Path, out: Path, workers: int = 1,
-                   remote_url: str | None = None, push: bool = True) -> DatasetVersion:
+def commit_dataset(
+    repo: Path,
+    spec: DatasetSpec,
+    spec_path: Path,
+    out: Path,
+    workers: int = 1,
+    remote_url: str | None = None,
+    push: bool = True,
+) -> DatasetVersion:
     repo = Path(repo).resolve()
     ensure_dvc_repo(repo, remote_url)
     stage = ensure_stage(repo, spec, spec_path, out, workers)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-from pathlib import Path
 
 import pytest
 
@@ -30,5 +29,6 @@ def airflow_env(tmp_path) -> dict:
 
 
 def run_airflow_python(script: str, env: dict, timeout: int = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([str(AIRFLOW_PY), "-c", script], env=env, capture_output=True, text=True, timeout=timeout,
-                          cwd=REPO_ROOT)
+    return subprocess.run(
+        [str(AIRFLOW_PY), "-c", script], env=env, capture_output=True, text=True, timeout=timeout, cwd=REPO_ROOT
+    )

@@ -17,8 +17,14 @@ def test_airflow_dags_test_ingest_multimodal(airflow_env, data_repo):  # noqa: F
     migrate = subprocess.run([airflow, "db", "migrate"], env=airflow_env, capture_output=True, text=True, timeout=300)
     assert migrate.returncode == 0, migrate.stderr[-2000:]
     conf = {"spec": str(spec_path.relative_to(repo)), "out": "datasets/tiny", "repo": str(repo), "workers": 2}
-    run = subprocess.run([airflow, "dags", "test", "ingest_multimodal", "-c", json.dumps(conf)],
-                         env=airflow_env, capture_output=True, text=True, timeout=900, cwd=REPO_ROOT)
+    run = subprocess.run(
+        [airflow, "dags", "test", "ingest_multimodal", "-c", json.dumps(conf)],
+        env=airflow_env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=REPO_ROOT,
+    )
     log = run.stdout + run.stderr
     assert run.returncode == 0, log[-4000:]
     assert "state=success" in log

@@ -23,13 +23,19 @@ def test_every_family_and_split_is_present_with_labels(tiny_corpus):
 
 
 def test_videos_vary_in_length_container_and_audio(tiny_corpus):
-    probes = [probe_input(InputFile("v", Modality.VIDEO, None, str(p), p.name))
-              for p in sorted((tiny_corpus / "video_qa").rglob("*")) if p.is_file() and not p.name.endswith(".json")]
+    probes = [
+        probe_input(InputFile("v", Modality.VIDEO, None, str(p), p.name))
+        for p in sorted((tiny_corpus / "video_qa").rglob("*"))
+        if p.is_file() and not p.name.endswith(".json")
+    ]
     assert all(p.reason is None for p in probes)
     assert max(p.duration_s for p in probes) >= 299  # the 5-minute clip
     assert min(p.duration_s for p in probes) <= 30
-    av = [probe_input(InputFile("a", Modality.VIDEO, None, str(p), p.name))
-          for p in sorted((tiny_corpus / "av_qa").rglob("*")) if p.is_file() and not p.name.endswith(".json")]
+    av = [
+        probe_input(InputFile("a", Modality.VIDEO, None, str(p), p.name))
+        for p in sorted((tiny_corpus / "av_qa").rglob("*"))
+        if p.is_file() and not p.name.endswith(".json")
+    ]
     assert all(p.audio_codec for p in av), "audio-visual questions need both streams"
 
 

@@ -40,10 +40,13 @@ def mixed_batch(tmp_path_factory, shared_media):
 
 
 def _mixed_spec(root: Path) -> DatasetSpec:
-    return DatasetSpec(name="mixed", sources=[
-        SourceSpec(name="real", path=str(root / "real"), modality=Modality.AUTO),
-        SourceSpec(name="broken", path=str(root / "broken"), modality=Modality.VIDEO),
-    ])
+    return DatasetSpec(
+        name="mixed",
+        sources=[
+            SourceSpec(name="real", path=str(root / "real"), modality=Modality.AUTO),
+            SourceSpec(name="broken", path=str(root / "broken"), modality=Modality.VIDEO),
+        ],
+    )
 
 
 def test_nothing_is_lost(mixed_batch):
@@ -104,14 +107,37 @@ def test_real_clients_read_the_shards(mixed_batch, shared_media):
 def test_sampled_frames_match_an_independent_ffmpeg_decode(mixed_batch, shared_media):
     """The frame at t in the shard is the frame ffmpeg shows at t (same content, small JPEG error)."""
     _, out, _, _ = mixed_batch
-    sample = next(s for s in wds.WebDataset([str(p) for p in sorted(out.glob("shards/*.tar"))], shardshuffle=False)
-                  if json.loads(s["json"])["relpath"] == "video/lego.mp4" or json.loads(s["json"])["relpath"] == "lego_copy.mp4")
+    sample = next(
+        s
+        for s in wds.WebDataset([str(p) for p in sorted(out.glob("shards/*.tar"))], shardshuffle=False)
+        if json.loads(s["json"])["relpath"] == "video/lego.mp4" or json.loads(s["json"])["relpath"] == "lego_copy.mp4"
+    )
     meta = json.loads(sample["json"])
     t = meta["frame_source_times"][5]
     w, h = meta["width"], meta["height"]
-    raw = subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-ss", f"{t:.4f}", "-i",
-                          str(shared_media / "video" / "lego.mp4"), "-frames:v", "1", "-vf", f"scale={w}:{h}",
-                          "-f", "rawvideo", "-pix_fmt", "rgb24", "-"], capture_output=True, check=True).stdout
+    raw = subprocess.run(
+        [
+            "ffmpeg",
+            "-nostdin",
+            "-loglevel",
+            "error",
+            "-ss",
+            f"{t:.4f}",
+            "-i",
+            str(shared_media / "video" / "lego.mp4"),
+            "-frames:v",
+            "1",
+            "-vf",
+            f"scale={w}:{h}",
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            "rgb24",
+            "-",
+        ],
+        capture_output=True,
+        check=True,
+    ).stdout
     reference = np.frombuffer(raw, np.uint8).reshape(h, w, 3).astype(float)
     ours = np.asarray(Image.open(io.BytesIO(sample["f005.jpg"]))).astype(float)
     assert np.abs(ours - reference).mean() < 6.0
@@ -159,13 +185,33 @@ def test_megatron_energon_reads_the_shards(tiny_corpus, tmp_path):
     copy = tmp_path / "energon"
     shutil.copytree(out / "shards", copy)  # energon prepare writes .nv-meta/ into the folder
     prepare = subprocess.run(
-        [str(VENV_BIN / "energon"), "prepare", str(copy), "--non-interactive", "--split-ratio", "1,0,0",
-         "--sample-type", "CrudeWebdataset", "--num-workers", "1", "--no-progress"],
-        capture_output=True, text=True,
+        [
+            str(VENV_BIN / "energon"),
+            "prepare",
+            str(copy),
+            "--non-interactive",
+            "--split-ratio",
+            "1,0,0",
+            "--sample-type",
+            "CrudeWebdataset",
+            "--num-workers",
+            "1",
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
     )
     assert prepare.returncode == 0, prepare.stdout + prepare.stderr
-    from megatron.energon import Cooker, DefaultTaskEncoder, TextSample, WorkerConfig, basic_sample_keys
-    from megatron.energon import get_loader, get_train_dataset, stateless
+    from megatron.energon import (
+        Cooker,
+        DefaultTaskEncoder,
+        TextSample,
+        WorkerConfig,
+        basic_sample_keys,
+        get_loader,
+        get_train_dataset,
+        stateless,
+    )
 
     @stateless
     def cook(raw: dict) -> TextSample:  # our samples always carry KEY.json; that is enough to identify them
@@ -175,9 +221,15 @@ def test_megatron_energon_reads_the_shards(tiny_corpus, tmp_path):
         cookers = [Cooker(cook)]
 
     stats = json.loads((out / "stats.json").read_text())
-    dataset = get_train_dataset(copy, batch_size=None, shuffle_buffer_size=None, max_samples_per_sequence=None,
-                                worker_config=WorkerConfig(rank=0, world_size=1, num_workers=0),
-                                task_encoder=ShardTaskEncoder(), repeat=False)
+    dataset = get_train_dataset(
+        copy,
+        batch_size=None,
+        shuffle_buffer_size=None,
+        max_samples_per_sequence=None,
+        worker_config=WorkerConfig(rank=0, world_size=1, num_workers=0),
+        task_encoder=ShardTaskEncoder(),
+        repeat=False,
+    )
     seen = {sample.text for sample in get_loader(dataset)}
     manifest = {r["sha256"] for r in pq.read_table(out / "manifest.parquet").to_pylist()}
     assert seen == manifest and len(seen) == stats["accepted"]

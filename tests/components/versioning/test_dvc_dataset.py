@@ -26,8 +26,11 @@ def data_repo(tmp_path, tiny_corpus):
         source["path"] = "raw/" + source["path"].rsplit("/", 1)[1]
     spec_path.write_text(yaml.safe_dump(doc))
     subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
-    subprocess.run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-q", "--allow-empty", "-m", "init"],
-                   cwd=repo, check=True)
+    subprocess.run(
+        ["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-q", "--allow-empty", "-m", "init"],
+        cwd=repo,
+        check=True,
+    )
     return repo, spec, spec_path
 
 
@@ -46,9 +49,11 @@ def test_build_versions_pushes_and_skips_when_unchanged(data_repo, tmp_path, mon
     again = build_dataset(repo, spec, spec_path, repo / "datasets" / "tiny", remote_url=str(remote))
     assert not again.reproduced and again.version == first.version
     # A new raw file changes the version.
-    shutil.copy(next((repo / "raw" / "image_caption" / "train").glob("*.png"), None)
-                or next((repo / "raw" / "image_caption" / "train").glob("*.jpg")),
-                repo / "raw" / "image_caption" / "train" / "extra_copy.png")
+    shutil.copy(
+        next((repo / "raw" / "image_caption" / "train").glob("*.png"), None)
+        or next((repo / "raw" / "image_caption" / "train").glob("*.jpg")),
+        repo / "raw" / "image_caption" / "train" / "extra_copy.png",
+    )
     (repo / "raw" / "text" / "train" / "new.txt").write_text("one plus one is two.\n")
     third = build_dataset(repo, spec, spec_path, repo / "datasets" / "tiny", remote_url=str(remote))
     assert third.reproduced and third.version != first.version
@@ -62,8 +67,13 @@ def test_commit_records_shards_written_outside_dvc(data_repo, monkeypatch):
     ingest_dataset(spec, out)
     version = commit_dataset(repo, spec, spec_path, out, push=False)
     assert version.version.endswith(".dir")
-    status = subprocess.run([str(REPO_ROOT / ".venv" / "bin" / "dvc"), "status", "ingest-tiny", "--json"],
-                            cwd=repo, capture_output=True, text=True, check=True)
+    status = subprocess.run(
+        [str(REPO_ROOT / ".venv" / "bin" / "dvc"), "status", "ingest-tiny", "--json"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert json.loads(status.stdout or "{}") == {}  # nothing left to reproduce
 
 
