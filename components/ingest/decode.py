@@ -8,6 +8,7 @@ benchmark does not pay for). Errors become `DecodeError` with a message fit for 
 from __future__ import annotations
 
 import io
+import os
 from dataclasses import dataclass
 
 import av
@@ -79,7 +80,11 @@ def decode_media(
         if vstream is None and astream is None:
             raise DecodeError("no stream to decode")
         if vstream is not None:
-            vstream.thread_type = "AUTO"
+            # Frame threads add CPU per decoded second; parallelism comes from sample-level workers.
+            threads = int(os.environ.get("OMNISTAGE_DECODE_THREADS", "1"))
+            vstream.codec_context.thread_count = threads
+            if threads != 1:
+                vstream.thread_type = "AUTO"
             picker = _NearestFramePicker(frame_times, frame_size)
         resampler = av.AudioResampler(format="s16", layout="mono", rate=audio_rate) if astream else None
         pcm: list[np.ndarray] = []

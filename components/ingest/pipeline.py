@@ -17,7 +17,7 @@ import logging
 import math
 import os
 import shutil
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,14 +26,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from components.ingest import card
-from components.ingest.decode import DecodeError
 from components.ingest.discover import InputFile, discover_inputs
 from components.ingest.probe import ProbeResult, probe_input
-from components.ingest.samples import assign_split, build_sample, estimate_sample_bytes
+from components.ingest.samples import assign_split, estimate_sample_bytes
+from components.ingest.shard_writer import write_planned_shards
 from components.ingest.shards import (
-    DeterministicTarWriter,
     ShardResult,
-    commit_shard,
     is_shard_done,
     load_result,
     plan_shards,
@@ -173,29 +171,6 @@ def _records(frame: pd.DataFrame) -> list[dict]:
     ]
 
 
-def _write_one_shard(spec_json: str, shard: dict, rows: list[dict], labels: dict, out: str, plan_digest: str) -> dict:
-    """Worker body (runs in a subprocess): decode the shard's samples and publish the tar atomically."""
-    spec = DatasetSpec.model_validate_json(spec_json)
-    paths = IngestPaths(Path(out))
-    tmp = paths.shards / (shard["name"] + ".tmp")
-    writer = DeterministicTarWriter(tmp)
-    result = ShardResult(name=shard["name"], plan_digest=plan_digest)
-    for row in rows:
-        probe = ProbeResult(**{k: row[k] for k in ProbeResult.__dataclass_fields__})
-        try:
-            sample = build_sample(probe, labels.get(row["path"], {}), row["split"], row["task_family"], spec)
-        except DecodeError as exc:
-            result.failed.append({"sha256": row["sha256"], "reason": str(exc)})
-            continue
-        for name, data in sample.files:
-            writer.add(name, data)
-        result.written.append({"sha256": row["sha256"], "key": sample.key, "num_frames": sample.num_frames})
-    writer.close()
-    result.num_bytes = tmp.stat().st_size
-    commit_shard(tmp, paths.shards / shard["name"], result, paths.work)
-    return result.__dict__
-
-
 def write_shards(spec: DatasetSpec, out: Path, workers: int = 1) -> dict:
     """Phase 2. Writes the unfinished shards, then manifest, quarantine, duplicates, stats and card."""
     paths = IngestPaths(Path(out))
@@ -227,28 +202,7 @@ def write_shards(spec: DatasetSpec, out: Path, workers: int = 1) -> dict:
         todo.append(shard)
     if reused:
         log.info("resuming: %d of %d shard(s) already finished, skipped", reused, len(plan["shards"]))
-    spec_json = spec.model_dump_json()
-    jobs = []
-    for shard in todo:
-        rows = [rows_by_sha[sha] for sha in shard["members"]]
-        jobs.append(
-            (
-                spec_json,
-                shard,
-                rows,
-                {r["path"]: labels.get(r["path"], {}) for r in rows},
-                str(paths.out),
-                plan["digest"],
-            )
-        )
-    if workers > 1 and len(jobs) > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            futures = [pool.submit(_write_one_shard, *job) for job in jobs]
-            for future in track(as_completed(futures), "write shards", total=len(futures), unit="shards"):
-                future.result()
-    else:
-        for job in track(jobs, "write shards", unit="shards"):
-            _write_one_shard(*job)
+    write_planned_shards(spec, todo, rows_by_sha, labels, paths.shards, paths.work, plan["digest"], workers)
     results = [load_result(paths.work, s["name"]) for s in plan["shards"]]
     return finalize(spec, paths, table, results)
 
@@ -352,5 +306,3 @@ def ingest_dataset(spec: DatasetSpec, out: Path, workers: int = 1) -> dict:
     """Both phases: what `omnistage ingest` runs."""
     probe_and_plan(spec, out, workers)
     return write_shards(spec, out, workers)
-
-

@@ -115,5 +115,3 @@ def build_sample(
             meta.update(width=size[0], height=size[1])
     files.insert(0, (f"{key}.json", json.dumps(meta, sort_keys=True, separators=(",", ":")).encode()))
     return BuiltSample(key=key, files=files, num_frames=num_frames)
-
-

@@ -114,5 +114,3 @@ def validate_manifest(frame: pd.DataFrame, spec: DatasetSpec, docs_dir: Path) ->
     return ValidationOutcome(
         row_failures, table_failures, docs if docs.exists() else None, len(suite_spec.expectations)
     )
-
-

@@ -1,0 +1,1 @@
+"""Benchmarks behind `omnistage bench ...`; results are recorded in benchmarks/README.md."""
