@@ -37,7 +37,7 @@ $(VENV)/.stamp: pyproject.toml
 	touch $@
 
 $(AF_VENV)/.stamp: pyproject.toml $(VENV)/.stamp
-	$(UV) venv -q -p $(PYTHON) $(AF_VENV)
+	$(UV) venv -q --allow-existing -p $(PYTHON) $(AF_VENV)
 	$(UV) pip install -q -p $(AF_VENV)/bin/python "apache-airflow==3.3.2" apache-airflow-providers-cncf-kubernetes
 	# The project itself without its dependencies: DAGs import only the light runner seam.
 	$(UV) pip install -q -p $(AF_VENV)/bin/python --no-deps -e .

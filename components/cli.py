@@ -73,7 +73,7 @@ def ingest(
     out: Annotated[Path, typer.Option(help="Output folder (shards/, manifest.parquet, quarantine.jsonl, ...).")],
     spec: Annotated[Path | None, typer.Option(help="Dataset spec YAML (data_specs/datasets/*.yaml).")] = None,
     input_path: Annotated[str | None, typer.Option("--input", help="Ad-hoc: a folder or glob, default policy.")] = None,
-    workers: Annotated[int, typer.Option(help="Parallel shard writers.")] = 1,
+    workers: Annotated[int, typer.Option(help="Parallel decoding processes.", envvar="OMNISTAGE_WORKERS")] = 1,
     phase: Annotated[
         str,
         typer.Option(

@@ -48,15 +48,19 @@ class DvcError(RuntimeError):
     pass
 
 
-def _env() -> dict:
+def _env(workers: int | None = None) -> dict:
     env = dict(os.environ, DVC_NO_ANALYTICS="1")
+    if workers:
+        env["OMNISTAGE_WORKERS"] = str(workers)
     # `dvc repro` runs the stage's `omnistage ...` command: make this interpreter's scripts come first.
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
     return env
 
 
-def run_dvc(repo: Path, *args: str) -> str:
-    proc = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=repo, env=_env(), capture_output=True, text=True)
+def run_dvc(repo: Path, *args: str, workers: int | None = None) -> str:
+    proc = subprocess.run(
+        [sys.executable, "-m", "dvc", *args], cwd=repo, env=_env(workers), capture_output=True, text=True
+    )
     if proc.returncode != 0:
         raise DvcError(f"`dvc {' '.join(args)}` failed in {repo}:\n{(proc.stdout + proc.stderr).strip()[-2000:]}")
     return proc.stdout
@@ -86,14 +90,16 @@ def _relative(repo: Path, path: Path | str, what: str) -> str:
         ) from None
 
 
-def ensure_stage(repo: Path, spec: DatasetSpec, spec_path: Path, out: Path, workers: int = 1) -> str:
+def ensure_stage(repo: Path, spec: DatasetSpec, spec_path: Path, out: Path) -> str:
     """Add or update the dataset's stage in `dvc.yaml`; returns the stage name."""
     spec_rel = _relative(repo, spec_path, "spec")
     out_rel = _relative(repo, out, "output folder")
     deps = [spec_rel, f"data_specs/expectations/{spec.expectation_suite}.yaml", *CODE_DEPS]
     deps += [_relative(repo, s.path, f"source '{s.name}'") for s in spec.sources if "://" not in s.path]
     stage = {
-        "cmd": f"omnistage ingest --spec {spec_rel} --out {out_rel} --workers {workers}",
+        # Workers change speed, not bytes: they reach the command through OMNISTAGE_WORKERS, so a
+        # different worker count never invalidates the stage.
+        "cmd": f"omnistage ingest --spec {spec_rel} --out {out_rel}",
         "deps": [d for d in deps if (repo / d).exists()],
         # stats.json is deliberately not an output: the version is stamped into it after DVC hashed the outs.
         "outs": [f"{out_rel}/shards", f"{out_rel}/manifest.parquet", f"{out_rel}/quarantine.jsonl"],
@@ -163,11 +169,11 @@ def build_dataset(
 ) -> DatasetVersion:
     repo = Path(repo).resolve()
     ensure_dvc_repo(repo, remote_url)
-    stage = ensure_stage(repo, spec, spec_path, out, workers)
+    stage = ensure_stage(repo, spec, spec_path, out)
     status = json.loads(run_dvc(repo, "status", stage, "--json") or "{}")
     reproduced = bool(status) or not (repo / "dvc.lock").exists()
     if reproduced:
-        run_dvc(repo, "repro", stage)
+        run_dvc(repo, "repro", stage, workers=workers)
     return _finish(repo, spec, out, stage, reproduced, push)
 
 
@@ -176,13 +182,12 @@ def commit_dataset(
     spec: DatasetSpec,
     spec_path: Path,
     out: Path,
-    workers: int = 1,
     remote_url: str | None = None,
     push: bool = True,
 ) -> DatasetVersion:
     repo = Path(repo).resolve()
     ensure_dvc_repo(repo, remote_url)
-    stage = ensure_stage(repo, spec, spec_path, out, workers)
+    stage = ensure_stage(repo, spec, spec_path, out)
     run_dvc(repo, "commit", "-f", stage)
     return _finish(repo, spec, out, stage, True, push)
 
