@@ -1,0 +1,189 @@
+"""Every workaround that lets megatron-core 0.16.1 run on CPU (gloo), in one place.
+
+`enable_cpu_compat()` is a no-op when CUDA is available: on GPUs megatron-core runs unpatched. Without
+CUDA it patches, once:
+
+- a CPU RNG-states tracker in place of `model_parallel_cuda_manual_seed`'s CUDA one;
+- a TorchFunctionMode that turns `device="cuda"` / `torch.cuda.current_device()` / `.cuda()` into CPU;
+- the fp32 grad-norm clip, which asserts `torch.cuda.FloatTensor`;
+- `moe_utils.te_general_gemm = None` (NameError without Transformer Engine);
+- CUDA streams/events used by the all-to-all token dispatcher;
+- `multi_latent_attention.HAVE_TE = False` (its isinstance check against a TE mock fails otherwise).
+
+Each patch names the megatron-core code it replaces; the version is asserted because the patches reach
+into private functions that move between releases.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+
+import torch
+from torch.overrides import TorchFunctionMode
+
+SUPPORTED_MEGATRON_CORE = "0.16.1"
+_lock = threading.Lock()
+_enabled = False
+
+
+def _megatron_version() -> str:
+    from megatron.core import package_info
+
+    return package_info.__version__
+
+
+class CpuRNGStatesTracker:
+    """Named CPU generator states with `fork`, mirroring megatron's CudaRNGStatesTracker API."""
+
+    def __init__(self, *args, **kwargs):
+        self.reset()
+
+    def reset(self):
+        self.states_: dict[str, torch.Tensor] = {}
+        self.seeds_: set[int] = set()
+        self._is_initialized = False
+
+    def is_initialized(self) -> bool:
+        return self._is_initialized
+
+    def get_states(self) -> dict[str, torch.Tensor]:
+        return {name: state.clone() for name, state in self.states_.items()}
+
+    def set_states(self, states: dict[str, torch.Tensor]) -> None:
+        self._is_initialized = True
+        self.states_ = {name: state.clone() for name, state in states.items()}
+
+    def add(self, name: str, seed: int) -> None:
+        if seed in self.seeds_:
+            raise ValueError(f"seed {seed} already exists")
+        if name in self.states_:
+            raise ValueError(f"RNG state {name} already exists")
+        self._is_initialized = True
+        self.seeds_.add(seed)
+        original = torch.get_rng_state()
+        torch.manual_seed(seed)
+        self.states_[name] = torch.get_rng_state()
+        torch.set_rng_state(original)
+
+    @contextlib.contextmanager
+    def fork(self, name: str = "model-parallel-rng"):
+        if name not in self.states_:
+            raise KeyError(f"RNG state {name} is not added")
+        original = torch.get_rng_state()
+        torch.set_rng_state(self.states_[name])
+        try:
+            yield
+        finally:
+            self.states_[name] = torch.get_rng_state()
+            torch.set_rng_state(original)
+
+
+def _is_cuda_device(device) -> bool:
+    if isinstance(device, int):
+        return True  # torch.cuda.current_device() returned 0
+    if isinstance(device, torch.device):
+        return device.type == "cuda"
+    return isinstance(device, str) and device.startswith("cuda")
+
+
+class _CpuDeviceMode(TorchFunctionMode):
+    """Rewrites CUDA device requests made inside megatron-core into CPU ones."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = dict(kwargs or {})
+        if func is torch.Tensor.cuda:
+            return args[0]
+        if "device" in kwargs and _is_cuda_device(kwargs["device"]):
+            kwargs["device"] = "cpu"
+        if func in (torch.Tensor.to,) and args and len(args) > 1 and _is_cuda_device(args[1]):
+            args = (args[0], "cpu", *args[2:])
+        return func(*args, **kwargs)
+
+
+_device_mode: _CpuDeviceMode | None = None
+
+
+def model_parallel_cpu_manual_seed(seed: int) -> None:
+    """CPU twin of megatron's `model_parallel_cuda_manual_seed`: same names, same seed offsets."""
+    from megatron.core import parallel_state
+    from megatron.core.tensor_parallel import random as mrandom
+
+    tracker = CpuRNGStatesTracker()
+    mrandom._CUDA_RNG_STATE_TRACKER = tracker
+    mrandom._CUDA_RNG_STATE_TRACKER_INITIALIZED = True
+    tp_rank = parallel_state.get_tensor_model_parallel_rank()
+    ep_rank = parallel_state.get_expert_model_parallel_rank()
+    etp_rank = parallel_state.get_expert_tensor_parallel_rank()
+    torch.manual_seed(seed)
+    tracker.add(mrandom._DATA_PARALLEL_RNG_TRACKER_NAME, seed)
+    tracker.add(mrandom._MODEL_PARALLEL_RNG_TRACKER_NAME, seed + 2718 + tp_rank)
+    tracker.add(mrandom._EXPERT_PARALLEL_RNG_TRACKER_NAME, seed + 2718 + 100 * ep_rank + etp_rank + 1)
+
+
+def _clip_grad_by_total_norm_fp32(parameters, max_norm, total_norm, use_decoupled_grad=False):
+    """megatron.core.optimizer.clip_grads.clip_grad_by_total_norm_fp32 without its CUDA type assert."""
+    if isinstance(parameters, torch.Tensor):
+        parameters = [parameters]
+    clip_coeff = max_norm / (total_norm + 1.0e-6)
+    if clip_coeff < 1.0:
+        for param in parameters:
+            grad = param.decoupled_grad if use_decoupled_grad else param.grad
+            if grad is not None:
+                grad.detach().mul_(clip_coeff)
+
+
+class _NoStream:
+    """Stands in for torch.cuda.Stream/Event in the all-to-all dispatcher's device-to-host copies."""
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def wait_stream(self, *args):
+        pass
+
+    def record_event(self, *args):
+        return self
+
+    def record(self, *args):
+        pass
+
+    def synchronize(self):
+        pass
+
+    def wait_event(self, *args):
+        pass
+
+
+def enable_cpu_compat() -> bool:
+    """Patch megatron-core for CPU if CUDA is absent. Returns True when patches are active."""
+    global _enabled, _device_mode
+    if torch.cuda.is_available():
+        return False
+    with _lock:
+        if _enabled:
+            return True
+        version = _megatron_version()
+        if version != SUPPORTED_MEGATRON_CORE:
+            raise RuntimeError(
+                f"model.megatron_compat supports megatron-core {SUPPORTED_MEGATRON_CORE}, found {version}: "
+                "re-check each patch against the new release before changing the pin"
+            )
+        from megatron.core.optimizer import clip_grads, optimizer
+        from megatron.core.transformer import multi_latent_attention
+        from megatron.core.transformer.moe import moe_utils, token_dispatcher
+
+        moe_utils.te_general_gemm = None
+        multi_latent_attention.HAVE_TE = False
+        clip_grads.clip_grad_by_total_norm_fp32 = _clip_grad_by_total_norm_fp32
+        optimizer.clip_grad_by_total_norm_fp32 = _clip_grad_by_total_norm_fp32
+        token_dispatcher.MoEAlltoAllTokenDispatcher.cuda_dtoh_stream = _NoStream()
+        torch.cuda.current_device = lambda: "cpu"  # megatron passes this as device=
+        torch.cuda.current_stream = lambda *a, **k: _NoStream()
+        torch.cuda.stream = lambda *a, **k: contextlib.nullcontext()
+        torch.cuda.Stream = _NoStream
+        torch.cuda.Event = _NoStream
+        _device_mode = _CpuDeviceMode()
+        _device_mode.__enter__()  # process-wide: this process has no CUDA to send anything to
+        _enabled = True
+    return True
