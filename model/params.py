@@ -1,0 +1,37 @@
+"""Parameter accounting from the modules the code builds, on the meta device (no memory).
+
+Counts come from `named_parameters()` of the real modules, not from a formula, so they check the
+implementation against the paper's numbers (REFERENCE.md section 2: total 560.66B; activated
+18.69B + k * 1.057B for k FFN experts per token, input embedding excluded).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from model.config import ModelPreset
+from model.distributed import init_parallel
+
+
+def _count(module: torch.nn.Module, predicate=lambda name: True) -> int:
+    return sum(p.numel() for name, p in module.named_parameters() if predicate(name))
+
+
+def count_llm(preset: ModelPreset, ks: tuple[int, ...] = (0, 8, 12)) -> dict[str, int]:
+    from model.llm.model import build_llm
+
+    init_parallel()
+    with torch.device("meta"):
+        llm = build_llm(preset.llm)
+    total = _count(llm)
+    experts = _count(llm, lambda n: ".moe.experts." in n)
+    embedding = _count(llm, lambda n: n.startswith("embedding."))
+    per_expert = experts // preset.llm.num_experts  # summed over layers: one expert slot in every layer
+    counts = {"llm_total": total, "llm_expert_params_per_slot": per_expert}
+    for k in ks:
+        counts[f"llm_activated_k{k}"] = total - experts - embedding + k * per_expert
+    return counts
+
+
+def count_parameters(preset: ModelPreset) -> dict[str, int]:
+    return count_llm(preset)
