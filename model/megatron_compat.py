@@ -7,7 +7,7 @@ CUDA it patches, once:
 - a TorchFunctionMode that turns `device="cuda"` / `torch.cuda.current_device()` / `.cuda()` into CPU;
 - the fp32 grad-norm clip, which asserts `torch.cuda.FloatTensor`;
 - `moe_utils.te_general_gemm = None` (NameError without Transformer Engine);
-- CUDA streams/events used by the all-to-all token dispatcher;
+- CUDA streams/events used by the all-to-all token dispatcher, and `torch.cuda.synchronize` (checkpoint saving);
 - `multi_latent_attention.HAVE_TE = False` (its isinstance check against a TE mock fails otherwise).
 
 Each patch names the megatron-core code it replaces; the version is asserted because the patches reach
@@ -180,6 +180,7 @@ def enable_cpu_compat() -> bool:
         token_dispatcher.MoEAlltoAllTokenDispatcher.cuda_dtoh_stream = _NoStream()
         torch.cuda.current_device = lambda: "cpu"  # megatron passes this as device=
         torch.cuda.current_stream = lambda *a, **k: _NoStream()
+        torch.cuda.synchronize = lambda *a, **k: None  # dist_checkpointing preloads tensors "to host"
         torch.cuda.stream = lambda *a, **k: contextlib.nullcontext()
         torch.cuda.Stream = _NoStream
         torch.cuda.Event = _NoStream

@@ -73,3 +73,12 @@ class ScMoELayer(MegatronModule, BaseTransformerLayer):
         h, _ = second._forward_attention(h, attention_mask=attention_mask, rotary_pos_emb=rotary_pos_emb, **attention_kwargs)
         out = second._forward_mlp(h) + moe_out
         return out, context
+
+    def sharded_state_dict(self, prefix: str = "", sharded_offsets: tuple = (), metadata: dict | None = None):
+        # Recurse by hand: megatron treats a plain nn.ModuleList's parameters as replicated, which would
+        # drop the tensor-parallel sharding of the dense layers from the checkpoint.
+        state = {}
+        for index, layer in enumerate(self.dense_layers):
+            state.update(layer.sharded_state_dict(f"{prefix}dense_layers.{index}.", sharded_offsets, metadata))
+        state.update(self.moe.sharded_state_dict(f"{prefix}moe.", sharded_offsets, metadata))
+        return state

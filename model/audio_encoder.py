@@ -1,0 +1,120 @@
+"""Streaming audio encoder (REFERENCE.md section 4): 80-dim fbank, 8x frame splicing to 80 ms (12.5 Hz),
+FSMN layers instead of self-attention, causal except a one-frame look-ahead in the last layers, CTC head.
+
+Each FSMN layer is: RMSNorm -> linear up + ReLU -> linear down to the memory width -> a depthwise 1-D
+convolution over time (the "memory block") reaching `left_context` frames back and `lookahead` frames
+ahead -> linear back to the model width, with a residual. Because every layer only looks back (and
+the last ones one frame ahead), the output at frame t depends on input up to t + total look-ahead.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass(frozen=True)
+class AudioEncoderConfig:
+    num_mel_bins: int = 80
+    sample_rate: int = 16000
+    frame_shift_ms: float = 10.0
+    frame_length_ms: float = 25.0
+    splice: int = 8  # 8 x 10 ms frames -> one 80 ms step
+    hidden_size: int = 1536
+    ffn_size: int = 6144
+    memory_size: int = 1536
+    num_layers: int = 32
+    left_context: int = 10
+    lookahead_layers: int = 6  # the last 6 layers see one step ahead
+    ctc_vocab_size: int = 1024  # CTC blank is index 0 of this vocabulary
+    output_size: int = 6144  # projector into the LLM width
+    norm_eps: float = 1e-5
+
+    @property
+    def total_lookahead(self) -> int:
+        return min(self.lookahead_layers, self.num_layers)
+
+
+def mel_filterbank(num_bins: int, n_fft: int, sample_rate: int) -> torch.Tensor:
+    """[num_bins, n_fft // 2 + 1] triangular filters on the HTK mel scale (what Kaldi fbank uses)."""
+
+    def to_mel(f):
+        return 1127.0 * math.log(1.0 + f / 700.0)
+
+    mels = torch.linspace(to_mel(20.0), to_mel(sample_rate / 2), num_bins + 2)
+    hz = 700.0 * (torch.exp(mels / 1127.0) - 1.0)
+    bins = torch.linspace(0, sample_rate / 2, n_fft // 2 + 1)
+    lower, centre, upper = hz[:-2, None], hz[1:-1, None], hz[2:, None]
+    up = (bins[None] - lower) / (centre - lower)
+    down = (upper - bins[None]) / (upper - centre)
+    return torch.clamp(torch.minimum(up, down), min=0.0)
+
+
+def fbank(waveform: torch.Tensor, cfg: AudioEncoderConfig) -> torch.Tensor:
+    """Log-mel filterbank features [frames, num_mel_bins] of a mono waveform in [-1, 1]."""
+    hop = int(cfg.sample_rate * cfg.frame_shift_ms / 1000)
+    win = int(cfg.sample_rate * cfg.frame_length_ms / 1000)
+    n_fft = 1 << (win - 1).bit_length()
+    spec = torch.stft(waveform, n_fft, hop_length=hop, win_length=win, window=torch.hann_window(win),
+                      center=False, return_complex=True).abs().pow(2)  # fmt: skip
+    mel = mel_filterbank(cfg.num_mel_bins, n_fft, cfg.sample_rate) @ spec
+    return torch.log(mel.clamp(min=1e-10)).transpose(0, 1)
+
+
+def splice_frames(features: torch.Tensor, splice: int) -> torch.Tensor:
+    """Stack each run of `splice` frames: [T, D] -> [T // splice, splice * D] (the tail is dropped)."""
+    steps = features.shape[0] // splice
+    return features[: steps * splice].reshape(steps, splice * features.shape[1])
+
+
+class FSMNLayer(nn.Module):
+    def __init__(self, cfg: AudioEncoderConfig, lookahead: int):
+        super().__init__()
+        self.left, self.lookahead = cfg.left_context, lookahead
+        self.norm = nn.RMSNorm(cfg.hidden_size, eps=cfg.norm_eps)
+        self.up = nn.Linear(cfg.hidden_size, cfg.ffn_size)
+        self.down = nn.Linear(cfg.ffn_size, cfg.memory_size, bias=False)
+        self.memory = nn.Conv1d(cfg.memory_size, cfg.memory_size, kernel_size=self.left + 1 + lookahead,
+                                groups=cfg.memory_size, bias=False)  # fmt: skip
+        self.out = nn.Linear(cfg.memory_size, cfg.hidden_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: [batch, time, hidden]."""
+        p = self.down(F.relu(self.up(self.norm(x))))  # [B, T, M]
+        padded = F.pad(p.transpose(1, 2), (self.left, self.lookahead))  # past on the left, look-ahead on the right
+        memory = p + self.memory(padded).transpose(1, 2)
+        return x + self.out(memory)
+
+
+class StreamingAudioEncoder(nn.Module):
+    def __init__(self, cfg: AudioEncoderConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.input = nn.Linear(cfg.splice * cfg.num_mel_bins, cfg.hidden_size)
+        first_lookahead_layer = cfg.num_layers - cfg.lookahead_layers
+        self.layers = nn.ModuleList(FSMNLayer(cfg, 1 if i >= first_lookahead_layer else 0) for i in range(cfg.num_layers))
+        self.norm = nn.RMSNorm(cfg.hidden_size, eps=cfg.norm_eps)
+        self.ctc_head = nn.Linear(cfg.hidden_size, cfg.ctc_vocab_size)
+        self.projector = nn.Sequential(nn.Linear(cfg.hidden_size, cfg.output_size), nn.GELU(),
+                                       nn.Linear(cfg.output_size, cfg.output_size))  # fmt: skip
+
+    def features(self, waveform: torch.Tensor) -> torch.Tensor:
+        """Spliced fbank [steps, splice * mel] at 12.5 Hz for a 16 kHz mono waveform."""
+        return splice_frames(fbank(waveform, self.cfg), self.cfg.splice)
+
+    def forward(self, spliced: torch.Tensor) -> torch.Tensor:
+        """[batch, steps, splice * mel] -> hidden states [batch, steps, hidden]."""
+        x = self.input(spliced)
+        for layer in self.layers:
+            x = layer(x)
+        return self.norm(x)
+
+    def ctc_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.ctc_head(hidden)
+
+    def to_llm(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.projector(hidden)

@@ -1,0 +1,46 @@
+import torch
+
+from model.audio_encoder import AudioEncoderConfig, StreamingAudioEncoder, fbank
+
+TINY = AudioEncoderConfig(hidden_size=32, ffn_size=64, memory_size=32, num_layers=4, left_context=3,
+                          lookahead_layers=2, ctc_vocab_size=20, output_size=48)  # fmt: skip
+
+
+def test_features_are_80_dim_fbank_spliced_to_80_ms():
+    wave = torch.randn(16000) * 0.1  # 1 s
+    assert fbank(wave, TINY).shape[1] == 80
+    enc = StreamingAudioEncoder(TINY)
+    feats = enc.features(wave)
+    assert feats.shape == (12, 640)  # 98 frames of 10 ms -> 12 steps of 80 ms (12.5 Hz)
+
+
+def test_shapes_and_ctc_loss_backward():
+    torch.manual_seed(0)
+    enc = StreamingAudioEncoder(TINY)
+    x = torch.randn(2, 12, 640)
+    hidden = enc(x)
+    assert hidden.shape == (2, 12, 32) and enc.to_llm(hidden).shape == (2, 12, 48)
+    log_probs = enc.ctc_logits(hidden).log_softmax(-1).transpose(0, 1)
+    targets = torch.randint(1, 20, (2, 5))
+    loss = torch.nn.functional.ctc_loss(log_probs, targets, torch.tensor([12, 12]), torch.tensor([5, 5]))
+    loss.backward()
+    assert enc.input.weight.grad is not None
+
+
+def test_causal_with_bounded_lookahead():
+    """Output at step t does not change when input after t + total look-ahead changes."""
+    torch.manual_seed(0)
+    enc = StreamingAudioEncoder(TINY).eval()
+    x = torch.randn(1, 20, 640)
+    t = 8
+    changed = x.clone()
+    changed[:, t + TINY.total_lookahead + 1 :] += 5.0
+    with torch.no_grad():
+        a, b = enc(x), enc(changed)
+    assert torch.allclose(a[:, : t + 1], b[:, : t + 1], atol=1e-5)
+    assert not torch.allclose(a[:, t + 1 :], b[:, t + 1 :])
+    # and it does look ahead: changing step t + 1 changes step t
+    ahead = x.clone()
+    ahead[:, t + 1] += 5.0
+    with torch.no_grad():
+        assert not torch.allclose(enc(ahead)[:, t], a[:, t])
