@@ -9,12 +9,13 @@ the last ones one frame ahead), the output at frame t depends on input up to t +
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from model.audio_dsp import log_mel
 
 
 @dataclass(frozen=True)
@@ -39,30 +40,11 @@ class AudioEncoderConfig:
         return min(self.lookahead_layers, self.num_layers)
 
 
-def mel_filterbank(num_bins: int, n_fft: int, sample_rate: int) -> torch.Tensor:
-    """[num_bins, n_fft // 2 + 1] triangular filters on the HTK mel scale (what Kaldi fbank uses)."""
-
-    def to_mel(f):
-        return 1127.0 * math.log(1.0 + f / 700.0)
-
-    mels = torch.linspace(to_mel(20.0), to_mel(sample_rate / 2), num_bins + 2)
-    hz = 700.0 * (torch.exp(mels / 1127.0) - 1.0)
-    bins = torch.linspace(0, sample_rate / 2, n_fft // 2 + 1)
-    lower, centre, upper = hz[:-2, None], hz[1:-1, None], hz[2:, None]
-    up = (bins[None] - lower) / (centre - lower)
-    down = (upper - bins[None]) / (upper - centre)
-    return torch.clamp(torch.minimum(up, down), min=0.0)
-
-
 def fbank(waveform: torch.Tensor, cfg: AudioEncoderConfig) -> torch.Tensor:
-    """Log-mel filterbank features [frames, num_mel_bins] of a mono waveform in [-1, 1]."""
+    """Log-mel filterbank features [frames, num_mel_bins] (10 ms shift, 25 ms window)."""
     hop = int(cfg.sample_rate * cfg.frame_shift_ms / 1000)
     win = int(cfg.sample_rate * cfg.frame_length_ms / 1000)
-    n_fft = 1 << (win - 1).bit_length()
-    spec = torch.stft(waveform, n_fft, hop_length=hop, win_length=win, window=torch.hann_window(win),
-                      center=False, return_complex=True).abs().pow(2)  # fmt: skip
-    mel = mel_filterbank(cfg.num_mel_bins, n_fft, cfg.sample_rate) @ spec
-    return torch.log(mel.clamp(min=1e-10)).transpose(0, 1)
+    return log_mel(waveform, cfg.sample_rate, 1 << (win - 1).bit_length(), hop, win, cfg.num_mel_bins)
 
 
 def splice_frames(features: torch.Tensor, splice: int) -> torch.Tensor:
