@@ -44,7 +44,10 @@ def fbank(waveform: torch.Tensor, cfg: AudioEncoderConfig) -> torch.Tensor:
     """Log-mel filterbank features [frames, num_mel_bins] (10 ms shift, 25 ms window)."""
     hop = int(cfg.sample_rate * cfg.frame_shift_ms / 1000)
     win = int(cfg.sample_rate * cfg.frame_length_ms / 1000)
-    return log_mel(waveform, cfg.sample_rate, 1 << (win - 1).bit_length(), hop, win, cfg.num_mel_bins)
+    # Pad the tail so N samples give N / hop frames: 1 s -> 100 frames -> 12 steps, 2 s -> 25 steps.
+    n_fft = 1 << (win - 1).bit_length()
+    waveform = torch.nn.functional.pad(waveform, (0, n_fft - hop))
+    return log_mel(waveform, cfg.sample_rate, n_fft, hop, win, cfg.num_mel_bins)
 
 
 def splice_frames(features: torch.Tensor, splice: int) -> torch.Tensor:

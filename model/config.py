@@ -8,7 +8,11 @@ preset comes from REFERENCE.md sections 2-4.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+from model.audio_encoder import AudioEncoderConfig
+from model.codec import AudioCodecConfig
+from model.vit import ViTConfig
 
 
 @dataclass(frozen=True)
@@ -53,7 +57,17 @@ class LLMConfig:
 class ModelPreset:
     name: str
     llm: LLMConfig
-    extra: dict = field(default_factory=dict)
+    vit: ViTConfig
+    audio_encoder: AudioEncoderConfig
+    codec: AudioCodecConfig
+
+    def __post_init__(self) -> None:
+        width = self.llm.hidden_size
+        if self.vit.out_hidden_size != width or self.audio_encoder.output_size != width:
+            raise ValueError(
+                f"preset {self.name!r}: vit.out_hidden_size ({self.vit.out_hidden_size}) and "
+                f"audio_encoder.output_size ({self.audio_encoder.output_size}) must equal llm.hidden_size ({width})"
+            )
 
 
 TINY_LLM = LLMConfig(
@@ -78,10 +92,30 @@ LONGCAT_LLM = LLMConfig(
 )  # fmt: skip
 
 PRESETS: dict[str, ModelPreset] = {
-    "tiny": ModelPreset("tiny", TINY_LLM),
-    "small": ModelPreset("small", SMALL_LLM),
-    "longcat-flash-omni": ModelPreset("longcat-flash-omni", LONGCAT_LLM),
-}
+    "tiny": ModelPreset(
+        "tiny",
+        TINY_LLM,
+        ViTConfig(hidden_size=32, intermediate_size=48, num_layers=2, num_heads=2, out_hidden_size=64),
+        AudioEncoderConfig(hidden_size=32, ffn_size=64, memory_size=32, num_layers=4, left_context=3,
+                           lookahead_layers=2, ctc_vocab_size=TINY_LLM.vocab_size, output_size=64),
+        AudioCodecConfig(latent_size=32, channels=64, num_layers=2, codebook_sizes=(64, 32, 32, 32)),
+    ),
+    "small": ModelPreset(
+        "small",
+        SMALL_LLM,
+        ViTConfig(hidden_size=128, intermediate_size=256, num_layers=4, num_heads=4, out_hidden_size=256),
+        AudioEncoderConfig(hidden_size=128, ffn_size=256, memory_size=128, num_layers=6, left_context=5,
+                           lookahead_layers=2, ctc_vocab_size=SMALL_LLM.vocab_size, output_size=256),
+        AudioCodecConfig(latent_size=64, channels=128, num_layers=4, codebook_sizes=(512, 128, 128, 128)),
+    ),
+    "longcat-flash-omni": ModelPreset(
+        "longcat-flash-omni",
+        LONGCAT_LLM,
+        ViTConfig(),  # REFERENCE section 3: hidden 1280, 32 layers, 16 heads, SwiGLU 3456, patch 14
+        AudioEncoderConfig(ctc_vocab_size=LONGCAT_LLM.vocab_size),
+        AudioCodecConfig(),
+    ),
+}  # fmt: skip
 
 
 def get_preset(name: str, **overrides: dict) -> ModelPreset:

@@ -7,7 +7,7 @@ CUDA it patches, once:
 - a TorchFunctionMode that turns `device="cuda"` / `torch.cuda.current_device()` / `.cuda()` into CPU;
 - the fp32 grad-norm clip, which asserts `torch.cuda.FloatTensor`;
 - `moe_utils.te_general_gemm = None` (NameError without Transformer Engine);
-- CUDA streams/events used by the all-to-all token dispatcher, and `torch.cuda.synchronize` (checkpoint saving);
+- CUDA streams/events used by the all-to-all token dispatcher, its split sizes as host arrays, and `torch.cuda.synchronize` (checkpoint saving);
 - `multi_latent_attention.HAVE_TE = False` (its isinstance check against a TE mock fails otherwise).
 
 Each patch names the megatron-core code it replaces; the version is asserted because the patches reach
@@ -155,6 +155,14 @@ class _NoStream:
         pass
 
 
+def _maybe_move_tensor_to_cpu(tensor, as_numpy: bool = False, record_stream: bool = False):
+    """moe_utils.maybe_move_tensor_to_cpu, which only converts CUDA tensors; the all-to-all dispatcher
+    needs its split sizes as host arrays on CPU too."""
+    if torch.is_tensor(tensor) and as_numpy:
+        return tensor.detach().numpy()
+    return tensor
+
+
 def enable_cpu_compat() -> bool:
     """Patch megatron-core for CPU if CUDA is absent. Returns True when patches are active."""
     global _enabled, _device_mode
@@ -178,6 +186,7 @@ def enable_cpu_compat() -> bool:
         clip_grads.clip_grad_by_total_norm_fp32 = _clip_grad_by_total_norm_fp32
         optimizer.clip_grad_by_total_norm_fp32 = _clip_grad_by_total_norm_fp32
         token_dispatcher.MoEAlltoAllTokenDispatcher.cuda_dtoh_stream = _NoStream()
+        token_dispatcher.maybe_move_tensor_to_cpu = _maybe_move_tensor_to_cpu
         torch.cuda.current_device = lambda: "cpu"  # megatron passes this as device=
         torch.cuda.current_stream = lambda *a, **k: _NoStream()
         torch.cuda.synchronize = lambda *a, **k: None  # dist_checkpointing preloads tensors "to host"

@@ -56,6 +56,7 @@ def transformer_config(
         sequence_parallel=sequence_parallel,
         use_cpu_initialization=True,
         params_dtype=params_dtype,
+        pipeline_dtype=params_dtype,
         bf16=params_dtype == torch.bfloat16,
         hidden_dropout=0.0,
         attention_dropout=0.0,

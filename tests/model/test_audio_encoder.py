@@ -11,7 +11,8 @@ def test_features_are_80_dim_fbank_spliced_to_80_ms():
     assert fbank(wave, TINY).shape[1] == 80
     enc = StreamingAudioEncoder(TINY)
     feats = enc.features(wave)
-    assert feats.shape == (12, 640)  # 98 frames of 10 ms -> 12 steps of 80 ms (12.5 Hz)
+    assert feats.shape == (12, 640)  # 100 frames of 10 ms -> 12 steps of 80 ms (12.5 Hz)
+    assert enc.features(torch.zeros(32000)).shape[0] == 25  # 12 + 13: the 12.5 Hz rhythm
 
 
 def test_shapes_and_ctc_loss_backward():

@@ -1,0 +1,51 @@
+"""Turn one ingested sample into the model's interleaved token sequence (REFERENCE.md section 5).
+
+For each 1-second chunk of the sample's layout: `second{t}:` as text, then that second's vision
+placeholders (one per LLM vision token of its frame pair), then that second's audio placeholders (12 or
+13 encoder steps at 12.5 Hz), the whole audio-visual stream wrapped in audio start/end markers. The
+placeholders are later replaced by ViT / audio-encoder features (`model.omni.OmniModel`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tokenizers import Tokenizer
+
+from model import tokenizer as tok
+
+
+@dataclass
+class InterleavedSequence:
+    input_ids: list[int]
+    num_vision_tokens: int
+    num_audio_tokens: int
+
+
+def audio_steps_per_chunk(num_chunks: int, total_steps: int, rate_hz: float = 12.5) -> list[int]:
+    """Encoder steps falling in each second: 12 and 13 alternating at 12.5 Hz; a partial last second
+    gets what is left of `total_steps`."""
+    edges = [min(int(i * rate_hz), total_steps) for i in range(num_chunks)] + [total_steps]
+    return [b - a for a, b in zip(edges, edges[1:])]
+
+
+def interleave_chunks(
+    tokenizer: Tokenizer, layout: list[dict], vision_tokens_per_frame_pair: int, num_audio_steps: int
+) -> InterleavedSequence:
+    """`num_audio_steps`: encoder steps of the clip's audio (0 without audio)."""
+    has_audio = num_audio_steps > 0
+    ids = [tok.special_id(tokenizer, tok.AUDIO_START)] if has_audio else []
+    vision_pad, audio_pad = tok.special_id(tokenizer, tok.VISION_PAD), tok.special_id(tokenizer, tok.AUDIO_PAD)
+    steps = audio_steps_per_chunk(len(layout), num_audio_steps)
+    num_vision = num_audio = 0
+    for chunk, audio_steps in zip(layout, steps):
+        ids += tokenizer.encode(f"second{chunk['second']}:").ids
+        pairs = (len(chunk["frames"]) + 1) // 2
+        ids += [vision_pad] * (pairs * vision_tokens_per_frame_pair)
+        num_vision += pairs * vision_tokens_per_frame_pair
+        if has_audio:
+            ids += [audio_pad] * audio_steps
+            num_audio += audio_steps
+    if has_audio:
+        ids.append(tok.special_id(tokenizer, tok.AUDIO_END))
+    return InterleavedSequence(ids, num_vision, num_audio)

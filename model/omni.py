@@ -1,0 +1,110 @@
+"""The omni model: the LLM plus the vision encoder, the audio encoder and the audio-token interface.
+
+Input embedding at each position = text embedding + the embeddings of its 4 audio codes (summed; code
+-1 means none), then ViT and audio-encoder features replace the `<|vision_pad|>` / `<|audio_pad|>`
+placeholders in order (see `model.layout`). Output = the text head plus 4 audio heads; audio targets use
+`offset_audio_codes`, which puts the acoustic codes one step after their semantic code.
+
+The LLM's decoder is called directly with the assembled embeddings, so this assembly runs with
+pipeline size 1; the encoders are plain modules (sharded with FSDP2 on clusters).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from model.audio_encoder import StreamingAudioEncoder
+from model.config import ModelPreset
+from model.distributed import ParallelSizes
+from model.llm.model import build_llm
+from model.vit import LongCatViT, VisualInput
+
+IGNORE = -100
+
+
+def offset_audio_codes(codes: torch.Tensor) -> torch.Tensor:
+    """[B, S, 4] -> the same with codebooks 1-3 delayed one position (semantic leads, acoustic follows)."""
+    shifted = codes.clone()
+    shifted[:, 1:, 1:] = codes[:, :-1, 1:]
+    shifted[:, 0, 1:] = -1
+    return shifted
+
+
+@dataclass
+class OmniBatch:
+    input_ids: torch.Tensor  # [B, S]
+    labels: torch.Tensor  # [B, S] next text token or IGNORE
+    audio_codes: torch.Tensor | None = None  # [B, S, 4] input codes (already offset), -1 = none
+    audio_labels: torch.Tensor | None = None  # [B, S, 4] next-step codes, IGNORE where none
+    visuals: list[VisualInput] | None = None  # in placeholder order
+    audio_features: list[torch.Tensor] | None = None  # spliced fbank [steps, 640] per clip, in order
+
+
+class OmniModel(nn.Module):
+    def __init__(self, preset: ModelPreset, vision_pad_id: int, audio_pad_id: int,
+                 parallel: ParallelSizes = ParallelSizes()):  # fmt: skip
+        super().__init__()
+        if parallel.pipeline != 1:
+            raise ValueError("OmniModel assembles embeddings itself: use pipeline size 1 (see module docstring)")
+        self.preset = preset
+        self.vision_pad_id, self.audio_pad_id = vision_pad_id, audio_pad_id
+        self.llm = build_llm(preset.llm, parallel)
+        self.vit = LongCatViT(preset.vit)
+        self.audio_encoder = StreamingAudioEncoder(preset.audio_encoder)
+        hidden = preset.llm.hidden_size
+        sizes = preset.codec.codebook_sizes
+        self.audio_embeddings = nn.ModuleList(nn.Embedding(size, hidden) for size in sizes)
+        self.audio_heads = nn.ModuleList(nn.Linear(hidden, size, bias=False) for size in sizes)
+
+    def embed(self, batch: OmniBatch) -> torch.Tensor:
+        """[S, B, H] input embeddings (megatron's sequence-first layout)."""
+        b, s = batch.input_ids.shape
+        positions = torch.arange(s)[None].expand(b, -1)
+        emb = self.llm.embedding(input_ids=batch.input_ids, position_ids=positions)  # [S, B, H]
+        if batch.audio_codes is not None:
+            codes = batch.audio_codes.transpose(0, 1)  # [S, B, 4]
+            for i, table in enumerate(self.audio_embeddings):
+                present = codes[..., i] >= 0
+                emb = emb + table(codes[..., i].clamp(min=0)) * present[..., None]
+        emb = self._scatter(emb, batch.input_ids, self.vision_pad_id, self._vision_features(batch), "vision")
+        return self._scatter(emb, batch.input_ids, self.audio_pad_id, self._audio_features(batch), "audio")
+
+    def _vision_features(self, batch: OmniBatch) -> torch.Tensor | None:
+        return torch.cat(self.vit(batch.visuals)) if batch.visuals else None
+
+    def _audio_features(self, batch: OmniBatch) -> torch.Tensor | None:
+        if not batch.audio_features:
+            return None
+        return torch.cat([self.audio_encoder.to_llm(self.audio_encoder(f[None]))[0] for f in batch.audio_features])
+
+    @staticmethod
+    def _scatter(emb, input_ids, pad_id, features, what):
+        mask = (input_ids == pad_id).transpose(0, 1)  # [S, B]
+        count = int(mask.sum())
+        if features is None and count == 0:
+            return emb
+        if features is None or features.shape[0] != count:
+            got = 0 if features is None else features.shape[0]
+            raise ValueError(f"{count} {what} placeholders but {got} {what} feature vectors")
+        # Fill in batch-major order (sample by sample), matching how placeholders were written.
+        order = mask.transpose(0, 1).reshape(-1).nonzero().squeeze(-1)
+        flat = emb.transpose(0, 1).reshape(-1, emb.shape[-1]).clone()
+        flat[order] = features.to(flat.dtype)
+        return flat.view(emb.shape[1], emb.shape[0], -1).transpose(0, 1)
+
+    def forward(self, batch: OmniBatch) -> dict[str, torch.Tensor]:
+        hidden = self.llm.decoder(hidden_states=self.embed(batch), attention_mask=None)  # [S, B, H]
+        text_logits, _ = self.llm.output_layer(hidden)
+        losses = {"text": F.cross_entropy(text_logits.transpose(0, 1).flatten(0, 1).float(),
+                                          batch.labels.flatten(), ignore_index=IGNORE)}  # fmt: skip
+        if batch.audio_labels is not None:
+            h = hidden.transpose(0, 1)
+            per_book = [F.cross_entropy(head(h).flatten(0, 1).float(), batch.audio_labels[..., i].flatten(),
+                                        ignore_index=IGNORE) for i, head in enumerate(self.audio_heads)]  # fmt: skip
+            losses["audio_semantic"] = per_book[0]
+            losses["audio_acoustic"] = torch.stack(per_book[1:]).mean()
+        return losses
