@@ -16,6 +16,8 @@ from components.specs.loading import SpecError
 app = typer.Typer(help="omnistage: data, training and promotion for omni-modal MoE models.", no_args_is_help=True)
 dataset_app = typer.Typer(help="Dataset versions (DVC).", no_args_is_help=True)
 bench_app = typer.Typer(help="Benchmarks; results belong in benchmarks/README.md.", no_args_is_help=True)
+model_app = typer.Typer(help="The model: presets and parameter accounting.", no_args_is_help=True)
+app.add_typer(model_app, name="model")
 app.add_typer(dataset_app, name="dataset")
 app.add_typer(bench_app, name="bench")
 console = Console(stderr=True)
@@ -176,6 +178,39 @@ def dataset_show(out: Annotated[Path, typer.Argument(help="An ingested dataset f
         ("data docs", paths.validation / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"),
     ):
         console.print(f"{what}: {path}")
+
+
+# The paper's numbers (REFERENCE.md sections 2-3) that `model params` compares against.
+PAPER_PARAMS = {"llm_total": 560.66e9, "llm_activated_k0": 18.69e9, "llm_activated_k8": 27.15e9,
+                "llm_activated_k12": 31.38e9, "vit_total": 637e6}  # fmt: skip
+
+
+@model_app.command("params")
+def model_params(
+    preset: Annotated[str, typer.Option(help="tiny | small | longcat-flash-omni")] = "longcat-flash-omni",
+    json_out: Annotated[bool, typer.Option("--json", help="Print the counts as JSON.")] = False,
+) -> None:
+    """Count parameters of the modules the code builds (meta device), total and activated per k experts."""
+    from model.config import get_preset
+    from model.params import count_parameters
+
+    try:
+        counts = count_parameters(get_preset(preset))
+    except ValueError as exc:
+        _fail(str(exc))
+    if json_out:
+        print(json.dumps(counts, indent=2))
+        return
+    from rich.table import Table
+
+    table = Table(title=f"parameters of preset {preset}")
+    for column in ("part", "count", "billions", "paper", "deviation"):
+        table.add_column(column, justify="right")
+    for key, value in counts.items():
+        paper = PAPER_PARAMS.get(key) if preset == "longcat-flash-omni" else None
+        deviation = f"{100 * (value - paper) / paper:+.3f}%" if paper else ""
+        table.add_row(key, f"{value:,}", f"{value / 1e9:.3f}", f"{paper / 1e9:.3f}" if paper else "", deviation)
+    console.print(table)
 
 
 @bench_app.command("ingest")

@@ -28,10 +28,10 @@ class AudioEncoderConfig:
     hidden_size: int = 1536
     ffn_size: int = 6144
     memory_size: int = 1536
-    num_layers: int = 32
+    num_layers: int = 28  # ~596M without the CTC head and the projector (REFERENCE: roughly 600M)
     left_context: int = 10
     lookahead_layers: int = 6  # the last 6 layers see one step ahead
-    ctc_vocab_size: int = 1024  # CTC blank is index 0 of this vocabulary
+    ctc_vocab_size: int = 8192  # CTC blank is index 0 of this vocabulary
     output_size: int = 6144  # projector into the LLM width
     norm_eps: float = 1e-5
 
@@ -81,7 +81,9 @@ class StreamingAudioEncoder(nn.Module):
         self.cfg = cfg
         self.input = nn.Linear(cfg.splice * cfg.num_mel_bins, cfg.hidden_size)
         first_lookahead_layer = cfg.num_layers - cfg.lookahead_layers
-        self.layers = nn.ModuleList(FSMNLayer(cfg, 1 if i >= first_lookahead_layer else 0) for i in range(cfg.num_layers))
+        self.layers = nn.ModuleList(
+            FSMNLayer(cfg, 1 if i >= first_lookahead_layer else 0) for i in range(cfg.num_layers)
+        )
         self.norm = nn.RMSNorm(cfg.hidden_size, eps=cfg.norm_eps)
         self.ctc_head = nn.Linear(cfg.hidden_size, cfg.ctc_vocab_size)
         self.projector = nn.Sequential(nn.Linear(cfg.hidden_size, cfg.output_size), nn.GELU(),

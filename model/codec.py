@@ -29,7 +29,8 @@ class AudioCodecConfig:
     num_mel_bins: int = 80
     latent_size: int = 1024
     channels: int = 1536
-    num_layers: int = 12
+    num_layers: int = 12  # encoder blocks
+    decoder_layers: int = 50  # the decoder is the big half (~600M at full size, REFERENCE section 1)
     kernel_size: int = 5
     codebook_sizes: tuple[int, ...] = (8192, 1024, 1024, 1024)  # semantic + 3 acoustic
     decoder_lookahead: int = 3  # frames the streaming decoder may wait for
@@ -116,7 +117,7 @@ class AudioCodec(nn.Module):
         self.encoder_out = nn.Conv1d(cfg.channels, cfg.latent_size, 1)
         self.quantizer = ResidualVQ(cfg.latent_size, cfg.codebook_sizes)
         self.decoder_in = nn.Conv1d(cfg.latent_size, cfg.channels, 1)
-        self.decoder = ConvStack(cfg.channels, cfg.num_layers, cfg.kernel_size, lookahead=cfg.decoder_lookahead)
+        self.decoder = ConvStack(cfg.channels, cfg.decoder_layers, cfg.kernel_size, lookahead=cfg.decoder_lookahead)
         self.decoder_out = nn.Conv1d(cfg.channels, cfg.num_mel_bins, 1)
 
     def mel(self, waveform: torch.Tensor) -> torch.Tensor:

@@ -98,7 +98,7 @@ PRESETS: dict[str, ModelPreset] = {
         ViTConfig(hidden_size=32, intermediate_size=48, num_layers=2, num_heads=2, out_hidden_size=64),
         AudioEncoderConfig(hidden_size=32, ffn_size=64, memory_size=32, num_layers=4, left_context=3,
                            lookahead_layers=2, ctc_vocab_size=TINY_LLM.vocab_size, output_size=64),
-        AudioCodecConfig(latent_size=32, channels=64, num_layers=2, codebook_sizes=(64, 32, 32, 32)),
+        AudioCodecConfig(latent_size=32, channels=64, num_layers=2, decoder_layers=2, codebook_sizes=(64, 32, 32, 32)),
     ),
     "small": ModelPreset(
         "small",
@@ -106,13 +106,13 @@ PRESETS: dict[str, ModelPreset] = {
         ViTConfig(hidden_size=128, intermediate_size=256, num_layers=4, num_heads=4, out_hidden_size=256),
         AudioEncoderConfig(hidden_size=128, ffn_size=256, memory_size=128, num_layers=6, left_context=5,
                            lookahead_layers=2, ctc_vocab_size=SMALL_LLM.vocab_size, output_size=256),
-        AudioCodecConfig(latent_size=64, channels=128, num_layers=4, codebook_sizes=(512, 128, 128, 128)),
+        AudioCodecConfig(latent_size=64, channels=128, num_layers=4, decoder_layers=4, codebook_sizes=(512, 128, 128, 128)),
     ),
     "longcat-flash-omni": ModelPreset(
         "longcat-flash-omni",
         LONGCAT_LLM,
         ViTConfig(),  # REFERENCE section 3: hidden 1280, 32 layers, 16 heads, SwiGLU 3456, patch 14
-        AudioEncoderConfig(ctc_vocab_size=LONGCAT_LLM.vocab_size),
+        AudioEncoderConfig(),  # CTC over its own 8192-entry ASR vocabulary
         AudioCodecConfig(),
     ),
 }  # fmt: skip

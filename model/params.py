@@ -33,5 +33,28 @@ def count_llm(preset: ModelPreset, ks: tuple[int, ...] = (0, 8, 12)) -> dict[str
     return counts
 
 
+def count_side_modules(preset: ModelPreset) -> dict[str, int]:
+    from model.audio_encoder import StreamingAudioEncoder
+    from model.codec import AudioCodec
+    from model.vit import LongCatViT
+
+    with torch.device("meta"):
+        vit, audio, codec = (
+            LongCatViT(preset.vit),
+            StreamingAudioEncoder(preset.audio_encoder),
+            AudioCodec(preset.codec),
+        )
+    return {
+        "vit_total": _count(vit, lambda n: not n.startswith("projector.")),
+        "vit_projector": _count(vit.projector),
+        "audio_encoder_total": _count(audio, lambda n: not n.startswith(("projector.", "ctc_head."))),
+        "audio_encoder_projector": _count(audio.projector),
+        "audio_encoder_ctc_head": _count(audio.ctc_head),
+        "codec_total": _count(codec),
+        "codec_decoder": _count(codec, lambda n: n.startswith("decoder")),
+    }
+
+
 def count_parameters(preset: ModelPreset) -> dict[str, int]:
-    return count_llm(preset)
+    """All counts of `omnistage model params`: the LLM (total, activated per k) and each side module."""
+    return count_llm(preset) | count_side_modules(preset)

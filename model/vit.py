@@ -151,7 +151,9 @@ class LongCatViT(nn.Module):
         super().__init__()
         self.cfg = cfg
         p, t = cfg.patch_size, cfg.temporal_patch
-        self.patch_embed = nn.Conv3d(cfg.in_channels, cfg.hidden_size, kernel_size=(t, p, p), stride=(t, p, p), bias=False)
+        self.patch_embed = nn.Conv3d(
+            cfg.in_channels, cfg.hidden_size, kernel_size=(t, p, p), stride=(t, p, p), bias=False
+        )
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.num_layers))
         self.norm = RMSNorm(cfg.hidden_size, cfg.norm_eps)
         self.projector = Projector(cfg)

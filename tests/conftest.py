@@ -140,3 +140,15 @@ def corpus_spec(corpus: Path, name: str = "tiny", shard_max_bytes: int = 1 << 20
         source["path"] = str(corpus / Path(source["path"]).name)
     doc.update(name=name, shard_max_bytes=shard_max_bytes, **extra)
     return DatasetSpec.model_validate(doc)
+
+
+def pytest_collection_modifyitems(config, items):
+    """`gpu`-marked tests run only where CUDA is present (none of this project's CI machines)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

@@ -53,9 +53,13 @@ class ScMoELayer(MegatronModule, BaseTransformerLayer):
             )
             for i in range(2)
         )
-        self.moe = build_module(submodules.moe, config=config, layer_number=self.layer_number, pg_collection=pg_collection)
+        self.moe = build_module(
+            submodules.moe, config=config, layer_number=self.layer_number, pg_collection=pg_collection
+        )
 
-    def forward(self, hidden_states, attention_mask=None, context=None, context_mask=None, rotary_pos_emb=None, **kwargs):
+    def forward(
+        self, hidden_states, attention_mask=None, context=None, context_mask=None, rotary_pos_emb=None, **kwargs
+    ):
         first, second = self.dense_layers
         attention_kwargs = {
             k: kwargs[k]
@@ -70,7 +74,9 @@ class ScMoELayer(MegatronModule, BaseTransformerLayer):
         ffn_out = first.mlp(u)
         with first.bias_dropout_add_exec_handler():
             h = first.mlp_bda(self.training, self.config.bias_dropout_fusion)(ffn_out, h, first.hidden_dropout)
-        h, _ = second._forward_attention(h, attention_mask=attention_mask, rotary_pos_emb=rotary_pos_emb, **attention_kwargs)
+        h, _ = second._forward_attention(
+            h, attention_mask=attention_mask, rotary_pos_emb=rotary_pos_emb, **attention_kwargs
+        )
         out = second._forward_mlp(h) + moe_out
         return out, context
 

@@ -7,7 +7,7 @@ import torch
 
 from model.codec import AudioCodec, AudioCodecConfig
 
-TINY = AudioCodecConfig(latent_size=32, channels=64, num_layers=2, codebook_sizes=(64, 32, 32, 32))
+TINY = AudioCodecConfig(latent_size=32, channels=64, num_layers=2, decoder_layers=2, codebook_sizes=(64, 32, 32, 32))
 
 
 def _speech(shared_media) -> torch.Tensor:
@@ -50,7 +50,7 @@ def test_round_trip_of_speech_keeps_its_spectrogram(shared_media):
 
 
 def test_streaming_decoder_waits_for_at_most_its_lookahead():
-    cfg = AudioCodecConfig(latent_size=16, channels=32, num_layers=4, codebook_sizes=(8, 8, 8, 8))
+    cfg = AudioCodecConfig(latent_size=16, channels=32, num_layers=4, decoder_layers=4, codebook_sizes=(8, 8, 8, 8))
     codec = AudioCodec(cfg).eval()
     q = torch.randn(20, cfg.latent_size)
     changed = q.clone()

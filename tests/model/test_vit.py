@@ -1,6 +1,6 @@
 import torch
 
-from model.vit import LongCatViT, ViTConfig, VisualInput
+from model.vit import LongCatViT, VisualInput, ViTConfig
 
 TINY = ViTConfig(hidden_size=32, intermediate_size=48, num_layers=2, num_heads=2, out_hidden_size=64)
 

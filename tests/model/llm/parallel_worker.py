@@ -86,7 +86,10 @@ def main() -> None:
     if args.pp == 1:
         grads = {}
         for name, param in model.named_parameters():
-            if name.endswith(("linear_kv_down_proj.weight", "linear_q_down_proj.weight")) and "layers.0.dense_layers.0" in name:
+            if (
+                name.endswith(("linear_kv_down_proj.weight", "linear_q_down_proj.weight"))
+                and "layers.0.dense_layers.0" in name
+            ):
                 grads[name] = gather_full(param.grad, args.tp)
         result["grads"] = grads
         with torch.no_grad():

@@ -47,7 +47,9 @@ def test_layer_structure_matches_scmoe(single_process):
     assert len(layer.moe.experts.local_experts) == CFG.num_experts  # identity experts hold no weights
     attn = layer.dense_layers[0].self_attention
     scale = attn.q_layernorm.output_scale, attn.kv_layernorm.output_scale
-    assert scale == pytest.approx(((CFG.hidden_size / CFG.q_lora_rank) ** 0.5, (CFG.hidden_size / CFG.kv_lora_rank) ** 0.5))
+    assert scale == pytest.approx(
+        ((CFG.hidden_size / CFG.q_lora_rank) ** 0.5, (CFG.hidden_size / CFG.kv_lora_rank) ** 0.5)
+    )
 
 
 def test_identity_experts_return_their_input_scaled(single_process):
