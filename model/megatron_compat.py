@@ -7,7 +7,8 @@ CUDA it patches, once:
 - a TorchFunctionMode that turns `device="cuda"` / `torch.cuda.current_device()` / `.cuda()` into CPU;
 - the fp32 grad-norm clip, which asserts `torch.cuda.FloatTensor`;
 - `moe_utils.te_general_gemm = None` (NameError without Transformer Engine);
-- CUDA streams/events used by the all-to-all token dispatcher, its split sizes as host arrays, and `torch.cuda.synchronize` (checkpoint saving);
+- CUDA streams/events used by the all-to-all token dispatcher, its split sizes as host arrays, and
+  `torch.cuda.synchronize` (checkpoint saving);
 - `multi_latent_attention.HAVE_TE = False` (its isinstance check against a TE mock fails otherwise).
 
 Each patch names the megatron-core code it replaces; the version is asserted because the patches reach
