@@ -180,6 +180,22 @@ def dataset_show(out: Annotated[Path, typer.Argument(help="An ingested dataset f
         console.print(f"{what}: {path}")
 
 
+@app.command("tokenizer")
+def tokenizer(
+    dataset: Annotated[Path, typer.Option(help="An ingested dataset folder (with shards/).")],
+    out: Annotated[Path, typer.Option(help="Where to write tokenizer.json.")],
+    vocab_size: Annotated[int, typer.Option(help="BPE vocabulary size, special tokens included.")] = 1024,
+) -> None:
+    """Train the byte-level BPE tokenizer on the dataset's training-split text."""
+    from components.training.tokenizer_corpus import build_tokenizer
+
+    try:
+        summary = build_tokenizer(dataset, out, vocab_size)
+    except (FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+    print(json.dumps(summary, indent=2))
+
+
 # The paper's numbers (REFERENCE.md sections 2-3) that `model params` compares against.
 PAPER_PARAMS = {"llm_total": 560.66e9, "llm_activated_k0": 18.69e9, "llm_activated_k8": 27.15e9,
                 "llm_activated_k12": 31.38e9, "vit_total": 637e6}  # fmt: skip

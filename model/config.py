@@ -106,7 +106,8 @@ PRESETS: dict[str, ModelPreset] = {
         ViTConfig(hidden_size=128, intermediate_size=256, num_layers=4, num_heads=4, out_hidden_size=256),
         AudioEncoderConfig(hidden_size=128, ffn_size=256, memory_size=128, num_layers=6, left_context=5,
                            lookahead_layers=2, ctc_vocab_size=SMALL_LLM.vocab_size, output_size=256),
-        AudioCodecConfig(latent_size=64, channels=128, num_layers=4, decoder_layers=4, codebook_sizes=(512, 128, 128, 128)),
+        AudioCodecConfig(latent_size=64, channels=128, num_layers=4, decoder_layers=4,
+                         codebook_sizes=(512, 128, 128, 128)),
     ),
     "longcat-flash-omni": ModelPreset(
         "longcat-flash-omni",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -26,87 +25,22 @@ def shared_media() -> Path:
 
 def make_broken_files(folder: Path, good_video: Path) -> dict[str, str]:
     """Write one file per kind of bad input; returns file name -> expected reason fragment."""
+    from components.demo_data.synth import run_ffmpeg
+
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "zero.mp4").write_bytes(b"")
     (folder / "text_renamed.mp4").write_text("this is plain text, not a video\n" * 20)
     data = good_video.read_bytes()
     (folder / "truncated.mp4").write_bytes(data[: len(data) // 3])
     # Video that stops early but declares its full duration: a cut WebM keeps its header.
-    subprocess.run(
-        [
-            "ffmpeg",
-            "-nostdin",
-            "-loglevel",
-            "error",
-            "-y",
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc2=s=320x240:r=15:d=12",
-            "-c:v",
-            "libvpx-vp9",
-            "-deadline",
-            "realtime",
-            "-cpu-used",
-            "8",
-            str(folder / "full.webm"),
-        ],
-        check=True,
-    )
-    full = (folder / "full.webm").read_bytes()
-    (folder / "cut_midway.webm").write_bytes(full[: len(full) // 2])
-    (folder / "full.webm").unlink()
-    subprocess.run(
-        [
-            "ffmpeg",
-            "-nostdin",
-            "-loglevel",
-            "error",
-            "-y",
-            "-f",
-            "lavfi",
-            "-i",
-            "sine=d=2",
-            str(folder / "audio_only.mp4"),
-        ],
-        check=True,
-    )
-    subprocess.run(
-        [
-            "ffmpeg",
-            "-nostdin",
-            "-loglevel",
-            "error",
-            "-y",
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc2=s=8x8:r=10:d=2",
-            "-c:v",
-            "libx264",
-            "-pix_fmt",
-            "yuv444p",
-            str(folder / "tiny_8px.mp4"),
-        ],
-        check=True,
-    )
-    subprocess.run(
-        [
-            "ffmpeg",
-            "-nostdin",
-            "-loglevel",
-            "error",
-            "-y",
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc2=s=64x64:r=10:d=2",
-            "-c:v",
-            "ffv1",
-            str(folder / "ffv1_codec.mkv"),
-        ],
-        check=True,
-    )
+    vp9 = ["-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8"]
+    full = run_ffmpeg(["-f", "lavfi", "-i", "testsrc2=s=320x240:r=15:d=12", *vp9], folder / "full.webm")
+    (folder / "cut_midway.webm").write_bytes(full.read_bytes()[: full.stat().st_size // 2])
+    full.unlink()
+    run_ffmpeg(["-f", "lavfi", "-i", "sine=d=2"], folder / "audio_only.mp4")
+    tiny = ["-f", "lavfi", "-i", "testsrc2=s=8x8:r=10:d=2", "-c:v", "libx264", "-pix_fmt", "yuv444p"]
+    run_ffmpeg(tiny, folder / "tiny_8px.mp4")
+    run_ffmpeg(["-f", "lavfi", "-i", "testsrc2=s=64x64:r=10:d=2", "-c:v", "ffv1"], folder / "ffv1_codec.mkv")
     return {
         "zero.mp4": "empty file",
         "text_renamed.mp4": "not a media file",

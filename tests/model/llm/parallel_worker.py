@@ -23,6 +23,7 @@ def main() -> None:
     parser.add_argument("--pp", type=int, default=1)
     parser.add_argument("--ep", type=int, default=1)
     parser.add_argument("--dispatcher", default="allgather")
+    parser.add_argument("--dense", action="store_true", help="MLA + dense FFN layers only, no sequence parallel")
     parser.add_argument("--ckpt", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
@@ -38,13 +39,16 @@ def main() -> None:
     sizes = ParallelSizes(tensor=args.tp, pipeline=args.pp, expert=args.ep)
     init_parallel(sizes, seed=1234)
     cfg = get_preset("tiny").llm
-    model = build_llm(
-        cfg,
-        sizes,
-        pre_process=parallel_state.is_pipeline_first_stage(),
-        post_process=parallel_state.is_pipeline_last_stage(),
-        dispatcher=args.dispatcher,
-    )
+    if args.dense:
+        model = build_dense_llm(cfg, sizes)
+    else:
+        model = build_llm(
+            cfg,
+            sizes,
+            pre_process=parallel_state.is_pipeline_first_stage(),
+            post_process=parallel_state.is_pipeline_last_stage(),
+            dispatcher=args.dispatcher,
+        )
     if args.mode == "check":
         state = dist_checkpointing.load(model.sharded_state_dict(), str(args.ckpt))
         model.load_state_dict(state)
@@ -86,10 +90,8 @@ def main() -> None:
     if args.pp == 1:
         grads = {}
         for name, param in model.named_parameters():
-            if (
-                name.endswith(("linear_kv_down_proj.weight", "linear_q_down_proj.weight"))
-                and "layers.0.dense_layers.0" in name
-            ):
+            first_layer = name.startswith("decoder.layers.0.")
+            if name.endswith(("linear_kv_down_proj.weight", "linear_q_down_proj.weight")) and first_layer:
                 grads[name] = gather_full(param.grad, args.tp)
         result["grads"] = grads
         with torch.no_grad():
@@ -105,6 +107,24 @@ def main() -> None:
     dist.barrier()
     parallel_state.destroy_model_parallel()
     dist.destroy_process_group()
+
+
+def build_dense_llm(cfg, sizes):
+    """The LLM without MoE branches and without sequence parallelism: the path where megatron's MLA
+    drops the RoPE key's gradient across TP ranks unless model.llm.mla's fix is active."""
+    from megatron.core.models.gpt import GPTModel
+    from megatron.core.transformer.transformer_block import TransformerBlockSubmodules
+
+    from model.llm.mla import register_mla_config
+    from model.llm.model import transformer_config
+    from model.llm.norms import RMSNorm
+    from model.llm.spec import dense_layer_spec
+
+    register_mla_config(cfg.kv_lora_rank, cfg.q_lora_rank, cfg.qk_rope_head_dim)
+    config = transformer_config(cfg, sizes, sequence_parallel=False)
+    block = TransformerBlockSubmodules(layer_specs=[dense_layer_spec()] * cfg.num_layers, layer_norm=RMSNorm)
+    return GPTModel(config, block, vocab_size=cfg.vocab_size, max_sequence_length=cfg.seq_length,
+                    share_embeddings_and_output_weights=False, position_embedding_type="none")  # fmt: skip
 
 
 def gather_full(grad: torch.Tensor, tp: int) -> torch.Tensor:

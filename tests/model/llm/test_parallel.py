@@ -40,17 +40,20 @@ def _run(nproc: int, *args: str) -> None:
         (["--ep", "2", "--dispatcher", "alltoall"], 0),
         (["--ep", "2", "--dispatcher", "allgather"], 0),
         (["--pp", "2"], 1),
+        (["--tp", "2", "--dense"], 0),
     ],
-    ids=["tp2-sp", "ep2-alltoall", "ep2-allgather", "pp2"],
+    ids=["tp2-sp", "ep2-alltoall", "ep2-allgather", "pp2", "tp2-no-sp-mla-rope-grad"],
 )
 def test_parallel_layout_matches_single_process_after_resharding(tmp_path, layout, last_rank):
     ckpt = tmp_path / "ckpt"
     _run(2, "--mode", "save", "--ckpt", str(ckpt), "--out", str(tmp_path / "parallel"), *layout)
-    _run(1, "--mode", "check", "--ckpt", str(ckpt), "--out", str(tmp_path / "single"))
+    dense = [a for a in layout if a == "--dense"]
+    _run(1, "--mode", "check", "--ckpt", str(ckpt), "--out", str(tmp_path / "single"), *dense)
     parallel = torch.load(tmp_path / "parallel" / f"rank{last_rank}.pt")
     single = torch.load(tmp_path / "single" / "rank0.pt")
     assert torch.allclose(parallel["per_token_loss"], single["per_token_loss"], atol=1e-5)
     if "logits" in parallel:
         assert torch.allclose(parallel["logits"], single["logits"], atol=1e-4)
+        assert len(parallel["grads"]) >= 2  # q and kv down-projections of the first layer's attention(s)
         for name, grad in parallel["grads"].items():
             assert torch.allclose(grad, single["grads"][name], atol=1e-6, rtol=1e-4), name
