@@ -21,6 +21,22 @@ from model.llm.norms import LatentRMSNorm, RMSNorm
 from model.llm.scmoe_layer import ScMoELayer, ScMoELayerSubmodules
 
 
+def core_attention_class() -> type:
+    """Transformer Engine's attention on GPUs where it is installed (needed for context parallelism);
+    the local attention otherwise. Core attention holds no parameters, so checkpoints move freely
+    between the two."""
+    import torch
+
+    if torch.cuda.is_available():
+        try:
+            from megatron.core.extensions.transformer_engine import TEDotProductAttention
+
+            return TEDotProductAttention
+        except ImportError:
+            pass
+    return MLACoreAttention
+
+
 def dense_layer_spec() -> ModuleSpec:
     """MLA attention + dense SwiGLU FFN, RMSNorm before each (one half of an ScMoE layer)."""
     backend = LocalSpecProvider()
@@ -37,7 +53,7 @@ def dense_layer_spec() -> ModuleSpec:
                     linear_q_up_proj=backend.column_parallel_linear(),
                     linear_kv_down_proj=backend.column_parallel_linear(),
                     linear_kv_up_proj=backend.column_parallel_linear(),
-                    core_attention=MLACoreAttention,
+                    core_attention=core_attention_class(),
                     linear_proj=backend.row_parallel_linear(),
                     q_layernorm=LatentRMSNorm,
                     kv_layernorm=LatentRMSNorm,

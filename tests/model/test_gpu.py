@@ -25,6 +25,10 @@ def test_tiny_llm_bf16_on_cuda(single_process):
     assert torch.isfinite(loss)
 
 
-def test_transformer_engine_is_importable_for_grouped_gemm_and_context_parallel():
-    te = pytest.importorskip("transformer_engine")
-    assert te.__version__
+def test_transformer_engine_attention_is_used_on_gpu():
+    pytest.importorskip("transformer_engine")
+    from megatron.core.extensions.transformer_engine import TEDotProductAttention
+
+    from model.llm.spec import core_attention_class
+
+    assert core_attention_class() is TEDotProductAttention  # context parallelism needs it
