@@ -1,0 +1,194 @@
+"""The curriculum spec: what `data_specs/curriculum/*.yaml` may say (REFERENCE.md section 6).
+
+A curriculum is an ordered list of stages. Each stage names its data (dataset versions and mixture
+weights per task family), which modules train and which stay frozen, sequence length and RoPE base,
+optimizer and LR schedule, loss weights, budget, parallel sizes and the resources it runs on.
+
+    curriculum = CurriculumSpec.load("data_specs/curriculum/tiny.yaml")
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from components.specs.loading import SpecError, load_yaml_model
+
+# Names a stage may train or freeze; each maps to a submodule of model.omni.OmniModel.
+MODULES = ("llm", "vit", "vit_projector", "audio_encoder", "audio_encoder_projector", "audio_embeddings",
+           "audio_heads", "codec")  # fmt: skip
+LOSSES = ("text", "audio", "audio_text", "first_audio_token", "vision", "ctc", "codec")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataSpec(_Strict):
+    datasets: dict[str, str] = Field(
+        min_length=1, description="dataset name -> version (DVC md5 of its shards, or 'latest')"
+    )
+    mixture: dict[str, float] = Field(min_length=1, description="task family -> sampling weight; sums to 1")
+
+    @field_validator("mixture")
+    @classmethod
+    def _weights_sum_to_one(cls, mixture: dict[str, float]) -> dict[str, float]:
+        if any(w < 0 for w in mixture.values()):
+            raise ValueError(f"mixture weights must be >= 0, got {mixture}")
+        total = sum(mixture.values())
+        if not math.isclose(total, 1.0, abs_tol=1e-6):
+            raise ValueError(f"mixture weights must sum to 1, they sum to {total:g}: {mixture}")
+        return mixture
+
+
+class OptimizerSpec(_Strict):
+    name: Literal["adamw"] = "adamw"
+    lr: float = Field(gt=0)
+    betas: tuple[float, float] = (0.9, 0.95)
+    weight_decay: float = Field(0.1, ge=0)
+    grad_clip: float = Field(1.0, gt=0)
+
+
+class ScheduleSpec(_Strict):
+    name: Literal["constant", "cosine", "linear"] = "constant"
+    warmup_steps: int = Field(0, ge=0)
+    min_lr: float = Field(0.0, ge=0)
+
+
+class BudgetSpec(_Strict):
+    steps: int | None = Field(None, gt=0)
+    tokens: float | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> BudgetSpec:
+        if (self.steps is None) == (self.tokens is None):
+            raise ValueError("give exactly one of steps or tokens")
+        return self
+
+
+class ParallelSpec(_Strict):
+    tensor: int = Field(1, ge=1)
+    pipeline: int = Field(1, ge=1)
+    expert: int = Field(1, ge=1)
+    context: int = Field(1, ge=1)
+
+
+class ResourcesSpec(_Strict):
+    accelerator: str = Field(description="accelerator type, e.g. nvidia-h100-80gb; 'cpu' for local runs")
+    gpus_per_node: int = Field(ge=0)
+    nodes: int = Field(1, ge=1)
+    node_pool: str = Field(description="node pool label value the stage's pods select")
+    cpu: str = "8"
+    memory: str = "64Gi"
+
+
+class StageSpec(_Strict):
+    name: str
+    description: str = ""
+    init_from: str | None = Field(None, description="previous stage whose checkpoint initialises this one")
+    data: DataSpec
+    train: list[str] = Field(min_length=1)
+    freeze: list[str] = Field(default_factory=list)
+    seq_length: int = Field(gt=0)
+    rope_theta: float = Field(gt=0)
+    micro_batch_size: int = Field(1, ge=1)
+    global_batch_size: int = Field(1, ge=1)
+    optimizer: OptimizerSpec
+    schedule: ScheduleSpec = ScheduleSpec()
+    loss_weights: dict[str, float] = Field(default_factory=lambda: {"text": 1.0})
+    budget: BudgetSpec
+    parallel: ParallelSpec = ParallelSpec()
+    resources: ResourcesSpec
+
+    @field_validator("train", "freeze")
+    @classmethod
+    def _known_modules(cls, names: list[str]) -> list[str]:
+        unknown = sorted(set(names) - set(MODULES))
+        if unknown:
+            raise ValueError(f"unknown module(s) {unknown}; known modules: {list(MODULES)}")
+        return names
+
+    @field_validator("loss_weights")
+    @classmethod
+    def _known_losses(cls, weights: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(weights) - set(LOSSES))
+        if unknown:
+            raise ValueError(f"unknown loss(es) {unknown}; known losses: {list(LOSSES)}")
+        return weights
+
+    @model_validator(mode="after")
+    def _consistent(self) -> StageSpec:
+        both = sorted(set(self.train) & set(self.freeze))
+        if both:
+            raise ValueError(f"modules both trained and frozen: {both}")
+        world = self.resources.gpus_per_node * self.resources.nodes
+        if world:  # CPU stages (gpus_per_node: 0) run with whatever processes are started
+            model_parallel = self.parallel.tensor * self.parallel.pipeline * self.parallel.context
+            if world % model_parallel:
+                raise ValueError(
+                    f"tensor x pipeline x context = {model_parallel} does not divide the {world} GPUs "
+                    f"({self.resources.nodes} node(s) x {self.resources.gpus_per_node})"
+                )
+            if (world // self.parallel.pipeline) % self.parallel.expert:
+                raise ValueError(
+                    f"expert parallel size {self.parallel.expert} does not divide the "
+                    f"{world // self.parallel.pipeline} GPUs of a pipeline stage"
+                )
+        if self.global_batch_size % self.micro_batch_size:
+            raise ValueError("global_batch_size must be a multiple of micro_batch_size")
+        return self
+
+
+class CurriculumSpec(_Strict):
+    name: str
+    preset: Literal["tiny", "small", "longcat-flash-omni"]
+    seed: int = 1234
+    stages: list[StageSpec] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _stage_chain(self) -> CurriculumSpec:
+        seen: list[str] = []
+        for stage in self.stages:
+            if stage.name in seen:
+                raise ValueError(f"stage name '{stage.name}' is used twice")
+            if stage.init_from is not None and stage.init_from not in seen:
+                raise ValueError(
+                    f"stage '{stage.name}' initialises from '{stage.init_from}', which is not an earlier stage "
+                    f"(earlier: {seen or 'none'})"
+                )
+            seen.append(stage.name)
+        return self
+
+    def stage(self, name: str) -> StageSpec:
+        for stage in self.stages:
+            if stage.name == name:
+                return stage
+        raise ValueError(f"curriculum '{self.name}' has no stage '{name}'; stages: {[s.name for s in self.stages]}")
+
+    @classmethod
+    def load(cls, path: Path | str) -> CurriculumSpec:
+        return load_yaml_model(path, cls)
+
+
+def check_dataset_versions(curriculum: CurriculumSpec, available: dict[str, set[str]], where: str) -> None:
+    """Fail when a stage names a dataset, or a version of it, that is not available.
+
+    `available`: dataset name -> known versions (from stats.json / DVC); 'latest' matches any version.
+    """
+    problems = []
+    for stage in curriculum.stages:
+        for dataset, version in stage.data.datasets.items():
+            if dataset not in available:
+                problems.append(
+                    f"stage '{stage.name}': dataset '{dataset}' is not ingested (known: {sorted(available)})"
+                )
+            elif version != "latest" and version not in available[dataset]:
+                problems.append(
+                    f"stage '{stage.name}': dataset '{dataset}' has no version '{version}' "
+                    f"(known: {sorted(available[dataset])}); ingest it or use 'latest'"
+                )
+    if problems:
+        raise SpecError(f"{where}: " + "; ".join(problems))

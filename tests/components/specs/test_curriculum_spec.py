@@ -1,0 +1,74 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from components.specs.curriculum import CurriculumSpec, check_dataset_versions
+from components.specs.loading import SpecError
+
+REPO = Path(__file__).resolve().parents[3]
+SHIPPED = sorted((REPO / "data_specs" / "curriculum").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_every_shipped_curriculum_loads(path):
+    curriculum = CurriculumSpec.load(path)
+    names = [s.name for s in curriculum.stages]
+    assert names[0].startswith("stage0") and names[-1] == "sft"
+    assert curriculum.stage("sft").freeze == ["audio_encoder"]
+    stage5 = next(s for s in curriculum.stages if s.name.startswith("stage5"))
+    assert "llm" in stage5.freeze and stage5.train == ["audio_encoder", "audio_encoder_projector"]
+
+
+def test_full_recipe_carries_the_paper_numbers():
+    full = CurriculumSpec.load(REPO / "data_specs" / "curriculum" / "longcat_omni.yaml")
+    assert full.stage("stage0-text").budget.tokens == 1.6e13
+    assert full.stage("stage1-text-speech").loss_weights == {"text": 1.75, "audio": 0.25, "audio_text": 1.5,
+                                                             "first_audio_token": 0.1}  # fmt: skip
+    assert (
+        full.stage("stage4b-context-128k").rope_theta == 1e7 and full.stage("stage4b-context-128k").seq_length == 131072
+    )
+    assert full.stage("sft").optimizer.lr == 1e-5 and full.stage("sft").schedule.name == "cosine"
+
+
+def _broken(tmp_path, change) -> Path:
+    doc = yaml.safe_load((REPO / "data_specs" / "curriculum" / "tiny.yaml").read_text())
+    change(doc)
+    path = tmp_path / "broken.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda d: d["stages"][0].update(train=["llm", "vision_tower"]), "unknown module(s) ['vision_tower']"),
+        (lambda d: d["stages"][1]["data"].update(mixture={"text": 0.5, "asr": 0.4}), "must sum to 1, they sum to 0.9"),
+        (
+            lambda d: d["stages"][0].update(
+                parallel={"tensor": 3}, resources={"accelerator": "h100", "gpus_per_node": 8, "node_pool": "g"}
+            ),
+            "does not divide the 8 GPUs",
+        ),
+        (lambda d: d["stages"][0].update(init_from="stage9"), "not an earlier stage"),
+        (lambda d: d["stages"][0].update(loss_weights={"smell": 1.0}), "unknown loss(es)"),
+        (lambda d: d["stages"][0].update(budget={"steps": 1, "tokens": 5}), "exactly one of steps or tokens"),
+    ],
+    ids=["unknown-module", "weights-do-not-sum", "parallel-does-not-divide", "bad-init-from", "unknown-loss", "budget"],
+)
+def test_wrong_curriculum_fails_with_file_field_and_fix(tmp_path, change, message):
+    path = _broken(tmp_path, change)
+    with pytest.raises(SpecError) as err:
+        CurriculumSpec.load(path)
+    assert str(path) in str(err.value) and message in str(err.value)
+
+
+def test_missing_dataset_versions_are_reported():
+    curriculum = CurriculumSpec.load(REPO / "data_specs" / "curriculum" / "tiny.yaml")
+    check_dataset_versions(curriculum, {"demo": {"abc.dir"}}, "tiny.yaml")  # 'latest' matches
+    pinned = curriculum.model_copy(update={"stages": [curriculum.stages[0].model_copy(
+        update={"data": curriculum.stages[0].data.model_copy(update={"datasets": {"demo": "zzz.dir"}})})]})  # fmt: skip
+    with pytest.raises(SpecError, match="has no version 'zzz.dir'"):
+        check_dataset_versions(pinned, {"demo": {"abc.dir"}}, "tiny.yaml")
+    with pytest.raises(SpecError, match="'demo' is not ingested"):
+        check_dataset_versions(curriculum, {}, "tiny.yaml")
