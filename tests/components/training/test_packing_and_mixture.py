@@ -1,0 +1,54 @@
+import random
+from collections import Counter
+
+import pytest
+
+from components.training.mixture import MixtureSampler
+from components.training.packing import pack_stream, pack_window, packing_efficiency
+
+
+def test_packing_fills_sequences_without_splitting_samples():
+    rng = random.Random(0)
+    # Lengths like the demo mixture: short text/QA, mid-size audio, long video samples.
+    lengths = [(i, rng.choice([rng.randint(20, 120), rng.randint(150, 400), rng.randint(500, 1500)]))
+               for i in range(2000)]  # fmt: skip
+    sequences = list(pack_stream(lengths, seq_length=2048, window=256))
+    assert sorted(i for s in sequences for i in s.sample_ids) == list(range(2000))  # each sample exactly once
+    assert all(s.used <= 2048 for s in sequences)
+    assert packing_efficiency(sequences, 2048) >= 0.95
+
+
+def test_packing_is_deterministic_and_refuses_oversized_samples():
+    lengths = [(i, (i * 37) % 500 + 1) for i in range(300)]
+    first = [s.sample_ids for s in pack_stream(lengths, 1024)]
+    assert first == [s.sample_ids for s in pack_stream(lengths, 1024)]
+    with pytest.raises(ValueError, match="longer than the sequence length 100"):
+        pack_window([(0, 50), (1, 101)], 100)
+
+
+def test_mixture_tracks_its_weights():
+    keys = {"text": [f"t{i}" for i in range(50)], "asr": [f"a{i}" for i in range(7)], "video_qa": ["v0", "v1"]}
+    sampler = MixtureSampler(keys, {"text": 0.5, "asr": 0.25, "video_qa": 0.25}, seed=1)
+    draws = [sampler.next() for _ in range(400)]
+    counts = Counter(family for family, _ in draws)
+    assert counts == {"text": 200, "asr": 100, "video_qa": 100}
+    assert {k for f, k in draws if f == "asr"} == set(keys["asr"])  # small families cycle through epochs
+
+
+def test_mixture_resumes_to_the_same_order():
+    keys = {"text": [f"t{i}" for i in range(13)], "asr": [f"a{i}" for i in range(5)]}
+    weights = {"text": 0.7, "asr": 0.3}
+    reference = MixtureSampler(keys, weights, seed=3)
+    expected = [reference.next() for _ in range(60)]
+    first = MixtureSampler(keys, weights, seed=3)
+    head = [first.next() for _ in range(25)]
+    resumed = MixtureSampler(keys, weights, seed=3)
+    resumed.load_state_dict(first.state_dict())
+    assert head + [resumed.next() for _ in range(35)] == expected
+    with pytest.raises(ValueError, match="another seed"):
+        MixtureSampler(keys, weights, seed=4).load_state_dict(first.state_dict())
+
+
+def test_mixture_with_a_family_that_has_no_samples_fails_clearly():
+    with pytest.raises(ValueError, match=r"no samples: \['av_qa'\]"):
+        MixtureSampler({"text": ["t"]}, {"text": 0.5, "av_qa": 0.5}, seed=0)
