@@ -40,7 +40,9 @@ def interleave_chunks(
     num_vision = num_audio = 0
     for chunk, audio_steps in zip(layout, steps):
         ids += tokenizer.encode(f"second{chunk['second']}:").ids
-        pairs = (len(chunk["frames"]) + 1) // 2
+        # The ViT takes frames in consecutive pairs over the whole clip; a pair belongs to the second in
+        # which its first frame falls, so the counts add up to the ViT's temporal units.
+        pairs = sum(1 for frame in chunk["frames"] if frame % 2 == 0)
         ids += [vision_pad] * (pairs * vision_tokens_per_frame_pair)
         num_vision += pairs * vision_tokens_per_frame_pair
         if has_audio:

@@ -35,6 +35,14 @@ def test_layout_interleaves_seconds_vision_and_audio():
     assert seq.input_ids[-1] == tok.special_id(tokenizer, tok.AUDIO_END)
 
 
+def test_frame_pairs_that_straddle_a_second_count_once():
+    tokenizer = tok.train_tokenizer(TEXTS, vocab_size=400)
+    times = [(i + 0.5) * 5.6 / 16 for i in range(16)]  # 16 frames over 5.6 s: three in most seconds
+    layout = build_chunk_layout(5.6, times, None, 16000)
+    seq = interleave_chunks(tokenizer, layout, vision_tokens_per_frame_pair=4, num_audio_steps=0)
+    assert seq.num_vision_tokens == 8 * 4  # 8 frame pairs, as the ViT sees them
+
+
 def test_offset_puts_acoustic_codes_one_step_after_semantic():
     codes = torch.arange(12).view(1, 3, 4)
     shifted = offset_audio_codes(codes)

@@ -1,0 +1,109 @@
+"""Render one WebDataset sample (as `omnistage ingest` wrote it) into what the omni model consumes:
+token ids with placeholders, labels (IGNORE except on what the task should produce), frames for the
+ViT and spliced fbank features for the audio encoder.
+
+| task family | sequence | trained on |
+|---|---|---|
+| text | `<bos>` text `<eos>` | every next token |
+| image_caption | vision placeholders, caption `<eos>` | the caption |
+| video_qa, av_qa | 1-second interleaved stream, question, answer `<eos>` | the answer |
+| voice_qa | audio stream (spoken question), answer `<eos>` | the answer |
+| asr | audio stream, transcript `<eos>` | the transcript |
+
+QA samples with several questions pick one by a stable hash of the key and `seed`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import wave
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from PIL import Image
+from tokenizers import Tokenizer
+
+from model import tokenizer as tok
+from model.audio_encoder import AudioEncoderConfig, fbank, splice_frames
+from model.layout import interleave_chunks
+from model.omni import IGNORE
+from model.vit import ViTConfig, VisualInput
+
+
+@dataclass
+class RenderedSample:
+    key: str
+    task_family: str
+    input_ids: list[int]
+    labels: list[int]
+    visuals: list[VisualInput] = field(default_factory=list)
+    audio_features: list[torch.Tensor] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+
+def _frames(sample: dict) -> torch.Tensor | None:
+    names = sorted(k for k in sample if k.startswith("f") and k.endswith(".jpg"))
+    if not names:
+        return None
+    frames = [np.asarray(Image.open(io.BytesIO(sample[n])).convert("RGB"), dtype=np.float32) / 255.0 for n in names]
+    return torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2)  # [T, 3, H, W]
+
+
+def _audio_features(sample: dict, cfg: AudioEncoderConfig) -> torch.Tensor | None:
+    if "wav" not in sample:
+        return None
+    with wave.open(io.BytesIO(sample["wav"])) as w:
+        pcm = np.frombuffer(w.readframes(w.getnframes()), np.int16).astype(np.float32) / 32768.0
+    return splice_frames(fbank(torch.from_numpy(pcm), cfg), cfg.splice)
+
+
+def _pick_qa(meta: dict, seed: int) -> dict | None:
+    qa = meta.get("labels", {}).get("qa") or []
+    if not qa:
+        return None
+    index = int(hashlib.sha256(f"{seed}:{meta['key']}".encode()).hexdigest()[:8], 16) % len(qa)
+    return qa[index]
+
+
+def render_sample(sample: dict, tokenizer: Tokenizer, vit: ViTConfig, audio: AudioEncoderConfig,
+                  seed: int = 0) -> RenderedSample | None:  # fmt: skip
+    """None when the sample carries nothing its task family can train on (e.g. a QA clip without QA)."""
+    meta = sample["json"] if isinstance(sample["json"], dict) else json.loads(sample["json"])
+    family = meta.get("task_family") or meta.get("modality")
+    eos = tok.special_id(tokenizer, tok.EOS)
+    if meta["modality"] == "text":
+        ids = [tok.special_id(tokenizer, tok.BOS)] + tokenizer.encode(sample["txt"].decode("utf-8")).ids + [eos]
+        return RenderedSample(meta["key"], family, ids, ids[1:] + [IGNORE])
+    frames, features = _frames(sample), _audio_features(sample, audio)
+    visuals = [VisualInput(frames if frames.shape[0] > 1 else frames[0])] if frames is not None else []
+    per_pair = 0
+    if frames is not None:
+        per_pair = (frames.shape[2] // vit.patch_size) * (frames.shape[3] // vit.patch_size) // vit.merge
+    if meta["modality"] == "image":
+        prompt = [tok.special_id(tokenizer, tok.VISION_START)] + [tok.special_id(tokenizer, tok.VISION_PAD)] * per_pair
+        prompt.append(tok.special_id(tokenizer, tok.VISION_END))
+    else:
+        layout = meta.get("layout") or []
+        steps = 0 if features is None else features.shape[0]
+        prompt = interleave_chunks(tokenizer, layout, per_pair, steps).input_ids
+    labels_meta = meta.get("labels", {})
+    if family in ("asr",) and labels_meta.get("transcript"):
+        question, target = [], labels_meta["transcript"]
+    elif family == "image_caption" and labels_meta.get("caption"):
+        question, target = [], labels_meta["caption"]
+    elif (qa := _pick_qa(meta, seed)) is not None:
+        question, target = tokenizer.encode(" " + qa["question"]).ids if family != "voice_qa" else [], qa["answer"]
+    else:
+        return None
+    answer = tokenizer.encode(" " + str(target)).ids + [eos]
+    ids = prompt + question + answer
+    labels = [IGNORE] * len(ids)
+    start = len(prompt) + len(question) - 1  # the position before each answer token predicts it
+    for offset, token in enumerate(answer):
+        labels[start + offset] = token
+    return RenderedSample(meta["key"], family, ids, labels, visuals, [features] if features is not None else [])
