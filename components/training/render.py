@@ -30,7 +30,7 @@ from model import tokenizer as tok
 from model.audio_encoder import AudioEncoderConfig, fbank, splice_frames
 from model.layout import interleave_chunks
 from model.omni import IGNORE
-from model.vit import ViTConfig, VisualInput
+from model.vit import VisualInput, ViTConfig
 
 
 @dataclass
