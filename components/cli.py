@@ -196,6 +196,37 @@ def tokenizer(
     print(json.dumps(summary, indent=2))
 
 
+@app.command()
+def train(
+    curriculum: Annotated[Path, typer.Option(help="Curriculum YAML (data_specs/curriculum/*.yaml).")],
+    stage: Annotated[str, typer.Option(help="Stage name in the curriculum.")],
+    dataset: Annotated[list[str], typer.Option(help="NAME=DIR of an ingested dataset; repeat per dataset.")],
+    tokenizer: Annotated[Path, typer.Option(help="tokenizer.json (omnistage tokenizer).")],
+    out: Annotated[Path, typer.Option(help="Stage output folder (its checkpoint goes here).")],
+    init_from: Annotated[Path | None, typer.Option(help="Previous stage's checkpoint (weights only).")] = None,
+    resume: Annotated[bool, typer.Option(help="Resume this stage from its own checkpoint in --out.")] = False,
+    max_steps: Annotated[int | None, typer.Option(help="Stop after this many steps (smoke runs).")] = None,
+) -> None:
+    """Train one curriculum stage (single process; see components/training/stage_runner.py)."""
+    from components.specs.curriculum import CurriculumSpec
+    from components.training.stage_runner import StageRun, run_stage
+
+    try:
+        spec = CurriculumSpec.load(curriculum)
+        datasets = {}
+        for item in dataset:
+            name, sep, folder = item.partition("=")
+            if not sep:
+                raise ValueError(f"--dataset takes NAME=DIR, got {item!r}")
+            datasets[name] = Path(folder)
+        result = run_stage(StageRun(spec, stage, datasets, tokenizer, out, init_from, resume, max_steps))
+    except (SpecError, ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    print(json.dumps({"stage": result.stage, "steps": result.steps, "final_loss": result.final_loss,
+                      "checkpoint": str(result.checkpoint), "packing_efficiency": result.packing_efficiency,
+                      "skipped_too_long": result.skipped_too_long}, indent=2))  # fmt: skip
+
+
 # The paper's numbers (REFERENCE.md sections 2-3) that `model params` compares against.
 PAPER_PARAMS = {"llm_total": 560.66e9, "llm_activated_k0": 18.69e9, "llm_activated_k8": 27.15e9,
                 "llm_activated_k12": 31.38e9, "vit_total": 637e6}  # fmt: skip

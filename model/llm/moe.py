@@ -84,6 +84,14 @@ class ExpertBiasController:
         self.integral = [0.0] * len(self.routers)
         self.last_ffn_experts_per_token: float | None = None
 
+    def state_dict(self) -> dict:
+        return {"integral": list(self.integral)}
+
+    def load_state_dict(self, state: dict) -> None:
+        if len(state["integral"]) != len(self.routers):
+            raise ValueError("bias-controller state is for a model with another number of MoE layers")
+        self.integral = list(state["integral"])
+
     @torch.no_grad()
     def step(self) -> float | None:
         measured = []

@@ -1,0 +1,233 @@
+"""Run one curriculum stage on one process: the training core behind `omnistage train`.
+
+    result = run_stage(StageRun(curriculum, "stage0-text", {"demo": Path("work/datasets/demo")},
+                                tokenizer=Path("work/tokenizer.json"), out=Path("work/runs/x/stage0-text")))
+
+Builds the preset with the stage's RoPE base and sequence length, initialises from the previous stage's
+checkpoint (weights only) or resumes its own (weights, optimizer, scheduler, RNG, data position),
+freezes what the stage does not train, streams the stage's task-family mixture from the shards, packs
+samples into fixed-length sequences, and trains with the stage's loss weights. Deterministic for a seed.
+
+Scope today: one process (the tiny and small presets on CPU). Checkpoints are `torch.save` files written
+atomically; megatron `dist_checkpointing` for the sharded multi-process case, MLflow tracking and the
+Kubeflow component come with the rest of the curriculum work.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import webdataset as wds
+
+from components.specs.curriculum import CurriculumSpec, StageSpec
+from components.training.mixture import MixtureSampler
+from components.training.packing import pack_window
+from components.training.render import RenderedSample, render_sample
+from model import tokenizer as tok
+from model.config import get_preset
+from model.distributed import init_parallel
+from model.llm.moe import BiasControllerConfig, ExpertBiasController
+from model.omni import OmniBatch, OmniModel
+
+log = logging.getLogger(__name__)
+CHECKPOINT_NAME = "checkpoint.pt"
+
+
+@dataclass
+class StageRun:
+    curriculum: CurriculumSpec
+    stage: str
+    datasets: dict[str, Path]
+    tokenizer: Path
+    out: Path
+    init_from: Path | None = None
+    resume: bool = False
+    max_steps: int | None = None  # stop early (tests, smoke runs); the schedule still spans the budget
+    checkpoint_every: int = 10
+    on_step: Callable[[int, dict], None] | None = None  # tracking callback: (step, metrics)
+
+
+@dataclass
+class StageResult:
+    stage: str
+    steps: int
+    final_loss: float
+    checkpoint: Path
+    packing_efficiency: float
+    skipped_too_long: int
+    history: list[dict] = field(default_factory=list)
+
+
+def module_groups(model: OmniModel) -> dict[str, list[torch.nn.Parameter]]:
+    """Curriculum module names -> parameters (see components.specs.curriculum.MODULES)."""
+    vit_body = [p for n, p in model.vit.named_parameters() if not n.startswith("projector.")]
+    audio_body = [p for n, p in model.audio_encoder.named_parameters() if not n.startswith("projector.")]
+    return {
+        "llm": list(model.llm.parameters()),
+        "vit": vit_body,
+        "vit_projector": list(model.vit.projector.parameters()),
+        "audio_encoder": audio_body,
+        "audio_encoder_projector": list(model.audio_encoder.projector.parameters()),
+        "audio_embeddings": list(model.audio_embeddings.parameters()),
+        "audio_heads": list(model.audio_heads.parameters()),
+        "codec": [],  # trained by its own stage outside the omni model
+    }
+
+
+def apply_freezing(model: OmniModel, stage: StageSpec) -> int:
+    """Train exactly the stage's `train` modules; returns the number of trainable parameters."""
+    for param in model.parameters():
+        param.requires_grad_(False)
+    groups = module_groups(model)
+    for name in stage.train:
+        for param in groups[name]:
+            param.requires_grad_(True)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def lr_lambda(stage: StageSpec, total_steps: int) -> Callable[[int], float]:
+    base, floor = stage.optimizer.lr, stage.schedule.min_lr
+    warmup = stage.schedule.warmup_steps
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+        if stage.schedule.name == "cosine":
+            return (floor + (base - floor) * 0.5 * (1 + math.cos(math.pi * progress))) / base
+        if stage.schedule.name == "linear":
+            return (floor + (base - floor) * (1 - progress)) / base
+        return 1.0
+
+    return factor
+
+
+def _load_samples(run: StageRun, stage: StageSpec, tokenizer, preset) -> tuple[dict[str, RenderedSample], dict]:
+    samples: dict[str, RenderedSample] = {}
+    for dataset in stage.data.datasets:
+        if dataset not in run.datasets:
+            raise ValueError(f"stage '{stage.name}' needs dataset '{dataset}'; given: {sorted(run.datasets)}")
+        shards = sorted(str(p) for p in (Path(run.datasets[dataset]) / "shards").glob("*.tar"))
+        for raw in wds.WebDataset(shards, shardshuffle=False, handler=wds.warn_and_continue):
+            meta_split = raw.get("json")
+            if meta_split is not None and b'"split":"train"' not in meta_split:
+                continue
+            rendered = render_sample(raw, tokenizer, preset.vit, preset.audio_encoder, seed=run.curriculum.seed)
+            if rendered is not None and rendered.task_family in stage.data.mixture:
+                samples[rendered.key] = rendered
+    by_family: dict[str, list[str]] = {}
+    for key, sample in samples.items():
+        by_family.setdefault(sample.task_family, []).append(key)
+    return samples, by_family
+
+
+def _batch(parts: list[RenderedSample]) -> OmniBatch:
+    ids = [i for p in parts for i in p.input_ids]
+    labels = [t for p in parts for t in p.labels]
+    visuals = [v for p in parts for v in p.visuals]
+    audio = [a for p in parts for a in p.audio_features]
+    return OmniBatch(torch.tensor([ids]), torch.tensor([labels]), visuals=visuals or None, audio_features=audio or None)
+
+
+def _weighted_loss(losses: dict[str, torch.Tensor], weights: dict[str, float]) -> torch.Tensor:
+    total = weights.get("text", 1.0) * losses["text"]
+    if "audio_semantic" in losses and "audio" in weights:
+        total = total + weights["audio"] * (losses["audio_semantic"] + losses["audio_acoustic"])
+    return total
+
+
+def run_stage(run: StageRun) -> StageResult:
+    curriculum, stage = run.curriculum, run.curriculum.stage(run.stage)
+    if stage.budget.steps is None:
+        raise ValueError(f"stage '{stage.name}' has a token budget; the single-process runner needs budget.steps")
+    preset = get_preset(curriculum.preset, llm={"rope_theta": stage.rope_theta, "seq_length": stage.seq_length})
+    init_parallel(seed=curriculum.seed)
+    torch.manual_seed(curriculum.seed)
+    tokenizer = tok.load_tokenizer(run.tokenizer)
+    model = OmniModel(preset, tok.special_id(tokenizer, tok.VISION_PAD), tok.special_id(tokenizer, tok.AUDIO_PAD))
+    checkpoint = Path(run.out) / CHECKPOINT_NAME
+    if run.init_from is not None and not run.resume:
+        _load_weights(model, Path(run.init_from), curriculum)
+    trainable = apply_freezing(model, stage)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=stage.optimizer.lr, betas=stage.optimizer.betas,
+                                  weight_decay=stage.optimizer.weight_decay)  # fmt: skip
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(stage, stage.budget.steps))
+    controller = ExpertBiasController(model.llm, BiasControllerConfig(preset.llm.target_ffn_experts_per_token))
+    samples, by_family = _load_samples(run, stage, tokenizer, preset)
+    sampler = MixtureSampler(by_family, stage.data.mixture, seed=curriculum.seed)
+    step, used, capacity, skipped, history = 0, 0, 0, 0, []
+    if run.resume and checkpoint.is_file():
+        state = torch.load(checkpoint, weights_only=False)
+        _check_preset(state, curriculum, checkpoint)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        sampler.load_state_dict(state["sampler"])
+        controller.load_state_dict(state["bias_controller"])
+        torch.set_rng_state(state["rng"])
+        step, used, capacity, skipped = state["step"], *state["counters"]
+        log.info("resumed stage %s at step %d from %s", stage.name, step, checkpoint)
+    log.info("stage %s: %d trainable parameters, %d samples", stage.name, trainable, len(samples))
+    last_steps = min(stage.budget.steps, run.max_steps or stage.budget.steps)
+    while step < last_steps:
+        window = []
+        while len(window) < 16:
+            family, key = sampler.next()
+            if len(samples[key]) > stage.seq_length:
+                skipped += 1
+                continue
+            window.append(samples[key])
+        sequence = pack_window([(i, len(s)) for i, s in enumerate(window)], stage.seq_length)[0]
+        parts = [window[i] for i in sorted(sequence.sample_ids)]
+        used, capacity = used + sequence.used, capacity + stage.seq_length
+        losses = model(_batch(parts))
+        loss = _weighted_loss(losses, stage.loss_weights)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, stage.optimizer.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        ffn_experts = controller.step()
+        step += 1
+        metrics = {"loss": loss.item(), **{f"loss/{k}": v.item() for k, v in losses.items()},
+                   "lr": scheduler.get_last_lr()[0], "packing_efficiency": used / capacity,
+                   "ffn_experts_per_token": ffn_experts, "tokens": used}  # fmt: skip
+        history.append(metrics)
+        if run.on_step:
+            run.on_step(step, metrics)
+        if step % run.checkpoint_every == 0 or step == last_steps:
+            extra = {"bias_controller": controller.state_dict(), "counters": (used, capacity, skipped)}
+            _save(checkpoint, model, optimizer, scheduler, sampler, step, curriculum, stage, extra)
+    return StageResult(stage.name, step, history[-1]["loss"] if history else float("nan"), checkpoint,
+                       used / capacity if capacity else 0.0, skipped, history)  # fmt: skip
+
+
+def _save(path: Path, model, optimizer, scheduler, sampler, step, curriculum, stage, extra: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "sampler": sampler.state_dict(), "rng": torch.get_rng_state(),
+                "step": step, "preset": curriculum.preset, "stage": stage.name, **extra}, tmp)  # fmt: skip
+    os.replace(tmp, path)
+
+
+def _check_preset(state: dict, curriculum: CurriculumSpec, path: Path) -> None:
+    if state.get("preset") != curriculum.preset:
+        raise ValueError(f"{path} was trained with preset '{state.get('preset')}', this curriculum uses "
+                         f"'{curriculum.preset}': initialise from a checkpoint of the same preset")  # fmt: skip
+
+
+def _load_weights(model: OmniModel, path: Path, curriculum: CurriculumSpec) -> None:
+    file = path / CHECKPOINT_NAME if path.is_dir() else path
+    if not file.is_file():
+        raise FileNotFoundError(f"no checkpoint at {file}: run the previous stage first")
+    state = torch.load(file, weights_only=False)
+    _check_preset(state, curriculum, file)
+    model.load_state_dict(state["model"])

@@ -1,0 +1,60 @@
+"""One tiny curriculum stage on the ingested demo-like corpus: learns, resumes identically, guards presets."""
+
+import pytest
+import torch
+
+from components.ingest.pipeline import ingest_dataset
+from components.specs.curriculum import CurriculumSpec
+from components.training.stage_runner import StageRun, run_stage
+from components.training.tokenizer_corpus import build_tokenizer
+from tests.conftest import REPO_ROOT, corpus_spec
+
+CURRICULUM = CurriculumSpec.load(REPO_ROOT / "data_specs" / "curriculum" / "tiny.yaml")
+
+
+@pytest.fixture(scope="module")
+def dataset(tiny_corpus, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ds")
+    ingest_dataset(corpus_spec(tiny_corpus), out)
+    build_tokenizer(out, out / "tokenizer.json", vocab_size=400)
+    return out
+
+
+def _run(dataset, out, **kw):
+    return run_stage(StageRun(CURRICULUM, kw.pop("stage", "stage0-text"), {"demo": dataset},
+                              tokenizer=dataset / "tokenizer.json", out=out, **kw))  # fmt: skip
+
+
+@pytest.mark.slow
+def test_text_stage_learns_and_reports_packing(dataset, tmp_path):
+    result = _run(dataset, tmp_path / "a", max_steps=12)
+    losses = [h["loss"] for h in result.history]
+    assert result.steps == 12 and result.checkpoint.is_file()
+    assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3
+    assert 0 < result.packing_efficiency <= 1
+
+
+@pytest.mark.slow
+def test_killed_stage_resumes_to_the_same_loss(dataset, tmp_path):
+    straight = _run(dataset, tmp_path / "straight", max_steps=8, checkpoint_every=4)
+    _run(dataset, tmp_path / "split", max_steps=4, checkpoint_every=4)
+    resumed = _run(dataset, tmp_path / "split", max_steps=8, checkpoint_every=4, resume=True)
+    assert resumed.steps == 8
+    assert abs(resumed.final_loss - straight.final_loss) < 1e-6
+
+
+@pytest.mark.slow
+def test_next_stage_initialises_from_the_previous_and_freezes(dataset, tmp_path):
+    first = _run(dataset, tmp_path / "s0", max_steps=2)
+    second = _run(dataset, tmp_path / "s1", stage="stage1-text-speech", init_from=first.checkpoint, max_steps=2)
+    state = torch.load(second.checkpoint, weights_only=False)
+    vit_before = torch.load(first.checkpoint, weights_only=False)["model"]
+    frozen = [k for k in state["model"] if k.startswith("vit.") and "projector" not in k]
+    assert frozen and all(torch.equal(state["model"][k], vit_before[k]) for k in frozen)  # vit frozen in stage 1
+
+
+def test_checkpoint_of_another_preset_is_refused(dataset, tmp_path):
+    (tmp_path / "other").mkdir()
+    torch.save({"preset": "small", "model": {}}, tmp_path / "other" / "checkpoint.pt")
+    with pytest.raises(ValueError, match="trained with preset 'small'"):
+        _run(dataset, tmp_path / "x", init_from=tmp_path / "other", max_steps=1)
