@@ -227,6 +227,29 @@ def train(
                       "skipped_too_long": result.skipped_too_long}, indent=2))  # fmt: skip
 
 
+DEFAULT_TRACKING_URI = f"sqlite:///{REPO_ROOT / 'work' / 'mlflow.db'}"
+
+
+@app.command()
+def lineage(
+    target: Annotated[
+        str | None, typer.Argument(help="models:/NAME/VERSION, models:/NAME@ALIAS or a checkpoint")
+    ] = None,
+    input_file: Annotated[str | None, typer.Option(help="Walk forward from a raw file (path or sha256).")] = None,
+    tracking_uri: Annotated[str, typer.Option(envvar="MLFLOW_TRACKING_URI")] = DEFAULT_TRACKING_URI,
+) -> None:
+    """Walk lineage back (model -> checkpoints -> datasets -> files) or forward (file -> models)."""
+    from components.tracking.lineage import lineage_back, lineage_forward
+
+    if (target is None) == (input_file is None):
+        _fail("give a model/checkpoint to walk back from, or --input-file to walk forward from")
+    try:
+        result = lineage_forward(input_file, tracking_uri) if input_file else lineage_back(target, tracking_uri)
+    except ValueError as exc:
+        _fail(str(exc))
+    print(json.dumps(result, indent=2))
+
+
 # The paper's numbers (REFERENCE.md sections 2-3) that `model params` compares against.
 PAPER_PARAMS = {"llm_total": 560.66e9, "llm_activated_k0": 18.69e9, "llm_activated_k8": 27.15e9,
                 "llm_activated_k12": 31.38e9, "vit_total": 637e6}  # fmt: skip

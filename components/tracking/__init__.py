@@ -1,0 +1,1 @@
+"""MLflow tracking and lineage for curriculum runs. The trainer never imports MLflow: it calls back."""

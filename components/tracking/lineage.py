@@ -1,0 +1,90 @@
+"""Lineage over MLflow: from a model or checkpoint back to raw files, and from a raw file forward.
+
+- `lineage_back("models:/name/3" | "models:/name@champion" | CHECKPOINT_PATH)`: model version -> stage
+  run that wrote the checkpoint -> the runs it was initialised from, stage by stage -> each run's
+  dataset inputs (DVC version) -> their manifests -> input files with content hashes.
+- `lineage_forward(PATH_OR_SHA256)`: every dataset version whose manifest holds the file -> every stage
+  run that trained on it -> their checkpoints and registered model versions (what a data-removal
+  request needs to find).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from components.tracking.mlflow_stage import EXPERIMENT
+
+
+def _client(tracking_uri: str):
+    import mlflow
+    from mlflow import MlflowClient
+
+    mlflow.set_tracking_uri(tracking_uri)
+    return MlflowClient(tracking_uri)
+
+
+def _experiment_ids(client) -> list[str]:
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    return [experiment.experiment_id] if experiment else []
+
+
+def _run_for(client, target: str):
+    if target.startswith("models:/"):
+        name, _, rest = target[len("models:/") :].partition("/")
+        if "@" in name:
+            name, _, alias = name.partition("@")
+            version = client.get_model_version_by_alias(name, alias)
+        else:
+            version = client.get_model_version(name, rest)
+        return client.get_run(version.run_id), {"name": version.name, "version": version.version}
+    path = str(Path(target).resolve())
+    runs = client.search_runs(_experiment_ids(client), filter_string=f"tags.`omnistage.checkpoint` = '{path}'")
+    if not runs:
+        raise ValueError(f"no tracked stage wrote the checkpoint {path}")
+    return runs[0], None
+
+
+def _inputs(run) -> list[dict]:
+    files = []
+    for item in run.inputs.dataset_inputs:
+        source = json.loads(item.dataset.source).get("uri", item.dataset.source)
+        manifest = Path(source) / "manifest.parquet"
+        rows = pd.read_parquet(manifest, columns=["path", "sha256"]).to_dict("records") if manifest.is_file() else []
+        files.append({"dataset": item.dataset.name, "version": item.dataset.digest, "source": source, "files": rows})
+    return files
+
+
+def lineage_back(target: str, tracking_uri: str) -> dict:
+    client = _client(tracking_uri)
+    run, model_version = _run_for(client, target)
+    stages = []
+    while run is not None:
+        stages.append({"stage": run.data.tags.get("omnistage.stage"), "run_id": run.info.run_id,
+                       "checkpoint": run.data.tags.get("omnistage.checkpoint"),
+                       "git_commit": run.data.tags.get("omnistage.git_commit"), "datasets": _inputs(run)})  # fmt: skip
+        parent_ckpt = run.data.tags.get("omnistage.init_from", "none")
+        run = _run_for(client, parent_ckpt)[0] if parent_ckpt != "none" else None
+    return {"model_version": model_version, "stages": stages}
+
+
+def lineage_forward(path_or_sha: str, tracking_uri: str) -> dict:
+    sha = path_or_sha
+    if Path(path_or_sha).is_file():
+        sha = hashlib.sha256(Path(path_or_sha).read_bytes()).hexdigest()
+    client = _client(tracking_uri)
+    runs = client.search_runs(_experiment_ids(client), max_results=10000)
+    hits = []
+    for run in runs:
+        used = [d for d in _inputs(run) if any(row["sha256"] == sha for row in d["files"])]
+        if not used:
+            continue
+        versions = client.search_model_versions(f"run_id = '{run.info.run_id}'")
+        hits.append({"stage": run.data.tags.get("omnistage.stage"), "run_id": run.info.run_id,
+                     "checkpoint": run.data.tags.get("omnistage.checkpoint"),
+                     "dataset_versions": sorted({d["version"] for d in used}),
+                     "model_versions": [{"name": v.name, "version": v.version} for v in versions]})  # fmt: skip
+    return {"sha256": sha, "trained_on_by": hits}

@@ -1,0 +1,133 @@
+"""Track a curriculum stage in MLflow: a child run per stage under one parent run per curriculum run.
+
+Logged: the resolved stage config as params; tags (git commit, config hash, curriculum, stage, the
+checkpoint it started from and the one it wrote); dataset inputs (`mlflow.data` with the DVC version as
+digest and the ingested folder as source, so lineage can reach the manifest); metrics per step
+(asynchronous); the checkpoint as an artifact.
+
+When the tracking server cannot be reached, training goes on: every call is appended to
+`OUT/tracking_fallback.jsonl` with a warning, and `replay_fallback` sends it later. Nothing is lost.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+
+from components.training.stage_runner import StageResult, StageRun, run_stage
+
+log = logging.getLogger(__name__)
+FALLBACK_NAME = "tracking_fallback.jsonl"
+EXPERIMENT = "omnistage-curriculum"
+
+
+def _git_commit() -> str:
+    proc = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parents[2])  # fmt: skip
+    return proc.stdout.strip() if proc.returncode == 0 else "unknown"
+
+
+def _flatten(prefix: str, value, out: dict) -> dict:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _flatten(f"{prefix}.{key}" if prefix else str(key), item, out)
+    else:
+        out[prefix] = json.dumps(value) if isinstance(value, (list, tuple)) else value
+    return out
+
+
+def dataset_input(folder: Path) -> tuple[pd.DataFrame, str, str]:
+    """(manifest, digest, name) of an ingested dataset: the digest is its DVC version when versioned."""
+    stats = json.loads((folder / "stats.json").read_text())
+    manifest = pd.read_parquet(folder / "manifest.parquet", columns=["path", "sha256", "split", "task_family"])
+    version = (stats.get("version") or {}).get("version")
+    digest = version or hashlib.md5((folder / "manifest.parquet").read_bytes()).hexdigest()
+    return manifest, digest, stats.get("dataset", folder.name)
+
+
+class _Sink:
+    """MLflow when reachable, else a JSONL file of the same calls."""
+
+    def __init__(self, tracking_uri: str, fallback: Path):
+        import mlflow
+
+        self.mlflow, self.fallback, self.online = mlflow, fallback, True
+        mlflow.set_tracking_uri(tracking_uri)
+        try:
+            mlflow.set_experiment(EXPERIMENT)
+        except Exception as exc:  # any transport or server error: train on, track locally
+            self.online = False
+            log.warning("MLflow at %s unreachable (%s): tracking to %s", tracking_uri, exc, fallback)
+
+    def record(self, call: str, **kwargs) -> None:
+        self.fallback.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.fallback, "a") as fh:
+            fh.write(json.dumps({"call": call, **kwargs}, default=str) + "\n")
+
+
+def tracked_stage(run: StageRun, tracking_uri: str, parent_run_id: str | None = None) -> tuple[StageResult, str]:
+    """Run the stage with MLflow tracking; returns the result and the stage's run id (or 'offline')."""
+    stage = run.curriculum.stage(run.stage)
+    config = stage.model_dump(mode="json")
+    config_hash = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+    tags = {"omnistage.curriculum": run.curriculum.name, "omnistage.stage": stage.name,
+            "omnistage.git_commit": _git_commit(), "omnistage.config_hash": config_hash,
+            "omnistage.init_from": str(Path(run.init_from).resolve()) if run.init_from else "none",
+            "omnistage.preset": run.curriculum.preset}  # fmt: skip
+    sink = _Sink(tracking_uri, Path(run.out) / FALLBACK_NAME)
+    params = _flatten("", config, {})
+    if not sink.online:
+        sink.record("start", run_name=stage.name, tags=tags, params=params, parent_run_id=parent_run_id)
+        run.on_step = lambda step, metrics: sink.record("metrics", step=step, metrics=_finite(metrics))
+        result = run_stage(run)
+        sink.record("end", checkpoint=str(result.checkpoint.resolve()), steps=result.steps)
+        return result, "offline"
+    mlflow = sink.mlflow
+    parent = {"parent_run_id": parent_run_id} if parent_run_id else {}
+    with mlflow.start_run(run_name=stage.name, nested=bool(parent_run_id), tags=tags, **parent) as active:
+        mlflow.log_params(params)
+        for name, folder in run.datasets.items():
+            if name in stage.data.datasets:
+                manifest, digest, ds_name = dataset_input(Path(folder))
+                source = str(Path(folder).resolve())
+                mlflow.log_input(mlflow.data.from_pandas(manifest, source=source, name=ds_name, digest=digest),
+                                 context="train")  # fmt: skip
+        run.on_step = lambda step, metrics: mlflow.log_metrics(_finite(metrics), step=step, synchronous=False)
+        result = run_stage(run)
+        mlflow.flush_async_logging()
+        mlflow.log_artifact(str(result.checkpoint), artifact_path=f"checkpoints/step-{result.steps}")
+        mlflow.set_tags({"omnistage.checkpoint": str(result.checkpoint.resolve()),
+                         "omnistage.steps": str(result.steps)})  # fmt: skip
+        mlflow.log_metrics({"final_loss": result.final_loss, "packing_efficiency": result.packing_efficiency,
+                            "skipped_too_long": result.skipped_too_long})  # fmt: skip
+        return result, active.info.run_id
+
+
+def _finite(metrics: dict) -> dict:
+    return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and v == v}
+
+
+def replay_fallback(fallback: Path, tracking_uri: str) -> str:
+    """Send a stage tracked offline to MLflow; returns the new run id."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_experiment(EXPERIMENT)
+    events = [json.loads(line) for line in Path(fallback).read_text().splitlines()]
+    start = next(e for e in events if e["call"] == "start")
+    parent = {"parent_run_id": start["parent_run_id"]} if start.get("parent_run_id") else {}
+    with mlflow.start_run(run_name=start["run_name"], tags=start["tags"], nested=bool(parent), **parent) as active:
+        mlflow.log_params(start["params"])
+        for event in events:
+            if event["call"] == "metrics":
+                mlflow.log_metrics(event["metrics"], step=event["step"])
+            elif event["call"] == "end":
+                mlflow.set_tags({"omnistage.checkpoint": event["checkpoint"], "omnistage.steps": str(event["steps"])})
+    os.replace(fallback, Path(fallback).with_suffix(".replayed"))
+    return active.info.run_id

@@ -1,0 +1,78 @@
+"""MLflow (SQLite store) tracking of two chained stages, lineage both ways, and an unreachable server."""
+
+import json
+
+import pyarrow.parquet as pq
+import pytest
+
+from components.ingest.pipeline import ingest_dataset
+from components.specs.curriculum import CurriculumSpec
+from components.tracking.lineage import lineage_back, lineage_forward
+from components.tracking.mlflow_stage import FALLBACK_NAME, replay_fallback, tracked_stage
+from components.training.stage_runner import StageRun
+from components.training.tokenizer_corpus import build_tokenizer
+from tests.conftest import REPO_ROOT, corpus_spec
+
+CURRICULUM = CurriculumSpec.load(REPO_ROOT / "data_specs" / "curriculum" / "tiny.yaml")
+
+
+@pytest.fixture(scope="module")
+def dataset(tiny_corpus, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ds")
+    ingest_dataset(corpus_spec(tiny_corpus), out)
+    build_tokenizer(out, out / "tokenizer.json", vocab_size=400)
+    return out
+
+
+def _stage(dataset, out, stage, init_from=None):
+    return StageRun(CURRICULUM, stage, {"demo": dataset}, dataset / "tokenizer.json", out, init_from=init_from,
+                    max_steps=2)  # fmt: skip
+
+
+@pytest.mark.slow
+def test_chained_stages_are_tracked_and_traceable_both_ways(dataset, tmp_path):
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment("omnistage-curriculum")
+    with mlflow.start_run(run_name="tiny-curriculum") as parent:
+        first, first_id = tracked_stage(_stage(dataset, tmp_path / "s0", "stage0-text"), uri, parent.info.run_id)
+        second, second_id = tracked_stage(
+            _stage(dataset, tmp_path / "s1", "stage1-text-speech", first.checkpoint), uri, parent.info.run_id
+        )
+    client = mlflow.MlflowClient(uri)
+    run = client.get_run(second_id)
+    assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
+    assert run.data.params["optimizer.lr"] == "0.002" and "loss" in run.data.metrics
+    assert [m.step for m in client.get_metric_history(second_id, "loss")] == [1, 2]
+    client.create_registered_model("omni-tiny")
+    version = client.create_model_version("omni-tiny", f"{run.info.artifact_uri}/checkpoints", run_id=second_id)
+
+    back = lineage_back(f"models:/omni-tiny/{version.version}", uri)
+    assert [s["stage"] for s in back["stages"]] == ["stage1-text-speech", "stage0-text"]
+    manifest = pq.read_table(dataset / "manifest.parquet").to_pylist()
+    files = back["stages"][1]["datasets"][0]["files"]
+    assert {f["sha256"] for f in files} == {r["sha256"] for r in manifest}
+
+    raw = manifest[0]["path"]
+    forward = lineage_forward(raw, uri)
+    assert {h["run_id"] for h in forward["trained_on_by"]} == {first_id, second_id}
+    assert any(h["model_versions"] for h in forward["trained_on_by"])
+    assert lineage_forward("0" * 64, uri)["trained_on_by"] == []
+
+
+@pytest.mark.slow
+def test_unreachable_mlflow_buffers_and_replays(dataset, tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    result, run_id = tracked_stage(_stage(dataset, tmp_path / "off", "stage0-text"), "http://127.0.0.1:9")
+    assert run_id == "offline" and result.steps == 2
+    fallback = tmp_path / "off" / FALLBACK_NAME
+    events = [json.loads(line) for line in fallback.read_text().splitlines()]
+    assert [e["call"] for e in events] == ["start", "metrics", "metrics", "end"]
+    uri = f"sqlite:///{tmp_path / 'later.db'}"
+    replayed = replay_fallback(fallback, uri)
+    import mlflow
+
+    assert len(mlflow.MlflowClient(uri).get_metric_history(replayed, "loss")) == 2
