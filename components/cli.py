@@ -16,6 +16,8 @@ from components.specs.loading import SpecError
 app = typer.Typer(help="omnistage: data, training and promotion for omni-modal MoE models.", no_args_is_help=True)
 dataset_app = typer.Typer(help="Dataset versions (DVC).", no_args_is_help=True)
 bench_app = typer.Typer(help="Benchmarks; results belong in benchmarks/README.md.", no_args_is_help=True)
+pipeline_app = typer.Typer(help="Kubeflow pipelines: compile, or run locally with kfp.local.", no_args_is_help=True)
+app.add_typer(pipeline_app, name="pipeline")
 model_app = typer.Typer(help="The model: presets and parameter accounting.", no_args_is_help=True)
 app.add_typer(model_app, name="model")
 app.add_typer(dataset_app, name="dataset")
@@ -225,6 +227,37 @@ def train(
     print(json.dumps({"stage": result.stage, "steps": result.steps, "final_loss": result.final_loss,
                       "checkpoint": str(result.checkpoint), "packing_efficiency": result.packing_efficiency,
                       "skipped_too_long": result.skipped_too_long}, indent=2))  # fmt: skip
+
+
+@pipeline_app.command("compile")
+def pipeline_compile(
+    curriculum: Annotated[Path, typer.Option(help="Curriculum YAML.")],
+    out: Annotated[Path, typer.Option(help="Where to write the compiled pipeline YAML.")],
+) -> None:
+    """Compile the curriculum pipeline (one GPU task per stage) for a Kubeflow Pipelines cluster."""
+    from components.pipelines.curriculum_pipeline import compile_pipeline
+
+    try:
+        compile_pipeline(curriculum, out)
+    except SpecError as exc:
+        _fail(str(exc))
+    console.print(f"compiled {curriculum} -> {out}")
+
+
+@pipeline_app.command("run-local")
+def pipeline_run_local(
+    curriculum: Annotated[Path, typer.Option(help="Curriculum YAML.")],
+    dataset: Annotated[list[str], typer.Option(help="NAME=DIR of an ingested dataset; repeat per dataset.")],
+    tokenizer: Annotated[Path, typer.Option(help="tokenizer.json.")],
+    root: Annotated[Path, typer.Option(help="Pipeline root for artifacts (checkpoints).")],
+    tracking_uri: Annotated[str, typer.Option(envvar="MLFLOW_TRACKING_URI")] = "",
+    max_steps: Annotated[int, typer.Option(help="Steps per stage (0: each stage's budget).")] = 0,
+) -> None:
+    """Run the whole curriculum pipeline on this machine through kfp.local (SubprocessRunner)."""
+    from components.pipelines.curriculum_pipeline import run_locally
+
+    datasets = dict(item.split("=", 1) for item in dataset)
+    run_locally(curriculum, datasets, tokenizer, tracking_uri or DEFAULT_TRACKING_URI, root, max_steps)
 
 
 DEFAULT_TRACKING_URI = f"sqlite:///{REPO_ROOT / 'work' / 'mlflow.db'}"

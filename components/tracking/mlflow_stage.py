@@ -113,6 +113,16 @@ def _finite(metrics: dict) -> dict:
     return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and v == v}
 
 
+def start_parent_run(curriculum: str, tracking_uri: str) -> str:
+    """Create the curriculum's parent run (ended at once; stages attach as children). 'offline' on failure."""
+    sink = _Sink(tracking_uri, Path("/tmp") / "omnistage-parent-fallback.jsonl")
+    if not sink.online:
+        return "offline"
+    tags = {"omnistage.curriculum_file": str(curriculum), "omnistage.git_commit": _git_commit()}
+    with sink.mlflow.start_run(run_name=f"curriculum {Path(curriculum).stem}", tags=tags) as run:
+        return run.info.run_id
+
+
 def replay_fallback(fallback: Path, tracking_uri: str) -> str:
     """Send a stage tracked offline to MLflow; returns the new run id."""
     import mlflow
