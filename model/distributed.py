@@ -36,9 +36,14 @@ def init_parallel(sizes: ParallelSizes = ParallelSizes(), seed: int = 1234) -> N
 
     cpu = enable_cpu_compat()
     if not dist.is_initialized():
-        if "RANK" not in os.environ:
-            os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()), RANK="0", WORLD_SIZE="1")
-        dist.init_process_group(backend="gloo" if cpu else "nccl")
+        backend = "gloo" if cpu else "nccl"
+        if "RANK" in os.environ:  # started by torchrun
+            dist.init_process_group(backend=backend)
+        else:
+            # One process: an explicit address, not os.environ, so child processes (the CLI, KFP's local
+            # runner) do not inherit a RANK/MASTER_PORT that points at this process's group.
+            init = f"tcp://127.0.0.1:{_free_port()}"
+            dist.init_process_group(backend=backend, init_method=init, rank=0, world_size=1)
     if not cpu:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
     parallel_state.destroy_model_parallel()
