@@ -96,3 +96,15 @@ def single_process():
     init_parallel(seed=1234)
     yield
     teardown_parallel()
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tiny_corpus, tmp_path_factory) -> Path:
+    """The tiny corpus ingested (shards, manifest, stats) with a tokenizer.json trained on it."""
+    from components.ingest.pipeline import ingest_dataset
+    from components.training.tokenizer_corpus import build_tokenizer
+
+    out = tmp_path_factory.mktemp("tiny_dataset")
+    ingest_dataset(corpus_spec(tiny_corpus), out)
+    build_tokenizer(out, out / "tokenizer.json", vocab_size=400)
+    return out

@@ -4,11 +4,9 @@ import mlflow
 import pytest
 import yaml
 
-from components.ingest.pipeline import ingest_dataset
 from components.pipelines.curriculum_pipeline import GPU_TAINT, POOL_LABEL, compile_pipeline, run_locally
 from components.specs.curriculum import CurriculumSpec
-from components.training.tokenizer_corpus import build_tokenizer
-from tests.conftest import REPO_ROOT, corpus_spec
+from tests.conftest import REPO_ROOT
 
 FULL = REPO_ROOT / "data_specs" / "curriculum" / "longcat_omni.yaml"
 
@@ -40,10 +38,8 @@ def test_compiled_pipeline_carries_gpu_node_pool_and_toleration_per_stage(tmp_pa
 
 
 @pytest.mark.slow
-def test_tiny_curriculum_runs_through_kfp_local(tiny_corpus, tmp_path):
-    data = tmp_path / "ds"
-    ingest_dataset(corpus_spec(tiny_corpus), data)
-    build_tokenizer(data, data / "tokenizer.json", vocab_size=400)
+def test_tiny_curriculum_runs_through_kfp_local(tiny_dataset, tmp_path):
+    data = tiny_dataset
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     run_locally(REPO_ROOT / "data_specs" / "curriculum" / "tiny.yaml", {"demo": data}, data / "tokenizer.json", uri,
                 tmp_path / "root", max_steps=2)  # fmt: skip

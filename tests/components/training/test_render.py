@@ -4,22 +4,18 @@ import pytest
 import torch
 import webdataset as wds
 
-from components.ingest.pipeline import ingest_dataset
 from components.training.render import render_sample
-from components.training.tokenizer_corpus import build_tokenizer
 from model import tokenizer as tok
 from model.config import get_preset
 from model.omni import IGNORE, OmniBatch, OmniModel
-from tests.conftest import corpus_spec
 
 PRESET = get_preset("tiny")
 
 
 @pytest.fixture(scope="module")
-def rendered(tiny_corpus, tmp_path_factory):
-    out = tmp_path_factory.mktemp("ds")
-    ingest_dataset(corpus_spec(tiny_corpus), out)
-    tokenizer = tok.load_tokenizer(build_tokenizer(out, out / "tokenizer.json", vocab_size=400)["path"])
+def rendered(tiny_dataset):
+    out = tiny_dataset
+    tokenizer = tok.load_tokenizer(out / "tokenizer.json")
     samples = wds.WebDataset(sorted(str(p) for p in (out / "shards").glob("*.tar")), shardshuffle=False)
     results = [render_sample(s, tokenizer, PRESET.vit, PRESET.audio_encoder) for s in samples]
     return tokenizer, [r for r in results if r is not None]

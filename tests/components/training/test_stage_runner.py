@@ -3,21 +3,16 @@
 import pytest
 import torch
 
-from components.ingest.pipeline import ingest_dataset
 from components.specs.curriculum import CurriculumSpec
 from components.training.stage_runner import StageRun, run_stage
-from components.training.tokenizer_corpus import build_tokenizer
-from tests.conftest import REPO_ROOT, corpus_spec
+from tests.conftest import REPO_ROOT
 
 CURRICULUM = CurriculumSpec.load(REPO_ROOT / "data_specs" / "curriculum" / "tiny.yaml")
 
 
 @pytest.fixture(scope="module")
-def dataset(tiny_corpus, tmp_path_factory):
-    out = tmp_path_factory.mktemp("ds")
-    ingest_dataset(corpus_spec(tiny_corpus), out)
-    build_tokenizer(out, out / "tokenizer.json", vocab_size=400)
-    return out
+def dataset(tiny_dataset):
+    return tiny_dataset
 
 
 def _run(dataset, out, **kw):
