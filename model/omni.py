@@ -99,8 +99,11 @@ class OmniModel(nn.Module):
     def forward(self, batch: OmniBatch) -> dict[str, torch.Tensor]:
         hidden = self.llm.decoder(hidden_states=self.embed(batch), attention_mask=None)  # [S, B, H]
         text_logits, _ = self.llm.output_layer(hidden)
-        losses = {"text": F.cross_entropy(text_logits.transpose(0, 1).flatten(0, 1).float(),
-                                          batch.labels.flatten(), ignore_index=IGNORE)}  # fmt: skip
+        per_token = F.cross_entropy(text_logits.transpose(0, 1).flatten(0, 1).float(), batch.labels.flatten(),
+                                    ignore_index=IGNORE, reduction="none")  # fmt: skip
+        counted = batch.labels.flatten() != IGNORE
+        losses = {"text": per_token.sum() / counted.sum().clamp(min=1)}
+        self.last_text_token_losses = per_token.detach().view(batch.labels.shape)  # per-task metrics read this
         if batch.audio_labels is not None:
             h = hidden.transpose(0, 1)
             per_book = [F.cross_entropy(head(h).flatten(0, 1).float(), batch.audio_labels[..., i].flatten(),

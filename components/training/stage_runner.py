@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -135,6 +136,21 @@ def _batch(parts: list[RenderedSample]) -> OmniBatch:
     return OmniBatch(torch.tensor([ids]), torch.tensor([labels]), visuals=visuals or None, audio_features=audio or None)
 
 
+def _family_losses(parts: list[RenderedSample], token_losses: torch.Tensor) -> dict[str, float]:
+    """Mean text loss per task family over the packed sequence's target tokens."""
+    sums: dict[str, list[float]] = {}
+    offset = 0
+    for part in parts:
+        labels = torch.tensor(part.labels) != -100
+        segment = token_losses[offset : offset + len(part)][labels]
+        offset += len(part)
+        if segment.numel():
+            total = sums.setdefault(part.task_family, [0.0, 0])
+            total[0] += float(segment.sum())
+            total[1] += segment.numel()
+    return {f"loss/family/{family}": s / n for family, (s, n) in sums.items()}
+
+
 def _weighted_loss(losses: dict[str, torch.Tensor], weights: dict[str, float]) -> torch.Tensor:
     total = weights.get("text", 1.0) * losses["text"]
     if "audio_semantic" in losses and "audio" in weights:
@@ -187,6 +203,7 @@ def run_stage(run: StageRun) -> StageResult:
         sequence = pack_window([(i, len(s)) for i, s in enumerate(window)], stage.seq_length)[0]
         parts = [window[i] for i in sorted(sequence.sample_ids)]
         used, capacity = used + sequence.used, capacity + stage.seq_length
+        started = time.perf_counter()
         losses = model(_batch(parts))
         loss = _weighted_loss(losses, stage.loss_weights)
         optimizer.zero_grad(set_to_none=True)
@@ -198,7 +215,9 @@ def run_stage(run: StageRun) -> StageResult:
         step += 1
         metrics = {"loss": loss.item(), **{f"loss/{k}": v.item() for k, v in losses.items()},
                    "lr": scheduler.get_last_lr()[0], "packing_efficiency": used / capacity,
-                   "ffn_experts_per_token": ffn_experts, "tokens": used}  # fmt: skip
+                   "ffn_experts_per_token": ffn_experts, "tokens": used,
+                   "tokens_per_s": sequence.used / (time.perf_counter() - started),
+                   **_family_losses(parts, model.last_text_token_losses[0])}  # fmt: skip
         history.append(metrics)
         if run.on_step:
             run.on_step(step, metrics)

@@ -27,6 +27,8 @@ def test_text_stage_learns_and_reports_packing(dataset, tmp_path):
     assert result.steps == 12 and result.checkpoint.is_file()
     assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3
     assert 0 < result.packing_efficiency <= 1
+    last = result.history[-1]
+    assert last["tokens_per_s"] > 0 and "loss/family/text" in last  # stage0 trains on text only
 
 
 @pytest.mark.slow
@@ -42,6 +44,8 @@ def test_killed_stage_resumes_to_the_same_loss(dataset, tmp_path):
 def test_next_stage_initialises_from_the_previous_and_freezes(dataset, tmp_path):
     first = _run(dataset, tmp_path / "s0", max_steps=2)
     second = _run(dataset, tmp_path / "s1", stage="stage1-text-speech", init_from=first.checkpoint, max_steps=2)
+    families = {k for h in second.history for k in h if k.startswith("loss/family/")}
+    assert families <= {"loss/family/text", "loss/family/asr", "loss/family/voice_qa"} and len(families) >= 2
     state = torch.load(second.checkpoint, weights_only=False)
     vit_before = torch.load(first.checkpoint, weights_only=False)["model"]
     frozen = [k for k in state["model"] if k.startswith("vit.") and "projector" not in k]
