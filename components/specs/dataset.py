@@ -140,9 +140,8 @@ class DatasetSpec(_Strict):
 
     @classmethod
     def load(cls, path: Path | str) -> DatasetSpec:
-        spec = load_yaml_model(path, cls)
-        # Relative source paths are relative to the repository root (where commands run), like DVC paths.
-        return spec
+        """Relative source paths are relative to where commands run (the repository root), like DVC's."""
+        return load_yaml_model(path, cls)
 
     @classmethod
     def adhoc(cls, input_path: str, name: str = "adhoc") -> DatasetSpec:

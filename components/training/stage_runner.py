@@ -15,6 +15,7 @@ Kubeflow component come with the rest of the curriculum work.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -116,8 +117,10 @@ def _load_samples(run: StageRun, stage: StageSpec, tokenizer, preset) -> tuple[d
             raise ValueError(f"stage '{stage.name}' needs dataset '{dataset}'; given: {sorted(run.datasets)}")
         shards = sorted(str(p) for p in (Path(run.datasets[dataset]) / "shards").glob("*.tar"))
         for raw in wds.WebDataset(shards, shardshuffle=False, handler=wds.warn_and_continue):
-            meta_split = raw.get("json")
-            if meta_split is not None and b'"split":"train"' not in meta_split:
+            if "json" not in raw:
+                continue
+            raw["json"] = json.loads(raw["json"])  # parsed once; render_sample takes the dict
+            if raw["json"].get("split") != "train":
                 continue
             rendered = render_sample(raw, tokenizer, preset.vit, preset.audio_encoder, seed=run.curriculum.seed)
             if rendered is not None and rendered.task_family in stage.data.mixture:

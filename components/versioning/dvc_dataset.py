@@ -158,6 +158,13 @@ def _finish(repo: Path, spec: DatasetSpec, out: Path, stage: str, reproduced: bo
     return version
 
 
+def _prepare_stage(repo: Path, spec: DatasetSpec, spec_path: Path, out: Path, remote_url: str | None):
+    """The DVC repository (initialised) and the dataset's stage (written into dvc.yaml)."""
+    repo = Path(repo).resolve()
+    ensure_dvc_repo(repo, remote_url)
+    return repo, ensure_stage(repo, spec, spec_path, out)
+
+
 def build_dataset(
     repo: Path,
     spec: DatasetSpec,
@@ -167,9 +174,7 @@ def build_dataset(
     remote_url: str | None = None,
     push: bool = True,
 ) -> DatasetVersion:
-    repo = Path(repo).resolve()
-    ensure_dvc_repo(repo, remote_url)
-    stage = ensure_stage(repo, spec, spec_path, out)
+    repo, stage = _prepare_stage(repo, spec, spec_path, out, remote_url)
     status = json.loads(run_dvc(repo, "status", stage, "--json") or "{}")
     reproduced = bool(status) or not (repo / "dvc.lock").exists()
     if reproduced:
@@ -185,9 +190,7 @@ def commit_dataset(
     remote_url: str | None = None,
     push: bool = True,
 ) -> DatasetVersion:
-    repo = Path(repo).resolve()
-    ensure_dvc_repo(repo, remote_url)
-    stage = ensure_stage(repo, spec, spec_path, out)
+    repo, stage = _prepare_stage(repo, spec, spec_path, out, remote_url)
     run_dvc(repo, "commit", "-f", stage)
     return _finish(repo, spec, out, stage, True, push)
 
