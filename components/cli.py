@@ -334,6 +334,35 @@ def bench_ingest(
             console.print(f"{key}: {value}")
 
 
+@bench_app.command("train")
+def bench_train(
+    dataset: Annotated[Path, typer.Option(help="Ingested dataset folder.")] = REPO_ROOT / "work/datasets/demo",
+    tokenizer: Annotated[Path, typer.Option(help="tokenizer.json.")] = REPO_ROOT / "work/tokenizer.json",
+    curriculum: Annotated[Path, typer.Option(help="Mixtures: first stage = text, last = multimodal.")] = (
+        REPO_ROOT / "data_specs/curriculum/tiny.yaml"
+    ),
+    preset: Annotated[str, typer.Option(help="Model preset.")] = "small",
+    seq_length: Annotated[int, typer.Option(help="Tokens per packed sequence.")] = 1024,
+    steps: Annotated[int, typer.Option(help="Measured steps per kind.")] = 10,
+    json_out: Annotated[bool, typer.Option("--json", help="Print results as JSON.")] = False,
+) -> None:
+    """Tokens/s on text-only vs multimodal sequences, packing efficiency, MLflow tracking overhead."""
+    from components.bench.train_throughput import run_benchmark
+
+    for path in (dataset, tokenizer, curriculum):
+        if not Path(path).exists():
+            _fail(f"{path} does not exist: run `make run` first (it ingests the demo corpus), or pass it")
+    try:
+        results = run_benchmark(dataset, tokenizer, curriculum, preset, seq_length, steps)
+    except (SpecError, ValueError) as exc:
+        _fail(str(exc))
+    if json_out:
+        print(json.dumps(results, indent=2))
+    else:
+        for key, value in results.items():
+            console.print(f"{key}: {value}")
+
+
 def main() -> None:
     app()
 

@@ -3,7 +3,8 @@
 - 3D patch embedding with temporal patch 2: a still image is repeated to 2 frames, video frames are
   taken in pairs, so one token covers 2 x 14 x 14 pixels.
 - Images of different sizes share one packed sequence; attention is block-diagonal per temporal unit
-  (one image, or one frame pair of a video), with 2D RoPE over (row, column) of the patch grid.
+  (one image, or one frame pair of a video), computed unit by unit (batched) rather than with a dense
+  mask, with 2D RoPE over (row, column) of the patch grid.
 - Blocks: RMSNorm, QK-norm, SwiGLU, LayerScale on both residual branches.
 - Projector: two horizontally adjacent patches are merged, then a pre-norm MLP maps into the LLM width,
   so an image gives 0.5 * (H/14) * (W/14) LLM tokens.
@@ -76,16 +77,23 @@ class Attention(nn.Module):
         self.q_norm = RMSNorm(self.head_dim, cfg.norm_eps)
         self.k_norm = RMSNorm(self.head_dim, cfg.norm_eps)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, groups: list[tuple[int, int]]):
+        """`groups`: (units, tokens per unit) per input, in token order; attention stays within a unit."""
         n = x.shape[0]
         q, k, v = self.qkv(x).view(n, 3, self.num_heads, self.head_dim).unbind(1)
         q, k = self.q_norm(q), self.k_norm(k)
         cos, sin = cos[:, None], sin[:, None]
         q, k = q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin
-        out = F.scaled_dot_product_attention(
-            q.transpose(0, 1)[None], k.transpose(0, 1)[None], v.transpose(0, 1)[None], attn_mask=mask
-        )
-        return self.proj(out[0].transpose(0, 1).reshape(n, -1))
+        # Units of one input have equal size: batch them ([units, heads, tokens, dim]) instead of a dense
+        # block-diagonal mask over the whole packed sequence, which costs (sum of units)^2 not sum(unit^2).
+        outs, start = [], 0
+        for units, size in groups:
+            end = start + units * size
+            q_g, k_g, v_g = (t[start:end].view(units, size, self.num_heads, self.head_dim).transpose(1, 2)
+                             for t in (q, k, v))  # fmt: skip
+            outs.append(F.scaled_dot_product_attention(q_g, k_g, v_g).transpose(1, 2).reshape(end - start, -1))
+            start = end
+        return self.proj(torch.cat(outs))
 
 
 class SwiGLU(nn.Module):
@@ -109,8 +117,8 @@ class Block(nn.Module):
         self.ls1 = nn.Parameter(torch.full((cfg.hidden_size,), cfg.layerscale_init))
         self.ls2 = nn.Parameter(torch.full((cfg.hidden_size,), cfg.layerscale_init))
 
-    def forward(self, x, cos, sin, mask):
-        x = x + self.ls1 * self.attn(self.norm1(x), cos, sin, mask)
+    def forward(self, x, cos, sin, groups):
+        x = x + self.ls1 * self.attn(self.norm1(x), cos, sin, groups)
         return x + self.ls2 * self.mlp(self.norm2(x))
 
 
@@ -183,9 +191,9 @@ class LongCatViT(nn.Module):
         """LLM-width features per input: [temporal units * (H/14) * (W/14) / merge, out_hidden_size]."""
         x, rows, cols, units, grids = self.patchify(inputs)
         cos, sin = rope_2d(rows, cols, self.cfg.hidden_size // self.cfg.num_heads, self.cfg.rope_theta)
-        mask = units[:, None] == units[None, :]  # attention stays within one image / frame pair
+        groups = [(t, h * w) for t, h, w in grids]  # attention stays within one image / frame pair
         for block in self.blocks:
-            x = block(x, cos, sin, mask)
+            x = block(x, cos, sin, groups)
         out = self.projector(self.norm(x))
         sizes = [t * h * w // self.cfg.merge for t, h, w in grids]
         return list(out.split(sizes))

@@ -101,7 +101,7 @@ def tracked_stage(run: StageRun, tracking_uri: str, parent_run_id: str | None = 
         run.on_step = lambda step, metrics: mlflow.log_metrics(_finite(metrics), step=step, synchronous=False)
         result = run_stage(run)
         mlflow.flush_async_logging()
-        mlflow.log_artifact(str(result.checkpoint), artifact_path=f"checkpoints/step-{result.steps}")
+        mlflow.log_artifacts(str(result.checkpoint), artifact_path=f"checkpoints/step-{result.steps}")
         mlflow.set_tags({"omnistage.checkpoint": str(result.checkpoint.resolve()),
                          "omnistage.steps": str(result.steps)})  # fmt: skip
         mlflow.log_metrics({"final_loss": result.final_loss, "packing_efficiency": result.packing_efficiency,

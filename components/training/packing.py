@@ -4,12 +4,16 @@ Samples are never split (a multimodal sample cut in half loses its question or i
 best-fit decreasing within a window of upcoming samples, which keeps the stream order roughly intact (so
 the mixture stays mixed and resumption stays cheap) while filling sequences almost completely.
 `packing_efficiency` is the share of non-padding tokens: what `omnistage train` reports per step.
+
+`CarryOverPacker` is what training uses: it emits only well-filled sequences and carries the samples of
+under-filled ones into the next window, so nothing drawn is dropped and its state (the carried keys) is
+saved with the checkpoint for an identical resume.
 """
 
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 
@@ -58,3 +62,35 @@ def pack_stream(lengths: Iterable[tuple[int, int]], seq_length: int, window: int
 
 def packing_efficiency(sequences: list[PackedSequence], seq_length: int) -> float:
     return sum(s.used for s in sequences) / (len(sequences) * seq_length) if sequences else 0.0
+
+
+class CarryOverPacker:
+    """Fixed-length sequences from a stream of (key, length) draws; under-filled bins wait for more samples."""
+
+    def __init__(self, seq_length: int, window: int = 32, min_fill: float = 0.97):
+        self.seq_length, self.window, self.min_fill = seq_length, window, min_fill
+        self.pending: list[tuple[str, int]] = []  # drawn, not yet emitted, in draw order
+        self.ready: list[list[str]] = []  # packed sequences (keys) waiting to be emitted
+
+    def next(self, draw: Callable[[], tuple[str, int]]) -> list[str]:
+        """Keys of the next sequence; `draw()` returns the next (key, length) from the mixture."""
+        while not self.ready:
+            while len(self.pending) < self.window:
+                self.pending.append(draw())
+            bins = pack_window([(i, n) for i, (_, n) in enumerate(self.pending)], self.seq_length)
+            full = [b for b in bins if b.used >= self.min_fill * self.seq_length]
+            if not full:  # nothing fills up (e.g. only long samples): emit the fullest to make progress
+                full = [max(bins, key=lambda b: (b.used, -min(b.sample_ids)))]
+            taken = {i for b in full for i in b.sample_ids}
+            # Emit in draw order of each bin's first sample so the stream order survives packing.
+            self.ready = [[self.pending[i][0] for i in sorted(b.sample_ids)] for b in
+                          sorted(full, key=lambda b: min(b.sample_ids))]  # fmt: skip
+            self.pending = [item for i, item in enumerate(self.pending) if i not in taken]
+        return self.ready.pop(0)
+
+    def state_dict(self) -> dict:
+        return {"pending": [list(p) for p in self.pending], "ready": [list(r) for r in self.ready]}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.pending = [(key, int(n)) for key, n in state["pending"]]
+        self.ready = [list(r) for r in state["ready"]]

@@ -8,9 +8,11 @@ checkpoint (weights only) or resumes its own (weights, optimizer, scheduler, RNG
 freezes what the stage does not train, streams the stage's task-family mixture from the shards, packs
 samples into fixed-length sequences, and trains with the stage's loss weights. Deterministic for a seed.
 
-Scope today: one process (the tiny and small presets on CPU). Checkpoints are `torch.save` files written
-atomically; megatron `dist_checkpointing` for the sharded multi-process case, MLflow tracking and the
-Kubeflow component come with the rest of the curriculum work.
+A corrupt sample or shard is skipped and counted (`data/skipped_corrupt`, `data/missing_shards`), never a
+crash. Checkpoints: see components.training.checkpoint (Megatron dist_checkpointing weights + training
+state). Scope: this loop runs one process (the tiny and small presets on CPU); the weights it writes load
+at any TP/EP layout, but the multi-GPU loop itself (megatron DDP + distributed optimizer under torchrun)
+is not built yet - it needs GPUs to be worth running.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,8 +29,9 @@ import torch
 import webdataset as wds
 
 from components.specs.curriculum import CurriculumSpec, StageSpec
+from components.training.checkpoint import checkpoint_dir, load_train_state, load_weights, save_checkpoint
 from components.training.mixture import MixtureSampler
-from components.training.packing import pack_window
+from components.training.packing import CarryOverPacker
 from components.training.render import RenderedSample, render_sample
 from model import tokenizer as tok
 from model.config import get_preset
@@ -38,7 +40,6 @@ from model.llm.moe import BiasControllerConfig, ExpertBiasController
 from model.omni import OmniBatch, OmniModel
 
 log = logging.getLogger(__name__)
-CHECKPOINT_NAME = "checkpoint.pt"
 
 
 @dataclass
@@ -64,6 +65,8 @@ class StageResult:
     packing_efficiency: float
     skipped_too_long: int
     history: list[dict] = field(default_factory=list)
+    data_order: list[list[str]] = field(default_factory=list)  # sample keys packed at each step
+    data_problems: dict[str, int] = field(default_factory=dict)
 
 
 def module_groups(model: OmniModel) -> dict[str, list[torch.nn.Parameter]]:
@@ -110,28 +113,47 @@ def lr_lambda(stage: StageSpec, total_steps: int) -> Callable[[int], float]:
     return factor
 
 
-def _load_samples(run: StageRun, stage: StageSpec, tokenizer, preset) -> tuple[dict[str, RenderedSample], dict]:
+def load_samples(datasets: dict[str, Path], stage: StageSpec, tokenizer, preset,
+                 seed: int) -> tuple[dict[str, RenderedSample], dict, dict]:  # fmt: skip
+    """Render the stage's training samples; returns (samples by key, keys by family, problem counts)."""
     samples: dict[str, RenderedSample] = {}
+    problems = {"skipped_corrupt": 0, "missing_shards": 0}
+
+    def skip(exc: Exception) -> bool:  # webdataset's handler: count, warn, go on with the next sample
+        problems["skipped_corrupt"] += 1
+        log.warning("skipping unreadable data in stage %s: %s", stage.name, exc)
+        return True
+
     for dataset in stage.data.datasets:
-        if dataset not in run.datasets:
-            raise ValueError(f"stage '{stage.name}' needs dataset '{dataset}'; given: {sorted(run.datasets)}")
-        shards = sorted(str(p) for p in (Path(run.datasets[dataset]) / "shards").glob("*.tar"))
-        for raw in wds.WebDataset(shards, shardshuffle=False, handler=wds.warn_and_continue):
-            if "json" not in raw:
+        if dataset not in datasets:
+            raise ValueError(f"stage '{stage.name}' needs dataset '{dataset}'; given: {sorted(datasets)}")
+        folder = Path(datasets[dataset])
+        shards = sorted(str(p) for p in (folder / "shards").glob("*.tar"))
+        expected = json.loads((folder / "stats.json").read_text()).get("shards", len(shards))
+        if len(shards) < expected:
+            problems["missing_shards"] += expected - len(shards)
+            log.warning("%s: %d of %d shards are missing; training on the rest", folder, expected - len(shards),
+                        expected)  # fmt: skip
+        for raw in wds.WebDataset(shards, shardshuffle=False, handler=skip, empty_check=False):
+            try:
+                if "json" not in raw:
+                    continue
+                raw["json"] = json.loads(raw["json"])  # parsed once; render_sample takes the dict
+                if raw["json"].get("split") != "train":
+                    continue
+                rendered = render_sample(raw, tokenizer, preset.vit, preset.audio_encoder, seed=seed)
+            except Exception as exc:  # a damaged member inside a readable tar (bad JSON, JPEG, WAV)
+                skip(exc)
                 continue
-            raw["json"] = json.loads(raw["json"])  # parsed once; render_sample takes the dict
-            if raw["json"].get("split") != "train":
-                continue
-            rendered = render_sample(raw, tokenizer, preset.vit, preset.audio_encoder, seed=run.curriculum.seed)
             if rendered is not None and rendered.task_family in stage.data.mixture:
                 samples[rendered.key] = rendered
     by_family: dict[str, list[str]] = {}
     for key, sample in samples.items():
         by_family.setdefault(sample.task_family, []).append(key)
-    return samples, by_family
+    return samples, by_family, problems
 
 
-def _batch(parts: list[RenderedSample]) -> OmniBatch:
+def make_batch(parts: list[RenderedSample]) -> OmniBatch:
     ids = [i for p in parts for i in p.input_ids]
     labels = [t for p in parts for t in p.labels]
     visuals = [v for p in parts for v in p.visuals]
@@ -154,7 +176,7 @@ def _family_losses(parts: list[RenderedSample], token_losses: torch.Tensor) -> d
     return {f"loss/family/{family}": s / n for family, (s, n) in sums.items()}
 
 
-def _weighted_loss(losses: dict[str, torch.Tensor], weights: dict[str, float]) -> torch.Tensor:
+def weighted_loss(losses: dict[str, torch.Tensor], weights: dict[str, float]) -> torch.Tensor:
     total = weights.get("text", 1.0) * losses["text"]
     if "audio_semantic" in losses and "audio" in weights:
         total = total + weights["audio"] * (losses["audio_semantic"] + losses["audio_acoustic"])
@@ -170,45 +192,51 @@ def run_stage(run: StageRun) -> StageResult:
     torch.manual_seed(curriculum.seed)
     tokenizer = tok.load_tokenizer(run.tokenizer)
     model = OmniModel(preset, tok.special_id(tokenizer, tok.VISION_PAD), tok.special_id(tokenizer, tok.AUDIO_PAD))
-    checkpoint = Path(run.out) / CHECKPOINT_NAME
     if run.init_from is not None and not run.resume:
-        _load_weights(model, Path(run.init_from), curriculum)
+        load_weights(Path(run.init_from), model, curriculum.preset)
     trainable = apply_freezing(model, stage)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=stage.optimizer.lr, betas=stage.optimizer.betas,
                                   weight_decay=stage.optimizer.weight_decay)  # fmt: skip
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(stage, stage.budget.steps))
     controller = ExpertBiasController(model.llm, BiasControllerConfig(preset.llm.target_ffn_experts_per_token))
-    samples, by_family = _load_samples(run, stage, tokenizer, preset)
+    samples, by_family, problems = load_samples(run.datasets, stage, tokenizer, preset, curriculum.seed)
+    if not samples:
+        raise ValueError(f"stage '{stage.name}': no readable training samples of {sorted(stage.data.mixture)} in "
+                         f"{[str(run.datasets[d]) for d in stage.data.datasets]}")  # fmt: skip
     sampler = MixtureSampler(by_family, stage.data.mixture, seed=curriculum.seed)
-    step, used, capacity, skipped, history = 0, 0, 0, 0, []
-    if run.resume and checkpoint.is_file():
-        state = torch.load(checkpoint, weights_only=False)
-        _check_preset(state, curriculum, checkpoint)
-        model.load_state_dict(state["model"])
+    packer = CarryOverPacker(stage.seq_length)
+    step, used, capacity, skipped, history, order = 0, 0, 0, 0, [], []
+    if run.resume and _has_checkpoint(run.out):
+        load_weights(run.out, model, curriculum.preset)
+        state = load_train_state(run.out)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         sampler.load_state_dict(state["sampler"])
+        packer.load_state_dict(state["packer"])
         controller.load_state_dict(state["bias_controller"])
         torch.set_rng_state(state["rng"])
         step, used, capacity, skipped = state["step"], *state["counters"]
-        log.info("resumed stage %s at step %d from %s", stage.name, step, checkpoint)
+        log.info("resumed stage %s at step %d from %s", stage.name, step, checkpoint_dir(run.out))
     log.info("stage %s: %d trainable parameters, %d samples", stage.name, trainable, len(samples))
     last_steps = min(stage.budget.steps, run.max_steps or stage.budget.steps)
+
+    def draw() -> tuple[str, int]:  # the mixture's next sample that fits the sequence length
+        nonlocal skipped
+        while True:
+            _, key = sampler.next()
+            if len(samples[key]) <= stage.seq_length:
+                return key, len(samples[key])
+            skipped += 1
+
     while step < last_steps:
-        window = []
-        while len(window) < 16:
-            family, key = sampler.next()
-            if len(samples[key]) > stage.seq_length:
-                skipped += 1
-                continue
-            window.append(samples[key])
-        sequence = pack_window([(i, len(s)) for i, s in enumerate(window)], stage.seq_length)[0]
-        parts = [window[i] for i in sorted(sequence.sample_ids)]
-        used, capacity = used + sequence.used, capacity + stage.seq_length
+        parts = [samples[key] for key in packer.next(draw)]
+        order.append([p.key for p in parts])
+        used_now = sum(len(p) for p in parts)
+        used, capacity = used + used_now, capacity + stage.seq_length
         started = time.perf_counter()
-        losses = model(_batch(parts))
-        loss = _weighted_loss(losses, stage.loss_weights)
+        losses = model(make_batch(parts))
+        loss = weighted_loss(losses, stage.loss_weights)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, stage.optimizer.grad_clip)
@@ -219,37 +247,28 @@ def run_stage(run: StageRun) -> StageResult:
         metrics = {"loss": loss.item(), **{f"loss/{k}": v.item() for k, v in losses.items()},
                    "lr": scheduler.get_last_lr()[0], "packing_efficiency": used / capacity,
                    "ffn_experts_per_token": ffn_experts, "tokens": used,
-                   "tokens_per_s": sequence.used / (time.perf_counter() - started),
+                   "tokens_per_s": used_now / (time.perf_counter() - started),
+                   **{f"data/{k}": v for k, v in problems.items()},
                    **_family_losses(parts, model.last_text_token_losses[0])}  # fmt: skip
         history.append(metrics)
         if run.on_step:
             run.on_step(step, metrics)
         if step % run.checkpoint_every == 0 or step == last_steps:
-            extra = {"bias_controller": controller.state_dict(), "counters": (used, capacity, skipped)}
-            _save(checkpoint, model, optimizer, scheduler, sampler, step, curriculum, stage, extra)
-    return StageResult(stage.name, step, history[-1]["loss"] if history else float("nan"), checkpoint,
-                       used / capacity if capacity else 0.0, skipped, history)  # fmt: skip
+            train_state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                           "sampler": sampler.state_dict(), "packer": packer.state_dict(),
+                           "rng": torch.get_rng_state(), "step": step, "bias_controller": controller.state_dict(),
+                           "counters": (used, capacity, skipped)}  # fmt: skip
+            meta = {"preset": curriculum.preset, "preset_overrides": {"rope_theta": stage.rope_theta,
+                    "seq_length": stage.seq_length}, "curriculum": curriculum.name, "stage": stage.name,
+                    "step": step}  # fmt: skip
+            save_checkpoint(run.out, model, train_state, meta)
+    return StageResult(stage.name, step, history[-1]["loss"] if history else float("nan"), checkpoint_dir(run.out),
+                       used / capacity if capacity else 0.0, skipped, history, order, problems)  # fmt: skip
 
 
-def _save(path: Path, model, optimizer, scheduler, sampler, step, curriculum, stage, extra: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "sampler": sampler.state_dict(), "rng": torch.get_rng_state(),
-                "step": step, "preset": curriculum.preset, "stage": stage.name, **extra}, tmp)  # fmt: skip
-    os.replace(tmp, path)
-
-
-def _check_preset(state: dict, curriculum: CurriculumSpec, path: Path) -> None:
-    if state.get("preset") != curriculum.preset:
-        raise ValueError(f"{path} was trained with preset '{state.get('preset')}', this curriculum uses "
-                         f"'{curriculum.preset}': initialise from a checkpoint of the same preset")  # fmt: skip
-
-
-def _load_weights(model: OmniModel, path: Path, curriculum: CurriculumSpec) -> None:
-    file = path / CHECKPOINT_NAME if path.is_dir() else path
-    if not file.is_file():
-        raise FileNotFoundError(f"no checkpoint at {file}: run the previous stage first")
-    state = torch.load(file, weights_only=False)
-    _check_preset(state, curriculum, file)
-    model.load_state_dict(state["model"])
+def _has_checkpoint(out: Path) -> bool:
+    try:
+        checkpoint_dir(out)
+    except FileNotFoundError:
+        return False
+    return True

@@ -50,5 +50,5 @@ def test_tiny_curriculum_runs_through_kfp_local(tiny_dataset, tmp_path):
     assert stages == {s.name for s in CurriculumSpec.load(REPO_ROOT / "data_specs" / "curriculum" / "tiny.yaml").stages}
     parents = {r.data.tags.get("mlflow.parentRunId") for r in runs if r.data.tags.get("omnistage.stage")}
     assert len(parents) == 1 and None not in parents  # every stage under one curriculum run
-    checkpoints = list((tmp_path / "root").rglob("checkpoint.pt"))
+    checkpoints = list((tmp_path / "root").rglob("checkpoint/meta.json"))
     assert len(checkpoints) == len(stages)

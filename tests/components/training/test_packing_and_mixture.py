@@ -52,3 +52,35 @@ def test_mixture_resumes_to_the_same_order():
 def test_mixture_with_a_family_that_has_no_samples_fails_clearly():
     with pytest.raises(ValueError, match=r"no samples: \['av_qa'\]"):
         MixtureSampler({"text": ["t"]}, {"text": 0.5, "av_qa": 0.5}, seed=0)
+
+
+def test_carry_over_packer_fills_sequences_drops_nothing_and_resumes():
+    import random
+
+    from components.training.packing import CarryOverPacker
+
+    rng = random.Random(0)
+    stream = [(f"k{i}", rng.choice([30, 200, 450, 700, 1000])) for i in range(4000)]
+    lengths = dict(stream)
+
+    def run(packer, position, count):
+        def draw():
+            nonlocal position
+            position += 1
+            return stream[position - 1]
+
+        return [packer.next(draw) for _ in range(count)], position
+
+    packer = CarryOverPacker(1024)
+    first, position = run(packer, 0, 60)
+    fills = [sum(lengths[k] for k in seq) / 1024 for seq in first]
+    assert sum(fills) / len(fills) >= 0.95 and max(fills) <= 1.0
+    emitted = [k for seq in first for k in seq]
+    assert len(emitted) == len(set(emitted))  # no sample twice
+    drawn = {k for k, _ in stream[:position]}
+    assert drawn == set(emitted) | {k for k, _ in packer.pending} | {k for r in packer.ready for k in r}  # none lost
+    state = packer.state_dict()
+    straight, _ = run(packer, position, 20)
+    restored = CarryOverPacker(1024)
+    restored.load_state_dict(state)
+    assert run(restored, position, 20)[0] == straight

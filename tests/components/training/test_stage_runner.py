@@ -1,5 +1,7 @@
 """One tiny curriculum stage on the ingested demo-like corpus: learns, resumes identically, guards presets."""
 
+import json
+
 import pytest
 import torch
 
@@ -24,7 +26,7 @@ def _run(dataset, out, **kw):
 def test_text_stage_learns_and_reports_packing(dataset, tmp_path):
     result = _run(dataset, tmp_path / "a", max_steps=12)
     losses = [h["loss"] for h in result.history]
-    assert result.steps == 12 and result.checkpoint.is_file()
+    assert result.steps == 12 and (result.checkpoint / "weights").is_dir()
     assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3
     assert 0 < result.packing_efficiency <= 1
     last = result.history[-1]
@@ -38,6 +40,7 @@ def test_killed_stage_resumes_to_the_same_loss(dataset, tmp_path):
     resumed = _run(dataset, tmp_path / "split", max_steps=8, checkpoint_every=4, resume=True)
     assert resumed.steps == 8
     assert abs(resumed.final_loss - straight.final_loss) < 1e-6
+    assert resumed.data_order == straight.data_order[4:]  # the same samples in the same order
 
 
 @pytest.mark.slow
@@ -46,14 +49,41 @@ def test_next_stage_initialises_from_the_previous_and_freezes(dataset, tmp_path)
     second = _run(dataset, tmp_path / "s1", stage="stage1-text-speech", init_from=first.checkpoint, max_steps=2)
     families = {k for h in second.history for k in h if k.startswith("loss/family/")}
     assert families <= {"loss/family/text", "loss/family/asr", "loss/family/voice_qa"} and len(families) >= 2
-    state = torch.load(second.checkpoint, weights_only=False)
-    vit_before = torch.load(first.checkpoint, weights_only=False)["model"]
-    frozen = [k for k in state["model"] if k.startswith("vit.") and "projector" not in k]
-    assert frozen and all(torch.equal(state["model"][k], vit_before[k]) for k in frozen)  # vit frozen in stage 1
+    before, after = _weights(first.checkpoint), _weights(second.checkpoint)
+    frozen = [k for k in after if k.startswith("vit.") and "projector" not in k]
+    assert frozen and all(torch.equal(after[k], before[k]) for k in frozen)  # vit frozen in stage 1
+    assert any(not torch.equal(after[k], before[k]) for k in after if k.startswith("llm."))  # llm trained
+
+
+def _weights(checkpoint):
+    from components.training.checkpoint import load_weights
+    from model.config import get_preset
+    from model.omni import OmniModel
+
+    model = OmniModel(get_preset("tiny"), 0, 1)
+    load_weights(checkpoint, model, "tiny")
+    return {k: v.clone() for k, v in model.state_dict().items() if torch.is_tensor(v)}
 
 
 def test_checkpoint_of_another_preset_is_refused(dataset, tmp_path):
-    (tmp_path / "other").mkdir()
-    torch.save({"preset": "small", "model": {}}, tmp_path / "other" / "checkpoint.pt")
+    (tmp_path / "other" / "checkpoint").mkdir(parents=True)
+    (tmp_path / "other" / "checkpoint" / "meta.json").write_text(json.dumps({"preset": "small"}))
     with pytest.raises(ValueError, match="trained with preset 'small'"):
         _run(dataset, tmp_path / "x", init_from=tmp_path / "other", max_steps=1)
+
+
+def test_corrupt_and_missing_shards_are_skipped_and_counted(dataset, tmp_path):
+    import shutil
+
+    damaged = tmp_path / "damaged"
+    shutil.copytree(dataset, damaged)
+    shards = sorted((damaged / "shards").glob("*.tar"))
+    assert len(shards) >= 2, "the fixture needs two shards to damage one and lose another"
+    shards[0].unlink()
+    data = shards[1].read_bytes()
+    shards[1].write_bytes(data[:700])  # cut inside its first member, as an interrupted copy leaves it
+    result = _run(damaged, tmp_path / "out", max_steps=1)
+    assert result.steps == 1
+    assert result.data_problems["missing_shards"] == 1
+    assert result.data_problems["skipped_corrupt"] >= 1
+    assert result.history[-1]["data/missing_shards"] == 1

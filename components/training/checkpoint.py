@@ -1,0 +1,108 @@
+"""Stage checkpoints: the weights as a Megatron `dist_checkpointing` checkpoint, the training state beside it.
+
+    OUT/checkpoint/weights/          dist_checkpointing (sharded tensors: loads at another TP/EP layout)
+    OUT/checkpoint/train_state.pt    optimizer, scheduler, data position, RNG, counters (per rank)
+    OUT/checkpoint/meta.json         preset, the preset overrides the stage used, stage, step
+
+A new checkpoint is written next to the old one and swapped in by renames, so a kill at any moment
+leaves one complete checkpoint. `checkpoint_dir(folder)` accepts either a stage output folder or the
+checkpoint folder itself.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import shutil
+from pathlib import Path
+
+import torch
+from torch import nn
+
+CHECKPOINT_DIR = "checkpoint"
+META = "meta.json"
+FORMAT = "omnistage-dist-v1"
+
+
+def _fork_results_queue():
+    # megatron's writer makes its results queue with a *spawn* Manager, which re-imports the training
+    # entry point in a fresh interpreter (~8 s for every process that saves). A fork Manager is the
+    # same queue without the re-import.
+    from megatron.core.dist_checkpointing.strategies import filesystem_async
+
+    if filesystem_async._results_queue is None:
+        filesystem_async._results_queue = mp.get_context("fork").Manager().Queue()
+    return filesystem_async._results_queue
+
+
+def sharded_state_dict(model: nn.Module) -> dict:
+    """The omni model's weights as sharded tensors: the LLM's own (TP/EP-aware) plus replicated encoders."""
+    from megatron.core.transformer.utils import make_sharded_tensors_for_checkpoint
+
+    state = model.llm.sharded_state_dict(prefix="llm.")
+    for name, module in model.named_children():
+        if name != "llm":
+            state.update(make_sharded_tensors_for_checkpoint(module.state_dict(keep_vars=True), f"{name}.", {}, ()))
+    return state
+
+
+def checkpoint_dir(path: Path) -> Path:
+    path = Path(path)
+    if (path / META).is_file():
+        return path
+    for candidate in (path / CHECKPOINT_DIR, path / f"{CHECKPOINT_DIR}.old"):  # .old: killed mid-swap
+        if (candidate / META).is_file():
+            return candidate
+    raise FileNotFoundError(f"no checkpoint at {path} (expected {path / CHECKPOINT_DIR / META}): "
+                            "run the stage that writes it first")  # fmt: skip
+
+
+def read_meta(path: Path) -> dict:
+    return json.loads((checkpoint_dir(path) / META).read_text())
+
+
+def save_checkpoint(out: Path, model: nn.Module, train_state: dict, meta: dict) -> Path:
+    """Write OUT/checkpoint atomically; returns its folder."""
+    from megatron.core import dist_checkpointing
+
+    out = Path(out)
+    final, tmp, old = out / CHECKPOINT_DIR, out / f"{CHECKPOINT_DIR}.tmp", out / f"{CHECKPOINT_DIR}.old"
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "weights").mkdir(parents=True)
+    from megatron.core.dist_checkpointing.strategies import filesystem_async
+
+    filesystem_async._get_write_results_queue = _fork_results_queue
+    dist_checkpointing.save(sharded_state_dict(model), str(tmp / "weights"))
+    rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+    torch.save(train_state, tmp / f"train_state.rank{rank}.pt")
+    (tmp / META).write_text(json.dumps({"format": FORMAT, **meta}, indent=1))
+    if final.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def load_weights(path: Path, model: nn.Module, expected_preset: str) -> dict:
+    """Load a checkpoint's weights into `model` (any parallel layout); returns its meta."""
+    from megatron.core import dist_checkpointing
+
+    folder = checkpoint_dir(path)
+    meta = read_meta(folder)
+    if meta.get("preset") != expected_preset:
+        raise ValueError(f"{folder} was trained with preset '{meta.get('preset')}', this run uses "
+                         f"'{expected_preset}': initialise from a checkpoint of the same preset")  # fmt: skip
+    state = dist_checkpointing.load(sharded_state_dict(model), str(folder / "weights"))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    real_missing = [k for k in missing if not k.endswith("._extra_state")]
+    if real_missing or unexpected:
+        raise ValueError(f"{folder}: weights do not match the model (missing {real_missing[:5]}, "
+                         f"unexpected {unexpected[:5]})")  # fmt: skip
+    return meta
+
+
+def load_train_state(path: Path) -> dict:
+    rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+    return torch.load(checkpoint_dir(path) / f"train_state.rank{rank}.pt", weights_only=False)
