@@ -19,7 +19,7 @@ GPU_TAINT = "nvidia.com/gpu"
 MLFLOW_SECRET = "omnistage-mlflow"
 
 
-def _apply_resources(task, stage: StageSpec) -> None:
+def _apply_resources(task, stage: StageSpec, curriculum: CurriculumSpec) -> None:
     res = stage.resources
     task.set_display_name(stage.name)
     task.set_cpu_limit(res.cpu)
@@ -32,6 +32,10 @@ def _apply_resources(task, stage: StageSpec) -> None:
     kubernetes.use_secret_as_env(task, secret_name=MLFLOW_SECRET, optional=True,
                                  secret_key_to_env={"username": "MLFLOW_TRACKING_USERNAME",
                                                     "password": "MLFLOW_TRACKING_PASSWORD"})  # fmt: skip
+    if curriculum.checkpoint_storage is not None:
+        storage = curriculum.checkpoint_storage
+        kubernetes.mount_pvc(task, pvc_name=storage.pvc, mount_path=storage.mount_path)
+        task.set_env_variable("OMNISTAGE_CHECKPOINT_ROOT", storage.mount_path)
     task.set_caching_options(False)  # a stage retrains only when asked to
 
 
@@ -52,7 +56,7 @@ def build_pipeline(curriculum_path: Path):
                 task = train_first_stage(**common)
             else:
                 task = train_next_stage(**common, previous=previous.outputs["checkpoint"])
-            _apply_resources(task, stage)
+            _apply_resources(task, stage, curriculum)
             previous = task
 
     return pipeline

@@ -85,6 +85,15 @@ class ResourcesSpec(_Strict):
     memory: str = "64Gi"
 
 
+class CheckpointStorageSpec(_Strict):
+    """Where stage checkpoints live on a cluster. Without it they are KFP output artifacts in the pipeline
+    root (an object store: S3/GCS/MinIO); with a PVC they are written to a shared volume instead, which
+    suits multi-terabyte full-size checkpoints that every node of the next stage reads."""
+
+    pvc: str = Field(description="name of an existing ReadWriteMany PersistentVolumeClaim")
+    mount_path: str = Field("/mnt/checkpoints", pattern=r"^/")
+
+
 class StageSpec(_Strict):
     name: str
     description: str = ""
@@ -146,6 +155,7 @@ class CurriculumSpec(_Strict):
     name: str
     preset: Literal["tiny", "small", "longcat-flash-omni"]
     seed: int = 1234
+    checkpoint_storage: CheckpointStorageSpec | None = None
     stages: list[StageSpec] = Field(min_length=1)
 
     @model_validator(mode="after")

@@ -30,6 +30,7 @@ def test_compiled_pipeline_carries_gpu_node_pool_and_toleration_per_stage(tmp_pa
         assert k8s["nodeSelector"]["labels"] == {POOL_LABEL: stage.resources.node_pool}
         assert {"key": GPU_TAINT, "operator": "Exists", "effect": "NoSchedule"} in k8s["tolerations"]
         assert k8s["secretAsEnv"][0]["secretName"] == "omnistage-mlflow"
+        assert k8s["pvcMount"][0]["mountPath"] == curriculum.checkpoint_storage.mount_path
     name_of = {task_id: t["taskInfo"]["name"] for task_id, t in tasks.items()}
     order = [s.name for s in curriculum.stages]
     for earlier, later in zip(order, order[1:]):  # checkpoints chain stage to stage
@@ -52,3 +53,22 @@ def test_tiny_curriculum_runs_through_kfp_local(tiny_dataset, tmp_path):
     assert len(parents) == 1 and None not in parents  # every stage under one curriculum run
     checkpoints = list((tmp_path / "root").rglob("checkpoint/meta.json"))
     assert len(checkpoints) == len(stages)
+
+
+@pytest.mark.slow
+def test_checkpoints_on_a_mounted_volume_chain_through_pointer_artifacts(tiny_dataset, tmp_path, monkeypatch):
+    import json
+
+    from components.pipelines.stage_entry import POINTER, run_stage_step
+
+    monkeypatch.setenv("OMNISTAGE_CHECKPOINT_ROOT", str(tmp_path / "pvc"))
+    curriculum = str(REPO_ROOT / "data_specs" / "curriculum" / "tiny.yaml")
+    common = dict(datasets=json.dumps({"demo": str(tiny_dataset)}), tokenizer=str(tiny_dataset / "tokenizer.json"),
+                  tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", parent_run_id="offline", max_steps=1)  # fmt: skip
+    run_stage_step(curriculum, "stage0-text", out=str(tmp_path / "a0" / "checkpoint"), **common)
+    pointer = tmp_path / "a0" / "checkpoint" / POINTER
+    assert pointer.is_file() and pointer.read_text().startswith(str(tmp_path / "pvc"))
+    result = run_stage_step(curriculum, "stage1-text-speech", out=str(tmp_path / "a1" / "checkpoint"),
+                            init_from=str(tmp_path / "a0" / "checkpoint"), **common)  # fmt: skip
+    assert result["steps"] == 1
+    assert len(list((tmp_path / "pvc").rglob("checkpoint/meta.json"))) == 2
