@@ -20,8 +20,8 @@ WORKERS ?= 2
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-system-deps: ## Install ffmpeg and espeak-ng with apt when missing (root only)
-	@missing=""; for t in ffmpeg espeak-ng git; do command -v $$t >/dev/null || missing="$$missing $$t"; done; \
+system-deps: ## Install ffmpeg, espeak-ng and chromium (UI screenshots) with apt when missing (root only)
+	@missing=""; for t in ffmpeg espeak-ng git chromium; do command -v $$t >/dev/null || missing="$$missing $$t"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    echo "installing:$$missing"; apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q -o DPkg::Lock::Timeout=600 $$missing; \
@@ -45,16 +45,23 @@ $(AF_VENV)/.stamp: pyproject.toml $(VENV)/.stamp
 
 setup: system-deps $(VENV)/.stamp $(AF_VENV)/.stamp ## Create both environments (first use only)
 
-run: setup ## Generate the demo corpus, ingest and version it, print the summary
-	$(OMNI) demo-data work/raw/demo --seed 0 --size small
-	$(OMNI) dataset build --spec data_specs/datasets/demo.yaml --out work/datasets/demo --workers $(WORKERS)
-	$(OMNI) dataset show work/datasets/demo
+run: setup ## Demo corpus -> ingest + DVC -> tiny curriculum (kfp.local) -> evaluate -> gate -> promote
+	$(OMNI) run --workers $(WORKERS)
 
 test: setup ## The whole test suite (what CI runs)
 	$(VENV)/bin/pytest -q tests; rc=$$?; if [ $$rc = 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
 
 test-fast: setup ## Tests without the slow tier
 	$(VENV)/bin/pytest -q -m "not slow" tests
+
+UI_PORT ?= 5000
+ui: setup ## MLflow UI for the embedded store on http://127.0.0.1:$(UI_PORT)
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(VENV)/bin/mlflow ui --host 127.0.0.1 --port $(UI_PORT) \
+	  --backend-store-uri sqlite:///$(CURDIR)/work/mlflow.db --default-artifact-root $(CURDIR)/work/mlartifacts
+
+AIRFLOW_PORT ?= 8080
+airflow: setup ## Airflow (SQLite home work/airflow) on http://127.0.0.1:$(AIRFLOW_PORT); Ctrl-C stops it all
+	AIRFLOW_PORT=$(AIRFLOW_PORT) AF_VENV=$(AF_VENV) infra/local/airflow.sh
 
 lint: setup ## ruff
 	$(VENV)/bin/ruff check components model dags tests

@@ -25,6 +25,10 @@ app.add_typer(bench_app, name="bench")
 console = Console(stderr=True)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# The embedded defaults `make run` uses: a SQLite MLflow store and the demo dataset under work/.
+DEFAULT_TRACKING_URI = f"sqlite:///{REPO_ROOT / 'work' / 'mlflow.db'}"
+DEFAULT_DATASETS = [f"demo={REPO_ROOT / 'work' / 'datasets' / 'demo'}"]
+DEFAULT_GATE = REPO_ROOT / "data_specs" / "gates" / "default.yaml"
 
 
 @app.callback()
@@ -162,7 +166,10 @@ def dataset_commit(
 
 
 @dataset_app.command("show")
-def dataset_show(out: Annotated[Path, typer.Argument(help="An ingested dataset folder.")]) -> None:
+def dataset_show(
+    out: Annotated[Path, typer.Argument(help="An ingested dataset folder.")],
+    json_out: Annotated[bool, typer.Option("--json", help="Print stats.json (with the version) instead.")] = False,
+) -> None:
     """Print an ingested dataset's stats, version and where its reports are."""
     from components.ingest.pipeline import IngestPaths
 
@@ -170,6 +177,9 @@ def dataset_show(out: Annotated[Path, typer.Argument(help="An ingested dataset f
     if not paths.stats.is_file():
         _fail(f"{out} holds no stats.json: ingest it first (omnistage ingest / omnistage dataset build)")
     stats = json.loads(paths.stats.read_text())
+    if json_out:
+        print(json.dumps(stats, indent=2))
+        return
     _print_summary(stats, out)
     version = stats.get("version") or {}
     console.print(f"version: {version.get('version', 'not versioned')} (git {str(version.get('git_commit'))[:12]})")
@@ -233,12 +243,13 @@ def train(
 def pipeline_compile(
     curriculum: Annotated[Path, typer.Option(help="Curriculum YAML.")],
     out: Annotated[Path, typer.Option(help="Where to write the compiled pipeline YAML.")],
+    gate: Annotated[Path | None, typer.Option(help="Gate YAML: end with evaluate -> gate -> promote.")] = None,
 ) -> None:
     """Compile the curriculum pipeline (one GPU task per stage) for a Kubeflow Pipelines cluster."""
     from components.pipelines.curriculum_pipeline import compile_pipeline
 
     try:
-        compile_pipeline(curriculum, out)
+        compile_pipeline(curriculum, out, gate)
     except SpecError as exc:
         _fail(str(exc))
     console.print(f"compiled {curriculum} -> {out}")
@@ -252,15 +263,13 @@ def pipeline_run_local(
     root: Annotated[Path, typer.Option(help="Pipeline root for artifacts (checkpoints).")],
     tracking_uri: Annotated[str, typer.Option(envvar="MLFLOW_TRACKING_URI")] = "",
     max_steps: Annotated[int, typer.Option(help="Steps per stage (0: each stage's budget).")] = 0,
+    gate: Annotated[Path | None, typer.Option(help="Gate YAML: end with evaluate -> gate -> promote.")] = None,
 ) -> None:
     """Run the whole curriculum pipeline on this machine through kfp.local (SubprocessRunner)."""
     from components.pipelines.curriculum_pipeline import run_locally
 
-    datasets = dict(item.split("=", 1) for item in dataset)
-    run_locally(curriculum, datasets, tokenizer, tracking_uri or DEFAULT_TRACKING_URI, root, max_steps)
-
-
-DEFAULT_TRACKING_URI = f"sqlite:///{REPO_ROOT / 'work' / 'mlflow.db'}"
+    run_locally(curriculum, _datasets(dataset), tokenizer, tracking_uri or DEFAULT_TRACKING_URI, root, max_steps,
+                gate)  # fmt: skip
 
 
 @app.command()
@@ -281,6 +290,252 @@ def lineage(
     except ValueError as exc:
         _fail(str(exc))
     print(json.dumps(result, indent=2))
+
+
+def _datasets(items: list[str]) -> dict[str, Path]:
+    out = {}
+    for item in items:
+        name, sep, folder = item.partition("=")
+        if not sep:
+            _fail(f"--dataset takes NAME=DIR, got {item!r}")
+        out[name] = Path(folder)
+    return out
+
+
+@app.command()
+def evaluate(
+    model: Annotated[str, typer.Option(help="Checkpoint folder, runs:/..., models:/NAME/VERSION or @ALIAS.")],
+    suites: Annotated[list[str] | None, typer.Option(help="Suite names (data_specs/evals); all by default.")] = None,
+    dataset: Annotated[list[str], typer.Option(help="NAME=DIR of the ingested datasets the suites read.")] = (
+        DEFAULT_DATASETS
+    ),
+    tracking_uri: Annotated[str, typer.Option(envvar="MLFLOW_TRACKING_URI")] = DEFAULT_TRACKING_URI,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+) -> None:
+    """Score a model on held-out eval suites (bootstrap 95% CIs), after a contamination check."""
+    from components.evaluation.contamination import ContaminationError
+    from components.evaluation.evaluate import evaluate_model
+
+    try:
+        result = evaluate_model(model, _datasets(dataset), tracking_uri, suites or None)
+    except ContaminationError as exc:
+        _fail(f"contamination: {exc}")
+    except (SpecError, ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    if json_out:
+        print(json.dumps(result.summary(), indent=2))
+        return
+    from rich.table import Table
+
+    table = Table(title=f"evaluation of {model}")
+    for column in ("suite", "metric", "value", "95% CI", "chance", "above chance", "items"):
+        table.add_column(column)
+    for r in result.results:
+        table.add_row(r.suite, r.metric, f"{r.value:.4g}", f"[{r.ci_low:.4g}, {r.ci_high:.4g}]", f"{r.chance:.4g}",
+                      "yes" if r.above_chance else "no", str(r.n_items))  # fmt: skip
+    console.print(table)
+    console.print(f"report: {result.report}  (MLflow run {result.run_id})")
+
+
+def _print_decision(outcome: dict, json_out: bool) -> None:
+    if json_out:
+        print(json.dumps(outcome, indent=2))
+        return
+    decision = outcome["decision"]
+    colour = {"promoted": "green", "rejected": "red"}.get(decision["status"], "yellow")
+    console.print(f"{outcome['model']} v{outcome['version']}: [{colour}]{decision['status']}[/{colour}]"
+                  f" -> champion is v{outcome['champion']}")  # fmt: skip
+    for rule in decision["rules"]:
+        console.print(f"  {'ok  ' if rule['passed'] else 'FAIL'} {rule['rule']:<14} {rule['detail']}")
+
+
+@app.command()
+def promote(
+    model: Annotated[str, typer.Option(help="Checkpoint folder, runs:/... or models:/NAME/VERSION.")],
+    gate: Annotated[Path, typer.Option(help="Gate YAML (data_specs/gates).")] = DEFAULT_GATE,
+    dataset: Annotated[list[str], typer.Option(help="NAME=DIR of the datasets the suites read.")] = (DEFAULT_DATASETS),
+    tracking_uri: Annotated[str, typer.Option(envvar="MLFLOW_TRACKING_URI")] = DEFAULT_TRACKING_URI,
+    reuse_evaluation: Annotated[bool, typer.Option(help="Use the version's latest evaluation if any.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the decision as JSON.")] = False,
+) -> None:
+    """Register the model, evaluate, judge it with the gate; move `champion` only when every rule passes."""
+    from components.evaluation.contamination import ContaminationError
+    from components.promotion.registry import promote as run_promote
+    from components.specs.evals import GateSpec
+
+    try:
+        outcome = run_promote(model, GateSpec.load(gate), _datasets(dataset), tracking_uri,
+                              evaluate=not reuse_evaluation)  # fmt: skip
+    except ContaminationError as exc:
+        _fail(f"contamination: {exc}")
+    except (SpecError, ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    _print_decision(outcome, json_out)
+
+
+@app.command()
+def approve(
+    version: Annotated[str, typer.Argument(help="Model version to approve.")],
+    gate: Annotated[Path, typer.Option(help="Gate YAML the version is judged with.")] = DEFAULT_GATE,
+    approver: Annotated[str, typer.Option(help="Who approves (recorded on the version).")] = "",
+    tracking_uri: Annotated[str, typer.Option(envvar="MLFLOW_TRACKING_URI")] = DEFAULT_TRACKING_URI,
+    json_out: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Record a human approval for a version awaiting one; it is promoted if every other rule passes."""
+    import getpass
+
+    from components.promotion.registry import approve as run_approve
+    from components.specs.evals import GateSpec
+
+    try:
+        spec = GateSpec.load(gate)
+        outcome = run_approve(spec.model_name, version, approver or getpass.getuser(), spec, tracking_uri)
+    except (SpecError, ValueError) as exc:
+        _fail(str(exc))
+    _print_decision(outcome, json_out)
+
+
+@app.command()
+def rollback(
+    model_name: Annotated[str, typer.Option("--name", help="Registered model name.")] = "omnistage-omni-tiny",
+    tracking_uri: Annotated[str, typer.Option(envvar="MLFLOW_TRACKING_URI")] = DEFAULT_TRACKING_URI,
+) -> None:
+    """Move `champion` back to `previous-champion`."""
+    from components.promotion.registry import rollback as run_rollback
+
+    try:
+        outcome = run_rollback(model_name, tracking_uri)
+    except ValueError as exc:
+        _fail(str(exc))
+    console.print(f"{outcome['model']}: champion v{outcome['demoted']} -> v{outcome['champion']}")
+
+
+@app.command()
+def status(
+    model_name: Annotated[str, typer.Option("--name", help="Registered model name.")] = "omnistage-omni-tiny",
+    tracking_uri: Annotated[str, typer.Option(envvar="MLFLOW_TRACKING_URI")] = DEFAULT_TRACKING_URI,
+    json_out: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+) -> None:
+    """The current champion (run, data version) and the last gate decision with its reasons."""
+    from components.promotion.registry import registry_status
+
+    result = registry_status(model_name, tracking_uri)
+    if json_out:
+        print(json.dumps(result, indent=2))
+        return
+    champ = result["champion"]
+    if champ is None:
+        console.print(f"{model_name}: no champion yet (run `make run`, or `omnistage promote`)")
+    else:
+        console.print(f"champion: {champ['name']} v{champ['version']}  curriculum run {champ['run_id']}  "
+                      f"data version {champ['data_version']}")  # fmt: skip
+    last = result["last_decision"]
+    if last:
+        console.print(f"last gate decision: v{last['version']} {last['status']} (gate {last['gate']}, "
+                      f"judged against v{last['judged_against']})")  # fmt: skip
+        for reason in last["reasons"]:
+            console.print(f"  - {reason}")
+
+
+@app.command()
+def retrain(
+    curriculum: Annotated[Path, typer.Option(help="Curriculum YAML.")] = REPO_ROOT / "data_specs/curriculum/tiny.yaml",
+    gate: Annotated[Path, typer.Option(help="Gate YAML.")] = DEFAULT_GATE,
+    dataset: Annotated[list[str], typer.Option(help="NAME=DIR of the ingested datasets.")] = DEFAULT_DATASETS,
+    tokenizer: Annotated[Path, typer.Option(help="tokenizer.json.")] = REPO_ROOT / "work/tokenizer.json",
+    root: Annotated[Path, typer.Option(help="Pipeline root (stage checkpoints).")] = REPO_ROOT / "work/pipeline",
+    tracking_uri: Annotated[str, typer.Option(envvar="MLFLOW_TRACKING_URI")] = DEFAULT_TRACKING_URI,
+    max_steps: Annotated[int, typer.Option(help="Steps per stage (0: each stage's budget).")] = 0,
+    kfp_host: Annotated[str, typer.Option(help="KFP API endpoint; empty runs kfp.local here.")] = "",
+    force: Annotated[bool, typer.Option("--force/--no-force", help="Retrain an already trained data version.")] = (
+        False
+    ),
+    json_out: Annotated[bool, typer.Option("--json", help="Print the outcome as JSON.")] = False,
+) -> None:
+    """Curriculum pipeline -> evaluate -> gate -> promote for the current data, unless already trained."""
+    from components.orchestration.retrain import RetrainRequest
+    from components.orchestration.retrain import retrain as run_retrain
+
+    request = RetrainRequest(curriculum, gate, _datasets(dataset), tokenizer, tracking_uri, root, force, max_steps,
+                             kfp_host or None)  # fmt: skip
+    try:
+        outcome = run_retrain(request)
+    except (SpecError, ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    if json_out:
+        print(json.dumps(outcome, indent=2))
+    else:
+        _print_run_summary(outcome, tracking_uri)
+
+
+def _print_run_summary(outcome: dict, tracking_uri: str) -> None:
+    if not outcome["trained"]:
+        console.print(f"[yellow]training skipped[/yellow]: data {outcome['data_versions']} "
+                      f"{outcome['skipped_because']} (--force to retrain)")  # fmt: skip
+    else:
+        console.print(f"trained curriculum run {outcome['curriculum_run']} on data {outcome['data_versions']}")
+    decision, champion = outcome.get("last_decision") or {}, outcome.get("champion")
+    if decision:
+        colour = {"promoted": "green", "rejected": "red"}.get(decision["status"], "yellow")
+        console.print(f"gate decision for v{decision['version']}: [{colour}]{decision['status']}[/{colour}]")
+        for reason in decision.get("reasons", []):
+            console.print(f"  - {reason}")
+    if champion:
+        console.print(f"champion: {champion['name']} v{champion['version']} (curriculum run {champion['run_id']}, "
+                      f"data {champion['data_version']})")  # fmt: skip
+        if champion.get("eval_run_id"):
+            console.print(f"evaluation report: MLflow run {champion['eval_run_id']} -> artifacts/report/report.md")
+    console.print(f"MLflow store: {tracking_uri}  (browse it: make ui)")
+
+
+@app.command("run")
+def run_all(
+    size: Annotated[str, typer.Option(help="Demo corpus size: tiny | small | medium.")] = "small",
+    workers: Annotated[int, typer.Option(help="Parallel workers for media work.")] = 2,
+    max_steps: Annotated[int, typer.Option(help="Steps per stage (0: each stage's budget).")] = 0,
+    force: Annotated[bool, typer.Option("--force/--no-force", help="Retrain even if the data is unchanged.")] = (False),
+) -> None:
+    """The main job on the embedded stack: demo corpus -> ingest + DVC -> tokenizer -> curriculum pipeline
+    (kfp.local) -> evaluate -> gate -> promote, then what happened and where to look."""
+    import time
+
+    from components.demo_data.corpus import write_demo_corpus
+    from components.orchestration.retrain import RetrainRequest
+    from components.orchestration.retrain import retrain as run_retrain
+    from components.specs.dataset import DatasetSpec
+    from components.training.tokenizer_corpus import build_tokenizer
+    from components.versioning.dvc_dataset import DvcError, build_dataset
+
+    started = time.monotonic()
+    work = REPO_ROOT / "work"
+    spec_path = REPO_ROOT / "data_specs/datasets/demo.yaml"
+    corpus = write_demo_corpus(work / "raw" / "demo", seed=0, size=size, workers=workers)
+    console.print(f"[bold]1/4 demo corpus[/bold]: {corpus['num_files']} files"
+                  f"{' (reused)' if corpus.get('reused') else ''}")  # fmt: skip
+    try:
+        version = build_dataset(REPO_ROOT, DatasetSpec.load(spec_path), spec_path, work / "datasets" / "demo",
+                                workers=workers)  # fmt: skip
+    except (DvcError, SpecError, ValueError) as exc:
+        _fail(str(exc))
+    info = version.as_dict()
+    said = "ingested" if info.get("reproduced") else "unchanged: DVC skipped ingestion"
+    console.print(f"[bold]2/4 dataset[/bold] demo version {info['version']} ({said})")
+    tokenizer_path = work / "tokenizer.json"
+    marker = work / "tokenizer.version"
+    if not tokenizer_path.is_file() or not marker.is_file() or marker.read_text() != info["version"]:
+        build_tokenizer(work / "datasets" / "demo", tokenizer_path, vocab_size=1024)
+        marker.write_text(info["version"])
+    console.print(f"[bold]3/4 tokenizer[/bold]: {tokenizer_path}")
+    console.print("[bold]4/4 curriculum[/bold] (7 stages through kfp.local) -> evaluate -> gate -> promote")
+    request = RetrainRequest(REPO_ROOT / "data_specs/curriculum/tiny.yaml", DEFAULT_GATE,
+                             {"demo": work / "datasets" / "demo"}, tokenizer_path, DEFAULT_TRACKING_URI,
+                             work / "pipeline", force, max_steps)  # fmt: skip
+    outcome = run_retrain(request)
+    console.rule("what happened")
+    _print_run_summary(outcome, DEFAULT_TRACKING_URI)
+    console.print(f"dataset card: {work / 'datasets/demo/card/README.md'}")
+    console.print(f"stage checkpoints: {work / 'pipeline'}")
+    console.print(f"status any time: omnistage status    wall time: {time.monotonic() - started:.0f} s")
 
 
 # The paper's numbers (REFERENCE.md sections 2-3) that `model params` compares against.

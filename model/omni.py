@@ -74,12 +74,19 @@ class OmniModel(nn.Module):
         return self._scatter(emb, batch.input_ids, self.audio_pad_id, self._audio_features(batch), "audio")
 
     def _vision_features(self, batch: OmniBatch) -> torch.Tensor | None:
-        return torch.cat(self.vit(batch.visuals)) if batch.visuals else None
+        if not batch.visuals:
+            return None
+        # The same input object repeated (rows of one prompt with different answers) is encoded once.
+        unique = list({id(v): v for v in batch.visuals}.values())
+        features = dict(zip(map(id, unique), self.vit(unique)))
+        return torch.cat([features[id(v)] for v in batch.visuals])
 
     def _audio_features(self, batch: OmniBatch) -> torch.Tensor | None:
         if not batch.audio_features:
             return None
-        return torch.cat([self.audio_encoder.to_llm(self.audio_encoder(f[None]))[0] for f in batch.audio_features])
+        unique = list({id(f): f for f in batch.audio_features}.values())
+        features = {id(f): self.audio_encoder.to_llm(self.audio_encoder(f[None]))[0] for f in unique}
+        return torch.cat([features[id(f)] for f in batch.audio_features])
 
     @staticmethod
     def _scatter(emb, input_ids, pad_id, features, what):
@@ -95,6 +102,11 @@ class OmniModel(nn.Module):
         flat = emb.transpose(0, 1).reshape(-1, emb.shape[-1]).clone()
         flat[order] = features.to(flat.dtype)
         return flat.view(emb.shape[1], emb.shape[0], -1).transpose(0, 1)
+
+    def text_logits(self, batch: OmniBatch) -> torch.Tensor:
+        """[B, S, vocab] next-token logits of the text head (evaluation and decoding)."""
+        hidden = self.llm.decoder(hidden_states=self.embed(batch), attention_mask=None)
+        return self.llm.output_layer(hidden)[0].transpose(0, 1)
 
     def forward(self, batch: OmniBatch) -> dict[str, torch.Tensor]:
         hidden = self.llm.decoder(hidden_states=self.embed(batch), attention_mask=None)  # [S, B, H]

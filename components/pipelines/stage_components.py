@@ -6,6 +6,7 @@ have no internet).
 """
 
 import os
+from typing import NamedTuple
 
 from kfp import dsl
 from kfp.dsl import Input, Model, Output
@@ -14,11 +15,11 @@ TRAIN_IMAGE = os.environ.get("OMNISTAGE_TRAIN_IMAGE", "ghcr.io/omnistage/omnista
 
 
 @dsl.component(base_image=TRAIN_IMAGE, install_kfp_package=False)
-def start_curriculum_run(curriculum: str, tracking_uri: str) -> str:
+def start_curriculum_run(curriculum: str, tracking_uri: str, datasets: str, training_key: str) -> str:
     """Open the parent MLflow run; returns its id ('offline' when the server is unreachable)."""
     from components.tracking.mlflow_stage import start_parent_run
 
-    return start_parent_run(curriculum, tracking_uri)
+    return start_parent_run(curriculum, tracking_uri, datasets, training_key)
 
 
 @dsl.component(base_image=TRAIN_IMAGE, install_kfp_package=False)
@@ -39,3 +40,31 @@ def train_next_stage(curriculum: str, stage: str, datasets: str, tokenizer: str,
 
     run_stage_step(curriculum, stage, datasets, tokenizer, tracking_uri, parent_run_id, max_steps, checkpoint.path,
                    init_from=previous.path)  # fmt: skip
+
+
+@dsl.component(base_image=TRAIN_IMAGE, install_kfp_package=False)
+def evaluate_candidate(checkpoint: Input[Model], gate: str, datasets: str,
+                       tracking_uri: str) -> NamedTuple("Candidate", [("name", str), ("version", str)]):  # fmt: skip
+    """Register the final checkpoint as a model version and score it on the gate's eval suites."""
+    from collections import namedtuple
+
+    from components.pipelines.promotion_entry import evaluate_step
+
+    name, version = evaluate_step(checkpoint.path, gate, datasets, tracking_uri)
+    return namedtuple("Candidate", ["name", "version"])(name, version)
+
+
+@dsl.component(base_image=TRAIN_IMAGE, install_kfp_package=False)
+def judge_gate(name: str, version: str, gate: str, tracking_uri: str) -> str:
+    """Apply the gate; the decision is recorded on the version. Returns promoted | rejected | awaiting-approval."""
+    from components.pipelines.promotion_entry import gate_step
+
+    return gate_step(name, version, gate, tracking_uri)
+
+
+@dsl.component(base_image=TRAIN_IMAGE, install_kfp_package=False)
+def promote_champion(name: str, version: str, tracking_uri: str) -> str:
+    """Move the `champion` alias (runs only when the gate said promoted)."""
+    from components.pipelines.promotion_entry import promote_step
+
+    return promote_step(name, version, tracking_uri)

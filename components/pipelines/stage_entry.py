@@ -14,6 +14,12 @@ from components.training.stage_runner import StageRun
 POINTER = "checkpoint.uri"
 
 
+def follow_pointer(artifact: Path) -> Path:
+    """The stage output folder an artifact stands for: itself, or where its pointer file says (PVC)."""
+    pointer = Path(artifact) / POINTER
+    return Path(pointer.read_text().strip()) if pointer.is_file() else Path(artifact)
+
+
 def run_stage_step(curriculum: str, stage: str, datasets: str, tokenizer: str, tracking_uri: str,
                    parent_run_id: str, max_steps: int, out: str, init_from: str | None = None) -> dict:  # fmt: skip
     """`datasets` is JSON {name: folder}; `max_steps` 0 means the stage's own budget.
@@ -26,8 +32,8 @@ def run_stage_step(curriculum: str, stage: str, datasets: str, tokenizer: str, t
     if root:
         run_key = hashlib.sha256(str(artifact.resolve()).encode()).hexdigest()[:16]  # unique per task run
         out = str(Path(root) / CurriculumSpec.load(curriculum).name / run_key / stage)
-    if init_from and (Path(init_from) / POINTER).is_file():
-        init_from = (Path(init_from) / POINTER).read_text().strip()
+    if init_from:
+        init_from = str(follow_pointer(Path(init_from)))
     run = StageRun(
         CurriculumSpec.load(curriculum),
         stage,

@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from components.tracking.mlflow_stage import EXPERIMENT
+from components.training.checkpoint import checkpoint_dir
 
 
 def _client(tracking_uri: str):
@@ -41,7 +42,10 @@ def _run_for(client, target: str):
         else:
             version = client.get_model_version(name, rest)
         return client.get_run(version.run_id), {"name": version.name, "version": version.version}
-    path = str(Path(target).resolve())
+    try:
+        path = str(checkpoint_dir(Path(target)).resolve())
+    except FileNotFoundError:
+        path = str(Path(target).resolve())  # a checkpoint since deleted: its tag still names it
     runs = client.search_runs(_experiment_ids(client), filter_string=f"tags.`omnistage.checkpoint` = '{path}'")
     if not runs:
         raise ValueError(f"no tracked stage wrote the checkpoint {path}")
@@ -53,7 +57,8 @@ def _inputs(run) -> list[dict]:
     for item in run.inputs.dataset_inputs:
         source = json.loads(item.dataset.source).get("uri", item.dataset.source)
         manifest = Path(source) / "manifest.parquet"
-        rows = pd.read_parquet(manifest, columns=["path", "sha256"]).to_dict("records") if manifest.is_file() else []
+        columns = ["path", "sha256", "split"]
+        rows = pd.read_parquet(manifest, columns=columns).to_dict("records") if manifest.is_file() else []
         files.append({"dataset": item.dataset.name, "version": item.dataset.digest, "source": source, "files": rows})
     return files
 

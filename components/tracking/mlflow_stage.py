@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from components.tracking.experiments import use_experiment
+from components.training.checkpoint import checkpoint_dir
 from components.training.stage_runner import StageResult, StageRun, run_stage
 
 log = logging.getLogger(__name__)
@@ -58,9 +60,8 @@ class _Sink:
         import mlflow
 
         self.mlflow, self.fallback, self.online = mlflow, fallback, True
-        mlflow.set_tracking_uri(tracking_uri)
         try:
-            mlflow.set_experiment(EXPERIMENT)
+            use_experiment(mlflow, EXPERIMENT, tracking_uri)
         except Exception as exc:  # any transport or server error: train on, track locally
             self.online = False
             log.warning("MLflow at %s unreachable (%s): tracking to %s", tracking_uri, exc, fallback)
@@ -78,7 +79,7 @@ def tracked_stage(run: StageRun, tracking_uri: str, parent_run_id: str | None = 
     config_hash = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
     tags = {"omnistage.curriculum": run.curriculum.name, "omnistage.stage": stage.name,
             "omnistage.git_commit": _git_commit(), "omnistage.config_hash": config_hash,
-            "omnistage.init_from": str(Path(run.init_from).resolve()) if run.init_from else "none",
+            "omnistage.init_from": str(checkpoint_dir(Path(run.init_from)).resolve()) if run.init_from else "none",
             "omnistage.preset": run.curriculum.preset}  # fmt: skip
     sink = _Sink(tracking_uri, Path(run.out) / FALLBACK_NAME)
     params = _flatten("", config, {})
@@ -113,12 +114,21 @@ def _finite(metrics: dict) -> dict:
     return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and v == v}
 
 
-def start_parent_run(curriculum: str, tracking_uri: str) -> str:
-    """Create the curriculum's parent run (ended at once; stages attach as children). 'offline' on failure."""
+def start_parent_run(curriculum: str, tracking_uri: str, datasets: str = "{}", training_key: str = "") -> str:
+    """Create the curriculum's parent run (ended at once; stages attach as children). 'offline' on failure.
+
+    Tagged with the data versions it trains on and the retraining key (components.orchestration.retrain).
+    """
     sink = _Sink(tracking_uri, Path("/tmp") / "omnistage-parent-fallback.jsonl")
     if not sink.online:
         return "offline"
-    tags = {"omnistage.curriculum_file": str(curriculum), "omnistage.git_commit": _git_commit()}
+    versions = {}
+    for name, folder in json.loads(datasets or "{}").items():
+        stats = Path(folder) / "stats.json"
+        if stats.is_file():
+            versions[name] = (json.loads(stats.read_text()).get("version") or {}).get("version")
+    tags = {"omnistage.curriculum_file": str(curriculum), "omnistage.git_commit": _git_commit(),
+            "omnistage.data_versions": json.dumps(versions), "omnistage.training_key": training_key}  # fmt: skip
     with sink.mlflow.start_run(run_name=f"curriculum {Path(curriculum).stem}", tags=tags) as run:
         return run.info.run_id
 
@@ -127,8 +137,7 @@ def replay_fallback(fallback: Path, tracking_uri: str) -> str:
     """Send a stage tracked offline to MLflow; returns the new run id."""
     import mlflow
 
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_experiment(EXPERIMENT)
+    use_experiment(mlflow, EXPERIMENT, tracking_uri)
     events = [json.loads(line) for line in Path(fallback).read_text().splitlines()]
     start = next(e for e in events if e["call"] == "start")
     parent = {"parent_run_id": start["parent_run_id"]} if start.get("parent_run_id") else {}

@@ -3,6 +3,7 @@
     OUT/checkpoint/weights/          dist_checkpointing (sharded tensors: loads at another TP/EP layout)
     OUT/checkpoint/train_state.pt    optimizer, scheduler, data position, RNG, counters (per rank)
     OUT/checkpoint/meta.json         preset, the preset overrides the stage used, stage, step
+    OUT/checkpoint/tokenizer.json    the tokenizer it was trained with (evaluation and serving need it)
 
 A new checkpoint is written next to the old one and swapped in by renames, so a kill at any moment
 leaves one complete checkpoint. `checkpoint_dir(folder)` accepts either a stage output folder or the
@@ -62,20 +63,22 @@ def read_meta(path: Path) -> dict:
     return json.loads((checkpoint_dir(path) / META).read_text())
 
 
-def save_checkpoint(out: Path, model: nn.Module, train_state: dict, meta: dict) -> Path:
-    """Write OUT/checkpoint atomically; returns its folder."""
+def save_checkpoint(out: Path, model: nn.Module, train_state: dict, meta: dict,
+                    files: dict[str, Path] | None = None) -> Path:  # fmt: skip
+    """Write OUT/checkpoint atomically (with copies of `files`, name -> path); returns its folder."""
     from megatron.core import dist_checkpointing
+    from megatron.core.dist_checkpointing.strategies import filesystem_async
 
     out = Path(out)
     final, tmp, old = out / CHECKPOINT_DIR, out / f"{CHECKPOINT_DIR}.tmp", out / f"{CHECKPOINT_DIR}.old"
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "weights").mkdir(parents=True)
-    from megatron.core.dist_checkpointing.strategies import filesystem_async
-
     filesystem_async._get_write_results_queue = _fork_results_queue
     dist_checkpointing.save(sharded_state_dict(model), str(tmp / "weights"))
     rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
     torch.save(train_state, tmp / f"train_state.rank{rank}.pt")
+    for name, source in (files or {}).items():
+        shutil.copyfile(source, tmp / name)
     (tmp / META).write_text(json.dumps({"format": FORMAT, **meta}, indent=1))
     if final.exists():
         shutil.rmtree(old, ignore_errors=True)

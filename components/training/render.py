@@ -70,40 +70,67 @@ def _pick_qa(meta: dict, seed: int) -> dict | None:
     return qa[index]
 
 
-def render_sample(sample: dict, tokenizer: Tokenizer, vit: ViTConfig, audio: AudioEncoderConfig,
-                  seed: int = 0) -> RenderedSample | None:  # fmt: skip
-    """None when the sample carries nothing its task family can train on (e.g. a QA clip without QA)."""
-    meta = sample["json"] if isinstance(sample["json"], dict) else json.loads(sample["json"])
-    family = meta.get("task_family") or meta.get("modality")
-    eos = tok.special_id(tokenizer, tok.EOS)
-    if meta["modality"] == "text":
-        ids = [tok.special_id(tokenizer, tok.BOS)] + tokenizer.encode(sample["txt"].decode("utf-8")).ids + [eos]
-        return RenderedSample(meta["key"], family, ids, ids[1:] + [IGNORE])
+@dataclass
+class Prompt:
+    """What a sample shows the model before its question: token ids with placeholders, and the media."""
+
+    ids: list[int]
+    visuals: list[VisualInput]
+    audio_features: list[torch.Tensor]
+
+
+def render_prompt(sample: dict, tokenizer: Tokenizer, vit: ViTConfig, audio: AudioEncoderConfig) -> Prompt:
+    """The media part of a non-text sample: vision placeholders for an image, the 1-second interleaved
+    audio/video stream for clips (see model.layout)."""
+    meta = sample["json"]
     frames, features = _frames(sample), _audio_features(sample, audio)
     visuals = [VisualInput(frames if frames.shape[0] > 1 else frames[0])] if frames is not None else []
     per_pair = 0
     if frames is not None:
         per_pair = (frames.shape[2] // vit.patch_size) * (frames.shape[3] // vit.patch_size) // vit.merge
     if meta["modality"] == "image":
-        prompt = [tok.special_id(tokenizer, tok.VISION_START)] + [tok.special_id(tokenizer, tok.VISION_PAD)] * per_pair
-        prompt.append(tok.special_id(tokenizer, tok.VISION_END))
+        ids = [tok.special_id(tokenizer, tok.VISION_START)] + [tok.special_id(tokenizer, tok.VISION_PAD)] * per_pair
+        ids.append(tok.special_id(tokenizer, tok.VISION_END))
     else:
         layout = meta.get("layout") or []
         steps = 0 if features is None else features.shape[0]
-        prompt = interleave_chunks(tokenizer, layout, per_pair, steps).input_ids
+        ids = interleave_chunks(tokenizer, layout, per_pair, steps).input_ids
+    return Prompt(ids, visuals, [features] if features is not None else [])
+
+
+def question_ids(tokenizer: Tokenizer, family: str, question: str) -> list[int]:
+    """A spoken question (voice_qa) is already in the audio; other families ask it in text."""
+    return tokenizer.encode(" " + question).ids if family != "voice_qa" else []
+
+
+def answer_ids(tokenizer: Tokenizer, answer: str) -> list[int]:
+    return tokenizer.encode(" " + str(answer)).ids + [tok.special_id(tokenizer, tok.EOS)]
+
+
+def render_sample(sample: dict, tokenizer: Tokenizer, vit: ViTConfig, audio: AudioEncoderConfig,
+                  seed: int = 0) -> RenderedSample | None:  # fmt: skip
+    """None when the sample carries nothing its task family can train on (e.g. a QA clip without QA)."""
+    meta = sample["json"] if isinstance(sample["json"], dict) else json.loads(sample["json"])
+    sample = {**sample, "json": meta}
+    family = meta.get("task_family") or meta.get("modality")
+    if meta["modality"] == "text":
+        eos = tok.special_id(tokenizer, tok.EOS)
+        ids = [tok.special_id(tokenizer, tok.BOS)] + tokenizer.encode(sample["txt"].decode("utf-8")).ids + [eos]
+        return RenderedSample(meta["key"], family, ids, ids[1:] + [IGNORE])
     labels_meta = meta.get("labels", {})
     if family in ("asr",) and labels_meta.get("transcript"):
         question, target = [], labels_meta["transcript"]
     elif family == "image_caption" and labels_meta.get("caption"):
         question, target = [], labels_meta["caption"]
     elif (qa := _pick_qa(meta, seed)) is not None:
-        question, target = tokenizer.encode(" " + qa["question"]).ids if family != "voice_qa" else [], qa["answer"]
+        question, target = question_ids(tokenizer, family, qa["question"]), qa["answer"]
     else:
         return None
-    answer = tokenizer.encode(" " + str(target)).ids + [eos]
-    ids = prompt + question + answer
+    prompt = render_prompt(sample, tokenizer, vit, audio)
+    answer = answer_ids(tokenizer, target)
+    ids = prompt.ids + question + answer
     labels = [IGNORE] * len(ids)
-    start = len(prompt) + len(question) - 1  # the position before each answer token predicts it
+    start = len(prompt.ids) + len(question) - 1  # the position before each answer token predicts it
     for offset, token in enumerate(answer):
         labels[start + offset] = token
-    return RenderedSample(meta["key"], family, ids, labels, visuals, [features] if features is not None else [])
+    return RenderedSample(meta["key"], family, ids, labels, prompt.visuals, prompt.audio_features)

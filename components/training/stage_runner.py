@@ -261,7 +261,7 @@ def run_stage(run: StageRun) -> StageResult:
             meta = {"preset": curriculum.preset, "preset_overrides": {"rope_theta": stage.rope_theta,
                     "seq_length": stage.seq_length}, "curriculum": curriculum.name, "stage": stage.name,
                     "step": step}  # fmt: skip
-            save_checkpoint(run.out, model, train_state, meta)
+            save_checkpoint(run.out, model, train_state, meta, files={"tokenizer.json": run.tokenizer})
     return StageResult(stage.name, step, history[-1]["loss"] if history else float("nan"), checkpoint_dir(run.out),
                        used / capacity if capacity else 0.0, skipped, history, order, problems)  # fmt: skip
 

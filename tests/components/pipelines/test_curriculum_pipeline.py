@@ -1,10 +1,9 @@
 """The curriculum pipeline: compiled YAML carries each stage's GPU settings; kfp.local runs it end to end."""
 
-import mlflow
 import pytest
 import yaml
 
-from components.pipelines.curriculum_pipeline import GPU_TAINT, POOL_LABEL, compile_pipeline, run_locally
+from components.pipelines.curriculum_pipeline import GPU_TAINT, POOL_LABEL, compile_pipeline
 from components.specs.curriculum import CurriculumSpec
 from tests.conftest import REPO_ROOT
 
@@ -38,21 +37,17 @@ def test_compiled_pipeline_carries_gpu_node_pool_and_toleration_per_stage(tmp_pa
         assert name_of[artifact["producerTask"]] == earlier and artifact["outputArtifactKey"] == "checkpoint"
 
 
-@pytest.mark.slow
-def test_tiny_curriculum_runs_through_kfp_local(tiny_dataset, tmp_path):
-    data = tiny_dataset
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    run_locally(REPO_ROOT / "data_specs" / "curriculum" / "tiny.yaml", {"demo": data}, data / "tokenizer.json", uri,
-                tmp_path / "root", max_steps=2)  # fmt: skip
-    client = mlflow.MlflowClient(uri)
-    experiment = client.get_experiment_by_name("omnistage-curriculum")
-    runs = client.search_runs([experiment.experiment_id])
-    stages = {r.data.tags.get("omnistage.stage") for r in runs} - {None}
-    assert stages == {s.name for s in CurriculumSpec.load(REPO_ROOT / "data_specs" / "curriculum" / "tiny.yaml").stages}
-    parents = {r.data.tags.get("mlflow.parentRunId") for r in runs if r.data.tags.get("omnistage.stage")}
-    assert len(parents) == 1 and None not in parents  # every stage under one curriculum run
-    checkpoints = list((tmp_path / "root").rglob("checkpoint/meta.json"))
-    assert len(checkpoints) == len(stages)
+def test_pipeline_with_a_gate_ends_in_evaluate_gate_and_a_conditional_promote(tmp_path):
+    gate = REPO_ROOT / "data_specs" / "gates" / "default.yaml"
+    spec = next(yaml.safe_load_all(compile_pipeline(FULL, tmp_path / "gated.yaml", gate).read_text()))
+    tasks = spec["root"]["dag"]["tasks"]
+    producer = tasks["evaluate-candidate"]["inputs"]["artifacts"]["checkpoint"]["taskOutputArtifact"]["producerTask"]
+    assert tasks[producer]["taskInfo"]["name"] == CurriculumSpec.load(FULL).stages[-1].name  # the final checkpoint
+    assert tasks["judge-gate"]["dependentTasks"] == ["evaluate-candidate"]
+    condition = next(t for name, t in tasks.items() if name.startswith("condition"))
+    assert "promoted" in condition["triggerPolicy"]["condition"]
+    inner = spec["components"][condition["componentRef"]["name"]]["dag"]["tasks"]
+    assert list(inner) == ["promote-champion"]
 
 
 @pytest.mark.slow

@@ -1,0 +1,1 @@
+"""Held-out evaluation: eval suites scored with bootstrap CIs, the contamination check, reports."""

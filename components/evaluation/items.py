@@ -1,0 +1,35 @@
+"""Held-out eval items: the `eval` split of an ingested dataset, read from its WebDataset shards."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import webdataset as wds
+
+from components.specs.evals import EvalSuiteSpec
+
+
+def dataset_version(folder: Path) -> str | None:
+    stats = json.loads((Path(folder) / "stats.json").read_text())
+    return (stats.get("version") or {}).get("version")
+
+
+def load_eval_samples(suite: EvalSuiteSpec, datasets: dict[str, Path]) -> list[dict]:
+    """The suite's items (raw samples with parsed JSON), sorted by key; checks the pinned data version."""
+    name = suite.data.dataset
+    if name not in datasets:
+        raise ValueError(f"suite {suite.name} needs dataset '{name}'; given: {sorted(datasets)} (--dataset NAME=DIR)")
+    folder = Path(datasets[name])
+    version = dataset_version(folder)
+    if suite.data.version != "latest" and suite.data.version != version:
+        raise ValueError(f"suite {suite.name} pins {name} version {suite.data.version}, {folder} holds {version}: "
+                         "check out that version (dvc checkout) or set version: latest")  # fmt: skip
+    samples = []
+    shards = sorted(str(p) for p in (folder / "shards").glob("*.tar"))
+    for raw in wds.WebDataset(shards, shardshuffle=False, empty_check=False):
+        meta = json.loads(raw["json"])
+        if meta.get("split") == suite.data.split and meta.get("task_family", meta.get("modality")) == suite.family:
+            samples.append({**raw, "json": meta})
+    samples.sort(key=lambda s: s["json"]["key"])
+    return samples[: suite.max_items] if suite.max_items else samples

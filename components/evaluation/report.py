@@ -1,0 +1,81 @@
+"""The evaluation report: a markdown page with PNG plots, stored as an MLflow artifact.
+
+- `suites.png`: one panel per suite, candidate and champion bars with their 95% CIs and the chance line;
+- `confusion-<suite>.png`: truth vs pick for classification suites (a fixed list of choices).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display on servers
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from components.evaluation.scoring import SuiteResult  # noqa: E402
+
+
+def _suites_plot(results: list[SuiteResult], champion: dict[str, dict], path: Path) -> None:
+    fig, axes = plt.subplots(1, len(results), figsize=(2.6 * len(results), 3.2), squeeze=False)
+    for ax, result in zip(axes[0], results):
+        bars = [("candidate", result.value, result.ci_low, result.ci_high, "tab:blue")]
+        if result.suite in champion:
+            c = champion[result.suite]
+            bars.append(("champion", c["value"], c["ci_low"], c["ci_high"], "tab:gray"))
+        for x, (label, value, low, high, colour) in enumerate(bars):
+            ax.bar(x, value, color=colour, label=label)
+            ax.errorbar(x, value, yerr=[[value - low], [high - value]], color="black", capsize=4)
+        ax.axhline(result.chance, color="tab:red", linestyle="--", linewidth=1, label="chance")
+        ax.set_xticks(range(len(bars)), [b[0] for b in bars], fontsize=8)
+        arrow = "higher" if result.higher_is_better else "lower"
+        ax.set_title(f"{result.suite}\n{result.metric} ({arrow} is better)", fontsize=9)
+        if result.metric == "perplexity":
+            ax.set_yscale("log")
+    axes[0][0].legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _confusion_plot(result: SuiteResult, classes: list[str], path: Path) -> None:
+    index = {c: i for i, c in enumerate(classes)}
+    matrix = np.zeros((len(classes), len(classes)), dtype=int)
+    for item in result.items:
+        matrix[index[item["truth"]], index[item["pick"]]] += 1
+    fig, ax = plt.subplots(figsize=(4.2, 3.8))
+    ax.imshow(matrix, cmap="Blues")
+    ax.set_xticks(range(len(classes)), classes, rotation=60, fontsize=7)
+    ax.set_yticks(range(len(classes)), classes, fontsize=7)
+    ax.set_xlabel("model's pick")
+    ax.set_ylabel("truth")
+    for (i, j), count in np.ndenumerate(matrix):
+        if count:
+            ax.text(j, i, str(count), ha="center", va="center", fontsize=7)
+    ax.set_title(f"{result.suite}: confusion", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_report(folder: Path, title: str, results: list[SuiteResult], champion: dict[str, dict],
+                 classes: dict[str, list[str]], facts: dict[str, str]) -> Path:  # fmt: skip
+    """Write report.md and its PNGs into `folder`; returns the markdown path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    _suites_plot(results, champion, folder / "suites.png")
+    lines = [f"# {title}", ""] + [f"- **{k}**: {v}" for k, v in facts.items()] + ["", "![suites](suites.png)", ""]
+    lines += ["| suite | metric | value | 95% CI | chance | above chance | items | champion |",
+              "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for r in results:
+        champ = champion.get(r.suite)
+        champ_text = f"{champ['value']:.4g}" if champ else "-"
+        lines.append(f"| {r.suite} | {r.metric} | {r.value:.4g} | [{r.ci_low:.4g}, {r.ci_high:.4g}] | {r.chance:.4g} "
+                     f"| {'yes' if r.above_chance else 'no'} | {r.n_items} | {champ_text} |")  # fmt: skip
+    for r in results:
+        if r.suite in classes:
+            _confusion_plot(r, classes[r.suite], folder / f"confusion-{r.suite}.png")
+            lines += ["", f"![confusion {r.suite}](confusion-{r.suite}.png)"]
+    path = folder / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path

@@ -1,0 +1,35 @@
+"""What the KFP evaluate / gate / promote components run: string parameters in, library calls."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from components.pipelines.stage_entry import follow_pointer
+from components.specs.evals import GateSpec
+
+
+def evaluate_step(checkpoint: str, gate: str, datasets: str, tracking_uri: str) -> tuple[str, str]:
+    """Register the final checkpoint as a version of the gate's model and evaluate it; (name, version)."""
+    from components.evaluation.evaluate import evaluate_model
+    from components.promotion.registry import register_candidate
+
+    spec = GateSpec.load(gate)
+    name, version = register_candidate(str(follow_pointer(Path(checkpoint))), spec.model_name, tracking_uri)
+    folders = {k: Path(v) for k, v in json.loads(datasets).items()}
+    evaluate_model(f"models:/{name}/{version}", folders, tracking_uri, spec.suites)
+    return name, version
+
+
+def gate_step(name: str, version: str, gate: str, tracking_uri: str) -> str:
+    """Judge the version with the gate (records the decision); returns promoted | rejected | awaiting-approval."""
+    from components.promotion.registry import judge
+
+    return judge(name, version, GateSpec.load(gate), tracking_uri).status
+
+
+def promote_step(name: str, version: str, tracking_uri: str) -> str:
+    from components.promotion.registry import move_champion
+
+    move_champion(name, version, tracking_uri)
+    return version

@@ -1,0 +1,1 @@
+"""Promotion: the declarative gate (pure), and the MLflow registry moves it allows (aliases, tags, decisions)."""

@@ -1,0 +1,174 @@
+"""Registry moves for promotion, on MLflow model-version aliases (stages are deprecated in MLflow 3).
+
+- `challenger`: the version being judged;
+- `champion`: the version in production; moves only when the gate passes;
+- `previous-champion`: the champion before the last promotion, what `rollback` returns to.
+Every decision is recorded on the version (tags `omnistage.gate.*`) and as `gate/decision-vN.json` in the
+version's evaluation run.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from components.evaluation.evaluate import EVALS_DIR, evaluate_model, latest_evaluation
+from components.promotion.gate import PROMOTED, REJECTED, Decision, decide
+from components.specs.evals import GateSpec, load_suites
+from components.tracking.models import parse_models_uri
+
+CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous-champion"
+
+
+def _client(tracking_uri: str):
+    import mlflow
+    from mlflow import MlflowClient
+
+    mlflow.set_tracking_uri(tracking_uri)
+    return MlflowClient(tracking_uri)
+
+
+def _alias_version(client, name: str, alias: str) -> str | None:
+    try:
+        return client.get_model_version_by_alias(name, alias).version
+    except Exception:  # alias (or model) does not exist
+        return None
+
+
+def register_candidate(model_uri: str, name: str, tracking_uri: str) -> tuple[str, str]:
+    """(name, version) of the candidate; a checkpoint or runs:/ URI becomes a new version of `name`."""
+    from components.tracking.lineage import _run_for
+
+    client = _client(tracking_uri)
+    if model_uri.startswith("models:/"):
+        model_name, version, alias = parse_models_uri(model_uri)
+        return model_name, version or client.get_model_version_by_alias(model_name, alias).version
+    if model_uri.startswith("runs:/"):
+        run_id, _, path = model_uri[len("runs:/") :].partition("/")
+        run = client.get_run(run_id)
+        source = f"{run.info.artifact_uri}/{path}".rstrip("/")
+    else:
+        run, _ = _run_for(client, model_uri)
+        source = f"{run.info.artifact_uri}/checkpoints/step-{run.data.tags['omnistage.steps']}"
+    try:
+        client.get_registered_model(name)
+    except Exception:
+        client.create_registered_model(name, description="LongCat-Flash-Omni-family model trained by omnistage")
+    stage_tag = {"omnistage.stage": run.data.tags.get("omnistage.stage", "")}
+    version = client.create_model_version(name, source, run_id=run.info.run_id, tags=stage_tag)
+    return name, version.version
+
+
+def _metrics_of(gate: GateSpec, evals_dir: Path) -> dict[str, str]:
+    return {s.name: s.metric for s in load_suites(evals_dir, gate.suites)}
+
+
+def judge(name: str, version: str, gate: GateSpec, tracking_uri: str, evals_dir: Path = EVALS_DIR) -> Decision:
+    """Set `challenger`, decide against the champion from the latest evaluations, record the decision."""
+    client = _client(tracking_uri)
+    client.set_registered_model_alias(name, CHALLENGER, version)
+    candidate = latest_evaluation(client, name, version)
+    champion_version = _alias_version(client, name, CHAMPION)
+    champion = None
+    if champion_version is not None and champion_version != version:
+        champion = latest_evaluation(client, name, champion_version)
+    approved = client.get_model_version(name, version).tags.get("omnistage.approved_by") is not None
+    decision = decide(gate, candidate, champion, _metrics_of(gate, evals_dir), approved)
+    record = decision.to_dict() | {"gate": gate.name, "model": name, "version": version,
+                                   "champion_version": champion_version, "decided_at": time.time()}  # fmt: skip
+    tags = {"omnistage.gate.name": gate.name, "omnistage.gate.status": decision.status,
+            "omnistage.gate.reasons": json.dumps(decision.reasons)[:4900],
+            "omnistage.gate.judged_against": champion_version or "none",
+            "omnistage.gate.decided_at": f"{record['decided_at']:.3f}"}  # fmt: skip
+    if decision.status == REJECTED:
+        tags["omnistage.rejected"] = "true"
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, value)
+    eval_run = client.get_model_version(name, version).tags.get("omnistage.eval_run")
+    if eval_run:
+        client.log_text(eval_run, json.dumps(record, indent=1), f"gate/decision-v{version}.json")
+    return decision
+
+
+def move_champion(name: str, version: str, tracking_uri: str) -> str | None:
+    """Make `version` the champion; the old champion becomes previous-champion. Returns the old one."""
+    client = _client(tracking_uri)
+    old = _alias_version(client, name, CHAMPION)
+    if old == version:
+        return old
+    if old is not None:
+        client.set_registered_model_alias(name, PREVIOUS, old)
+    client.set_registered_model_alias(name, CHAMPION, version)
+    client.set_model_version_tag(name, version, "omnistage.promoted_at", str(time.time()))
+    return old
+
+
+def promote(model_uri: str, gate: GateSpec, datasets: dict[str, Path], tracking_uri: str,
+            evals_dir: Path = EVALS_DIR, evaluate: bool = True) -> dict:  # fmt: skip
+    """Register, evaluate (unless already evaluated), judge, and move `champion` when the gate passes."""
+    name, version = register_candidate(model_uri, gate.model_name, tracking_uri)
+    client = _client(tracking_uri)
+    if evaluate or not latest_evaluation(client, name, version):
+        evaluate_model(f"models:/{name}/{version}", datasets, tracking_uri, gate.suites, evals_dir)
+    decision = judge(name, version, gate, tracking_uri, evals_dir)
+    previous = move_champion(name, version, tracking_uri) if decision.status == PROMOTED else None
+    return {"model": name, "version": version, "decision": decision.to_dict(), "previous_champion": previous,
+            "champion": _alias_version(client, name, CHAMPION)}  # fmt: skip
+
+
+def approve(name: str, version: str, approver: str, gate: GateSpec, tracking_uri: str,
+            evals_dir: Path = EVALS_DIR) -> dict:  # fmt: skip
+    """Record a human approval, judge again, promote when everything else passes too."""
+    client = _client(tracking_uri)
+    client.set_model_version_tag(name, version, "omnistage.approved_by", approver)
+    client.set_model_version_tag(name, version, "omnistage.approved_at", str(time.time()))
+    decision = judge(name, version, gate, tracking_uri, evals_dir)
+    previous = move_champion(name, version, tracking_uri) if decision.status == PROMOTED else None
+    return {"model": name, "version": version, "decision": decision.to_dict(), "previous_champion": previous,
+            "champion": _alias_version(client, name, CHAMPION)}  # fmt: skip
+
+
+def rollback(name: str, tracking_uri: str) -> dict:
+    """Move `champion` back to `previous-champion` (which is then cleared: a second rollback needs a new one)."""
+    client = _client(tracking_uri)
+    previous, current = _alias_version(client, name, PREVIOUS), _alias_version(client, name, CHAMPION)
+    if previous is None:
+        raise ValueError(f"model {name} has no '{PREVIOUS}' alias: nothing to roll back to")
+    client.set_registered_model_alias(name, CHAMPION, previous)
+    client.delete_registered_model_alias(name, PREVIOUS)
+    if current is not None:
+        client.set_model_version_tag(name, current, "omnistage.rolled_back_at", str(time.time()))
+    return {"model": name, "champion": previous, "demoted": current}
+
+
+def registry_status(name: str, tracking_uri: str) -> dict:
+    """The champion (with the curriculum run and data version it came from) and the last gate decision."""
+    from components.tracking.lineage import lineage_back
+
+    client = _client(tracking_uri)
+    try:
+        versions = client.search_model_versions(f"name = '{name}'")
+    except Exception:
+        versions = []
+    champion = None
+    champion_version = _alias_version(client, name, CHAMPION) if versions else None
+    if champion_version is not None:
+        mv = client.get_model_version(name, champion_version)
+        run = client.get_run(mv.run_id)
+        lineage = lineage_back(f"models:/{name}/{champion_version}", tracking_uri)
+        data = {d["dataset"]: d["version"] for stage in lineage["stages"][:1] for d in stage["datasets"]}
+        champion = {"name": name, "version": champion_version,
+                    "run_id": run.data.tags.get("mlflow.parentRunId", mv.run_id), "stage_run_id": mv.run_id,
+                    "data_version": next(iter(data.values()), None), "data_versions": data,
+                    "eval_run_id": mv.tags.get("omnistage.eval_run")}  # fmt: skip
+    decided = [v for v in versions if "omnistage.gate.decided_at" in v.tags]
+    last = None
+    if decided:
+        v = max(decided, key=lambda v: float(v.tags["omnistage.gate.decided_at"]))
+        last = {"version": v.version, "status": v.tags.get("omnistage.gate.status"),
+                "gate": v.tags.get("omnistage.gate.name"),
+                "reasons": json.loads(v.tags.get("omnistage.gate.reasons", "[]")),
+                "judged_against": v.tags.get("omnistage.gate.judged_against")}  # fmt: skip
+    aliases = {a: _alias_version(client, name, a) for a in (CHAMPION, CHALLENGER, PREVIOUS)} if versions else {}
+    return {"model": name, "champion": champion, "last_decision": last, "aliases": aliases}

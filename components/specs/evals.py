@@ -1,0 +1,117 @@
+"""Eval-suite and gate specs: what `data_specs/evals/*.yaml` and `data_specs/gates/*.yaml` may say.
+
+An eval suite mirrors one benchmark family of REFERENCE.md section 8 on held-out items (the dataset's
+`eval` split, generated from parameter seeds disjoint from training):
+
+    name: video_qa                # also the metric's name in MLflow (eval/video_qa)
+    family: video_qa              # task family of the items
+    metric: accuracy              # accuracy (multiple choice) | wer | perplexity
+    chance: uniform               # a number, or 'uniform' = mean of 1/len(choices) over the items
+    data: {dataset: demo, version: latest, split: eval}
+
+A gate says when a candidate may replace the `champion`:
+
+    model_name: omnistage-omni-tiny
+    suites: [text, image, ...]
+    floors: {image: 0.3, text: 200}         # accuracy >= floor; wer / perplexity <= floor
+    no_regression: {tolerance: {default: 0.0, text: 5.0}}
+    require_approval: false
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from components.specs.loading import SpecError, load_yaml_model
+
+METRICS = ("accuracy", "wer", "perplexity")
+HIGHER_IS_BETTER = {"accuracy": True, "wer": False, "perplexity": False}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class EvalData(_Strict):
+    dataset: str
+    version: str = Field("latest", description="DVC version (md5) of the dataset, or 'latest'")
+    split: Literal["eval"] = "eval"
+
+
+class EvalSuiteSpec(_Strict):
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    description: str = ""
+    family: Literal["text", "image_caption", "video_qa", "av_qa", "voice_qa", "asr"]
+    metric: Literal["accuracy", "wer", "perplexity"]
+    chance: float | Literal["uniform", "vocabulary"]
+    data: EvalData
+    choices: list[str] | None = Field(None, description="answer choices when the items carry none")
+    classify: str | None = Field(None, description="label field whose value is swapped in the target text")
+    max_items: int | None = Field(None, gt=0)
+    bootstrap_samples: int = Field(1000, ge=100)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> EvalSuiteSpec:
+        if self.chance == "uniform" and self.metric != "accuracy":
+            raise ValueError("chance 'uniform' is for accuracy suites; give a number")
+        if self.chance == "vocabulary" and self.metric != "perplexity":
+            raise ValueError("chance 'vocabulary' (the perplexity of a uniform guess) is for perplexity suites")
+        if self.classify and not self.choices:
+            raise ValueError(f"classify: {self.classify} needs the list of choices")
+        return self
+
+    @property
+    def higher_is_better(self) -> bool:
+        return HIGHER_IS_BETTER[self.metric]
+
+    @classmethod
+    def load(cls, path: Path | str) -> EvalSuiteSpec:
+        return load_yaml_model(path, cls)
+
+
+class NoRegression(_Strict):
+    tolerance: dict[str, float] = Field(default_factory=lambda: {"default": 0.0})
+
+    def for_suite(self, suite: str) -> float:
+        return self.tolerance.get(suite, self.tolerance.get("default", 0.0))
+
+
+class GateSpec(_Strict):
+    name: str
+    model_name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    suites: list[str] = Field(min_length=1)
+    floors: dict[str, float] = Field(default_factory=dict)
+    no_regression: NoRegression | None = NoRegression()
+    require_approval: bool = False
+
+    @model_validator(mode="after")
+    def _floors_name_suites(self) -> GateSpec:
+        unknown = sorted(set(self.floors) - set(self.suites))
+        if unknown:
+            raise ValueError(f"floors for suites the gate does not run: {unknown}; add them to suites")
+        if self.no_regression is not None:
+            extra = sorted(set(self.no_regression.tolerance) - set(self.suites) - {"default"})
+            if extra:
+                raise ValueError(f"no_regression.tolerance names unknown suites: {extra}")
+        return self
+
+    @classmethod
+    def load(cls, path: Path | str) -> GateSpec:
+        return load_yaml_model(path, cls)
+
+
+def load_suites(folder: Path, names: list[str] | None = None) -> list[EvalSuiteSpec]:
+    """The suites in `folder` (data_specs/evals), all or the named ones, with a clear error for a typo."""
+    available = {p.stem: p for p in sorted(Path(folder).glob("*.yaml"))}
+    wanted = names or sorted(available)
+    missing = [n for n in wanted if n not in available]
+    if missing:
+        raise SpecError(f"{folder}: no eval suite(s) {missing}; available: {sorted(available)}")
+    suites = [EvalSuiteSpec.load(available[n]) for n in wanted]
+    for name, suite in zip(wanted, suites):
+        if suite.name != name:
+            raise SpecError(f"{available[name]}: field 'name' is '{suite.name}'; it must match the file name '{name}'")
+    return suites

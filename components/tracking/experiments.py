@@ -1,0 +1,32 @@
+"""MLflow experiments with their artifacts in a predictable place.
+
+With a `sqlite:///DIR/mlflow.db` store MLflow would put artifacts in `./mlruns` of whatever directory a
+process happens to run in (a KFP task, an Airflow worker); `use_experiment` puts them in DIR/mlartifacts,
+next to the database, so every process of a local run shares one artifact store. A server store keeps
+its own artifact root.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def local_artifact_root(tracking_uri: str) -> str | None:
+    if tracking_uri.startswith("sqlite:///"):
+        return (Path(tracking_uri[len("sqlite:///") :]).parent / "mlartifacts").resolve().as_uri()
+    return None
+
+
+def use_experiment(mlflow, name: str, tracking_uri: str) -> str:
+    """Set the tracking URI and the active experiment (created on first use); returns its id."""
+    mlflow.set_tracking_uri(tracking_uri)
+    experiment = mlflow.get_experiment_by_name(name)
+    if experiment is None:
+        try:
+            experiment_id = mlflow.create_experiment(name, artifact_location=local_artifact_root(tracking_uri))
+        except Exception:  # created meanwhile by a concurrent stage process
+            experiment_id = mlflow.get_experiment_by_name(name).experiment_id
+    else:
+        experiment_id = experiment.experiment_id
+    mlflow.set_experiment(experiment_id=experiment_id)
+    return experiment_id

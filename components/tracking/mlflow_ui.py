@@ -1,0 +1,94 @@
+"""The MLflow UI on 127.0.0.1 for a local store, and headless-Chromium views of its pages.
+
+    with mlflow_ui("sqlite:///work/mlflow.db", Path("work/mlartifacts")) as url:
+        html = render_page(f"{url}/#/models/omnistage-omni-tiny")           # the DOM after the app ran
+        screenshot(f"{url}/#/models/omnistage-omni-tiny", Path("docs/registry.png"))
+
+Used by `make ui` (the server alone), the UI test and the README screenshots. The server is stopped when
+the block ends, whatever happens inside it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars"]  # fmt: skip
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def mlflow_ui(tracking_uri: str, artifact_root: Path, port: int | None = None, timeout_s: float = 90) -> Iterator[str]:
+    """Start `mlflow server` bound to 127.0.0.1; yields its URL; stops it on exit."""
+    port = port or _free_port()
+    env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
+    mlflow_bin = str(Path(sys.executable).parent / "mlflow")
+    cmd = [mlflow_bin, "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+           "--backend-store-uri", tracking_uri, "--default-artifact-root", str(artifact_root)]  # fmt: skip
+    log = tempfile.TemporaryFile()
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                log.seek(0)
+                raise RuntimeError(f"mlflow server did not come up on {url}: {log.read()[-2000:].decode()}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, 15)  # the server's gunicorn/uvicorn workers are in its process group
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, 9)
+                proc.wait()
+        log.close()
+
+
+def chromium() -> str:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if path := shutil.which(name):
+            return path
+    raise FileNotFoundError("no chromium on PATH: apt-get install chromium (make system-deps does it)")
+
+
+def _run_chromium(args: list[str], budget_ms: int) -> subprocess.CompletedProcess:
+    with tempfile.TemporaryDirectory() as profile:
+        cmd = [chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--virtual-time-budget={budget_ms}", *args]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+
+
+def render_page(url: str, budget_ms: int = 15000) -> str:
+    """The page's DOM after its scripts ran (the MLflow UI is a single-page app)."""
+    return _run_chromium(["--dump-dom", url], budget_ms).stdout
+
+
+def screenshot(url: str, out: Path, size: str = "1400,900", budget_ms: int = 15000) -> Path:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _run_chromium([f"--screenshot={out}", f"--window-size={size}", url], budget_ms)
+    if not out.is_file():
+        raise RuntimeError(f"chromium wrote no screenshot for {url}")
+    return out

@@ -1,0 +1,60 @@
+"""Model references: a checkpoint folder, `runs:/RUN/PATH`, `models:/NAME/VERSION` or `models:/NAME@ALIAS`,
+resolved to a local checkpoint folder plus what the registry knows about it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass
+class ResolvedModel:
+    uri: str
+    checkpoint: Path  # local folder holding meta.json
+    lineage_target: str  # what components.tracking.lineage.lineage_back walks from
+    name: str | None = None
+    version: str | None = None
+    run_id: str | None = None
+
+
+def parse_models_uri(uri: str) -> tuple[str, str | None, str | None]:
+    """models:/NAME/VERSION -> (NAME, VERSION, None); models:/NAME@ALIAS -> (NAME, None, ALIAS)."""
+    body = uri[len("models:/") :]
+    if "@" in body:
+        name, _, alias = body.partition("@")
+        return name, None, alias
+    name, _, version = body.partition("/")
+    if not name or not version:
+        raise ValueError(f"{uri!r}: expected models:/NAME/VERSION or models:/NAME@ALIAS")
+    return name, version, None
+
+
+def resolve_model(uri: str, tracking_uri: str) -> ResolvedModel:
+    import mlflow
+    from mlflow import MlflowClient
+
+    from components.training.checkpoint import checkpoint_dir
+
+    mlflow.set_tracking_uri(tracking_uri)
+    client = MlflowClient(tracking_uri)
+    if uri.startswith("models:/"):
+        name, version, alias = parse_models_uri(uri)
+        try:
+            mv = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, version)
+        except Exception as exc:
+            raise ValueError(f"{uri}: no such model version in {tracking_uri} ({exc})") from None
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=mv.source))
+        return ResolvedModel(uri, checkpoint_dir(local), f"models:/{name}/{mv.version}", name, mv.version, mv.run_id)
+    if uri.startswith("runs:/"):
+        run_id = uri[len("runs:/") :].split("/", 1)[0]
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
+        return ResolvedModel(uri, checkpoint_dir(local), _checkpoint_tag(client, run_id), run_id=run_id)
+    folder = checkpoint_dir(Path(uri))
+    return ResolvedModel(uri, folder, str(folder.resolve()))
+
+
+def _checkpoint_tag(client, run_id: str) -> str:
+    tag = client.get_run(run_id).data.tags.get("omnistage.checkpoint")
+    if not tag:
+        raise ValueError(f"run {run_id} is not a tracked curriculum stage (no omnistage.checkpoint tag)")
+    return tag

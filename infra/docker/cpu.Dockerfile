@@ -1,0 +1,20 @@
+# The CPU image: data-plane and orchestration steps (ingest, validate, DVC, evaluate, promote) run as
+# `omnistage ...` in KubernetesPodOperator pods (OMNISTAGE_IMAGE); it also runs the MLflow server
+# (PostgreSQL driver and boto3 for the S3 artifact store included). Build from the repository root:
+#   docker build -f infra/docker/cpu.Dockerfile -t ghcr.io/omnistage/omnistage-cpu:latest .
+FROM python:3.11-slim-bookworm
+RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+        ffmpeg espeak-ng git \
+    && rm -rf /var/lib/apt/lists/*
+ENV PYTHONUNBUFFERED=1 DVC_NO_ANALYTICS=1 GX_ANALYTICS_ENABLED=false PIP_NO_CACHE_DIR=1
+WORKDIR /opt/omnistage
+COPY pyproject.toml README.md ./
+COPY components ./components
+COPY model ./model
+COPY data_specs ./data_specs
+# CPU torch from PyTorch's CPU index: the default wheel would pull several GB of CUDA libraries.
+RUN pip install --index-url https://download.pytorch.org/whl/cpu torch==2.13.0 \
+    && pip install . av psycopg2-binary boto3 \
+    && useradd --create-home --uid 1000 omnistage
+USER 1000
+ENTRYPOINT ["omnistage"]

@@ -1,0 +1,109 @@
+"""Evaluation and promotion against a real MLflow registry (SQLite store) with a tracked tiny checkpoint:
+scores with CIs and a report, the contamination check, promote / reject / approve / rollback aliases."""
+
+import json
+import shutil
+
+import pandas as pd
+import pytest
+
+from components.evaluation.contamination import ContaminationError
+from components.evaluation.evaluate import evaluate_model
+from components.promotion.registry import approve, promote, registry_status, rollback
+from components.specs.curriculum import CurriculumSpec
+from components.specs.evals import GateSpec
+from components.tracking.mlflow_stage import tracked_stage
+from components.training.stage_runner import StageRun
+from tests.conftest import REPO_ROOT
+
+CURRICULUM = CurriculumSpec.load(REPO_ROOT / "data_specs" / "curriculum" / "tiny.yaml")
+SUITES = ["text", "image", "video_qa", "voice_qa"]
+
+
+def _train(dataset, out, uri):
+    run = StageRun(CURRICULUM, "stage0-text", {"demo": dataset}, dataset / "tokenizer.json", out, max_steps=2)
+    return tracked_stage(run, uri)[0].checkpoint
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_dataset, tmp_path_factory):
+    root = tmp_path_factory.mktemp("evaluate")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    return {"uri": uri, "checkpoint": _train(tiny_dataset, root / "s0", uri), "dataset": tiny_dataset, "root": root}
+
+
+def _gate(**kw):
+    return GateSpec.model_validate(dict(name="test", model_name="omni-test", suites=["text", "image"]) | kw)
+
+
+@pytest.mark.slow
+def test_evaluate_scores_suites_with_cis_and_logs_a_report(trained):
+    import mlflow
+
+    result = evaluate_model(str(trained["checkpoint"]), {"demo": trained["dataset"]}, trained["uri"], SUITES)
+    by_suite = {r.suite: r for r in result.results}
+    assert sorted(by_suite) == sorted(SUITES)
+    for r in result.results:
+        assert r.ci_low <= r.value <= r.ci_high and r.n_items >= 1
+    assert by_suite["image"].chance == pytest.approx(1 / 8)
+    assert by_suite["text"].chance > 100  # the vocabulary size
+    assert by_suite["text"].value < by_suite["text"].chance  # even 2 steps beat a uniform guess
+    client = mlflow.MlflowClient(trained["uri"])
+    run = client.get_run(result.run_id)
+    assert run.data.metrics["image.chance"] == pytest.approx(1 / 8) and "text.ci_high" in run.data.metrics
+    names = {a.path for a in client.list_artifacts(result.run_id, "report")}
+    assert {"report/report.md", "report/suites.png", "report/confusion-image.png"} <= names
+
+
+@pytest.mark.slow
+def test_contamination_check_names_a_planted_overlap(trained):
+    leaked = trained["root"] / "leaked"
+    shutil.copytree(trained["dataset"], leaked)
+    manifest = pd.read_parquet(leaked / "manifest.parquet")
+    victim = manifest[(manifest.split == "eval") & (manifest.task_family == "image_caption")].index[0]
+    manifest.loc[victim, "split"] = "train"  # the training data now claims an eval image
+    manifest.to_parquet(leaked / "manifest.parquet")
+    checkpoint = _train(leaked, trained["root"] / "leak-run", trained["uri"])
+    with pytest.raises(ContaminationError) as caught:
+        evaluate_model(str(checkpoint), {"demo": trained["dataset"]}, trained["uri"], ["image"])
+    assert [o["sha256"] for o in caught.value.overlaps] == [manifest.loc[victim, "sha256"]]
+    assert manifest.loc[victim, "path"] in str(caught.value)
+
+
+@pytest.mark.slow
+def test_promote_reject_approve_and_rollback_move_aliases(trained):
+    uri, ckpt, datasets = trained["uri"], str(trained["checkpoint"]), {"demo": trained["dataset"]}
+    first = promote(ckpt, _gate(floors={"text": 1e6}), datasets, uri)
+    assert first["decision"]["status"] == "promoted" and first["champion"] == first["version"]
+    assert [r["rule"] for r in first["decision"]["rules"]] == ["floor"]  # no champion: floors alone
+
+    failing = promote(ckpt, _gate(floors={"image": 1.01}), datasets, uri)  # an impossible floor
+    assert failing["decision"]["status"] == "rejected" and failing["champion"] == first["version"]
+    status = registry_status("omni-test", uri)
+    assert status["last_decision"]["status"] == "rejected" and status["last_decision"]["reasons"]
+    assert status["aliases"]["challenger"] == failing["version"]
+
+    gated = _gate(require_approval=True, no_regression={"tolerance": {"default": 1.0, "text": 1e6}})
+    waiting = promote(ckpt, gated, datasets, uri)
+    assert waiting["decision"]["status"] == "awaiting-approval" and waiting["champion"] == first["version"]
+    approved = approve("omni-test", waiting["version"], "reviewer", gated, uri)
+    assert approved["decision"]["status"] == "promoted" and approved["champion"] == waiting["version"]
+
+    status = registry_status("omni-test", uri)
+    assert status["champion"]["version"] == waiting["version"]
+    assert status["aliases"]["previous-champion"] == first["version"]
+    assert status["champion"]["data_version"] and status["champion"]["run_id"]
+    back = rollback("omni-test", uri)
+    assert back["champion"] == first["version"] and back["demoted"] == waiting["version"]
+    assert registry_status("omni-test", uri)["champion"]["version"] == first["version"]
+    with pytest.raises(ValueError, match="nothing to roll back to"):
+        rollback("omni-test", uri)
+    import mlflow
+
+    client = mlflow.MlflowClient(uri)
+    rejected = client.get_model_version("omni-test", failing["version"])
+    assert rejected.tags["omnistage.rejected"] == "true"
+    eval_run = rejected.tags["omnistage.eval_run"]
+    path = client.download_artifacts(eval_run, f"gate/decision-v{failing['version']}.json", str(trained["root"]))
+    decision = json.loads(open(path).read())
+    assert decision["status"] == "rejected" and decision["rules"][0]["passed"] is False
