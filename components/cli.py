@@ -538,6 +538,22 @@ def run_all(
     console.print(f"status any time: omnistage status    wall time: {time.monotonic() - started:.0f} s")
 
 
+@app.command("screenshots")
+def screenshots(
+    out: Annotated[Path, typer.Option(help="Folder for the PNGs.")] = REPO_ROOT / "docs" / "screenshots",
+    model_name: Annotated[str, typer.Option("--name", help="Registered model.")] = "omnistage-omni-tiny",
+    tracking_uri: Annotated[str, typer.Option(envvar="MLFLOW_TRACKING_URI")] = DEFAULT_TRACKING_URI,
+) -> None:
+    """Headless-Chromium screenshots of the MLflow UI (run tree, registry), GX Data Docs and the dataset card."""
+    from components.tracking.experiments import local_artifact_root
+    from components.tracking.mlflow_ui import readme_screenshots
+
+    out.mkdir(parents=True, exist_ok=True)
+    root = local_artifact_root(tracking_uri) or str(REPO_ROOT / "work" / "mlartifacts")
+    for path in readme_screenshots(tracking_uri, root, model_name, REPO_ROOT / "work/datasets/demo", out):
+        console.print(f"wrote {path}")
+
+
 # The paper's numbers (REFERENCE.md sections 2-3) that `model params` compares against.
 PAPER_PARAMS = {"llm_total": 560.66e9, "llm_activated_k0": 18.69e9, "llm_activated_k8": 27.15e9,
                 "llm_activated_k12": 31.38e9, "vit_total": 637e6}  # fmt: skip

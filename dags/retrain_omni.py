@@ -12,8 +12,9 @@ and gate is skipped unless the run is triggered with `force: true`; `max_active_
 Every step is one `omnistage` CLI command through `components.orchestration.runner` (local subprocess of
 the project venv, or a KubernetesPodOperator in the project image with `OMNISTAGE_RUNNER=kubernetes`).
 Params: `dataset` and `dataset_dir` (the ingested dataset), `curriculum`, `gate`, `tokenizer`, `kfp_host`
-(empty: kfp.local), `pipeline_root` (stage checkpoints, local runs), `max_steps` (0: each stage's budget), `force` (`--force` retrains a trained data
-version), `webhook` (optional URL to POST the decision to).
+(empty: kfp.local), `pipeline_root` (stage checkpoints, local runs), `max_steps` (0: each stage's
+budget), `force` (`--force` retrains a trained data version), `webhook` (optional URL to POST the
+decision to).
 """
 
 from __future__ import annotations

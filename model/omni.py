@@ -42,6 +42,20 @@ class OmniBatch:
     audio_labels: torch.Tensor | None = None  # [B, S, 4] next-step codes, IGNORE where none
     visuals: list[VisualInput] | None = None  # in placeholder order
     audio_features: list[torch.Tensor] | None = None  # spliced fbank [steps, 640] per clip, in order
+    document_ids: torch.Tensor | None = None  # [B, S] packed-sample index; attention stays inside a sample
+
+
+def document_mask(document_ids: torch.Tensor) -> torch.Tensor:
+    """[B, 1, S, S] megatron attention mask (True = masked): causal and within one packed document.
+
+    Without it a caption packed after ten other images could attend to all eleven images' tokens and the
+    model cannot tell which one it describes. (On GPUs with Transformer Engine the same is expressed as
+    packed-sequence cu_seqlens; this dense form is the CPU path.)
+    """
+    s = document_ids.shape[1]
+    same = document_ids[:, :, None] == document_ids[:, None, :]
+    causal = torch.ones(s, s, dtype=torch.bool).tril()
+    return ~(same & causal)[:, None]
 
 
 class OmniModel(nn.Module):
@@ -103,13 +117,16 @@ class OmniModel(nn.Module):
         flat[order] = features.to(flat.dtype)
         return flat.view(emb.shape[1], emb.shape[0], -1).transpose(0, 1)
 
+    def _decode(self, batch: OmniBatch) -> torch.Tensor:
+        mask = document_mask(batch.document_ids) if batch.document_ids is not None else None
+        return self.llm.decoder(hidden_states=self.embed(batch), attention_mask=mask)  # [S, B, H]
+
     def text_logits(self, batch: OmniBatch) -> torch.Tensor:
         """[B, S, vocab] next-token logits of the text head (evaluation and decoding)."""
-        hidden = self.llm.decoder(hidden_states=self.embed(batch), attention_mask=None)
-        return self.llm.output_layer(hidden)[0].transpose(0, 1)
+        return self.llm.output_layer(self._decode(batch))[0].transpose(0, 1)
 
     def forward(self, batch: OmniBatch) -> dict[str, torch.Tensor]:
-        hidden = self.llm.decoder(hidden_states=self.embed(batch), attention_mask=None)  # [S, B, H]
+        hidden = self._decode(batch)
         text_logits, _ = self.llm.output_layer(hidden)
         per_token = F.cross_entropy(text_logits.transpose(0, 1).flatten(0, 1).float(), batch.labels.flatten(),
                                     ignore_index=IGNORE, reduction="none")  # fmt: skip

@@ -86,7 +86,7 @@ def evaluate_model(model_uri: str, datasets: dict[str, Path], tracking_uri: str,
     vocab = loaded.tokenizer.get_vocab_size()
     results = []
     for spec in specs:
-        results.append(score_suite(loaded, spec, list(track(samples[spec.name], f"eval {spec.name}")), vocab))
+        results.append(score_suite(loaded, spec, track(samples[spec.name], f"eval {spec.name}"), vocab))
     client = MlflowClient(tracking_uri)
     champion: dict[str, dict] = {}
     if model.name:

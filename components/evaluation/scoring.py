@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -161,8 +162,7 @@ def _items_of(sample: dict, suite: EvalSuiteSpec) -> list[tuple[str, str, list[s
     return out
 
 
-def score_suite(loaded: LoadedModel, suite: EvalSuiteSpec, samples: list[dict], vocab_size: int,
-                progress=None) -> SuiteResult:  # fmt: skip
+def score_suite(loaded: LoadedModel, suite: EvalSuiteSpec, samples: Iterable[dict], vocab_size: int) -> SuiteResult:
     items: list[dict] = []
     chances: list[float] = []
     for sample in samples:
@@ -196,8 +196,6 @@ def score_suite(loaded: LoadedModel, suite: EvalSuiteSpec, samples: list[dict], 
                     items.append(base | {"question": question, "truth": truth, "pick": pick,
                                          "correct": float(pick == truth), "choices": len(choices)})  # fmt: skip
                     chances.append(1 / len(choices))
-        if progress:
-            progress()
     if not items:
         raise ValueError(f"suite {suite.name}: no eval items of family {suite.family} in the dataset")
     value = aggregate(suite.metric, items)

@@ -31,7 +31,7 @@ def _client(tracking_uri: str):
 
 def _alias_version(client, name: str, alias: str) -> str | None:
     try:
-        return client.get_model_version_by_alias(name, alias).version
+        return str(client.get_model_version_by_alias(name, alias).version)
     except Exception:  # alias (or model) does not exist
         return None
 
@@ -43,7 +43,7 @@ def register_candidate(model_uri: str, name: str, tracking_uri: str) -> tuple[st
     client = _client(tracking_uri)
     if model_uri.startswith("models:/"):
         model_name, version, alias = parse_models_uri(model_uri)
-        return model_name, version or client.get_model_version_by_alias(model_name, alias).version
+        return model_name, str(version or client.get_model_version_by_alias(model_name, alias).version)
     if model_uri.startswith("runs:/"):
         run_id, _, path = model_uri[len("runs:/") :].partition("/")
         run = client.get_run(run_id)
@@ -57,7 +57,7 @@ def register_candidate(model_uri: str, name: str, tracking_uri: str) -> tuple[st
         client.create_registered_model(name, description="LongCat-Flash-Omni-family model trained by omnistage")
     stage_tag = {"omnistage.stage": run.data.tags.get("omnistage.stage", "")}
     version = client.create_model_version(name, source, run_id=run.info.run_id, tags=stage_tag)
-    return name, version.version
+    return name, str(version.version)
 
 
 def _metrics_of(gate: GateSpec, evals_dir: Path) -> dict[str, str]:

@@ -92,3 +92,29 @@ def screenshot(url: str, out: Path, size: str = "1400,900", budget_ms: int = 150
     if not out.is_file():
         raise RuntimeError(f"chromium wrote no screenshot for {url}")
     return out
+
+
+def readme_screenshots(tracking_uri: str, artifact_root: Path, model_name: str, dataset_dir: Path,
+                       out: Path) -> list[Path]:  # fmt: skip
+    """The README's pictures: the curriculum run tree, the registered model with its aliases, one model
+    version, the Great Expectations Data Docs and the dataset card's contact sheet."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    curriculum = client.get_experiment_by_name("omnistage-curriculum")
+    shots = []
+    with mlflow_ui(tracking_uri, artifact_root) as url:
+        if curriculum is not None:
+            shots.append(screenshot(f"{url}/#/experiments/{curriculum.experiment_id}", out / "mlflow-runs.png"))
+        shots.append(screenshot(f"{url}/#/models/{model_name}", out / "mlflow-registry.png"))
+    docs = dataset_dir / "validation" / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"
+    if docs.is_file():
+        shots.append(screenshot(docs.resolve().as_uri(), out / "gx-data-docs.png"))
+    card = dataset_dir / "card" / "README.md"
+    if card.is_file():
+        shots.append(screenshot(card.resolve().as_uri(), out / "dataset-card.png", size="1100,900"))
+    for png in sorted((dataset_dir / "card").glob("*.png")):
+        target = out / f"dataset-card-{png.name}"
+        target.write_bytes(png.read_bytes())
+        shots.append(target)
+    return shots

@@ -158,7 +158,9 @@ def make_batch(parts: list[RenderedSample]) -> OmniBatch:
     labels = [t for p in parts for t in p.labels]
     visuals = [v for p in parts for v in p.visuals]
     audio = [a for p in parts for a in p.audio_features]
-    return OmniBatch(torch.tensor([ids]), torch.tensor([labels]), visuals=visuals or None, audio_features=audio or None)
+    documents = torch.tensor([[i for i, p in enumerate(parts) for _ in range(len(p))]])
+    return OmniBatch(torch.tensor([ids]), torch.tensor([labels]), visuals=visuals or None, audio_features=audio or None,
+                     document_ids=documents)  # fmt: skip
 
 
 def _family_losses(parts: list[RenderedSample], token_losses: torch.Tensor) -> dict[str, float]:

@@ -41,7 +41,8 @@ def mini_run(tiny_dataset, tmp_path_factory):
     gate.write_text(yaml.safe_dump({"name": "dag-test", "model_name": MODEL, "suites": ["text", "image"],
                                     "floors": {"text": 1e6}}))  # fmt: skip
     conf = {"dataset": "demo", "dataset_dir": str(tiny_dataset), "tokenizer": str(tiny_dataset / "tokenizer.json"),
-            "gate": str(gate), "pipeline_root": str(root / "pipeline"), "max_steps": 1, "repo": str(REPO_ROOT)}  # fmt: skip
+            "gate": str(gate), "pipeline_root": str(root / "pipeline"), "max_steps": 1,
+            "repo": str(REPO_ROOT)}  # fmt: skip
     first = _dags_test(env, conf)
     second = _dags_test(env, conf) if first[0] == 0 else (None, "")
     return {"uri": uri, "root": root, "first": first, "second": second, "dataset": tiny_dataset}

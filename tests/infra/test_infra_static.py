@@ -49,7 +49,7 @@ def _node_pools():
     pools = {}
     for path in TERRAFORM:
         for block in hcl2.load(path.open())["resource"]:
-            for kind, resources in block.items():
+            for resources in block.values():
                 for name, body in resources.items():
                     config = body.get("node_config", [body])[0]
                     labels = {_unquote(k): _unquote(v) for k, v in config.get("labels", {}).items()}

@@ -105,3 +105,21 @@ def test_placeholder_count_mismatch_is_a_clear_error(single_process):
     batch.visuals = None
     with pytest.raises(ValueError, match="vision placeholders but 0 vision feature vectors"):
         model(batch)
+
+
+def test_packed_samples_do_not_attend_to_each_other(single_process):
+    """With document ids, a sample's logits in a packed sequence equal its logits alone."""
+    from model.omni import document_mask
+
+    torch.manual_seed(0)
+    model = OmniModel(get_preset("tiny"), vision_pad_id=5, audio_pad_id=6).eval()
+    first, second = torch.randint(10, 200, (1, 7)), torch.randint(10, 200, (1, 9))
+    packed = torch.cat([first, second], dim=1)
+    documents = torch.tensor([[0] * 7 + [1] * 9])
+    with torch.no_grad():
+        together = model.text_logits(OmniBatch(packed, torch.full_like(packed, -100), document_ids=documents))
+        alone = model.text_logits(OmniBatch(second, torch.full_like(second, -100)))
+        leaky = model.text_logits(OmniBatch(packed, torch.full_like(packed, -100)))
+    assert torch.allclose(together[:, 7:], alone, atol=1e-5)
+    assert not torch.allclose(leaky[:, 7:], alone, atol=1e-3)  # without the mask the first sample leaks in
+    assert document_mask(documents)[0, 0, 7, 6] and not document_mask(documents)[0, 0, 8, 7]
