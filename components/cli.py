@@ -22,7 +22,7 @@ model_app = typer.Typer(help="The model: presets and parameter accounting.", no_
 app.add_typer(model_app, name="model")
 app.add_typer(dataset_app, name="dataset")
 app.add_typer(bench_app, name="bench")
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # long paths and run ids stay on one line in logs
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # The embedded defaults `make run` uses: a SQLite MLflow store and the demo dataset under work/.

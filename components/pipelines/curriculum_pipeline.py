@@ -98,8 +98,13 @@ def run_locally(curriculum_path: Path, datasets: dict, tokenizer: Path, tracking
                 training_key: str = ""):  # fmt: skip
     """Run the whole pipeline with kfp.local (subprocesses of this interpreter; resources are ignored)."""
     import json
+    import warnings
 
     from kfp import local
+
+    # kfp.local says, per task, that it ignores the Kubernetes settings and that the image is not Python:
+    # both expected here (the cluster honours them); keep the log readable.
+    warnings.filterwarnings("ignore", message=".*(custom or non-Python base image|settings \\[).*")
 
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root))
     pipeline = build_pipeline(Path(curriculum_path).resolve(), Path(gate_path).resolve() if gate_path else None)

@@ -44,7 +44,8 @@ def resolve_model(uri: str, tracking_uri: str) -> ResolvedModel:
         except Exception as exc:
             raise ValueError(f"{uri}: no such model version in {tracking_uri} ({exc})") from None
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=mv.source))
-        return ResolvedModel(uri, checkpoint_dir(local), f"models:/{name}/{mv.version}", name, str(mv.version), mv.run_id)
+        version = str(mv.version)
+        return ResolvedModel(uri, checkpoint_dir(local), f"models:/{name}/{version}", name, version, mv.run_id)
     if uri.startswith("runs:/"):
         run_id = uri[len("runs:/") :].split("/", 1)[0]
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))

@@ -57,13 +57,17 @@ def _env(workers: int | None = None) -> dict:
     return env
 
 
-def run_dvc(repo: Path, *args: str, workers: int | None = None) -> str:
+def run_dvc(repo: Path, *args: str, workers: int | None = None, stream: bool = False) -> str:
+    """`dvc ARGS` in `repo`; with `stream` its output (e.g. ingestion progress under `dvc repro`) goes to
+    this process's stderr as it comes instead of being captured."""
     proc = subprocess.run(
-        [sys.executable, "-m", "dvc", *args], cwd=repo, env=_env(workers), capture_output=True, text=True
-    )
+        [sys.executable, "-m", "dvc", *args], cwd=repo, env=_env(workers), text=True,
+        stdout=sys.stderr if stream else subprocess.PIPE, stderr=None if stream else subprocess.PIPE,
+    )  # fmt: skip
     if proc.returncode != 0:
-        raise DvcError(f"`dvc {' '.join(args)}` failed in {repo}:\n{(proc.stdout + proc.stderr).strip()[-2000:]}")
-    return proc.stdout
+        output = "see the output above" if stream else (proc.stdout + proc.stderr).strip()[-2000:]
+        raise DvcError(f"`dvc {' '.join(args)}` failed in {repo}:\n{output}")
+    return proc.stdout or ""
 
 
 def ensure_dvc_repo(repo: Path, remote_url: str | None) -> None:
@@ -176,9 +180,12 @@ def build_dataset(
 ) -> DatasetVersion:
     repo, stage = _prepare_stage(repo, spec, spec_path, out, remote_url)
     status = json.loads(run_dvc(repo, "status", stage, "--json") or "{}")
-    reproduced = bool(status) or not (repo / "dvc.lock").exists()
+    # stats.json, the card and the Data Docs are not DVC outputs (stats.json is stamped after the stage
+    # runs); when they are gone (e.g. `make clean`) while DVC can restore the shards, ingest again.
+    incomplete = not IngestPaths(Path(out) if Path(out).is_absolute() else repo / out).stats.is_file()
+    reproduced = bool(status) or incomplete or not (repo / "dvc.lock").exists()
     if reproduced:
-        run_dvc(repo, "repro", stage, workers=workers)
+        run_dvc(repo, "repro", *(["--force"] if incomplete else []), stage, workers=workers, stream=True)
     return _finish(repo, spec, out, stage, reproduced, push)
 
 

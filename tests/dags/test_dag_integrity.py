@@ -48,6 +48,11 @@ def test_dagbag_has_no_import_errors_and_no_heavy_imports(airflow_env):
     for upstream, downstream in zip(order, order[1:]):
         assert tasks[upstream]["downstream"] == [downstream]
     assert all(t["retries"] >= 1 for t in tasks.values())
+    retrain = result["dags"]["retrain_omni"]
+    assert retrain["doc_md"] and retrain["max_active_runs"] == 1
+    order = ["resolve_data_version", "run_curriculum_pipeline", "report", "notify"]
+    for upstream, downstream in zip(order, order[1:]):
+        assert retrain["tasks"][upstream]["downstream"] == [downstream]
 
 
 @pytest.mark.parametrize("dag_file", DAG_FILES)

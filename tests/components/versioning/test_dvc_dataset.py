@@ -48,6 +48,11 @@ def test_build_versions_pushes_and_skips_when_unchanged(data_repo, tmp_path, mon
     assert "ingest-tiny" in lock["stages"]
     again = build_dataset(repo, spec, spec_path, repo / "datasets" / "tiny", remote_url=str(remote))
     assert not again.reproduced and again.version == first.version
+    # The ingested folder deleted (as `make clean` does) while dvc.lock stays: built again, same version.
+    shutil.rmtree(repo / "datasets" / "tiny")
+    rebuilt = build_dataset(repo, spec, spec_path, repo / "datasets" / "tiny", remote_url=str(remote))
+    assert rebuilt.reproduced and rebuilt.version == first.version
+    assert (repo / "datasets" / "tiny" / "stats.json").is_file()
     # A new raw file changes the version.
     shutil.copy(
         next((repo / "raw" / "image_caption" / "train").glob("*.png"), None)
