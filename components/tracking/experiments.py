@@ -23,7 +23,9 @@ def use_experiment(mlflow, name: str, tracking_uri: str) -> str:
     experiment = mlflow.get_experiment_by_name(name)
     if experiment is None:
         try:
-            experiment_id = mlflow.create_experiment(name, artifact_location=local_artifact_root(tracking_uri))
+            # The kind tag makes the UI open the runs table (training), not the GenAI traces overview.
+            experiment_id = mlflow.create_experiment(name, artifact_location=local_artifact_root(tracking_uri),
+                                                     tags={"mlflow.experimentKind": "custom_model_development"})  # fmt: skip
         except Exception:  # created meanwhile by a concurrent stage process
             experiment_id = mlflow.get_experiment_by_name(name).experiment_id
     else:

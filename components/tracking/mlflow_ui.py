@@ -105,7 +105,8 @@ def readme_screenshots(tracking_uri: str, artifact_root: Path, model_name: str, 
     shots = []
     with mlflow_ui(tracking_uri, artifact_root) as url:
         if curriculum is not None:
-            shots.append(screenshot(f"{url}/#/experiments/{curriculum.experiment_id}", out / "mlflow-runs.png"))
+            runs = f"{url}/#/experiments/{curriculum.experiment_id}/runs"
+            shots.append(screenshot(runs, out / "mlflow-runs.png", size="1600,900"))
         shots.append(screenshot(f"{url}/#/models/{model_name}", out / "mlflow-registry.png"))
     docs = dataset_dir / "validation" / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"
     if docs.is_file():
