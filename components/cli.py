@@ -3,8 +3,11 @@ the Airflow DAGs, the KFP components and the tests call."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -459,13 +462,29 @@ def retrain(
     request = RetrainRequest(curriculum, gate, _datasets(dataset), tokenizer, tracking_uri, root, force, max_steps,
                              kfp_host or None)  # fmt: skip
     try:
-        outcome = run_retrain(request)
-    except (SpecError, ValueError, FileNotFoundError) as exc:
+        # kfp.local logs its tasks on stdout; with --json stdout must hold only the result (Airflow's XCom).
+        with _stdout_to_stderr() if json_out else contextlib.nullcontext():
+            outcome = run_retrain(request)
+    except (SpecError, ValueError, FileNotFoundError, RuntimeError) as exc:
         _fail(str(exc))
     if json_out:
         print(json.dumps(outcome, indent=2))
     else:
         _print_run_summary(outcome, tracking_uri)
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr():
+    """Send everything written to file descriptor 1 (this process and its children) to stderr."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def _print_run_summary(outcome: dict, tracking_uri: str) -> None:

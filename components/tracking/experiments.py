@@ -24,8 +24,8 @@ def use_experiment(mlflow, name: str, tracking_uri: str) -> str:
     if experiment is None:
         try:
             # The kind tag makes the UI open the runs table (training), not the GenAI traces overview.
-            experiment_id = mlflow.create_experiment(name, artifact_location=local_artifact_root(tracking_uri),
-                                                     tags={"mlflow.experimentKind": "custom_model_development"})  # fmt: skip
+            kind = {"mlflow.experimentKind": "custom_model_development"}
+            experiment_id = mlflow.create_experiment(name, local_artifact_root(tracking_uri), tags=kind)
         except Exception:  # created meanwhile by a concurrent stage process
             experiment_id = mlflow.get_experiment_by_name(name).experiment_id
     else:

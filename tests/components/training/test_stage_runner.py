@@ -2,6 +2,7 @@
 
 import json
 
+import pandas as pd
 import pytest
 import torch
 
@@ -77,11 +78,13 @@ def test_corrupt_and_missing_shards_are_skipped_and_counted(dataset, tmp_path):
 
     damaged = tmp_path / "damaged"
     shutil.copytree(dataset, damaged)
-    shards = sorted((damaged / "shards").glob("*.tar"))
-    assert len(shards) >= 2, "the fixture needs two shards to damage one and lose another"
-    shards[0].unlink()
-    data = shards[1].read_bytes()
-    shards[1].write_bytes(data[:700])  # cut inside its first member, as an interrupted copy leaves it
+    manifest = pd.read_parquet(damaged / "manifest.parquet")
+    text_shards = set(manifest[manifest.task_family == "text"].shard)
+    spare = [damaged / "shards" / name for name in sorted(set(manifest.shard) - text_shards)]
+    assert len(spare) >= 2, "the fixture needs two shards without text to damage one and lose another"
+    spare[0].unlink()
+    data = spare[1].read_bytes()
+    spare[1].write_bytes(data[:700])  # cut inside its first member, as an interrupted copy leaves it
     result = _run(damaged, tmp_path / "out", max_steps=1)
     assert result.steps == 1
     assert result.data_problems["missing_shards"] == 1
