@@ -96,8 +96,8 @@ def screenshot(url: str, out: Path, size: str = "1400,900", budget_ms: int = 150
 
 def readme_screenshots(tracking_uri: str, artifact_root: Path, model_name: str, dataset_dir: Path,
                        out: Path) -> list[Path]:  # fmt: skip
-    """The README's pictures: the curriculum run tree, the registered model with its aliases, one model
-    version, the Great Expectations Data Docs and the dataset card's contact sheet."""
+    """The README's pictures: the curriculum runs, the registered model with its aliases, a Great
+    Expectations validation result and the dataset card's figures."""
     from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri)
@@ -108,14 +108,13 @@ def readme_screenshots(tracking_uri: str, artifact_root: Path, model_name: str, 
             runs = f"{url}/#/experiments/{curriculum.experiment_id}/runs"
             shots.append(screenshot(runs, out / "mlflow-runs.png", size="1600,900"))
         shots.append(screenshot(f"{url}/#/models/{model_name}", out / "mlflow-registry.png"))
-    docs = dataset_dir / "validation" / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"
-    if docs.is_file():
-        shots.append(screenshot(docs.resolve().as_uri(), out / "gx-data-docs.png"))
-    card = dataset_dir / "card" / "README.md"
-    if card.is_file():
-        shots.append(screenshot(card.resolve().as_uri(), out / "dataset-card.png", size="1100,900"))
-    for png in sorted((dataset_dir / "card").glob("*.png")):
-        target = out / f"dataset-card-{png.name}"
-        target.write_bytes(png.read_bytes())
+    site = dataset_dir / "validation" / "gx" / "uncommitted" / "data_docs" / "local_site"
+    # The newest validation result page: static HTML (the index is filled in by scripts from a CDN).
+    results = sorted(site.glob("validations/**/*.html"), key=lambda p: p.stat().st_mtime)
+    if results:
+        shots.append(screenshot(results[-1].resolve().as_uri(), out / "gx-data-docs.png"))
+    for picture in sorted([*(dataset_dir / "card").glob("*.png"), *(dataset_dir / "card").glob("*.jpg")]):
+        target = out / f"dataset-card-{picture.name}"  # the card's own figures: histogram, contact sheet
+        target.write_bytes(picture.read_bytes())
         shots.append(target)
     return shots
