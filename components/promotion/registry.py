@@ -104,6 +104,13 @@ def move_champion(name: str, version: str, tracking_uri: str) -> str | None:
     return old
 
 
+def _judge_and_move(name: str, version: str, gate: GateSpec, tracking_uri: str, evals_dir: Path) -> dict:
+    decision = judge(name, version, gate, tracking_uri, evals_dir)
+    previous = move_champion(name, version, tracking_uri) if decision.status == PROMOTED else None
+    return {"model": name, "version": version, "decision": decision.to_dict(), "previous_champion": previous,
+            "champion": _alias_version(_client(tracking_uri), name, CHAMPION)}  # fmt: skip
+
+
 def promote(model_uri: str, gate: GateSpec, datasets: dict[str, Path], tracking_uri: str,
             evals_dir: Path = EVALS_DIR, evaluate: bool = True) -> dict:  # fmt: skip
     """Register, evaluate (unless already evaluated), judge, and move `champion` when the gate passes."""
@@ -111,10 +118,7 @@ def promote(model_uri: str, gate: GateSpec, datasets: dict[str, Path], tracking_
     client = _client(tracking_uri)
     if evaluate or not latest_evaluation(client, name, version):
         evaluate_model(f"models:/{name}/{version}", datasets, tracking_uri, gate.suites, evals_dir)
-    decision = judge(name, version, gate, tracking_uri, evals_dir)
-    previous = move_champion(name, version, tracking_uri) if decision.status == PROMOTED else None
-    return {"model": name, "version": version, "decision": decision.to_dict(), "previous_champion": previous,
-            "champion": _alias_version(client, name, CHAMPION)}  # fmt: skip
+    return _judge_and_move(name, version, gate, tracking_uri, evals_dir)
 
 
 def approve(name: str, version: str, approver: str, gate: GateSpec, tracking_uri: str,
@@ -123,10 +127,7 @@ def approve(name: str, version: str, approver: str, gate: GateSpec, tracking_uri
     client = _client(tracking_uri)
     client.set_model_version_tag(name, version, "omnistage.approved_by", approver)
     client.set_model_version_tag(name, version, "omnistage.approved_at", str(time.time()))
-    decision = judge(name, version, gate, tracking_uri, evals_dir)
-    previous = move_champion(name, version, tracking_uri) if decision.status == PROMOTED else None
-    return {"model": name, "version": version, "decision": decision.to_dict(), "previous_champion": previous,
-            "champion": _alias_version(client, name, CHAMPION)}  # fmt: skip
+    return _judge_and_move(name, version, gate, tracking_uri, evals_dir)
 
 
 def rollback(name: str, tracking_uri: str) -> dict:
