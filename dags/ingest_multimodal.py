@@ -18,9 +18,9 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import Asset, Param, dag, task
 
-from components.orchestration.runner import REPO_ROOT, omnistage_step
+from components.orchestration.runner import DATASET_VERSIONS_ASSET, REPO_ROOT, omnistage_step
 
-DATASET_VERSIONS = Asset(name="omnistage-dataset-versions", uri="file:///omnistage/dataset-versions")
+DATASET_VERSIONS = Asset(**DATASET_VERSIONS_ASSET)
 INGEST = ["ingest", "--spec", "{spec}", "--out", "{out}", "--json"]
 
 

@@ -24,9 +24,9 @@ from datetime import datetime, timedelta
 from airflow.sdk import Asset, AssetOrTimeSchedule, Param, dag, task
 from airflow.timetables.trigger import CronTriggerTimetable
 
-from components.orchestration.runner import REPO_ROOT, omnistage_step
+from components.orchestration.runner import DATASET_VERSIONS_ASSET, REPO_ROOT, omnistage_step
 
-DATASET_VERSIONS = Asset(name="omnistage-dataset-versions", uri="file:///omnistage/dataset-versions")
+DATASET_VERSIONS = Asset(**DATASET_VERSIONS_ASSET)
 RETRAIN = ["retrain", "--curriculum", "{curriculum}", "--gate", "{gate}", "--dataset", "{dataset}={dataset_dir}",
            "--tokenizer", "{tokenizer}", "--root", "{pipeline_root}", "--max-steps", "{max_steps}",
            "--kfp-host", "{kfp_host}", "{force}", "--json"]  # fmt: skip

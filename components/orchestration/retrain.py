@@ -52,8 +52,8 @@ def training_key(curriculum: Path, gate: Path, versions: dict[str, str | None], 
     return digest.hexdigest()[:20]
 
 
-def find_completed(key: str, tracking_uri: str) -> str | None:
-    """The parent run id of a finished curriculum run with this training key, if any."""
+def _latest_run(key: str, tracking_uri: str, completed: bool) -> str | None:
+    """The newest parent run of a curriculum run with this training key (only finished ones if `completed`)."""
     import mlflow
     from mlflow import MlflowClient
 
@@ -64,22 +64,17 @@ def find_completed(key: str, tracking_uri: str) -> str | None:
     experiment = client.get_experiment_by_name(EXPERIMENT)
     if experiment is None:
         return None
-    runs = client.search_runs([experiment.experiment_id], max_results=1,
-                              filter_string=f"tags.`omnistage.training_key` = '{key}' and "
-                                            "tags.`omnistage.completed` = 'true'")  # fmt: skip
+    query = f"tags.`omnistage.training_key` = '{key}'"
+    if completed:
+        query += " and tags.`omnistage.completed` = 'true'"
+    runs = client.search_runs([experiment.experiment_id], filter_string=query, max_results=1,
+                              order_by=["attributes.start_time DESC"])  # fmt: skip
     return runs[0].info.run_id if runs else None
 
 
-def _parent_run(key: str, tracking_uri: str) -> str | None:
-    from mlflow import MlflowClient
-
-    from components.tracking.mlflow_stage import EXPERIMENT
-
-    client = MlflowClient(tracking_uri)
-    experiment = client.get_experiment_by_name(EXPERIMENT)
-    runs = client.search_runs([experiment.experiment_id], max_results=1, order_by=["attributes.start_time DESC"],
-                              filter_string=f"tags.`omnistage.training_key` = '{key}'")  # fmt: skip
-    return runs[0].info.run_id if runs else None
+def find_completed(key: str, tracking_uri: str) -> str | None:
+    """The parent run id of a finished curriculum run with this training key, if any."""
+    return _latest_run(key, tracking_uri, completed=True)
 
 
 def retrain(request: RetrainRequest) -> dict:
@@ -104,7 +99,7 @@ def retrain(request: RetrainRequest) -> dict:
 
         run_locally(request.curriculum, request.datasets, request.tokenizer, request.tracking_uri,
                     request.pipeline_root, request.max_steps, request.gate, training_key=key)  # fmt: skip
-    parent = _parent_run(key, request.tracking_uri)
+    parent = _latest_run(key, request.tracking_uri, completed=False)
     if parent:
         from mlflow import MlflowClient
 

@@ -23,6 +23,8 @@ import sys
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+# The Airflow Asset a new dataset version is published to (ingest_multimodal) and retraining listens on.
+DATASET_VERSIONS_ASSET = {"name": "omnistage-dataset-versions", "uri": "file:///omnistage/dataset-versions"}
 log = logging.getLogger(__name__)
 
 
