@@ -19,17 +19,16 @@ from pathlib import Path
 
 from components.evaluation.contamination import check_contamination
 from components.evaluation.items import dataset_version, load_eval_samples
+from components.evaluation.records import latest_evaluation
 from components.evaluation.report import write_report
 from components.evaluation.scoring import SuiteResult, load_checkpoint_model, score_suite, write_results
 from components.progress import track
-from components.specs.evals import load_suites
-from components.tracking.experiments import use_experiment
+from components.specs.evals import EVALS_DIR, load_suites
+from components.tracking.experiments import EVALUATION_EXPERIMENT, use_experiment
 from components.tracking.lineage import lineage_back
 from components.tracking.models import ResolvedModel, resolve_model
 
 log = logging.getLogger(__name__)
-EVAL_EXPERIMENT = "omnistage-evaluation"
-EVALS_DIR = Path(__file__).resolve().parents[2] / "data_specs" / "evals"
 
 
 @dataclass
@@ -50,22 +49,6 @@ def suite_metrics(results: list[SuiteResult]) -> dict[str, float]:
         out |= {r.suite: r.value, f"{r.suite}.ci_low": r.ci_low, f"{r.suite}.ci_high": r.ci_high,
                 f"{r.suite}.chance": r.chance}  # fmt: skip
     return out
-
-
-def latest_evaluation(client, name: str, version: str) -> dict[str, dict]:
-    """Suite -> {value, ci_low, ci_high} from the newest evaluation run of a model version ({} if none)."""
-    experiment = client.get_experiment_by_name(EVAL_EXPERIMENT)
-    if experiment is None:
-        return {}
-    runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time DESC"], max_results=1,
-                              filter_string=f"tags.`omnistage.model_name` = '{name}' and "
-                                            f"tags.`omnistage.model_version` = '{version}'")  # fmt: skip
-    if not runs:
-        return {}
-    metrics = runs[0].data.metrics
-    suites = {k for k in metrics if "." not in k}
-    return {s: {"value": metrics[s], "ci_low": metrics.get(f"{s}.ci_low", metrics[s]),
-                "ci_high": metrics.get(f"{s}.ci_high", metrics[s])} for s in suites}  # fmt: skip
 
 
 def evaluate_model(model_uri: str, datasets: dict[str, Path], tracking_uri: str, suites: list[str] | None = None,
@@ -96,7 +79,7 @@ def evaluate_model(model_uri: str, datasets: dict[str, Path], tracking_uri: str,
                 champion = latest_evaluation(client, model.name, current.version)
         except Exception:  # no champion yet
             champion = {}
-    use_experiment(mlflow, EVAL_EXPERIMENT, tracking_uri)
+    use_experiment(mlflow, EVALUATION_EXPERIMENT, tracking_uri)
     label = f"{model.name} v{model.version}" if model.name else Path(model.checkpoint).parent.name
     training_run = lineage["stages"][0]["run_id"] if lineage["stages"] else ""
     tags = {"omnistage.model_uri": model_uri, "omnistage.checkpoint": str(model.checkpoint),

@@ -54,14 +54,10 @@ def training_key(curriculum: Path, gate: Path, versions: dict[str, str | None], 
 
 def _latest_run(key: str, tracking_uri: str, completed: bool) -> str | None:
     """The newest parent run of a curriculum run with this training key (only finished ones if `completed`)."""
-    import mlflow
-    from mlflow import MlflowClient
+    from components.tracking.experiments import CURRICULUM_EXPERIMENT, mlflow_client
 
-    from components.tracking.mlflow_stage import EXPERIMENT
-
-    mlflow.set_tracking_uri(tracking_uri)
-    client = MlflowClient(tracking_uri)
-    experiment = client.get_experiment_by_name(EXPERIMENT)
+    client = mlflow_client(tracking_uri)
+    experiment = client.get_experiment_by_name(CURRICULUM_EXPERIMENT)
     if experiment is None:
         return None
     query = f"tags.`omnistage.training_key` = '{key}'"

@@ -13,20 +13,13 @@ import json
 import time
 from pathlib import Path
 
-from components.evaluation.evaluate import EVALS_DIR, evaluate_model, latest_evaluation
+from components.evaluation.records import latest_evaluation
 from components.promotion.gate import PROMOTED, REJECTED, Decision, decide
-from components.specs.evals import GateSpec, load_suites
+from components.specs.evals import EVALS_DIR, GateSpec, load_suites
+from components.tracking.experiments import mlflow_client
 from components.tracking.models import parse_models_uri
 
 CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous-champion"
-
-
-def _client(tracking_uri: str):
-    import mlflow
-    from mlflow import MlflowClient
-
-    mlflow.set_tracking_uri(tracking_uri)
-    return MlflowClient(tracking_uri)
 
 
 def _alias_version(client, name: str, alias: str) -> str | None:
@@ -40,7 +33,7 @@ def register_candidate(model_uri: str, name: str, tracking_uri: str) -> tuple[st
     """(name, version) of the candidate; a checkpoint or runs:/ URI becomes a new version of `name`."""
     from components.tracking.lineage import _run_for
 
-    client = _client(tracking_uri)
+    client = mlflow_client(tracking_uri)
     if model_uri.startswith("models:/"):
         model_name, version, alias = parse_models_uri(model_uri)
         return model_name, str(version or client.get_model_version_by_alias(model_name, alias).version)
@@ -66,7 +59,7 @@ def _metrics_of(gate: GateSpec, evals_dir: Path) -> dict[str, str]:
 
 def judge(name: str, version: str, gate: GateSpec, tracking_uri: str, evals_dir: Path = EVALS_DIR) -> Decision:
     """Set `challenger`, decide against the champion from the latest evaluations, record the decision."""
-    client = _client(tracking_uri)
+    client = mlflow_client(tracking_uri)
     client.set_registered_model_alias(name, CHALLENGER, version)
     candidate = latest_evaluation(client, name, version)
     champion_version = _alias_version(client, name, CHAMPION)
@@ -93,7 +86,7 @@ def judge(name: str, version: str, gate: GateSpec, tracking_uri: str, evals_dir:
 
 def move_champion(name: str, version: str, tracking_uri: str) -> str | None:
     """Make `version` the champion; the old champion becomes previous-champion. Returns the old one."""
-    client = _client(tracking_uri)
+    client = mlflow_client(tracking_uri)
     old = _alias_version(client, name, CHAMPION)
     if old == version:
         return old
@@ -108,14 +101,16 @@ def _judge_and_move(name: str, version: str, gate: GateSpec, tracking_uri: str, 
     decision = judge(name, version, gate, tracking_uri, evals_dir)
     previous = move_champion(name, version, tracking_uri) if decision.status == PROMOTED else None
     return {"model": name, "version": version, "decision": decision.to_dict(), "previous_champion": previous,
-            "champion": _alias_version(_client(tracking_uri), name, CHAMPION)}  # fmt: skip
+            "champion": _alias_version(mlflow_client(tracking_uri), name, CHAMPION)}  # fmt: skip
 
 
 def promote(model_uri: str, gate: GateSpec, datasets: dict[str, Path], tracking_uri: str,
             evals_dir: Path = EVALS_DIR, evaluate: bool = True) -> dict:  # fmt: skip
     """Register, evaluate (unless already evaluated), judge, and move `champion` when the gate passes."""
+    from components.evaluation.evaluate import evaluate_model  # loads torch and the model: only here
+
     name, version = register_candidate(model_uri, gate.model_name, tracking_uri)
-    client = _client(tracking_uri)
+    client = mlflow_client(tracking_uri)
     if evaluate or not latest_evaluation(client, name, version):
         evaluate_model(f"models:/{name}/{version}", datasets, tracking_uri, gate.suites, evals_dir)
     return _judge_and_move(name, version, gate, tracking_uri, evals_dir)
@@ -124,7 +119,7 @@ def promote(model_uri: str, gate: GateSpec, datasets: dict[str, Path], tracking_
 def approve(name: str, version: str, approver: str, gate: GateSpec, tracking_uri: str,
             evals_dir: Path = EVALS_DIR) -> dict:  # fmt: skip
     """Record a human approval, judge again, promote when everything else passes too."""
-    client = _client(tracking_uri)
+    client = mlflow_client(tracking_uri, must_exist=True)
     client.set_model_version_tag(name, version, "omnistage.approved_by", approver)
     client.set_model_version_tag(name, version, "omnistage.approved_at", str(time.time()))
     return _judge_and_move(name, version, gate, tracking_uri, evals_dir)
@@ -132,7 +127,7 @@ def approve(name: str, version: str, approver: str, gate: GateSpec, tracking_uri
 
 def rollback(name: str, tracking_uri: str) -> dict:
     """Move `champion` back to `previous-champion` (which is then cleared: a second rollback needs a new one)."""
-    client = _client(tracking_uri)
+    client = mlflow_client(tracking_uri, must_exist=True)
     previous, current = _alias_version(client, name, PREVIOUS), _alias_version(client, name, CHAMPION)
     if previous is None:
         raise ValueError(f"model {name} has no '{PREVIOUS}' alias: nothing to roll back to")
@@ -143,11 +138,15 @@ def rollback(name: str, tracking_uri: str) -> dict:
     return {"model": name, "champion": previous, "demoted": current}
 
 
+def _version_or_none(tag: str | None) -> str | None:
+    return None if tag in (None, "", "none") else tag  # judge() writes "none" when there was no champion
+
+
 def registry_status(name: str, tracking_uri: str) -> dict:
     """The champion (with the curriculum run and data version it came from) and the last gate decision."""
     from components.tracking.lineage import lineage_back
 
-    client = _client(tracking_uri)
+    client = mlflow_client(tracking_uri, must_exist=True)
     try:
         versions = client.search_model_versions(f"name = '{name}'")
     except Exception:
@@ -170,6 +169,6 @@ def registry_status(name: str, tracking_uri: str) -> dict:
         last = {"version": v.version, "status": v.tags.get("omnistage.gate.status"),
                 "gate": v.tags.get("omnistage.gate.name"),
                 "reasons": json.loads(v.tags.get("omnistage.gate.reasons", "[]")),
-                "judged_against": v.tags.get("omnistage.gate.judged_against")}  # fmt: skip
+                "judged_against": _version_or_none(v.tags.get("omnistage.gate.judged_against"))}  # fmt: skip
     aliases = {a: _alias_version(client, name, a) for a in (CHAMPION, CHALLENGER, PREVIOUS)} if versions else {}
     return {"model": name, "champion": champion, "last_decision": last, "aliases": aliases}

@@ -27,6 +27,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from components.specs.loading import SpecError, load_yaml_model
 
+EVALS_DIR = Path(__file__).resolve().parents[2] / "data_specs" / "evals"  # the shipped suites
+
 METRICS = ("accuracy", "wer", "perplexity")
 HIGHER_IS_BETTER = {"accuracy": True, "wer": False, "perplexity": False}
 

@@ -10,6 +10,34 @@ from __future__ import annotations
 
 from pathlib import Path
 
+CURRICULUM_EXPERIMENT = "omnistage-curriculum"  # parent curriculum runs and their stage runs
+EVALUATION_EXPERIMENT = "omnistage-evaluation"  # one run per evaluation of a model
+
+
+class TrackingStoreMissing(ValueError):
+    """A command that only reads state was pointed at a store that does not exist yet."""
+
+
+def mlflow_client(tracking_uri: str, must_exist: bool = False):
+    """An MlflowClient on `tracking_uri`, which also becomes this process's tracking URI.
+
+    MLflow creates an empty SQLite database when the file is missing; a command that only reads state
+    (`status`, `lineage`) passes `must_exist=True` so a wrong path or a fresh machine gets an error that
+    says what to do, not an empty answer.
+    """
+    if must_exist and tracking_uri.startswith("sqlite:///"):
+        db = Path(tracking_uri[len("sqlite:///") :])
+        if not db.is_file():
+            raise TrackingStoreMissing(
+                f"no MLflow store at {db}: run `make run` first (it trains and promotes a model there), "
+                "or point --tracking-uri / MLFLOW_TRACKING_URI at your store"
+            )
+    import mlflow
+    from mlflow import MlflowClient
+
+    mlflow.set_tracking_uri(tracking_uri)
+    return MlflowClient(tracking_uri)
+
 
 def local_artifact_root(tracking_uri: str) -> str | None:
     if tracking_uri.startswith("sqlite:///"):

@@ -12,36 +12,27 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
 
-from components.tracking.mlflow_stage import EXPERIMENT
-from components.training.checkpoint import checkpoint_dir
+from components.tracking.experiments import CURRICULUM_EXPERIMENT, mlflow_client
+from components.tracking.models import get_model_version
+from components.training.checkpoint_layout import checkpoint_dir
 
-
-def _client(tracking_uri: str):
-    import mlflow
-    from mlflow import MlflowClient
-
-    mlflow.set_tracking_uri(tracking_uri)
-    return MlflowClient(tracking_uri)
+SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 
 def _experiment_ids(client) -> list[str]:
-    experiment = client.get_experiment_by_name(EXPERIMENT)
+    experiment = client.get_experiment_by_name(CURRICULUM_EXPERIMENT)
     return [experiment.experiment_id] if experiment else []
 
 
 def _run_for(client, target: str):
     if target.startswith("models:/"):
-        name, _, rest = target[len("models:/") :].partition("/")
-        if "@" in name:
-            name, _, alias = name.partition("@")
-            version = client.get_model_version_by_alias(name, alias)
-        else:
-            version = client.get_model_version(name, rest)
-        return client.get_run(version.run_id), {"name": version.name, "version": version.version}
+        version = get_model_version(client, target)
+        return client.get_run(version.run_id), {"name": version.name, "version": str(version.version)}
     try:
         path = str(checkpoint_dir(Path(target)).resolve())
     except FileNotFoundError:
@@ -64,7 +55,7 @@ def _inputs(run) -> list[dict]:
 
 
 def lineage_back(target: str, tracking_uri: str) -> dict:
-    client = _client(tracking_uri)
+    client = mlflow_client(tracking_uri, must_exist=True)
     run, model_version = _run_for(client, target)
     stages = []
     while run is not None:
@@ -77,10 +68,14 @@ def lineage_back(target: str, tracking_uri: str) -> dict:
 
 
 def lineage_forward(path_or_sha: str, tracking_uri: str) -> dict:
-    sha = path_or_sha
     if Path(path_or_sha).is_file():
         sha = hashlib.sha256(Path(path_or_sha).read_bytes()).hexdigest()
-    client = _client(tracking_uri)
+    elif SHA256_HEX.fullmatch(path_or_sha.lower()):
+        sha = path_or_sha.lower()
+    else:
+        raise ValueError(f"{path_or_sha!r} is neither an existing file nor a sha256 (64 hex digits): give the "
+                         "raw file's path, or its content hash (column sha256 of a dataset's manifest.parquet)")
+    client = mlflow_client(tracking_uri, must_exist=True)
     runs = client.search_runs(_experiment_ids(client), max_results=10000)
     hits = []
     for run in runs:
@@ -91,5 +86,5 @@ def lineage_forward(path_or_sha: str, tracking_uri: str) -> dict:
         hits.append({"stage": run.data.tags.get("omnistage.stage"), "run_id": run.info.run_id,
                      "checkpoint": run.data.tags.get("omnistage.checkpoint"),
                      "dataset_versions": sorted({d["version"] for d in used}),
-                     "model_versions": [{"name": v.name, "version": v.version} for v in versions]})  # fmt: skip
+                     "model_versions": [{"name": v.name, "version": str(v.version)} for v in versions]})  # fmt: skip
     return {"sha256": sha, "trained_on_by": hits}

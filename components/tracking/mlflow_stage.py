@@ -20,13 +20,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from components.tracking.experiments import use_experiment
-from components.training.checkpoint import checkpoint_dir
+from components.tracking.experiments import CURRICULUM_EXPERIMENT, use_experiment
+from components.training.checkpoint_layout import checkpoint_dir
 from components.training.stage_runner import StageResult, StageRun, run_stage
 
 log = logging.getLogger(__name__)
 FALLBACK_NAME = "tracking_fallback.jsonl"
-EXPERIMENT = "omnistage-curriculum"
 
 
 def _git_commit() -> str:
@@ -61,7 +60,7 @@ class _Sink:
 
         self.mlflow, self.fallback, self.online = mlflow, fallback, True
         try:
-            use_experiment(mlflow, EXPERIMENT, tracking_uri)
+            use_experiment(mlflow, CURRICULUM_EXPERIMENT, tracking_uri)
         except Exception as exc:  # any transport or server error: train on, track locally
             self.online = False
             log.warning("MLflow at %s unreachable (%s): tracking to %s", tracking_uri, exc, fallback)
@@ -137,7 +136,7 @@ def replay_fallback(fallback: Path, tracking_uri: str) -> str:
     """Send a stage tracked offline to MLflow; returns the new run id."""
     import mlflow
 
-    use_experiment(mlflow, EXPERIMENT, tracking_uri)
+    use_experiment(mlflow, CURRICULUM_EXPERIMENT, tracking_uri)
     events = [json.loads(line) for line in Path(fallback).read_text().splitlines()]
     start = next(e for e in events if e["call"] == "start")
     parent = {"parent_run_id": start["parent_run_id"]} if start.get("parent_run_id") else {}

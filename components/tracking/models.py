@@ -29,20 +29,36 @@ def parse_models_uri(uri: str) -> tuple[str, str | None, str | None]:
     return name, version, None
 
 
+def get_model_version(client, uri: str):
+    """The registry's ModelVersion for models:/NAME/VERSION or models:/NAME@ALIAS; a ValueError that lists
+    what the registry does hold when the reference names nothing."""
+    name, version, alias = parse_models_uri(uri)
+    try:
+        return client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, version)
+    except Exception:  # MlflowException RESOURCE_DOES_NOT_EXIST, or an alias never set
+        pass
+    try:
+        model = client.get_registered_model(name)
+    except Exception:
+        names = sorted(m.name for m in client.search_registered_models())
+        raise ValueError(f"{uri}: no registered model '{name}' (registered: {', '.join(names) or 'none'}); "
+                         "`omnistage status --name NAME` shows a model's champion") from None  # fmt: skip
+    aliases = ", ".join(f"@{a}" for a in sorted(model.aliases)) or "none"
+    versions = ", ".join(sorted((str(v.version) for v in client.search_model_versions(f"name = '{name}'")), key=int))
+    wanted = f"alias @{alias}" if alias else f"version {version}"
+    raise ValueError(f"{uri}: model '{name}' has no {wanted} (versions: {versions or 'none'}; aliases: {aliases})")
+
+
 def resolve_model(uri: str, tracking_uri: str) -> ResolvedModel:
     import mlflow
-    from mlflow import MlflowClient
 
-    from components.training.checkpoint import checkpoint_dir
+    from components.tracking.experiments import mlflow_client
+    from components.training.checkpoint_layout import checkpoint_dir
 
-    mlflow.set_tracking_uri(tracking_uri)
-    client = MlflowClient(tracking_uri)
+    client = mlflow_client(tracking_uri)
     if uri.startswith("models:/"):
-        name, version, alias = parse_models_uri(uri)
-        try:
-            mv = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, version)
-        except Exception as exc:
-            raise ValueError(f"{uri}: no such model version in {tracking_uri} ({exc})") from None
+        mv = get_model_version(client, uri)
+        name = mv.name
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=mv.source))
         version = str(mv.version)
         return ResolvedModel(uri, checkpoint_dir(local), f"models:/{name}/{version}", name, version, mv.run_id)

@@ -21,9 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-CHECKPOINT_DIR = "checkpoint"
-META = "meta.json"
-FORMAT = "omnistage-dist-v1"
+from components.training.checkpoint_layout import CHECKPOINT_DIR, FORMAT, META, checkpoint_dir, read_meta
 
 
 def _fork_results_queue():
@@ -46,21 +44,6 @@ def sharded_state_dict(model: nn.Module) -> dict:
         if name != "llm":
             state.update(make_sharded_tensors_for_checkpoint(module.state_dict(keep_vars=True), f"{name}.", {}, ()))
     return state
-
-
-def checkpoint_dir(path: Path) -> Path:
-    path = Path(path)
-    if (path / META).is_file():
-        return path
-    for candidate in (path / CHECKPOINT_DIR, path / f"{CHECKPOINT_DIR}.old"):  # .old: killed mid-swap
-        if (candidate / META).is_file():
-            return candidate
-    raise FileNotFoundError(f"no checkpoint at {path} (expected {path / CHECKPOINT_DIR / META}): "
-                            "run the stage that writes it first")  # fmt: skip
-
-
-def read_meta(path: Path) -> dict:
-    return json.loads((checkpoint_dir(path) / META).read_text())
 
 
 def save_checkpoint(out: Path, model: nn.Module, train_state: dict, meta: dict,

@@ -6,7 +6,7 @@ cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
 AF_VENV=${AF_VENV:-.venv-airflow}
 PORT=${AIRFLOW_PORT:-8080}
-export AIRFLOW_HOME="$ROOT/work/airflow"
+export AIRFLOW_HOME="${AIRFLOW_HOME:-$ROOT/work/airflow}"
 export AIRFLOW__CORE__DAGS_FOLDER="$ROOT/dags"
 export AIRFLOW__CORE__LOAD_EXAMPLES=False
 export AIRFLOW__CORE__PARALLELISM=4
@@ -14,6 +14,9 @@ export AIRFLOW__CORE__EXECUTOR=LocalExecutor
 export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN="sqlite:///$AIRFLOW_HOME/airflow.db"
 export AIRFLOW__API__HOST=127.0.0.1
 export AIRFLOW__API__PORT="$PORT"
+# Task runners reach the execution API through the base URL; unset, it defaults to localhost:8080 and every
+# task on another port fails with "Connection refused" and an empty log.
+export AIRFLOW__API__BASE_URL="http://127.0.0.1:$PORT"
 export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS=True
 mkdir -p "$AIRFLOW_HOME"
 AF="$ROOT/$AF_VENV/bin/airflow"

@@ -1,0 +1,62 @@
+"""Benchmark commands; their results belong in benchmarks/README.md with the machine."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from components.cli.common import DEFAULT_CURRICULUM, WORK, JsonOut, console, fail
+
+app = typer.Typer()
+bench_app = typer.Typer(help="Benchmarks; results belong in benchmarks/README.md.", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+
+
+def _print_results(results: dict, json_out: bool) -> None:
+    if json_out:
+        print(json.dumps(results, indent=2))
+    else:
+        for key, value in results.items():
+            console.print(f"{key}: {value}")
+
+
+@bench_app.command("ingest")
+def bench_ingest(
+    num_videos: Annotated[int, typer.Option(help="Videos to generate (>= 20 for a reportable run).")] = 20,
+    workers: Annotated[str, typer.Option(help="Comma-separated worker counts to measure.")] = "1,2",
+    json_out: Annotated[bool, JsonOut] = False,
+    keep: Annotated[Path | None, typer.Option(help="Keep the generated videos and outputs here.")] = None,
+) -> None:
+    """Media-seconds per CPU-second of ingestion vs bare ffmpeg decoding, and shard read throughput."""
+    from components.bench.ingest_throughput import run_benchmark
+
+    _print_results(run_benchmark(num_videos, [int(w) for w in workers.split(",")], keep), json_out)
+
+
+@bench_app.command("train")
+def bench_train(
+    dataset: Annotated[Path, typer.Option(help="Ingested dataset folder.")] = WORK / "datasets/demo",
+    tokenizer: Annotated[Path, typer.Option(help="tokenizer.json.")] = WORK / "tokenizer.json",
+    curriculum: Annotated[Path, typer.Option(help="Mixtures: first stage = text, last = multimodal.")] = (
+        DEFAULT_CURRICULUM
+    ),
+    preset: Annotated[str, typer.Option(help="Model preset.")] = "small",
+    seq_length: Annotated[int, typer.Option(help="Tokens per packed sequence.")] = 1024,
+    steps: Annotated[int, typer.Option(help="Measured steps per kind.")] = 10,
+    json_out: Annotated[bool, JsonOut] = False,
+) -> None:
+    """Tokens/s on text-only vs multimodal sequences, packing efficiency, MLflow tracking overhead."""
+    from components.bench.train_throughput import run_benchmark
+    from components.specs.loading import SpecError
+
+    for path in (dataset, tokenizer, curriculum):
+        if not Path(path).exists():
+            fail(f"{path} does not exist: run `make run` first (it ingests the demo corpus), or pass it")
+    try:
+        results = run_benchmark(dataset, tokenizer, curriculum, preset, seq_length, steps)
+    except (SpecError, ValueError) as exc:
+        fail(str(exc))
+    _print_results(results, json_out)

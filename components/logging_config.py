@@ -1,0 +1,58 @@
+"""How omnistage processes log: our own messages at INFO, third-party chatter out of the way.
+
+Importing `components` calls `quiet_backend_notices()`, so every omnistage process (the CLI, a KFP stage
+task, a torchrun worker) gets it before megatron-core is imported:
+
+- megatron-core announces at import time, with `warnings.warn`, every optional backend it falls back from
+  (Transformer Engine, Apex: about ten lines on a CPU machine, the same on every command). Those notices
+  are expected here and say nothing about the user's data, so each is logged once, at DEBUG
+  (`omnistage -v` shows them). Every other warning is shown as usual.
+- megatron's INFO-level import notices ("multistorageclient is available", "Megatron-FSDP without
+  Transformer Engine") go to loggers that are kept at WARNING.
+
+`configure_logging(verbose)` is what the CLI calls: INFO for omnistage's loggers, WARNING for the rest.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import warnings
+
+# Loggers of omnistage itself: `components.*` / `model.*` module loggers and the progress logger.
+OWN_LOGGERS = ("components", "model", "omnistage")
+# Third-party loggers that speak at INFO about their own setup on every process start.
+CHATTY_LOGGERS = ("megatron", "megatron_fsdp", "great_expectations", "urllib3", "matplotlib", "PIL", "fsspec")
+# Backend fallback notices of megatron-core 0.16.1 (megatron/core/{models,optimizer,distributed/fsdp}/...).
+_FALLBACK_NOTICE = re.compile(r"(Transformer Engine and Apex are not installed|Apex is not installed)")
+
+log = logging.getLogger("omnistage.backends")
+_original_showwarning = warnings.showwarning
+_seen: set[str] = set()
+
+
+def _showwarning(message, category, filename, lineno, file=None, line=None):
+    text = str(message)
+    if _FALLBACK_NOTICE.search(text):
+        if text not in _seen:
+            _seen.add(text)
+            log.debug("%s (%s:%s)", text, filename, lineno)
+        return
+    _original_showwarning(message, category, filename, lineno, file, line)
+
+
+def quiet_backend_notices() -> None:
+    """Route backend fallback notices to one DEBUG line each; keep chatty third-party loggers at WARNING."""
+    warnings.showwarning = _showwarning
+    for name in CHATTY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def configure_logging(verbose: bool = False) -> None:
+    """Timestamped lines on stderr; omnistage at INFO (DEBUG with verbose), other libraries at WARNING."""
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
+    for name in OWN_LOGGERS:
+        logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.INFO)
+    if verbose:
+        for name in CHATTY_LOGGERS:
+            logging.getLogger(name).setLevel(logging.INFO)
