@@ -8,7 +8,17 @@ from typing import Annotated
 
 import typer
 
-from components.cli.common import DEFAULT_CURRICULUM, WORK, JsonOut, console, fail
+from components.cli.common import (
+    DEFAULT_CURRICULUM,
+    DEFAULT_MODEL_NAME,
+    DEFAULT_TRACKING_URI,
+    WORK,
+    JsonOut,
+    ModelName,
+    TrackingUri,
+    console,
+    fail,
+)
 
 app = typer.Typer()
 bench_app = typer.Typer(help="Benchmarks; results belong in benchmarks/README.md.", no_args_is_help=True)
@@ -58,5 +68,23 @@ def bench_train(
     try:
         results = run_benchmark(dataset, tokenizer, curriculum, preset, seq_length, steps)
     except (SpecError, ValueError) as exc:
+        fail(str(exc))
+    _print_results(results, json_out)
+
+
+@bench_app.command("cli")
+def bench_cli(
+    tracking_uri: Annotated[str, TrackingUri] = DEFAULT_TRACKING_URI,
+    model_name: Annotated[str, ModelName] = DEFAULT_MODEL_NAME,
+    input_file: Annotated[Path | None, typer.Option(help="A raw file for `lineage --input-file`.")] = None,
+    repeats: Annotated[int, typer.Option(min=1, help="Runs of each command.")] = 3,
+    json_out: Annotated[bool, JsonOut] = False,
+) -> None:
+    """Wall time of `--help`, `status` and `lineage` as fresh processes (goal: status < 3 s)."""
+    from components.bench.cli_latency import run_benchmark
+
+    try:
+        results = run_benchmark(tracking_uri, model_name, input_file, repeats)
+    except (ValueError, RuntimeError) as exc:
         fail(str(exc))
     _print_results(results, json_out)

@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
 AF_VENV=${AF_VENV:-.venv-airflow}
+case "$AF_VENV" in /*) ;; *) AF_VENV="$ROOT/$AF_VENV" ;; esac
 PORT=${AIRFLOW_PORT:-8080}
 export AIRFLOW_HOME="${AIRFLOW_HOME:-$ROOT/work/airflow}"
 export AIRFLOW__CORE__DAGS_FOLDER="$ROOT/dags"
@@ -19,7 +20,7 @@ export AIRFLOW__API__PORT="$PORT"
 export AIRFLOW__API__BASE_URL="http://127.0.0.1:$PORT"
 export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS=True
 mkdir -p "$AIRFLOW_HOME"
-AF="$ROOT/$AF_VENV/bin/airflow"
+AF="$AF_VENV/bin/airflow"
 "$AF" db migrate >/dev/null
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null; wait' EXIT INT TERM
