@@ -16,7 +16,8 @@ export PYTHONUNBUFFERED := 1
 WORKERS ?= 2
 # Precompiled bytecode: machines that set PYTHONDONTWRITEBYTECODE (these do) would otherwise recompile
 # torch, megatron and MLflow (~6,800 modules, ~18 CPU-s) in every command and every pipeline subprocess.
-# uv compiles the whole site-packages, so the flag also covers packages installed in the step before.
+# uv compiles only what it installs in that call, so every install step carries the flag and a venv is
+# rebuilt from scratch (from uv's cache) when its recipe or pyproject.toml changes.
 COMPILE := --compile-bytecode
 
 .PHONY: help setup system-deps run test test-fast lint ui airflow clean
@@ -34,17 +35,19 @@ system-deps: ## Install ffmpeg, espeak-ng and chromium (UI screenshots) with apt
 
 $(VENV)/.stamp: pyproject.toml Makefile  # the recipe is part of the environment
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "omnistage needs Python 3.11 (set PYTHON=...)"'
+	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV) || { echo "python venv failed: on Debian run apt-get install python3.11-venv" >&2; exit 1; }
 	$(VENV)/bin/python -m pip install -q uv
-	$(UV) pip install -q -p $(VENV)/bin/python $(TORCH_SRC) "$(TORCH)"
+	$(UV) pip install -q -p $(VENV)/bin/python $(TORCH_SRC) $(COMPILE) "$(TORCH)"
 	$(UV) pip install -q -p $(VENV)/bin/python $(TORCH_SRC) $(COMPILE) -e '.[dev]' av megatron-energon
 	touch $@
 
 $(AF_VENV)/.stamp: pyproject.toml Makefile $(VENV)/.stamp
-	$(UV) venv -q --allow-existing -p $(PYTHON) $(AF_VENV)
+	rm -rf $(AF_VENV)
+	$(UV) venv -q -p $(PYTHON) $(AF_VENV)
 	$(UV) pip install -q -p $(AF_VENV)/bin/python $(COMPILE) "apache-airflow==3.3.2" apache-airflow-providers-cncf-kubernetes
 	# The project itself without its dependencies: DAGs import only the light runner seam.
-	$(UV) pip install -q -p $(AF_VENV)/bin/python --no-deps -e .
+	$(UV) pip install -q -p $(AF_VENV)/bin/python $(COMPILE) --no-deps -e .
 	touch $@
 
 setup: system-deps $(VENV)/.stamp $(AF_VENV)/.stamp ## Create both environments (first use only)

@@ -48,9 +48,17 @@ def register_candidate(model_uri: str, name: str, tracking_uri: str) -> tuple[st
         client.get_registered_model(name)
     except Exception:
         client.create_registered_model(name, description="LongCat-Flash-Omni-family model trained by omnistage")
-    stage_tag = {"omnistage.stage": run.data.tags.get("omnistage.stage", "")}
-    version = client.create_model_version(name, source, run_id=run.info.run_id, tags=stage_tag)
+    version = client.create_model_version(name, source, run_id=run.info.run_id, tags=_provenance_tags(run))
     return name, str(version.version)
+
+
+def _provenance_tags(run) -> dict[str, str]:
+    """What a version came from, on the version itself: the registry page shows it, and `status` reads it
+    without loading the stage run (its params and metric history)."""
+    data = {d.dataset.name: d.dataset.digest for d in run.inputs.dataset_inputs}
+    return {"omnistage.stage": run.data.tags.get("omnistage.stage", ""),
+            "omnistage.curriculum_run": run.data.tags.get("mlflow.parentRunId", run.info.run_id),
+            "omnistage.data_versions": json.dumps(data, sort_keys=True)}  # fmt: skip
 
 
 def _metrics_of(gate: GateSpec, evals_dir: Path) -> dict[str, str]:
@@ -144,8 +152,6 @@ def _version_or_none(tag: str | None) -> str | None:
 
 def registry_status(name: str, tracking_uri: str) -> dict:
     """The champion (with the curriculum run and data version it came from) and the last gate decision."""
-    from components.tracking.lineage import lineage_back
-
     client = mlflow_client(tracking_uri, must_exist=True)
     try:
         versions = client.search_model_versions(f"name = '{name}'")
@@ -155,18 +161,16 @@ def registry_status(name: str, tracking_uri: str) -> dict:
     champion_version = _alias_version(client, name, CHAMPION) if versions else None
     if champion_version is not None:
         mv = client.get_model_version(name, champion_version)
-        run = client.get_run(mv.run_id)
-        lineage = lineage_back(f"models:/{name}/{champion_version}", tracking_uri)
-        data = {d["dataset"]: d["version"] for stage in lineage["stages"][:1] for d in stage["datasets"]}
-        champion = {"name": name, "version": champion_version,
-                    "run_id": run.data.tags.get("mlflow.parentRunId", mv.run_id), "stage_run_id": mv.run_id,
-                    "data_version": next(iter(data.values()), None), "data_versions": data,
-                    "eval_run_id": mv.tags.get("omnistage.eval_run")}  # fmt: skip
+        tags = mv.tags if "omnistage.data_versions" in mv.tags else _provenance_tags(client.get_run(mv.run_id))
+        data = json.loads(tags["omnistage.data_versions"])
+        champion = {"name": name, "version": champion_version, "run_id": tags["omnistage.curriculum_run"],
+                    "stage_run_id": mv.run_id, "data_version": next(iter(data.values()), None),
+                    "data_versions": data, "eval_run_id": mv.tags.get("omnistage.eval_run")}  # fmt: skip
     decided = [v for v in versions if "omnistage.gate.decided_at" in v.tags]
     last = None
     if decided:
         v = max(decided, key=lambda v: float(v.tags["omnistage.gate.decided_at"]))
-        last = {"version": v.version, "status": v.tags.get("omnistage.gate.status"),
+        last = {"version": str(v.version), "status": v.tags.get("omnistage.gate.status"),
                 "gate": v.tags.get("omnistage.gate.name"),
                 "reasons": json.loads(v.tags.get("omnistage.gate.reasons", "[]")),
                 "judged_against": _version_or_none(v.tags.get("omnistage.gate.judged_against"))}  # fmt: skip

@@ -39,6 +39,7 @@ def registry_store(tmp_path_factory):
     import mlflow
     import pandas as pd
 
+    from components.promotion.registry import register_candidate
     from components.tracking.experiments import CURRICULUM_EXPERIMENT, mlflow_client, use_experiment
 
     root = tmp_path_factory.mktemp("registry")
@@ -59,9 +60,8 @@ def registry_store(tmp_path_factory):
                                                    "omnistage.checkpoint": str(root / "ckpt")}) as run:
         mlflow.log_input(mlflow.data.from_pandas(manifest, source=str(dataset), name="demo", digest="abc123.dir"),
                          context="train")
+    register_candidate(f"runs:/{run.info.run_id}/checkpoints/step-1", MODEL, uri)
     client = mlflow_client(uri)
-    client.create_registered_model(MODEL)
-    client.create_model_version(MODEL, f"{run.info.artifact_uri}/checkpoints/step-1", run_id=run.info.run_id)
     client.set_registered_model_alias(MODEL, "champion", "1")
     for key, value in {"omnistage.gate.name": "default", "omnistage.gate.status": "promoted",
                        "omnistage.gate.reasons": "[]", "omnistage.gate.judged_against": "none",
