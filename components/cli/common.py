@@ -6,7 +6,9 @@ start in about a second.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import gc
 import os
 import sys
 from pathlib import Path
@@ -72,3 +74,16 @@ def stdout_to_stderr():
         sys.stdout.flush()
         os.dup2(saved, 1)
         os.close(saved)
+
+
+def short_read_gc() -> None:
+    """Garbage collection for commands that only read and exit within seconds (`status`, `lineage`).
+
+    They import MLflow (~2,300 modules) and hold little else: the cyclic collector runs hundreds of times
+    during those imports and finds nothing, and the collection at shutdown walks every module again (~0.7 s
+    of a 3.5 s `status`). So the collector is off for the command and the heap is frozen at exit. atexit
+    handlers registered later (MLflow's) still run first. Commands that write do not use it: a file object
+    left in a reference cycle would only be flushed by that last collection.
+    """
+    gc.disable()
+    atexit.register(gc.freeze)

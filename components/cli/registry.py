@@ -22,6 +22,7 @@ from components.cli.common import (
     console,
     fail,
     parse_datasets,
+    short_read_gc,
 )
 from components.specs.loading import SpecError
 
@@ -147,6 +148,7 @@ def status(
     """The current champion (run, data version) and the last gate decision with its reasons."""
     from components.promotion.registry import registry_status
 
+    short_read_gc()
     try:
         result = registry_status(model_name, tracking_uri)
     except ValueError as exc:
@@ -180,6 +182,7 @@ def lineage(
     """Walk lineage back (model -> checkpoints -> datasets -> files) or forward (file -> models)."""
     from components.tracking.lineage import lineage_back, lineage_forward
 
+    short_read_gc()
     if (target is None) == (input_file is None):
         fail("give a model/checkpoint to walk back from, or --input-file to walk forward from")
     try:
