@@ -89,13 +89,23 @@ class LimitsSpec(_Strict):
     min_side_px: int = Field(16, ge=1)
     max_side_px: int = Field(8192, ge=1)
     max_file_bytes: int = Field(8 * 1024**3, ge=1)
-    video_codecs: list[str] = Field(
-        default_factory=lambda: ["h264", "hevc", "vp8", "vp9", "av1", "theora", "mpeg4", "mjpeg"]
+    # Frames are re-encoded to JPEG and audio to 16 kHz WAV, so by default the source codec does not matter:
+    # whatever ffmpeg decodes is accepted. A list is an opt-in allow-list, enforced by the expectation suite.
+    video_codecs: list[str] | None = Field(
+        None,
+        min_length=1,
+        description="ffprobe codec names allowed for video (e.g. [h264, vp9]); unset: any decodable codec.",
     )
-    audio_codecs: list[str] = Field(
-        default_factory=lambda: ["aac", "mp3", "opus", "vorbis", "flac", "pcm_s16le", "pcm_s24le", "pcm_f32le"]
+    audio_codecs: list[str] | None = Field(
+        None,
+        min_length=1,
+        description="ffprobe codec names allowed for audio (e.g. [aac, opus]); unset: any decodable codec.",
     )
-    image_codecs: list[str] = Field(default_factory=lambda: ["png", "mjpeg", "webp", "bmp"])
+    image_codecs: list[str] | None = Field(
+        None,
+        min_length=1,
+        description="ffprobe codec names allowed for images (e.g. [png, mjpeg]); unset: any decodable codec.",
+    )
     min_sample_rate: int = Field(8000, ge=1)
     max_sample_rate: int = Field(192000, ge=1)
 

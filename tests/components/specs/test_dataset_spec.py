@@ -58,3 +58,15 @@ def test_missing_and_non_mapping_files(tmp_path):
     (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
     with pytest.raises(SpecError, match="expected a mapping"):
         DatasetSpec.load(tmp_path / "list.yaml")
+
+
+def test_codec_allow_lists_are_opt_in(tmp_path):
+    limits = DatasetSpec.adhoc("x").limits
+    assert (limits.video_codecs, limits.audio_codecs, limits.image_codecs) == (None, None, None)
+    opted_in = tmp_path / "codecs.yaml"
+    opted_in.write_text("name: d\nsources: [{name: a, path: x, modality: video}]\nlimits: {video_codecs: [h264]}\n")
+    assert DatasetSpec.load(opted_in).limits.video_codecs == ["h264"]
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("name: d\nsources: [{name: a, path: x, modality: video}]\nlimits: {audio_codecs: []}\n")
+    with pytest.raises(SpecError, match="limits.audio_codecs"):
+        DatasetSpec.load(empty)
