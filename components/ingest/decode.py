@@ -89,8 +89,15 @@ def decode_media(
         resampler = av.AudioResampler(format="s16", layout="mono", rate=audio_rate) if astream else None
         pcm: list[np.ndarray] = []
         last_t = 0.0
+        # Only the chosen streams are demuxed: data, subtitle and attachment streams never reach a decoder.
+        streams = [s for s in (vstream, astream) if s is not None]
         try:
-            for packet in container.demux(*(s for s in (vstream, astream) if s is not None)):
+            for packet in container.demux(*streams):
+                # A zero-size packet with a buffer means "repeat the previous frame" (Theora duplicate
+                # frames, frames a capture dropped): libavcodec rejects it with EINVAL, ffmpeg skips it,
+                # and so do we. The flush packets demux() ends with have no buffer and are decoded.
+                if packet.size == 0 and packet.buffer_ptr:
+                    continue
                 for frame in packet.decode():
                     if frame.time is not None:
                         last_t = max(last_t, float(frame.time))

@@ -1,4 +1,4 @@
-"""Find the input files a dataset spec names, in a fixed order, with their sidecar labels."""
+"""Find the input files a dataset spec names, in a fixed order, with their labels (sidecar or manifest)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 
 import fsspec
 
+from components.ingest.manifest_source import read_manifest_entries
 from components.specs.dataset import SIDECAR_SUFFIX, DatasetSpec, LabelSource, Modality, SourceSpec
 
 _GLOB_CHARS = set("*?[")
@@ -21,7 +22,7 @@ class InputFile:
     url: str  # what fsspec opens; a plain path for local files
     relpath: str  # relative to the source root: stable across machines, used in shard metadata
     labels: dict = field(default_factory=dict, hash=False)
-    label_error: str | None = None
+    quarantine_reason: str | None = None  # known before probing: a bad sidecar, a missing manifest file
 
 
 def _expand(source: SourceSpec) -> tuple[fsspec.AbstractFileSystem, str, list[str]]:
@@ -60,6 +61,14 @@ def discover_inputs(spec: DatasetSpec) -> list[InputFile]:
     """Every input file of every source; sidecars (`*.labels.json`) are attached, not counted as inputs."""
     found: list[InputFile] = []
     for source in spec.sources:
+        if source.manifest is not None:
+            found += [
+                InputFile(
+                    source.name, source.modality, source.task_family, e.url, e.relpath, e.labels, e.quarantine_reason
+                )
+                for e in read_manifest_entries(source.manifest)
+            ]
+            continue
         fs, root, files = _expand(source)
         protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
         for path in files:

@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 from components.ingest import card
 from components.ingest.discover import InputFile, discover_inputs
 from components.ingest.probe import ProbeResult, probe_input
-from components.ingest.samples import assign_split, estimate_sample_bytes
+from components.ingest.samples import estimate_sample_bytes
 from components.ingest.shard_writer import write_planned_shards
 from components.ingest.shards import (
     ShardResult,
@@ -37,6 +37,7 @@ from components.ingest.shards import (
     plan_shards,
     remove_stale_temporaries,
 )
+from components.ingest.splits import assign_split, check_group_disjoint
 from components.ingest.validate import validate_manifest
 from components.progress import track
 from components.specs.dataset import DatasetSpec
@@ -95,11 +96,18 @@ def _write_atomic(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def discover_summary(spec: DatasetSpec, out: Path, workers: int = 1) -> dict:
-    """Count the inputs per source (cheap: no hashing); fails early when a source is missing or empty."""
+def _checked_inputs(spec: DatasetSpec) -> list[InputFile]:
+    """The spec's inputs; fails early when a source is missing or empty, or labels break the split rule."""
     inputs = discover_inputs(spec)
     if not inputs:
-        raise ValueError(f"dataset '{spec.name}': no input files found under {[s.path for s in spec.sources]}")
+        raise ValueError(f"dataset '{spec.name}': no input files found under {[s.location for s in spec.sources]}")
+    check_group_disjoint(inputs, spec)
+    return inputs
+
+
+def discover_summary(spec: DatasetSpec, out: Path, workers: int = 1) -> dict:
+    """Count the inputs per source (cheap: no hashing); fails early on what `_checked_inputs` checks."""
+    inputs = _checked_inputs(spec)
     per_source: dict[str, int] = {}
     for item in inputs:
         per_source[item.source] = per_source.get(item.source, 0) + 1
@@ -110,9 +118,7 @@ def probe_and_plan(spec: DatasetSpec, out: Path, workers: int = 1) -> dict:
     """Phase 1. Returns a summary: inputs, probed-ok, quarantined so far, duplicates, shards planned."""
     paths = IngestPaths(Path(out))
     paths.work.mkdir(parents=True, exist_ok=True)
-    inputs = discover_inputs(spec)
-    if not inputs:
-        raise ValueError(f"dataset '{spec.name}': no input files found under {[s.path for s in spec.sources]}")
+    inputs = _checked_inputs(spec)
     by_url: dict[str, InputFile] = {item.url: item for item in inputs}
     with ThreadPoolExecutor(max_workers=max(2, 2 * workers)) as pool:
         futures = [pool.submit(probe_input, item) for item in inputs]

@@ -81,10 +81,10 @@ def probe_input(item: InputFile) -> ProbeResult:
     try:
         result.sha256, result.size_bytes = sha256_of(item.url)
     except OSError as exc:
-        result.reason = f"unreadable file: {exc}"
+        result.reason = item.quarantine_reason or f"unreadable file: {exc}"
         return result
-    if item.label_error:
-        result.reason = item.label_error
+    if item.quarantine_reason:
+        result.reason = item.quarantine_reason
         return result
     if result.size_bytes == 0:
         result.reason = "empty file (0 bytes)"

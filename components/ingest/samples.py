@@ -7,7 +7,6 @@ bytes always produce the same sample wherever they were found.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 
@@ -24,15 +23,6 @@ KEY_HEX_CHARS = 24
 
 def sample_key(sha256: str) -> str:
     return sha256[:KEY_HEX_CHARS]
-
-
-def assign_split(sha256: str, labels: dict, spec: DatasetSpec) -> str:
-    """The label's split if it has one; otherwise a stable hash-based draw with `eval_fraction`."""
-    labelled = labels.get(spec.split.label_field)
-    if labelled is not None:
-        return str(labelled)
-    draw = int(hashlib.sha256(("split:" + sha256).encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
-    return "eval" if draw < spec.split.eval_fraction else "train"
 
 
 @dataclass

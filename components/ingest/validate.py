@@ -3,6 +3,9 @@
 The suite lives in `data_specs/expectations/<name>.yaml`. Row-level checks decide which inputs are
 quarantined (the failing expectation is the reason); table-level checks that fail stop the run, since
 they mean the batch as a whole is wrong. Data Docs HTML is written under `<out>/validation/`.
+
+Arguments written `$limits.NAME` come from the dataset spec. A spec field left unset (None) switches its
+expectation off, which is how opt-in checks such as the codec allow-lists stay in the suite.
 """
 
 from __future__ import annotations
@@ -47,8 +50,12 @@ def load_suite(name: str, expectations_dir: Path = EXPECTATIONS_DIR) -> Expectat
     return load_yaml_model(expectations_dir / f"{name}.yaml", ExpectationSuiteSpec)
 
 
+def _is_reference(value) -> bool:
+    return isinstance(value, str) and value.startswith("$")
+
+
 def _resolve(value, spec: DatasetSpec, where: str):
-    if isinstance(value, str) and value.startswith("$"):
+    if _is_reference(value):
         node = spec
         for part in value[1:].split("."):
             if not hasattr(node, part):
@@ -74,14 +81,19 @@ def validate_manifest(frame: pd.DataFrame, spec: DatasetSpec, docs_dir: Path) ->
     batch_definition = batch.add_batch_definition_whole_dataframe("all_rows")
     suite = context.suites.add_or_update(gx.ExpectationSuite(name=suite_spec.name))
     per_row: dict[int, bool] = {}
+    spec_values: dict[int, str] = {}  # index -> the spec values it checks against, for quarantine reasons
     for index, entry in enumerate(suite_spec.expectations):
         where = f"{EXPECTATIONS_DIR / (suite_spec.name + '.yaml')}: expectations[{index}]"
         cls = getattr(gx.expectations, _class_name(entry.type), None)
         if cls is None:
             raise SpecError(f"{where}: unknown expectation type '{entry.type}'")
         kwargs = {k: _resolve(v, spec, where) for k, v in entry.kwargs.items()}
+        references = {k: v for k, v in entry.kwargs.items() if _is_reference(v)}
+        if any(kwargs[k] is None for k in references):
+            continue  # the spec leaves this check unset: not applied
         suite.add_expectation(cls(**kwargs, meta={"index": index}))
         per_row[index] = entry.per_row
+        spec_values[index] = ", ".join(f"{k}={kwargs[k]!r} from the spec's {ref[1:]}" for k, ref in references.items())
     definition = context.validation_definitions.add_or_update(
         gx.ValidationDefinition(name=f"{spec.name}-manifest", data=batch_definition, suite=suite)
     )
@@ -103,14 +115,14 @@ def validate_manifest(frame: pd.DataFrame, spec: DatasetSpec, docs_dir: Path) ->
             config = check.expectation_config
             column = config.kwargs.get("column")
             described = f"{config.type}({column})"
-            if not per_row.get((config.meta or {}).get("index"), True):
+            index = (config.meta or {}).get("index")
+            if not per_row.get(index, True):
                 table_failures.append(f"{described}: {check.result.get('partial_unexpected_list', [])[:5]}")
                 continue
+            checked_against = f" ({spec_values[index]})" if spec_values.get(index) else ""
             for row in check.result.get("unexpected_index_list") or []:
                 row_failures.setdefault(row["sha256"], []).append(
-                    f"expectation {described} failed: value {row.get(column)!r}"
+                    f"expectation {described} failed: value {row.get(column)!r}{checked_against}"
                 )
     docs = docs_dir / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"
-    return ValidationOutcome(
-        row_failures, table_failures, docs if docs.exists() else None, len(suite_spec.expectations)
-    )
+    return ValidationOutcome(row_failures, table_failures, docs if docs.exists() else None, len(per_row))

@@ -28,6 +28,7 @@ class Modality(StrEnum):
 class LabelSource(StrEnum):
     NONE = "none"
     SIDECAR = "sidecar"  # `<stem>.labels.json` next to each media file
+    MANIFEST = "manifest"  # the source's manifest table (the default, and only choice, with `manifest`)
 
 
 SIDECAR_SUFFIX = ".labels.json"
@@ -37,12 +38,102 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class ManifestFormat(StrEnum):
+    CSV = "csv"
+    TSV = "tsv"  # tab-separated, no quoting (a quote is text), as speech corpora ship them
+    JSONL = "jsonl"  # one JSON object per line
+    PARQUET = "parquet"
+
+
+MANIFEST_SUFFIXES = {
+    ".csv": ManifestFormat.CSV,
+    ".tsv": ManifestFormat.TSV,
+    ".jsonl": ManifestFormat.JSONL,
+    ".ndjson": ManifestFormat.JSONL,
+    ".parquet": ManifestFormat.PARQUET,
+}
+
+
+class ManifestSpec(_Strict):
+    """One table listing a source's media files and their labels, instead of a `.labels.json` per file.
+
+    Each row becomes the labels a sidecar would hold: columns keep their names (or are renamed by
+    `label_columns`), `question`/`answer`/`choices` become one entry of `qa`, and rows naming the same file
+    add their questions to it.
+    """
+
+    path: str = Field(
+        description="The manifest file (CSV, TSV, JSONL or Parquet): a local path, relative to where commands "
+        "run like source paths, or an fsspec URL."
+    )
+    format: ManifestFormat | None = Field(
+        None, description="csv, tsv, jsonl or parquet; unset: taken from the file suffix."
+    )
+    path_column: str = Field(
+        "path",
+        description="The column naming each media file: a path relative to the manifest's folder, an absolute "
+        "path, or a URL.",
+    )
+    label_columns: dict[str, str] | None = Field(
+        None,
+        description="Label name -> manifest column, e.g. {transcript: sentence, speaker: client_id}; unset: "
+        "every column but the path column, under its own name.",
+    )
+
+    @property
+    def table_format(self) -> ManifestFormat:
+        return self.format or MANIFEST_SUFFIXES[Path(self.path).suffix.lower()]
+
+    @model_validator(mode="after")
+    def _format_known(self) -> ManifestSpec:
+        if self.format is None and Path(self.path).suffix.lower() not in MANIFEST_SUFFIXES:
+            raise ValueError(
+                f"cannot tell the format of {self.path!r} from its suffix: set format to one of "
+                f"{[f.value for f in ManifestFormat]}"
+            )
+        return self
+
+
 class SourceSpec(_Strict):
     name: str = Field(description="Short name of the source; appears in the manifest's `source` column.")
-    path: str = Field(description="A directory, a glob (`**` allowed) or an fsspec URL such as s3://bucket/x/*.mp4.")
+    path: str | None = Field(
+        None,
+        description="A directory, a glob (`**` allowed) or an fsspec URL such as s3://bucket/x/*.mp4 "
+        "(or `manifest` instead).",
+    )
+    manifest: ManifestSpec | None = Field(
+        None, description="A table that lists the source's files with their labels (instead of `path`)."
+    )
     modality: Modality = Field(description="What every file of this source must contain.")
-    labels: LabelSource = Field(LabelSource.SIDECAR, description="Where per-file labels live.")
+    labels: LabelSource = Field(
+        LabelSource.SIDECAR,
+        description="Where per-file labels live: sidecar or none for a `path` source; a `manifest` source's "
+        "labels come from its manifest.",
+    )
     task_family: str | None = Field(None, description="Task family tag carried into the samples (e.g. video_qa).")
+
+    @property
+    def location(self) -> str:
+        """What the source reads: its path, or its manifest file."""
+        return self.manifest.path if self.manifest else self.path
+
+    @model_validator(mode="before")
+    @classmethod
+    def _manifest_labels_by_default(cls, data):
+        if isinstance(data, dict) and data.get("manifest") is not None:
+            data = {"labels": LabelSource.MANIFEST.value, **data}
+        return data
+
+    @model_validator(mode="after")
+    def _path_or_manifest(self) -> SourceSpec:
+        if (self.path is None) == (self.manifest is None):
+            raise ValueError(f"source '{self.name}': give exactly one of `path` (files) or `manifest` (a table)")
+        if (self.manifest is not None) != (self.labels is LabelSource.MANIFEST):
+            raise ValueError(
+                f"source '{self.name}': labels '{self.labels.value}' does not fit; a manifest source takes its labels "
+                "from the manifest (leave `labels` out), a `path` source uses sidecar or none"
+            )
+        return self
 
 
 class FrameSamplingSpec(_Strict):
@@ -89,22 +180,41 @@ class LimitsSpec(_Strict):
     min_side_px: int = Field(16, ge=1)
     max_side_px: int = Field(8192, ge=1)
     max_file_bytes: int = Field(8 * 1024**3, ge=1)
-    video_codecs: list[str] = Field(
-        default_factory=lambda: ["h264", "hevc", "vp8", "vp9", "av1", "theora", "mpeg4", "mjpeg"]
+    # Frames are re-encoded to JPEG and audio to 16 kHz WAV, so by default the source codec does not matter:
+    # whatever ffmpeg decodes is accepted. A list is an opt-in allow-list, enforced by the expectation suite.
+    video_codecs: list[str] | None = Field(
+        None,
+        min_length=1,
+        description="ffprobe codec names allowed for video (e.g. [h264, vp9]); unset: any decodable codec.",
     )
-    audio_codecs: list[str] = Field(
-        default_factory=lambda: ["aac", "mp3", "opus", "vorbis", "flac", "pcm_s16le", "pcm_s24le", "pcm_f32le"]
+    audio_codecs: list[str] | None = Field(
+        None,
+        min_length=1,
+        description="ffprobe codec names allowed for audio (e.g. [aac, opus]); unset: any decodable codec.",
     )
-    image_codecs: list[str] = Field(default_factory=lambda: ["png", "mjpeg", "webp", "bmp"])
+    image_codecs: list[str] | None = Field(
+        None,
+        min_length=1,
+        description="ffprobe codec names allowed for images (e.g. [png, mjpeg]); unset: any decodable codec.",
+    )
     min_sample_rate: int = Field(8000, ge=1)
     max_sample_rate: int = Field(192000, ge=1)
 
 
 class SplitSpec(_Strict):
-    """How samples are assigned to splits: a label wins; otherwise the content hash decides."""
+    """How samples are assigned to splits: a label wins; otherwise a hash decides, of the item's group when
+    `group_field` names one (so a speaker is never on both sides), else of the content."""
 
-    label_field: str = Field("split", description="Sidecar field that names the split, when present.")
-    eval_fraction: float = Field(0.1, ge=0, le=1, description="Hash-based share of eval for unlabelled files.")
+    label_field: str = Field("split", description="Label (sidecar key or manifest column) that names the split.")
+    eval_fraction: float = Field(
+        0.1, ge=0, le=1, description="Hash-based share of eval: of groups with `group_field`, else of files."
+    )
+    group_field: str | None = Field(
+        None,
+        description="Label that groups items, e.g. speaker: every item of a group gets the group's hash draw, "
+        "so the train/eval split is group-disjoint. Items without it are drawn by their content.",
+    )
+    seed: int = Field(0, ge=0, description="Another seed draws another (still deterministic) partition.")
     allowed: list[str] = Field(default_factory=lambda: ["train", "eval"])
 
 

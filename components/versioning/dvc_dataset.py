@@ -99,7 +99,7 @@ def ensure_stage(repo: Path, spec: DatasetSpec, spec_path: Path, out: Path) -> s
     spec_rel = _relative(repo, spec_path, "spec")
     out_rel = _relative(repo, out, "output folder")
     deps = [spec_rel, f"data_specs/expectations/{spec.expectation_suite}.yaml", *CODE_DEPS]
-    deps += [_relative(repo, s.path, f"source '{s.name}'") for s in spec.sources if "://" not in s.path]
+    deps += [_relative(repo, s.location, f"source '{s.name}'") for s in spec.sources if "://" not in s.location]
     stage = {
         # Workers change speed, not bytes: they reach the command through OMNISTAGE_WORKERS, so a
         # different worker count never invalidates the stage.

@@ -233,3 +233,52 @@ def test_megatron_energon_reads_the_shards(tiny_corpus, tmp_path):
     seen = {sample.text for sample in get_loader(dataset)}
     manifest = {r["sha256"] for r in pq.read_table(out / "manifest.parquet").to_pylist()}
     assert seen == manifest and len(seen) == stats["accepted"]
+
+
+SPEAKERS = {"ana": "en+f3", "bo": "en+m3", "dee": "en-us"}  # with eval_fraction 0.34, dee draws eval
+
+
+@pytest.fixture(scope="module")
+def speech_manifest(tmp_path_factory) -> Path:
+    """A Common Voice-like TSV: two espeak-ng clips per speaker, plus a row whose file is missing."""
+    from components.demo_data.synth import speak
+
+    root = tmp_path_factory.mktemp("speech_manifest")
+    (root / "clips").mkdir()
+    rows = []
+    for speaker, voice in SPEAKERS.items():
+        for number in ("one", "two"):
+            name = f"clips/{speaker}_{number}.wav"
+            speak(f"{speaker} says {number}", root / name, voice=voice)
+            rows.append({"client_id": speaker, "path": name, "sentence": f"{speaker} says {number}"})
+    rows.append({"client_id": "bo", "path": "clips/never_uploaded.wav", "sentence": "lost"})
+    lines = ["client_id\tpath\tsentence", *("\t".join(r.values()) for r in rows)]
+    (root / "validated.tsv").write_text("\n".join(lines) + "\n")
+    return root / "validated.tsv"
+
+
+def test_manifest_source_ingests_labels_quarantines_missing_files_and_splits_by_speaker(speech_manifest, tmp_path):
+    manifest = {"path": str(speech_manifest), "label_columns": {"transcript": "sentence", "speaker": "client_id"}}
+    spec = DatasetSpec(
+        name="speech",
+        sources=[SourceSpec(name="cv", manifest=manifest, modality=Modality.AUDIO, task_family="asr")],
+        split={"group_field": "speaker", "eval_fraction": 0.34},
+    )
+    stats = ingest_dataset(spec, tmp_path)
+    assert (stats["inputs"], stats["accepted"], stats["quarantined"]) == (7, 6, 1)
+    (lost,) = [json.loads(line) for line in (tmp_path / "quarantine.jsonl").read_text().splitlines()]
+    missing = speech_manifest.parent / "clips" / "never_uploaded.wav"
+    assert lost["path"] == str(missing) and lost["sha256"] is None
+    assert lost["reason"] == f"missing file: {speech_manifest} line 8 names {missing}, which does not exist"
+    expected = {
+        f"clips/{s}_{n}.wav": {"speaker": s, "transcript": f"{s} says {n}"} for s in SPEAKERS for n in ("one", "two")
+    }
+    samples = list(wds.WebDataset([str(p) for p in sorted(tmp_path.glob("shards/*.tar"))], shardshuffle=False))
+    metas = [json.loads(s["json"]) for s in samples]
+    assert {m["relpath"]: m["labels"] for m in metas} == expected  # the labels a sidecar would give
+    assert all(m["task_family"] == "asr" and m["num_audio_samples"] > 8000 for m in metas)
+    assert all(s["wav"][:4] == b"RIFF" for s in samples)
+    sides: dict[str, set[str]] = {}
+    for meta in metas:
+        sides.setdefault(meta["labels"]["speaker"], set()).add(meta["split"])
+    assert sides == {"ana": {"train"}, "bo": {"train"}, "dee": {"eval"}}  # no speaker on both sides

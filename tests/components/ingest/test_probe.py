@@ -40,3 +40,12 @@ def test_probe_reasons_for_broken_inputs(tmp_path, shared_media):
     assert fake.reason.startswith("not a media file ffprobe can read") and fake.sha256
     audio_as_video = probe_input(_item(shared_media / "audio" / "noise.wav", Modality.VIDEO))
     assert audio_as_video.reason == "audio-only file where the source requires video"
+
+
+def test_probe_ignores_data_subtitle_and_attachment_streams(codec_media):
+    folder, codecs = codec_media
+    for name in ("theora_skeleton.ogv", "h264_subtitle_attachment.mkv"):
+        result = probe_input(_item(folder / name, Modality.VIDEO))
+        assert result.reason is None, (name, result.reason)
+        assert (result.modality, result.video_codec, result.audio_codec) == ("video", *codecs[name])
+        assert (result.width, result.height) == (96, 64) and abs(result.duration_s - 1.0) < 0.1

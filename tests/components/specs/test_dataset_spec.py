@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import pytest
@@ -58,3 +59,44 @@ def test_missing_and_non_mapping_files(tmp_path):
     (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
     with pytest.raises(SpecError, match="expected a mapping"):
         DatasetSpec.load(tmp_path / "list.yaml")
+
+
+def test_codec_allow_lists_are_opt_in(tmp_path):
+    limits = DatasetSpec.adhoc("x").limits
+    assert (limits.video_codecs, limits.audio_codecs, limits.image_codecs) == (None, None, None)
+    opted_in = tmp_path / "codecs.yaml"
+    opted_in.write_text("name: d\nsources: [{name: a, path: x, modality: video}]\nlimits: {video_codecs: [h264]}\n")
+    assert DatasetSpec.load(opted_in).limits.video_codecs == ["h264"]
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("name: d\nsources: [{name: a, path: x, modality: video}]\nlimits: {audio_codecs: []}\n")
+    with pytest.raises(SpecError, match="limits.audio_codecs"):
+        DatasetSpec.load(empty)
+
+
+def test_a_manifest_source_loads_and_wrong_combinations_are_named(tmp_path):
+    good = tmp_path / "speech.yaml"
+    good.write_text(
+        "name: speech\n"
+        "sources:\n"
+        "  - name: cv\n"
+        "    modality: audio\n"
+        "    manifest: {path: raw/cv/validated.tsv, label_columns: {transcript: sentence, speaker: client_id}}\n"
+        "split: {group_field: speaker, eval_fraction: 0.2, seed: 3}\n"
+    )
+    spec = DatasetSpec.load(good)
+    (source,) = spec.sources
+    assert source.labels == "manifest" and source.manifest.table_format == "tsv"
+    assert source.location == "raw/cv/validated.tsv" and source.manifest.path_column == "path"
+    assert DatasetSpec.model_validate_json(spec.model_dump_json()) == spec  # what shard workers receive
+    bad_sources = {
+        "{name: a, modality: audio}": "give exactly one of `path` (files) or `manifest` (a table)",
+        "{name: a, path: x, manifest: {path: m.csv}, modality: audio}": "give exactly one of `path`",
+        "{name: a, manifest: {path: m.csv}, labels: sidecar, modality: audio}": "leave `labels` out",
+        "{name: a, manifest: {path: m.txt}, modality: audio}": "cannot tell the format of 'm.txt'",
+        "{name: a, manifest: {path: m.csv, columns: [a]}, modality: audio}": "sources.0.manifest.columns",
+    }
+    for source_yaml, message in bad_sources.items():
+        bad = tmp_path / "bad.yaml"
+        bad.write_text(f"name: d\nsources: [{source_yaml}]\n")
+        with pytest.raises(SpecError, match=re.escape(message)):
+            DatasetSpec.load(bad)
