@@ -54,7 +54,7 @@ class StageInputs:
         """The layout `omnistage pipeline trainjob` assumes when not told: datasets and tokenizer on the shared
         volume, the previous stage's checkpoint where the same run wrote it. (Datasets addressed by DVC version
         in object storage are the other half of issue 10.)"""
-        root = curriculum.checkpoint_storage.mount_path if curriculum.checkpoint_storage else "/mnt/checkpoints"
+        root = curriculum.checkpoint_storage.mount_path
         previous = stage_checkpoint_dir(curriculum, run_name, stage.init_from) if stage.init_from else None
         return cls(datasets={name: f"{root}/datasets/{name}" for name in stage.data.datasets},
                    tokenizer=f"{root}/tokenizer.json", init_from=previous)  # fmt: skip
@@ -62,8 +62,7 @@ class StageInputs:
 
 def stage_checkpoint_dir(curriculum: CurriculumSpec, run_name: str, stage_name: str) -> str:
     """Where a run's stage writes its checkpoint on the shared volume; the next stage reads it from there."""
-    root = curriculum.checkpoint_storage.mount_path if curriculum.checkpoint_storage else "/mnt/checkpoints"
-    return f"{root}/{curriculum.name}/{run_name}/{stage_name}"
+    return f"{curriculum.checkpoint_storage.mount_path}/{curriculum.name}/{run_name}/{stage_name}"
 
 
 def trainjob_name(run_name: str, stage_name: str, num_nodes: int) -> str:
@@ -105,8 +104,7 @@ def node_command(curriculum_file: Path | str, stage: StageSpec, inputs: StageInp
     return command + ["--nproc-per-node", str(stage.resources.gpus_per_node)]
 
 
-def _refuse_unless_launchable(curriculum: CurriculumSpec, where: str, stage: StageSpec, run_name: str,
-                              inputs: StageInputs) -> None:  # fmt: skip
+def _refuse_unless_launchable(curriculum: CurriculumSpec, where: str, stage: StageSpec, run_name: str) -> None:
     at = f"{where}: stage '{stage.name}'"
     if not runs_as_trainjob(stage):
         raise TrainJobError(f"{at}: resources.nodes is 1; a one-node stage runs as a KFP task pod, not a "
@@ -121,17 +119,17 @@ def _refuse_unless_launchable(curriculum: CurriculumSpec, where: str, stage: Sta
     if not _RUN_NAME.match(run_name):
         raise TrainJobError(f"run name {run_name!r}: use letters, digits, '.', '_' or '-' (at most 128), "
                             "starting with a letter or digit")  # fmt: skip
-    missing = sorted(set(stage.data.datasets) - set(inputs.datasets))
-    if missing:
-        raise TrainJobError(f"{at}: no folder given for dataset(s) {missing} that data.datasets names")
 
 
 def build_trainjob(curriculum: CurriculumSpec, curriculum_file: Path | str, stage_name: str, run_name: str,
                    inputs: StageInputs | None = None) -> dict:  # fmt: skip
     """The TrainJob manifest (a plain dict, ready for YAML or the Kubernetes API) for one multi-node stage."""
     stage = curriculum.stage(stage_name)
+    _refuse_unless_launchable(curriculum, str(curriculum_file), stage, run_name)
     inputs = inputs or StageInputs.on_checkpoint_volume(curriculum, stage, run_name)
-    _refuse_unless_launchable(curriculum, str(curriculum_file), stage, run_name, inputs)
+    missing = sorted(set(stage.data.datasets) - set(inputs.datasets))
+    if missing:
+        raise TrainJobError(f"stage '{stage.name}': no folder given for dataset(s) {missing} that data.datasets names")
     res, storage = stage.resources, curriculum.checkpoint_storage
     try:  # checked when the spec loaded; this is the plan the nodes' numbers must satisfy
         stage.parallel.data_parallel(res.nodes * res.gpus_per_node)
