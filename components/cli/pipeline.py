@@ -1,4 +1,5 @@
-"""Pipeline commands: compile the curriculum for a KFP cluster, run it locally, retrain, and `run` (the main job)."""
+"""Pipeline commands: compile the curriculum for a KFP cluster, print a stage's TrainJob, run it locally,
+retrain, and `run` (the main job)."""
 
 from __future__ import annotations
 
@@ -46,6 +47,26 @@ def pipeline_compile(
     except SpecError as exc:
         fail(str(exc))
     console.print(f"compiled {curriculum} -> {out}")
+
+
+@pipeline_app.command("trainjob")
+def pipeline_trainjob(
+    curriculum: Annotated[Path, typer.Option(help="Curriculum YAML.")],
+    stage: Annotated[str, typer.Option(help="A multi-node stage (resources.nodes > 1).")],
+    run_name: Annotated[str, typer.Option(help="Pipeline run; with the stage it names the job.")] = "manual",
+) -> None:
+    """Print, as YAML, the Kubeflow Trainer TrainJob a multi-node stage's launcher creates (datasets and
+    tokenizer on the checkpoint volume; the nodes' --nproc-per-node arrives with issue 13)."""
+    import yaml
+
+    from components.pipelines.trainjob import build_trainjob
+    from components.specs.curriculum import CurriculumSpec
+
+    try:
+        manifest = build_trainjob(CurriculumSpec.load(curriculum), curriculum, stage, run_name)
+    except ValueError as exc:  # SpecError and TrainJobError are ValueErrors
+        fail(str(exc))
+    print(yaml.safe_dump(manifest, sort_keys=False), end="")
 
 
 @pipeline_app.command("run-local")

@@ -4,7 +4,8 @@ Airflow lives in its own virtualenv (the kfp SDK and Airflow's Kubernetes provid
 DAG task never imports the project's heavy code. It runs the `omnistage` CLI instead:
 
 - `OMNISTAGE_RUNNER=local` (default): a subprocess of `.venv/bin/omnistage` in the repository root; stderr
-  streams into the task log, stdout must be the command's JSON result, which becomes the task's XCom.
+  streams into the task log, stdout must be the command's JSON result, which becomes the task's XCom. A
+  timeout counts from the start and stops the command and everything it started.
 - `OMNISTAGE_RUNNER=kubernetes`: a KubernetesPodOperator running the same CLI command in the project image
   (`OMNISTAGE_IMAGE`); the pod writes its JSON result to /airflow/xcom/return.json. Only exercised on a
   cluster; the operator's construction is what the tests check here.
@@ -14,12 +15,15 @@ This module imports only the standard library at import time, so DAG files stay 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shlex
+import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -47,14 +51,33 @@ def run_omnistage(args: list[str], cwd: Path | str | None = None, timeout_s: flo
     """Run `omnistage ARGS` locally; return its stdout parsed as JSON (or {} when it printed nothing)."""
     cmd = [omnistage_executable(), *args]
     log.info("running: %s", shlex.join(cmd))
-    proc = subprocess.Popen(cmd, cwd=cwd or REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    stdout_chunks = []
-    # Forward progress lines as they come: a long ingestion must show progress in the task log.
+    # Its own session, so a timeout or a killed task stops the command's children too (kfp.local, torchrun).
+    proc = subprocess.Popen(cmd, cwd=cwd or REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)  # fmt: skip
     assert proc.stderr is not None and proc.stdout is not None
-    for line in proc.stderr:
-        print(line, end="", file=sys.stderr)
-    stdout_chunks.append(proc.stdout.read())
-    code = proc.wait(timeout=timeout_s)
+    stdout_chunks: list[str] = []
+    # Both pipes drain at once: read one to its end before the other and a child that fills the unread pipe
+    # (64 KiB) blocks forever. The main thread only waits, so the timeout runs while the output streams.
+    readers = [threading.Thread(target=lambda: stdout_chunks.append(proc.stdout.read()), daemon=True),
+               threading.Thread(target=_forward_lines, args=(proc.stderr,), daemon=True)]  # fmt: skip
+    for reader in readers:
+        reader.start()
+    try:
+        code = proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        _stop(proc)
+        raise StepFailed(f"`{shlex.join(cmd)}` ran past its {timeout_s:g} s timeout and was stopped") from None
+    except BaseException:  # the task itself was killed or interrupted: do not leave the command running
+        _stop(proc)
+        raise
+    finally:
+        for reader in readers:
+            reader.join(timeout=5)
+        if any(reader.is_alive() for reader in readers):  # something the command left running holds its pipes
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            for reader in readers:
+                reader.join()
     stdout = "".join(stdout_chunks).strip()
     if code != 0:
         raise StepFailed(f"`{shlex.join(cmd)}` exited with {code}; see the log above")
@@ -64,6 +87,24 @@ def run_omnistage(args: list[str], cwd: Path | str | None = None, timeout_s: flo
         return json.loads(stdout)
     except json.JSONDecodeError as exc:
         raise StepFailed(f"`{shlex.join(cmd)}` printed non-JSON on stdout: {stdout[:300]!r}") from exc
+
+
+def _forward_lines(stream) -> None:
+    """Progress lines into the task log as they come: a long ingestion must show progress."""
+    for line in stream:
+        print(line, end="", file=sys.stderr)
+
+
+def _stop(proc: subprocess.Popen, grace_s: float = 10) -> None:
+    """SIGTERM the command's process group, SIGKILL what is left after `grace_s`."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        try:
+            proc.wait(timeout=grace_s)
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def _render_local(args: list[str], params: dict) -> list[str]:

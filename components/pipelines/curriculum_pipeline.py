@@ -1,6 +1,10 @@
 """The curriculum as a Kubeflow pipeline: one task per stage, chained by checkpoint artifacts, each with
-the stage's resources from the curriculum YAML (accelerator type and count, CPU/memory, the GPU node
-pool's node selector and toleration, MLflow credentials from a Secret).
+the stage's resources from the curriculum YAML.
+
+A one-node stage is one task pod: `nvidia.com/gpu` x gpus_per_node, CPU/memory, a node selector for its
+pool and GPU model, the GPU taint's toleration, the pod deadline, MLflow credentials from a Secret. A
+multi-node stage is a small CPU launcher task on the curriculum's launcher pool that stands for the
+Kubeflow Trainer TrainJob its nodes run (trainjob.py); the GPUs are requested by the TrainJob, not here.
 
     omnistage pipeline compile --curriculum data_specs/curriculum/longcat_omni.yaml --out pipeline.yaml
     run_locally(...)   # the same pipeline through kfp.local's SubprocessRunner (no cluster)
@@ -11,9 +15,18 @@ from pathlib import Path
 
 from kfp import compiler, dsl, kubernetes
 
+from components.pipelines.cluster import (
+    GPU_RESOURCE,
+    MLFLOW_SECRET,
+    POOL_LABEL,
+    node_selector,
+    runs_as_trainjob,
+    tolerations,
+)
 from components.pipelines.stage_components import (
     evaluate_candidate,
     judge_gate,
+    launch_stage_trainjob,
     promote_champion,
     start_curriculum_run,
     train_first_stage,
@@ -21,9 +34,8 @@ from components.pipelines.stage_components import (
 )
 from components.specs.curriculum import CurriculumSpec, StageSpec
 
-POOL_LABEL = "omnistage.io/pool"
-GPU_TAINT = "nvidia.com/gpu"
-MLFLOW_SECRET = "omnistage-mlflow"
+# The launcher only builds and watches a TrainJob: no GPU, little CPU and memory.
+LAUNCHER_CPU, LAUNCHER_MEMORY = "1", "2Gi"
 
 
 def _mlflow_credentials(task) -> None:
@@ -33,21 +45,37 @@ def _mlflow_credentials(task) -> None:
 
 
 def _apply_resources(task, stage: StageSpec, curriculum: CurriculumSpec) -> None:
+    """A one-node stage's pod: what it requests, where it may run, how long it may take."""
     res = stage.resources
     task.set_display_name(stage.name)
     task.set_cpu_limit(res.cpu)
     task.set_memory_limit(res.memory)
     if res.gpus_per_node:
-        task.set_accelerator_type(res.accelerator)
+        # KFP's driver uses the accelerator type verbatim as the resource name (a GPU model there leaves the
+        # pod Pending forever); the model is a node selector instead.
+        task.set_accelerator_type(GPU_RESOURCE)
         task.set_accelerator_limit(res.gpus_per_node)
-        kubernetes.add_toleration(task, key=GPU_TAINT, operator="Exists", effect="NoSchedule")
-    kubernetes.add_node_selector(task, label_key=POOL_LABEL, label_value=res.node_pool)
+    for key, value in node_selector(res).items():
+        kubernetes.add_node_selector(task, label_key=key, label_value=value)
+    for toleration in tolerations(res):
+        kubernetes.add_toleration(task, **toleration)
+    if res.max_duration_hours is not None:
+        kubernetes.set_timeout(task, int(res.max_duration_hours * 3600))
     _mlflow_credentials(task)
     if curriculum.checkpoint_storage is not None:
         storage = curriculum.checkpoint_storage
         kubernetes.mount_pvc(task, pvc_name=storage.pvc, mount_path=storage.mount_path)
         task.set_env_variable("OMNISTAGE_CHECKPOINT_ROOT", storage.mount_path)
     task.set_caching_options(False)  # a stage retrains only when asked to
+
+
+def _apply_launcher_resources(task, stage: StageSpec, curriculum: CurriculumSpec) -> None:
+    """A multi-node stage's launcher pod: CPU only, off the GPU pools (it tolerates no GPU taint)."""
+    task.set_display_name(stage.name)
+    task.set_cpu_limit(LAUNCHER_CPU)
+    task.set_memory_limit(LAUNCHER_MEMORY)
+    kubernetes.add_node_selector(task, label_key=POOL_LABEL, label_value=curriculum.cluster.launcher_pool)
+    task.set_caching_options(False)
 
 
 def build_pipeline(curriculum_path: Path, gate_path: Path | None = None):
@@ -65,12 +93,16 @@ def build_pipeline(curriculum_path: Path, gate_path: Path | None = None):
         previous = None
         for stage in curriculum.stages:
             common = dict(curriculum=path, stage=stage.name, datasets=datasets, tokenizer=tokenizer,
-                          tracking_uri=tracking_uri, parent_run_id=parent.output, max_steps=max_steps)  # fmt: skip
-            if previous is None:
-                task = train_first_stage(**common)
+                          tracking_uri=tracking_uri, max_steps=max_steps)  # fmt: skip
+            chained = {} if previous is None else {"previous": previous.outputs["checkpoint"]}
+            if runs_as_trainjob(stage):
+                # The KFP run id names the TrainJob, so a retried launcher finds the job it created.
+                task = launch_stage_trainjob(**common, **chained, run_name=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
+                _apply_launcher_resources(task, stage, curriculum)
             else:
-                task = train_next_stage(**common, previous=previous.outputs["checkpoint"])
-            _apply_resources(task, stage, curriculum)
+                stage_task = train_first_stage if previous is None else train_next_stage
+                task = stage_task(**common, **chained, parent_run_id=parent.output)
+                _apply_resources(task, stage, curriculum)
             previous = task
         if gate is None:
             return

@@ -12,6 +12,7 @@ from kfp import dsl
 from kfp.dsl import Input, Model, Output
 
 TRAIN_IMAGE = os.environ.get("OMNISTAGE_TRAIN_IMAGE", "ghcr.io/omnistage/omnistage-train:latest")
+CPU_IMAGE = os.environ.get("OMNISTAGE_IMAGE", "ghcr.io/omnistage/omnistage-cpu:latest")  # as the Airflow steps
 
 
 @dsl.component(base_image=TRAIN_IMAGE, install_kfp_package=False)
@@ -40,6 +41,17 @@ def train_next_stage(curriculum: str, stage: str, datasets: str, tokenizer: str,
 
     run_stage_step(curriculum, stage, datasets, tokenizer, tracking_uri, parent_run_id, max_steps, checkpoint.path,
                    init_from=previous.path)  # fmt: skip
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def launch_stage_trainjob(curriculum: str, stage: str, run_name: str, datasets: str, tokenizer: str,
+                          tracking_uri: str, max_steps: int, checkpoint: Output[Model],
+                          previous: Input[Model] | None = None):  # fmt: skip
+    """A multi-node stage: the CPU task that stands for the TrainJob its nodes run (first stage: no previous)."""
+    from components.pipelines.stage_entry import launch_stage_step
+
+    launch_stage_step(curriculum, stage, run_name, datasets, tokenizer, tracking_uri, max_steps,
+                      init_from=previous.path if previous else None)  # fmt: skip
 
 
 @dsl.component(base_image=TRAIN_IMAGE, install_kfp_package=False)

@@ -70,19 +70,59 @@ class BudgetSpec(_Strict):
 
 
 class ParallelSpec(_Strict):
+    """Megatron's model-parallel sizes; data parallel is what the world size leaves (see `data_parallel`)."""
+
     tensor: int = Field(1, ge=1)
     pipeline: int = Field(1, ge=1)
     expert: int = Field(1, ge=1)
     context: int = Field(1, ge=1)
 
+    def data_parallel(self, world: int) -> int:
+        """The data-parallel size for `world` processes; ValueError when the plan does not fit.
+
+        Megatron-Core (parallel_state.initialize_model_parallel) needs world = TP x PP x CP x DP, and folds
+        expert parallel into the TP x CP x DP ranks of a pipeline stage with the expert tensor-parallel size
+        defaulting to TP: world must also be a multiple of TP x EP x PP.
+        """
+        model_parallel = self.tensor * self.pipeline * self.context
+        if world % model_parallel:
+            raise ValueError(
+                f"tensor x pipeline x context = {self.tensor} x {self.pipeline} x {self.context} = {model_parallel} "
+                f"does not divide the {world} GPUs; change parallel or resources.nodes / gpus_per_node"
+            )
+        expert_span = self.tensor * self.expert * self.pipeline
+        if world % expert_span:
+            raise ValueError(
+                f"expert parallel size {self.expert} x tensor {self.tensor} does not divide the "
+                f"{world // self.pipeline} GPUs of a pipeline stage (Megatron places experts inside "
+                f"tensor x context x data parallel); change parallel.expert or the GPU count"
+            )
+        return world // model_parallel
+
+
+# The counts KFP's set_accelerator_limit and the GPU node shapes accept (ENVIRONMENT.md, KFP accelerators).
+GPUS_PER_NODE_ALLOWED = (0, 1, 2, 4, 8, 16)
+# A Kubernetes label value: the accelerator and the node pool are node-selector values.
+_LABEL_VALUE = r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+
 
 class ResourcesSpec(_Strict):
-    accelerator: str = Field(description="accelerator type, e.g. nvidia-h100-80gb; 'cpu' for local runs")
-    gpus_per_node: int = Field(ge=0)
-    nodes: int = Field(1, ge=1)
-    node_pool: str = Field(description="node pool label value the stage's pods select")
+    accelerator: str = Field(
+        pattern=_LABEL_VALUE,
+        description="GPU model, e.g. nvidia-h100-80gb: the omnistage.io/accelerator label of its node pool; "
+        "'cpu' for stages without GPUs",
+    )
+    gpus_per_node: int = Field(ge=0, description=f"one of {GPUS_PER_NODE_ALLOWED}")
+    nodes: int = Field(1, ge=1, description="> 1: the stage runs as a Kubeflow Trainer TrainJob of this many nodes")
+    node_pool: str = Field(pattern=_LABEL_VALUE, description="node pool label value the stage's pods select")
     cpu: str = "8"
     memory: str = "64Gi"
+    max_duration_hours: float | None = Field(
+        None,
+        gt=0,
+        description="wall-clock cap on a cluster: the TrainJob's activeDeadlineSeconds (required when nodes > 1), "
+        "the GPU task pod's deadline otherwise",
+    )
 
 
 class CheckpointStorageSpec(_Strict):
@@ -92,6 +132,22 @@ class CheckpointStorageSpec(_Strict):
 
     pvc: str = Field(description="name of an existing ReadWriteMany PersistentVolumeClaim")
     mount_path: str = Field("/mnt/checkpoints", pattern=r"^/")
+
+
+class ClusterSpec(_Strict):
+    """How the curriculum's stages are placed on a Kubernetes cluster (ignored by kfp.local)."""
+
+    queue: str | None = Field(
+        None,
+        pattern=_LABEL_VALUE,
+        description="Kueue LocalQueue that admits the stages' TrainJobs (label kueue.x-k8s.io/queue-name); "
+        "without it TrainJobs start unqueued",
+    )
+    launcher_pool: str = Field(
+        "cpu-data",
+        pattern=_LABEL_VALUE,
+        description="node pool (omnistage.io/pool) of the small CPU task that launches a multi-node stage",
+    )
 
 
 class StageSpec(_Strict):
@@ -133,19 +189,30 @@ class StageSpec(_Strict):
         both = sorted(set(self.train) & set(self.freeze))
         if both:
             raise ValueError(f"modules both trained and frozen: {both}")
-        world = self.resources.gpus_per_node * self.resources.nodes
+        res = self.resources
+        if res.gpus_per_node not in GPUS_PER_NODE_ALLOWED:
+            raise ValueError(
+                f"stage '{self.name}': resources.gpus_per_node is {res.gpus_per_node}; use one of "
+                f"{list(GPUS_PER_NODE_ALLOWED)} (what KFP's accelerator limit and GPU node shapes accept)"
+            )
+        if res.gpus_per_node and res.accelerator == "cpu":
+            raise ValueError(
+                f"stage '{self.name}': resources.gpus_per_node is {res.gpus_per_node} but accelerator is 'cpu'; "
+                "name the GPU model (e.g. nvidia-h100-80gb)"
+            )
+        if res.nodes > 1 and not res.gpus_per_node:
+            raise ValueError(
+                f"stage '{self.name}': resources.nodes is {res.nodes} without GPUs; multi-node stages are GPU "
+                "TrainJobs, set gpus_per_node"
+            )
+        world = res.gpus_per_node * res.nodes
         if world:  # CPU stages (gpus_per_node: 0) run with whatever processes are started
-            model_parallel = self.parallel.tensor * self.parallel.pipeline * self.parallel.context
-            if world % model_parallel:
+            try:
+                self.parallel.data_parallel(world)
+            except ValueError as exc:
                 raise ValueError(
-                    f"tensor x pipeline x context = {model_parallel} does not divide the {world} GPUs "
-                    f"({self.resources.nodes} node(s) x {self.resources.gpus_per_node})"
-                )
-            if (world // self.parallel.pipeline) % self.parallel.expert:
-                raise ValueError(
-                    f"expert parallel size {self.parallel.expert} does not divide the "
-                    f"{world // self.parallel.pipeline} GPUs of a pipeline stage"
-                )
+                    f"stage '{self.name}' ({res.nodes} node(s) x {res.gpus_per_node} GPUs): {exc}"
+                ) from None
         if self.global_batch_size % self.micro_batch_size:
             raise ValueError("global_batch_size must be a multiple of micro_batch_size")
         return self
@@ -156,6 +223,7 @@ class CurriculumSpec(_Strict):
     preset: Literal["tiny", "small", "longcat-flash-omni"]
     seed: int = 1234
     checkpoint_storage: CheckpointStorageSpec | None = None
+    cluster: ClusterSpec = ClusterSpec()
     stages: list[StageSpec] = Field(min_length=1)
 
     @model_validator(mode="after")

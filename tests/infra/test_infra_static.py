@@ -9,13 +9,19 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from components.pipelines.curriculum_pipeline import GPU_TAINT, POOL_LABEL, compile_pipeline
+from components.pipelines.cluster import ACCELERATOR_LABEL, GPU_TAINT, POOL_LABEL
+from components.pipelines.curriculum_pipeline import compile_pipeline
+from components.pipelines.trainjob import build_trainjob
 from components.specs.curriculum import CurriculumSpec
 from tests.conftest import REPO_ROOT
+from tests.infra.trainer_manifests import load_runtime, trainjob_node_pod
 
 INFRA = REPO_ROOT / "infra"
 K8S_VERSION = "1.30.0"
 MANIFESTS = sorted(p for p in (INFRA / "k8s").rglob("*.yaml") if p.name != "kustomization.yaml")
+# Kinds from CRDs have no schema in kubernetes-validate: tests/infra/test_trainer_runtime.py checks them with
+# the Trainer API models, and their pod templates against the Kubernetes schemas.
+CRD_GROUPS = ("trainer.kubeflow.org/",)
 TERRAFORM = sorted((INFRA / "terraform").rglob("*.tf"))
 
 
@@ -28,7 +34,8 @@ def test_manifest_validates_against_kubernetes_schemas(path):
     docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
     assert docs
     for doc in docs:
-        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+        if not doc["apiVersion"].startswith(CRD_GROUPS):
+            kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
 
 
 def test_kustomizations_list_files_that_exist():
@@ -54,31 +61,48 @@ def _node_pools():
                     config = body.get("node_config", [body])[0]
                     labels = {_unquote(k): _unquote(v) for k, v in config.get("labels", {}).items()}
                     taints = [{k: _unquote(v) for k, v in t.items()} for t in config.get("taint", [])]
-                    pools[(path.parent.name, _unquote(name))] = {"labels": labels, "taints": taints}
+                    gpus = [_unquote(g["type"]) for g in config.get("guest_accelerator", [])]  # GKE only
+                    pools[(path.parent.name, _unquote(name))] = {"labels": labels, "taints": taints, "gpus": gpus}
     return pools
 
 
-def test_terraform_pools_match_the_pipelines_node_selectors_and_tolerations(tmp_path):
-    pools = _node_pools()
-    assert {cloud for cloud, _ in pools} == {"gke", "eks"}
+def _placements(tmp_path) -> list[dict]:
+    """Every node selector and toleration list the full recipe puts on a cluster: its compiled pipeline's
+    task pods (the multi-node stages' launchers) and its TrainJobs' node pods."""
     curriculum_path = REPO_ROOT / "data_specs" / "curriculum" / "longcat_omni.yaml"
+    curriculum = CurriculumSpec.load(curriculum_path)
     docs = list(yaml.safe_load_all(compile_pipeline(curriculum_path, tmp_path / "p.yaml").read_text()))
     executors = docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    selected = {e["nodeSelector"]["labels"][POOL_LABEL] for e in executors.values() if "nodeSelector" in e}
-    gpu_stages = {
-        s.resources.node_pool for s in CurriculumSpec.load(curriculum_path).stages if s.resources.gpus_per_node
-    }
-    assert gpu_stages <= selected
+    placements = [{"selector": e["nodeSelector"]["labels"], "tolerations": e.get("tolerations", [])}
+                  for e in executors.values() if "nodeSelector" in e]  # fmt: skip
+    for stage in curriculum.stages:
+        if stage.resources.nodes > 1:
+            pod = trainjob_node_pod(load_runtime(), build_trainjob(curriculum, curriculum_path, stage.name, "r"))
+            placements.append({"selector": pod["nodeSelector"], "tolerations": pod["tolerations"]})
+    return placements
+
+
+def test_terraform_pools_match_the_node_selectors_and_tolerations_of_pipeline_and_trainjobs(tmp_path):
+    pools = _node_pools()
+    assert {cloud for cloud, _ in pools} == {"gke", "eks"}
+    placements = _placements(tmp_path)
+    gpu_placements = [p for p in placements if p["tolerations"]]
+    assert gpu_placements and len(gpu_placements) < len(placements)  # TrainJob nodes and CPU launchers
     for cloud in ("gke", "eks"):
         labelled = {p["labels"].get(POOL_LABEL): p for (c, _), p in pools.items() if c == cloud}
-        for pool in selected:
-            assert pool in labelled, f"{cloud}: no node pool labelled {POOL_LABEL}={pool}"
-        for pool in gpu_stages:
-            taints = labelled[pool]["taints"]
-            assert any(t["key"] == GPU_TAINT and t["effect"] == "NO_SCHEDULE" for t in taints), (cloud, pool)
-    for executor in executors.values():  # GPU tasks tolerate exactly that taint
-        for toleration in executor.get("tolerations", []):
-            assert toleration["key"] == GPU_TAINT and toleration["effect"] == "NoSchedule"
+        for placement in placements:
+            pool = labelled.get(placement["selector"][POOL_LABEL])
+            assert pool, f"{cloud}: no node pool labelled {POOL_LABEL}={placement['selector'][POOL_LABEL]}"
+            # Every label selected is one the pool's nodes carry, so the pod can schedule there.
+            assert placement["selector"].items() <= pool["labels"].items(), (cloud, placement["selector"])
+            gpu_pool = any(t["key"] == GPU_TAINT and t["effect"] == "NO_SCHEDULE" for t in pool["taints"])
+            assert gpu_pool == bool(placement["tolerations"]), (cloud, placement)  # GPUs only on GPU pools
+        for placement in gpu_placements:
+            assert placement["tolerations"] == [{"key": GPU_TAINT, "operator": "Exists", "effect": "NoSchedule"}]
+            assert ACCELERATOR_LABEL in placement["selector"]
+    for (cloud, name), pool in pools.items():  # the label names the GPU GKE attaches
+        if pool["gpus"]:
+            assert pool["gpus"] == [pool["labels"][ACCELERATOR_LABEL]], (cloud, name)
 
 
 @pytest.mark.parametrize("dockerfile", sorted((INFRA / "docker").glob("*.Dockerfile")), ids=lambda p: p.name)

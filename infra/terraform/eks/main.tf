@@ -1,5 +1,6 @@
 # EKS GPU node groups for omnistage, with the same labels and taints as the GKE pools:
-#   omnistage.io/pool=<node_pool>, nvidia.com/gpu=present:NoSchedule on GPU nodes.
+#   omnistage.io/pool=<node_pool>; on GPU nodes omnistage.io/accelerator=<GPU model> and
+#   nvidia.com/gpu=present:NoSchedule.
 # terraform init && terraform apply -var cluster=... -var node_role_arn=... -var 'subnet_ids=[...]'
 
 terraform {
@@ -73,7 +74,8 @@ resource "aws_eks_node_group" "gpu_h100" {
   }
 
   labels = {
-    "omnistage.io/pool" = "gpu-h100"
+    "omnistage.io/pool"        = "gpu-h100"
+    "omnistage.io/accelerator" = "nvidia-h100-80gb" # p5.48xlarge: 8 x H100 80GB (EKS sets no GPU-model label)
   }
 
   taint {

@@ -1,5 +1,8 @@
-# GKE GPU node pools for omnistage. Labels and taints are what the compiled pipeline selects and tolerates:
-#   nodeSelector omnistage.io/pool=<node_pool of the curriculum stage>, toleration nvidia.com/gpu:NoSchedule.
+# GKE GPU node pools for omnistage. Labels and taints are what the compiled pipeline and the TrainJobs
+# select and tolerate (components/pipelines/cluster.py): nodeSelector omnistage.io/pool=<node_pool of the
+# stage> and, on GPU pools, omnistage.io/accelerator=<accelerator of the stage>; toleration
+# nvidia.com/gpu:NoSchedule. GKE adds cloud.google.com/gke-accelerator itself; the project label is the one
+# EKS can carry too.
 # terraform init && terraform apply -var project=... -var cluster=...
 
 terraform {
@@ -78,7 +81,8 @@ resource "google_container_node_pool" "gpu_h100" {
     }
 
     labels = {
-      "omnistage.io/pool" = "gpu-h100"
+      "omnistage.io/pool"        = "gpu-h100"
+      "omnistage.io/accelerator" = "nvidia-h100-80gb" # the guest_accelerator type above
     }
 
     taint {

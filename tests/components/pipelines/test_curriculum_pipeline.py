@@ -1,40 +1,123 @@
-"""The curriculum pipeline: compiled YAML carries each stage's GPU settings; kfp.local runs it end to end."""
+"""The curriculum pipeline: what the compiled YAML asks of a cluster (a pod per one-node stage with
+`nvidia.com/gpu` on its GPU pool, a CPU launcher per multi-node stage), the gate tail, and checkpoints on a
+volume chaining stage to stage."""
 
 import pytest
 import yaml
 
-from components.pipelines.curriculum_pipeline import GPU_TAINT, POOL_LABEL, compile_pipeline
+from components.pipelines.cluster import ACCELERATOR_LABEL, GPU_RESOURCE, GPU_TAINT, MLFLOW_SECRET, POOL_LABEL
+from components.pipelines.curriculum_pipeline import compile_pipeline
+from components.pipelines.stage_components import CPU_IMAGE
 from components.specs.curriculum import CurriculumSpec
 from tests.conftest import REPO_ROOT
 
 FULL = REPO_ROOT / "data_specs" / "curriculum" / "longcat_omni.yaml"
 
 
-def test_compiled_pipeline_carries_gpu_node_pool_and_toleration_per_stage(tmp_path):
-    out = compile_pipeline(FULL, tmp_path / "pipeline.yaml")
-    docs = list(yaml.safe_load_all(out.read_text()))
+def _compiled(curriculum_path, out):
+    docs = list(yaml.safe_load_all(compile_pipeline(curriculum_path, out).read_text()))
     spec, platform = docs[0], docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    curriculum = CurriculumSpec.load(FULL)
     tasks = spec["root"]["dag"]["tasks"]
     stage_tasks = {t["taskInfo"]["name"]: t for t in tasks.values() if t["taskInfo"]["name"] != "start-curriculum-run"}
+    executor_of = {name: t["componentRef"]["name"].replace("comp-", "exec-") for name, t in stage_tasks.items()}
+    return spec, platform, tasks, stage_tasks, executor_of
+
+
+def _one_node_first_stage(tmp_path):
+    """The full recipe with stage0 on one 8-GPU node (parallel plan shrunk to fit): a plain GPU task."""
+    doc = yaml.safe_load(FULL.read_text())
+    doc["stages"][0]["resources"]["nodes"] = 1
+    doc["stages"][0]["parallel"] = {"pipeline": 4, "context": 2}
+    path = tmp_path / "one_node_stage0.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def test_multi_node_stages_compile_to_cpu_launchers_chained_by_checkpoints(tmp_path):
+    spec, platform, tasks, stage_tasks, executor_of = _compiled(FULL, tmp_path / "pipeline.yaml")
+    curriculum = CurriculumSpec.load(FULL)
     assert sorted(stage_tasks) == sorted(s.name for s in curriculum.stages)
     executors = spec["deploymentSpec"]["executors"]
     for stage in curriculum.stages:
-        task = stage_tasks[stage.name]
-        executor = task["componentRef"]["name"].replace("comp-", "exec-")
-        resources = executors[executor]["container"]["resources"]
-        assert resources["accelerator"]["resourceType"] == stage.resources.accelerator
-        assert int(resources["accelerator"]["resourceCount"]) == stage.resources.gpus_per_node
-        k8s = platform[executor]
-        assert k8s["nodeSelector"]["labels"] == {POOL_LABEL: stage.resources.node_pool}
-        assert {"key": GPU_TAINT, "operator": "Exists", "effect": "NoSchedule"} in k8s["tolerations"]
-        assert k8s["secretAsEnv"][0]["secretName"] == "omnistage-mlflow"
-        assert k8s["pvcMount"][0]["mountPath"] == curriculum.checkpoint_storage.mount_path
+        task, executor = stage_tasks[stage.name], executor_of[stage.name]
+        assert task["componentRef"]["name"].startswith("comp-launch-stage-trainjob")
+        container = executors[executor]["container"]
+        assert "accelerator" not in container["resources"]  # the TrainJob requests the GPUs, not this pod
+        assert container["image"] == CPU_IMAGE
+        assert platform[executor] == {"nodeSelector": {"labels": {POOL_LABEL: curriculum.cluster.launcher_pool}}}
+        # The KFP run id names the TrainJob, so a retried launcher task finds the job it created.
+        assert task["inputs"]["parameters"]["run_name"]["runtimeValue"]["constant"] == "{{$.pipeline_job_uuid}}"
     name_of = {task_id: t["taskInfo"]["name"] for task_id, t in tasks.items()}
     order = [s.name for s in curriculum.stages]
+    assert "previous" not in stage_tasks[order[0]]["inputs"].get("artifacts", {})
     for earlier, later in zip(order, order[1:]):  # checkpoints chain stage to stage
         artifact = stage_tasks[later]["inputs"]["artifacts"]["previous"]["taskOutputArtifact"]
         assert name_of[artifact["producerTask"]] == earlier and artifact["outputArtifactKey"] == "checkpoint"
+
+
+def test_a_one_node_gpu_stage_is_one_pod_with_nvidia_gpu_its_pool_model_taint_and_deadline(tmp_path):
+    path = _one_node_first_stage(tmp_path)
+    spec, platform, _, stage_tasks, executor_of = _compiled(path, tmp_path / "pipeline.yaml")
+    stage = CurriculumSpec.load(path).stages[0]
+    res, executor = stage.resources, executor_of[stage.name]
+    resources = spec["deploymentSpec"]["executors"][executor]["container"]["resources"]
+    assert resources["accelerator"]["resourceType"] == GPU_RESOURCE
+    assert int(resources["accelerator"]["resourceCount"]) == res.gpus_per_node
+    assert (resources["resourceCpuLimit"], resources["resourceMemoryLimit"]) == (res.cpu, res.memory)
+    k8s = platform[executor]
+    assert k8s["nodeSelector"]["labels"] == {POOL_LABEL: res.node_pool, ACCELERATOR_LABEL: res.accelerator}
+    assert k8s["tolerations"] == [{"key": GPU_TAINT, "operator": "Exists", "effect": "NoSchedule"}]
+    assert int(k8s["activeDeadlineSeconds"]) == res.max_duration_hours * 3600
+    assert k8s["secretAsEnv"][0]["secretName"] == MLFLOW_SECRET
+    assert k8s["pvcMount"][0]["mountPath"] == CurriculumSpec.load(path).checkpoint_storage.mount_path
+    assert stage_tasks[stage.name]["componentRef"]["name"] == "comp-train-first-stage"
+    later = stage_tasks[CurriculumSpec.load(path).stages[1].name]  # a launcher reads a GPU task's checkpoint
+    assert later["inputs"]["artifacts"]["previous"]["taskOutputArtifact"]["outputArtifactKey"] == "checkpoint"
+
+
+@pytest.mark.parametrize("variant", ["full", "one-node-stage0"])
+def test_compiled_pipeline_requests_only_nvidia_gpu_and_only_on_gpu_pools(tmp_path, variant):
+    path = FULL if variant == "full" else _one_node_first_stage(tmp_path)
+    out = tmp_path / "pipeline.yaml"
+    spec, platform, *_ = _compiled(path, out)
+    curriculum = CurriculumSpec.load(path)
+    gpu_pools = {s.resources.node_pool for s in curriculum.stages if s.resources.gpus_per_node}
+    models = {s.resources.accelerator for s in curriculum.stages if s.resources.gpus_per_node}
+    requesting = set()
+    for name, executor in spec["deploymentSpec"]["executors"].items():
+        accelerator = executor["container"].get("resources", {}).get("accelerator")
+        selector = platform.get(name, {}).get("nodeSelector", {}).get("labels", {})
+        if accelerator:
+            requesting.add(name)
+            assert accelerator["resourceType"] == accelerator["type"] == GPU_RESOURCE, name
+            assert selector.get(POOL_LABEL) in gpu_pools and selector.get(ACCELERATOR_LABEL) in models, name
+        else:
+            assert selector.get(POOL_LABEL) not in gpu_pools, name  # CPU pods stay off GPU nodes
+            assert not platform.get(name, {}).get("tolerations"), name
+    assert len(requesting) == (0 if variant == "full" else 1)
+    # A GPU model appears only as a node-selector value, never as a resource name.
+    text = out.read_text()
+    for model in models:
+        assert text.count(model) == len(requesting), model
+
+
+def test_the_launcher_builds_the_trainjob_and_stops_with_what_is_missing(tmp_path, caplog):
+    import json
+    import logging
+
+    from components.pipelines.stage_entry import POINTER, launch_stage_step
+
+    previous = tmp_path / "previous"
+    previous.mkdir()
+    (previous / POINTER).write_text("/mnt/checkpoints/longcat-flash-omni/r1/stage0-text")
+    datasets = json.dumps({name: f"/data/{name}" for name in ("text_corpus", "speech_text", "asr")})
+    with caplog.at_level(logging.INFO), pytest.raises(NotImplementedError, match="launcher of issue 10"):
+        launch_stage_step(str(FULL), "stage1-text-speech", "r1", datasets, "/data/tok.json", "http://mlflow:5000",
+                          0, init_from=str(previous))  # fmt: skip
+    logged = yaml.safe_load(caplog.text.split("TrainJob for stage stage1-text-speech:\n", 1)[1])
+    command = logged["spec"]["trainer"]["command"]
+    assert command[command.index("--init-from") + 1] == "/mnt/checkpoints/longcat-flash-omni/r1/stage0-text"
+    assert "--max-steps" not in command  # 0: the stage's own budget
 
 
 def test_pipeline_with_a_gate_ends_in_evaluate_gate_and_a_conditional_promote(tmp_path):

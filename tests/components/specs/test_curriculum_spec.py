@@ -50,11 +50,41 @@ def _broken(tmp_path, change) -> Path:
             ),
             "does not divide the 8 GPUs",
         ),
+        (
+            # Megatron folds EP into TP x CP x DP with expert-TP = TP: 16 x 8 GPUs cannot hold TP 2 x EP 32 x PP 4.
+            lambda d: d["stages"][0].update(
+                parallel={"tensor": 2, "pipeline": 4, "expert": 32},
+                resources={"accelerator": "nvidia-h100-80gb", "gpus_per_node": 8, "nodes": 16, "node_pool": "g"},
+            ),
+            "stage 'stage0-text' (16 node(s) x 8 GPUs): expert parallel size 32 x tensor 2 does not divide",
+        ),
+        (
+            lambda d: d["stages"][2]["resources"].update(accelerator="nvidia-h100-80gb", gpus_per_node=3),
+            "field 'stages.2': Value error, stage 'stage2-multimodal': resources.gpus_per_node is 3; use one of "
+            "[0, 1, 2, 4, 8, 16]",
+        ),
+        (lambda d: d["stages"][0]["resources"].update(gpus_per_node=8), "accelerator is 'cpu'"),
+        (lambda d: d["stages"][0]["resources"].update(nodes=4), "resources.nodes is 4 without GPUs"),
+        (lambda d: d["stages"][0]["resources"].update(node_pool="GPU pool!"), "field 'stages.0.resources.node_pool'"),
+        (lambda d: d.update(cluster={"queue": "q", "priority": 1}), "field 'cluster.priority'"),
         (lambda d: d["stages"][0].update(init_from="stage9"), "not an earlier stage"),
         (lambda d: d["stages"][0].update(loss_weights={"smell": 1.0}), "unknown loss(es)"),
         (lambda d: d["stages"][0].update(budget={"steps": 1, "tokens": 5}), "exactly one of steps or tokens"),
     ],
-    ids=["unknown-module", "weights-do-not-sum", "parallel-does-not-divide", "bad-init-from", "unknown-loss", "budget"],
+    ids=[
+        "unknown-module",
+        "weights-do-not-sum",
+        "parallel-does-not-divide",
+        "expert-does-not-fit",
+        "gpus-per-node",
+        "gpus-on-cpu",
+        "multi-node-cpu",
+        "pool-label",
+        "cluster-field",
+        "bad-init-from",
+        "unknown-loss",
+        "budget",
+    ],
 )
 def test_wrong_curriculum_fails_with_file_field_and_fix(tmp_path, change, message):
     path = _broken(tmp_path, change)

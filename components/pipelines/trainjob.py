@@ -1,0 +1,174 @@
+"""A multi-node curriculum stage as a Kubeflow Trainer v2 TrainJob (trainer.kubeflow.org/v1alpha1).
+
+The TrainJob references the ClusterTrainingRuntime `omnistage-megatron` (infra/k8s/trainer/), which holds
+what every stage shares: the torch ML policy (Trainer injects torchrun's PET_* rendezvous variables into
+each node), the training image by digest, the checkpoint volume and the MLflow credentials. The TrainJob
+adds what the curriculum says about one stage: nodes, GPUs/CPU/memory per node, the GPU pool's node
+selector and toleration, the checkpoint claim, the Kueue queue, the deadline, and the command every node
+runs.
+
+    manifest = build_trainjob(CurriculumSpec.load(path), path, "stage0-text", run_name="run-1")
+    omnistage pipeline trainjob --curriculum data_specs/curriculum/longcat_omni.yaml --stage stage0-text
+
+The command is `omnistage train ... --nproc-per-node N`; that flag (torchrun under the stage entry point)
+arrives with issue 13, so a node of this TrainJob fails on the flag until then. Creating the job on a
+cluster, re-attaching, streaming its logs and deleting it is the launcher's work (issue 10), not built yet.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from components.pipelines.cluster import GPU_RESOURCE, TRAINING_RUNTIME, node_selector, runs_as_trainjob, tolerations
+from components.specs.curriculum import CurriculumSpec, StageSpec
+
+API_VERSION = "trainer.kubeflow.org/v1alpha1"
+# Trainer's convention: the trainer replicated job and its container are both named "node".
+NODE = "node"
+CHECKPOINT_VOLUME = "checkpoints"  # the volume name the runtime mounts; the TrainJob re-points its claim
+KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+PATCH_MANAGER = "omnistage.io/curriculum"  # runtimePatches entries are keyed by a domain-prefixed manager
+REPO_ROOT = Path(__file__).resolve().parents[2]  # the training image holds the repo at its WORKDIR
+_RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")  # a path segment on the checkpoint volume
+
+
+class TrainJobError(ValueError):
+    """A stage that cannot become a TrainJob; the message names the file, the stage, the field and the fix."""
+
+
+@dataclass(frozen=True)
+class StageInputs:
+    """What the nodes read, as paths inside their pods."""
+
+    datasets: dict[str, str]
+    tokenizer: str
+    init_from: str | None = None
+    tracking_uri: str | None = None
+    max_steps: int | None = None
+
+    @classmethod
+    def on_checkpoint_volume(cls, curriculum: CurriculumSpec, stage: StageSpec, run_name: str) -> StageInputs:
+        """The layout `omnistage pipeline trainjob` assumes when not told: datasets and tokenizer on the shared
+        volume, the previous stage's checkpoint where the same run wrote it. (Datasets addressed by DVC version
+        in object storage are the other half of issue 10.)"""
+        root = curriculum.checkpoint_storage.mount_path
+        previous = stage_checkpoint_dir(curriculum, run_name, stage.init_from) if stage.init_from else None
+        return cls(datasets={name: f"{root}/datasets/{name}" for name in stage.data.datasets},
+                   tokenizer=f"{root}/tokenizer.json", init_from=previous)  # fmt: skip
+
+
+def stage_checkpoint_dir(curriculum: CurriculumSpec, run_name: str, stage_name: str) -> str:
+    """Where a run's stage writes its checkpoint on the shared volume; the next stage reads it from there."""
+    return f"{curriculum.checkpoint_storage.mount_path}/{curriculum.name}/{run_name}/{stage_name}"
+
+
+def trainjob_name(run_name: str, stage_name: str, num_nodes: int) -> str:
+    """A deterministic RFC 1035 name from run + stage, so a retried launcher finds the job it created.
+
+    The bound is JobSet's, not only the TrainJob's 63: pods are named <job>-node-0-<node index>-<5 random>
+    and must fit a 63-character label too. A hash of the exact run and stage keeps names that sanitise or
+    truncate alike apart.
+    """
+    digest = hashlib.sha256(f"{run_name}\n{stage_name}".encode()).hexdigest()[:8]
+    limit = 63 - len(f"-{NODE}-0-{num_nodes - 1}-xxxxx")
+    readable = re.sub(r"[^a-z0-9]+", "-", f"{stage_name}-{run_name}".lower()).strip("-")
+    if not readable[:1].isalpha():
+        readable = f"s-{readable}"  # RFC 1035: starts with a letter
+    head = readable[: limit - len(digest) - 1].rstrip("-")
+    return f"{head}-{digest}"
+
+
+def _in_image(curriculum_file: Path | str) -> str:
+    """The curriculum's path inside the training image (the repo is its WORKDIR); as given when outside it."""
+    path = Path(curriculum_file).resolve()
+    return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(curriculum_file)
+
+
+def node_command(curriculum_file: Path | str, stage: StageSpec, inputs: StageInputs, out: str) -> list[str]:
+    """What every node runs: the stage entry point, which starts one process per GPU under torchrun.
+
+    `--nproc-per-node` is the flag issue 13 adds; torchrun reads the node count, rank and master address
+    from the PET_* variables Trainer sets, so they are not on the command line.
+    """
+    command = ["omnistage", "train", "--curriculum", _in_image(curriculum_file), "--stage", stage.name]
+    for name, folder in sorted(inputs.datasets.items()):
+        command += ["--dataset", f"{name}={folder}"]
+    command += ["--tokenizer", inputs.tokenizer, "--out", out]
+    if inputs.init_from:
+        command += ["--init-from", inputs.init_from]
+    if inputs.max_steps:
+        command += ["--max-steps", str(inputs.max_steps)]
+    return command + ["--nproc-per-node", str(stage.resources.gpus_per_node)]
+
+
+def _refuse_unless_launchable(curriculum: CurriculumSpec, where: str, stage: StageSpec, run_name: str) -> None:
+    at = f"{where}: stage '{stage.name}'"
+    if not runs_as_trainjob(stage):
+        raise TrainJobError(f"{at}: resources.nodes is 1; a one-node stage runs as a KFP task pod, not a "
+                            "TrainJob (set nodes > 1 to run it on several nodes)")  # fmt: skip
+    if curriculum.checkpoint_storage is None:
+        raise TrainJobError(f"{at}: a multi-node stage writes its checkpoint from every node; set "
+                            "checkpoint_storage (a ReadWriteMany PVC) in the curriculum")  # fmt: skip
+    if stage.resources.max_duration_hours is None:
+        raise TrainJobError(f"{at}: resources.max_duration_hours is not set; a TrainJob holding "
+                            f"{stage.resources.nodes} nodes needs a deadline (activeDeadlineSeconds): "
+                            "add it")  # fmt: skip
+    if not _RUN_NAME.match(run_name):
+        raise TrainJobError(f"run name {run_name!r}: use letters, digits, '.', '_' or '-' (at most 128), "
+                            "starting with a letter or digit")  # fmt: skip
+
+
+def build_trainjob(curriculum: CurriculumSpec, curriculum_file: Path | str, stage_name: str, run_name: str,
+                   inputs: StageInputs | None = None) -> dict:  # fmt: skip
+    """The TrainJob manifest (a plain dict, ready for YAML or the Kubernetes API) for one multi-node stage."""
+    stage = curriculum.stage(stage_name)
+    _refuse_unless_launchable(curriculum, str(curriculum_file), stage, run_name)
+    inputs = inputs or StageInputs.on_checkpoint_volume(curriculum, stage, run_name)
+    missing = sorted(set(stage.data.datasets) - set(inputs.datasets))
+    if missing:
+        raise TrainJobError(f"stage '{stage.name}': no folder given for dataset(s) {missing} that data.datasets names")
+    res, storage = stage.resources, curriculum.checkpoint_storage
+    try:  # checked when the spec loaded; this is the plan the nodes' numbers must satisfy
+        stage.parallel.data_parallel(res.nodes * res.gpus_per_node)
+    except ValueError as exc:
+        raise TrainJobError(f"{curriculum_file}: stage '{stage.name}': {exc}") from None
+    per_node = {GPU_RESOURCE: str(res.gpus_per_node), "cpu": res.cpu, "memory": res.memory}
+    mount = {"name": CHECKPOINT_VOLUME, "mountPath": storage.mount_path}
+    pod_patch = {
+        "nodeSelector": node_selector(res),
+        "tolerations": tolerations(res),
+        # Upserted by name over the runtime's volume: the curriculum's claim wins. Mounts merge by path, so
+        # a mount_path other than the runtime's adds a second mount of the same volume, which is harmless.
+        "volumes": [{"name": CHECKPOINT_VOLUME, "persistentVolumeClaim": {"claimName": storage.pvc}}],
+        "containers": [{"name": NODE, "volumeMounts": [mount]}],
+    }
+    node_job = {"name": NODE, "template": {"spec": {"template": {"spec": pod_patch}}}}
+    annotations = {
+        "omnistage.io/curriculum": curriculum.name,
+        "omnistage.io/stage": stage.name,
+        "omnistage.io/run": run_name,
+    }
+    out = stage_checkpoint_dir(curriculum, run_name, stage.name)
+    metadata: dict = {"name": trainjob_name(run_name, stage.name, res.nodes), "annotations": annotations}
+    spec: dict = {
+        "runtimeRef": {"apiGroup": "trainer.kubeflow.org", "kind": "ClusterTrainingRuntime", "name": TRAINING_RUNTIME},
+        "activeDeadlineSeconds": int(res.max_duration_hours * 3600),
+        "trainer": {
+            "numNodes": res.nodes,
+            "numProcPerNode": res.gpus_per_node,
+            "resourcesPerNode": {"requests": dict(per_node), "limits": dict(per_node)},
+            "command": node_command(curriculum_file, stage, inputs, out),
+        },
+        "runtimePatches": [
+            {"manager": PATCH_MANAGER, "trainingRuntimeSpec": {"template": {"spec": {"replicatedJobs": [node_job]}}}}
+        ],
+    }
+    if inputs.tracking_uri:  # with the runtime's credentials from the Secret; rank 0 tracks (issue 13)
+        spec["trainer"]["env"] = [{"name": "MLFLOW_TRACKING_URI", "value": inputs.tracking_uri}]
+    if curriculum.cluster.queue:
+        metadata["labels"] = {KUEUE_QUEUE_LABEL: curriculum.cluster.queue}
+        spec["suspend"] = True  # Kueue admits the job by unsuspending it once the queue has quota for every node
+    return {"apiVersion": API_VERSION, "kind": "TrainJob", "metadata": metadata, "spec": spec}
