@@ -194,7 +194,8 @@ def run_stage(run: StageRun) -> StageResult:
     torch.manual_seed(curriculum.seed)
     tokenizer = tok.load_tokenizer(run.tokenizer)
     model = OmniModel(preset, tok.special_id(tokenizer, tok.VISION_PAD), tok.special_id(tokenizer, tok.AUDIO_PAD))
-    if run.init_from is not None and not run.resume:
+    resuming = run.resume and _has_checkpoint(run.out)
+    if run.init_from is not None and not resuming:  # a retried task resumes only once it has saved
         load_weights(Path(run.init_from), model, curriculum.preset)
     trainable = apply_freezing(model, stage)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -209,7 +210,7 @@ def run_stage(run: StageRun) -> StageResult:
     sampler = MixtureSampler(by_family, stage.data.mixture, seed=curriculum.seed)
     packer = CarryOverPacker(stage.seq_length)
     step, used, capacity, skipped, history, order = 0, 0, 0, 0, [], []
-    if run.resume and _has_checkpoint(run.out):
+    if resuming:
         load_weights(run.out, model, curriculum.preset)
         state = load_train_state(run.out)
         optimizer.load_state_dict(state["optimizer"])

@@ -54,6 +54,10 @@ def test_next_stage_initialises_from_the_previous_and_freezes(dataset, tmp_path)
     frozen = [k for k in after if k.startswith("vit.") and "projector" not in k]
     assert frozen and all(torch.equal(after[k], before[k]) for k in frozen)  # vit frozen in stage 1
     assert any(not torch.equal(after[k], before[k]) for k in after if k.startswith("llm."))  # llm trained
+    # --resume before the stage ever saved (a retried first attempt) still starts from the previous stage
+    retried = _run(dataset, tmp_path / "s1-retry", stage="stage1-text-speech", init_from=first.checkpoint,
+                   max_steps=2, resume=True)  # fmt: skip
+    assert abs(retried.final_loss - second.final_loss) < 1e-6
 
 
 def _weights(checkpoint):
