@@ -101,7 +101,9 @@ def node_command(curriculum_file: Path | str, stage: StageSpec, inputs: StageInp
         command += ["--init-from", inputs.init_from]
     if inputs.max_steps:
         command += ["--max-steps", str(inputs.max_steps)]
-    return command + ["--nproc-per-node", str(stage.resources.gpus_per_node)]
+    # --resume: a node group that Trainer restarts (node failure, preemption) continues from the stage's own
+    # last checkpoint; before the first save the stage starts from --init-from.
+    return command + ["--resume", "--nproc-per-node", str(stage.resources.gpus_per_node)]
 
 
 def _refuse_unless_launchable(curriculum: CurriculumSpec, where: str, stage: StageSpec, run_name: str) -> None:

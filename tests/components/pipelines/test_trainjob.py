@@ -67,7 +67,8 @@ def test_trainjob_of_every_multi_node_stage_validates_and_carries_the_curriculum
     assert not {e["name"] for e in node["env"]} & set(TORCHRUN_ENV)  # Trainer rejects these in trainer.env
 
     command = trainer["command"]
-    assert command[:2] == ["omnistage", "train"] and command[-2:] == ["--nproc-per-node", str(res.gpus_per_node)]
+    assert command[:2] == ["omnistage", "train"]
+    assert command[-3:] == ["--resume", "--nproc-per-node", str(res.gpus_per_node)]
     assert command[command.index("--stage") + 1] == stage_name
     assert command[command.index("--curriculum") + 1] == "data_specs/curriculum/longcat_omni.yaml"  # in the image
     out = command[command.index("--out") + 1]
