@@ -92,6 +92,34 @@ def test_moe_matches_a_plain_reference(single_process):
     assert torch.allclose(out.reshape(-1, CFG.hidden_size), expected, atol=1e-4)
 
 
+def test_scmoe_layer_computes_the_reference_order(single_process):
+    """REFERENCE.md section 2 term by term, from the layer's own submodules: the MoE reads u = norm(h) after
+    the first attention and its output joins at the very end. Moving either changes the output."""
+    model = build_llm(CFG).eval()
+    layer = model.decoder.layers[0]
+    first, second = layer.dense_layers
+    x = torch.randn(12, 2, CFG.hidden_size, generator=torch.Generator().manual_seed(3))  # [seq, batch, hidden]
+
+    def attention(dense, h):
+        out, bias = dense.self_attention(dense.input_layernorm(h), attention_mask=None)
+        return out if bias is None else out + bias
+
+    def ffn(dense, v):
+        out, bias = dense.mlp(v)
+        return out if bias is None else out + bias
+
+    with torch.no_grad():
+        h = x + attention(first, x)
+        u = first.pre_mlp_layernorm(h)
+        m, _ = layer.moe(u)
+        h = h + ffn(first, u)
+        h = h + attention(second, h)
+        expected = h + ffn(second, second.pre_mlp_layernorm(h)) + m
+        actual, _ = layer(x, attention_mask=None)
+    assert torch.allclose(actual, expected, atol=1e-5)
+    assert not torch.allclose(m, torch.zeros_like(m))  # the MoE term is there to be misplaced
+
+
 def test_bias_controller_moves_ffn_experts_toward_target(single_process):
     torch.manual_seed(0)
     model = build_llm(CFG)
