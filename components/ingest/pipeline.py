@@ -2,11 +2,19 @@
 
 Two phases, so a DAG can run them as separate tasks and a crash in the slow one loses nothing:
 
-- `probe_and_plan`: discover, hash and probe every input, drop duplicates, validate with Great
-  Expectations, plan the shards. Writes `OUT/.work/probe.parquet` and `OUT/.work/plan.json`.
+- `probe_and_plan`: discover, hash, probe and fingerprint every input, drop exact duplicates (same
+  sha256), validate with Great Expectations, drop near duplicates (re-encoded, resized or trimmed copies;
+  components/ingest/near_duplicates.py), plan the shards. Writes `OUT/.work/probe.parquet` (fingerprints
+  included) and `OUT/.work/plan.json`.
 - `write_shards`: decode and write every planned shard that is not finished yet, then the reports.
 
-Every input ends in exactly one place: a shard, `quarantine.jsonl` (with a reason) or the duplicates count.
+Every input ends in exactly one place: a shard, `quarantine.jsonl` (with a reason) or `duplicates.jsonl`
+(`kind` exact or near, with the original it copies).
+
+Near duplicates are matched after validation, so a copy of a file that failed an expectation is kept,
+and in a fixed order (`_original_first`): train split first, then longer, then larger, then by path. The
+original of a near pair is thus the train item when the pair straddles the split, and the eval copy is
+dropped: no eval item keeps a copy in the training data of the same ingestion.
 """
 
 from __future__ import annotations
@@ -27,6 +35,8 @@ import pyarrow.parquet as pq
 
 from components.ingest import card
 from components.ingest.discover import InputFile, discover_inputs
+from components.ingest.fingerprint import Fingerprint
+from components.ingest.near_duplicates import select_near_duplicates
 from components.ingest.probe import ProbeResult, probe_input
 from components.ingest.samples import estimate_sample_bytes
 from components.ingest.shard_writer import write_planned_shards
@@ -120,8 +130,9 @@ def probe_and_plan(spec: DatasetSpec, out: Path, workers: int = 1) -> dict:
     paths.work.mkdir(parents=True, exist_ok=True)
     inputs = _checked_inputs(spec)
     by_url: dict[str, InputFile] = {item.url: item for item in inputs}
+    fingerprints = spec.near_duplicates.enabled
     with ThreadPoolExecutor(max_workers=max(2, 2 * workers)) as pool:
-        futures = [pool.submit(probe_input, item) for item in inputs]
+        futures = [pool.submit(probe_input, item, fingerprints) for item in inputs]
         probes: list[ProbeResult] = [f.result() for f in track(futures, "probe + hash", unit="files")]
     rows = []
     seen: dict[str, str] = {}
@@ -129,8 +140,9 @@ def probe_and_plan(spec: DatasetSpec, out: Path, workers: int = 1) -> dict:
         item = by_url[probe.path]
         row = probe.as_row()
         row.update(status="ok", duplicate_of=None, task_family=item.task_family, split=None)
+        row.update(duplicate_kind=None, match_offset_s=None, match_evidence=None)
         if probe.reason is None and probe.sha256 in seen:
-            row.update(status="duplicate", duplicate_of=seen[probe.sha256])
+            row.update(status="duplicate", duplicate_of=seen[probe.sha256], duplicate_kind="exact")
         elif probe.reason is not None:
             row.update(status="quarantined")
         else:
@@ -147,6 +159,8 @@ def probe_and_plan(spec: DatasetSpec, out: Path, workers: int = 1) -> dict:
         mask = (table.sha256 == sha) & (table.status == "ok")
         table.loc[mask, "status"] = "quarantined"
         table.loc[mask, "reason"] = "; ".join(reasons)
+    if spec.near_duplicates.enabled:
+        mark_near_duplicates(table, spec)
     table.to_parquet(paths.probe_table, index=False)
     accepted = table[table.status == "ok"].sort_values("sha256")
     plans = plan_shards(list(zip(accepted.sha256, accepted.estimated_bytes.astype(int))), spec.shard_max_bytes)
@@ -162,11 +176,46 @@ def probe_and_plan(spec: DatasetSpec, out: Path, workers: int = 1) -> dict:
         "probed_ok": int((table.status == "ok").sum()),
         "quarantined": int((table.status == "quarantined").sum()),
         "duplicates": int((table.status == "duplicate").sum()),
+        "near_duplicates": int((table.duplicate_kind == "near").sum()),
         "shards_planned": len(plans),
         "data_docs": str(outcome.data_docs) if outcome.data_docs else None,
     }
     log.info("probe + validate: %s", summary)
     return summary
+
+
+def mark_near_duplicates(table: pd.DataFrame, spec: DatasetSpec, fixed: pd.Series | None = None) -> int:
+    """Mark accepted rows that near-duplicate another accepted row (in place); returns how many.
+
+    Rows in the `fixed` mask stay accepted whatever they match: they are compared with first, as
+    originals (a retry adds recovered files to rows already in shards).
+    """
+    ok = table[table.status == "ok"]
+    order = sorted(ok.index, key=lambda i: _original_first(ok.loc[i]))
+    is_fixed = fixed[ok.index] if fixed is not None else pd.Series(False, index=ok.index)
+    items = [(i, ok.at[i, "modality"], _fingerprint(ok.at[i, "fingerprint"])) for i in order]
+    copies = select_near_duplicates(
+        [item for item in items if not is_fixed[item[0]]],
+        spec.near_duplicates,
+        kept=[item for item in items if is_fixed[item[0]]],
+    )
+    for i, match in copies.items():
+        original = table.at[match.original, "path"]
+        table.loc[i, ["status", "duplicate_of", "duplicate_kind"]] = ["duplicate", original, "near"]
+        table.loc[i, ["match_offset_s", "match_evidence"]] = [match.offset_s, match.evidence]
+    return len(copies)
+
+
+def _original_first(row: pd.Series) -> tuple:
+    """Sort key: of a near pair, the earlier row stays. Train before eval (so an eval copy of a train
+    clip is the one dropped), then the longer clip (a trim is the copy), the larger picture (a downscale
+    is the copy), then the path, so that ties break the same way on every run."""
+    pixels = (row["width"] or 0) * (row["height"] or 0) if pd.notna(row["width"]) else 0
+    return (row["split"] != "train", -round(row["duration_s"] or 0.0, 1), -pixels, row["path"])
+
+
+def _fingerprint(data) -> Fingerprint | None:
+    return Fingerprint.from_bytes(data) if isinstance(data, bytes) else None
 
 
 def _records(frame: pd.DataFrame) -> list[dict]:
@@ -229,10 +278,7 @@ def finalize(spec: DatasetSpec, paths: IngestPaths, table: pd.DataFrame, results
     pq.write_table(manifest, paths.manifest.with_name("manifest.parquet.tmp"), compression="zstd")
     os.replace(paths.manifest.with_name("manifest.parquet.tmp"), paths.manifest)
     _write_atomic(paths.quarantine, "".join(json.dumps(q, sort_keys=True) + "\n" for q in quarantine).encode())
-    duplicates = [
-        {"path": r["path"], "sha256": r["sha256"], "duplicate_of": r["duplicate_of"]}
-        for r in _records(table[table.status == "duplicate"].sort_values("path"))
-    ]
+    duplicates = [_duplicate_entry(r) for r in _records(table[table.status == "duplicate"].sort_values("path"))]
     _write_atomic(paths.duplicates, "".join(json.dumps(d, sort_keys=True) + "\n" for d in duplicates).encode())
     stats = {
         "dataset": spec.name,
@@ -240,6 +286,7 @@ def finalize(spec: DatasetSpec, paths: IngestPaths, table: pd.DataFrame, results
         "accepted": len(manifest_rows),
         "quarantined": len(quarantine),
         "duplicates": len(duplicates),
+        "duplicates_by_kind": _counts(duplicates, "kind"),
         "shards": len(results),
         "shard_bytes": sum(r.num_bytes for r in results),
         "media_seconds": round(sum((r["duration"] or 0.0) for r in manifest_rows), 3),
@@ -254,6 +301,14 @@ def finalize(spec: DatasetSpec, paths: IngestPaths, table: pd.DataFrame, results
     card.write_dataset_card(paths.out, spec, stats, manifest_rows)
     shutil.rmtree(paths.validation / "gx" / "uncommitted" / "validations_tmp", ignore_errors=True)
     return stats
+
+
+def _duplicate_entry(row: dict) -> dict:
+    entry = {"path": row["path"], "sha256": row["sha256"], "duplicate_of": row["duplicate_of"]}
+    entry["kind"] = row.get("duplicate_kind") or "exact"  # probe tables written before near matching
+    if entry["kind"] == "near":
+        entry.update(offset_s=row["match_offset_s"], evidence=row["match_evidence"])
+    return entry
 
 
 def _counts(rows: list[dict], field: str) -> dict:
@@ -278,6 +333,7 @@ MANIFEST_SCHEMA = pa.schema(
         ("streams", pa.string()),
         ("num_frames", pa.int32()),
         ("size_bytes", pa.int64()),
+        ("fingerprint", pa.binary()),  # components.ingest.fingerprint; the contamination check reads it
     ]
 )
 
@@ -305,6 +361,7 @@ def _manifest_row(row: dict, shard: str, key: str, num_frames: int) -> dict:
         "streams": ", ".join(streams),
         "num_frames": int(num_frames),
         "size_bytes": int(row["size_bytes"]),
+        "fingerprint": row.get("fingerprint"),
     }
 
 
