@@ -96,11 +96,11 @@ class IngestPaths:
         return self.out / "validation"
 
 
-def _spec_digest(spec: DatasetSpec) -> str:
+def spec_digest(spec: DatasetSpec) -> str:
     return hashlib.sha256(spec.model_dump_json().encode()).hexdigest()[:16]
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
+def write_atomic(path: Path, data: bytes) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_bytes(data)
     os.replace(tmp, path)
@@ -166,11 +166,11 @@ def probe_and_plan(spec: DatasetSpec, out: Path, workers: int = 1) -> dict:
     plans = plan_shards(list(zip(accepted.sha256, accepted.estimated_bytes.astype(int))), spec.shard_max_bytes)
     plan = {
         "dataset": spec.name,
-        "spec_digest": _spec_digest(spec),
+        "spec_digest": spec_digest(spec),
         "shards": [{"name": p.name, "members": p.members, "estimated_bytes": p.estimated_bytes} for p in plans],
     }
     plan["digest"] = hashlib.sha256(json.dumps(plan, sort_keys=True).encode()).hexdigest()[:16]
-    _write_atomic(paths.plan, json.dumps(plan, indent=1, sort_keys=True).encode())
+    write_atomic(paths.plan, json.dumps(plan, indent=1, sort_keys=True).encode())
     summary = {
         "inputs": len(table),
         "probed_ok": int((table.status == "ok").sum()),
@@ -184,21 +184,21 @@ def probe_and_plan(spec: DatasetSpec, out: Path, workers: int = 1) -> dict:
     return summary
 
 
-def mark_near_duplicates(table: pd.DataFrame, spec: DatasetSpec, fixed: pd.Series | None = None) -> int:
-    """Mark accepted rows that near-duplicate another accepted row (in place); returns how many.
+def mark_near_duplicates(
+    table: pd.DataFrame, spec: DatasetSpec, candidates: pd.Series | None = None, originals: pd.Series | None = None
+) -> int:
+    """Mark `candidates` rows (default: every accepted row) that near-duplicate an earlier one as duplicates,
+    in place; returns how many. `originals` rows (a retry: those already in shards) are compared with
+    first and never marked themselves."""
+    ok = table.status == "ok"
+    candidates = ok if candidates is None else candidates & ok
+    originals = pd.Series(False, index=table.index) if originals is None else originals & ~candidates
 
-    Rows in the `fixed` mask stay accepted whatever they match: they are compared with first, as
-    originals (a retry adds recovered files to rows already in shards).
-    """
-    ok = table[table.status == "ok"]
-    order = sorted(ok.index, key=lambda i: _original_first(ok.loc[i]))
-    is_fixed = fixed[ok.index] if fixed is not None else pd.Series(False, index=ok.index)
-    items = [(i, ok.at[i, "modality"], _fingerprint(ok.at[i, "fingerprint"])) for i in order]
-    copies = select_near_duplicates(
-        [item for item in items if not is_fixed[item[0]]],
-        spec.near_duplicates,
-        kept=[item for item in items if is_fixed[item[0]]],
-    )
+    def items(mask: pd.Series) -> list:
+        order = sorted(table.index[mask], key=lambda i: _original_first(table.loc[i]))
+        return [(i, table.at[i, "modality"], _fingerprint(table.at[i, "fingerprint"])) for i in order]
+
+    copies = select_near_duplicates(items(candidates), spec.near_duplicates, kept=items(originals))
     for i, match in copies.items():
         original = table.at[match.original, "path"]
         table.loc[i, ["status", "duplicate_of", "duplicate_kind"]] = ["duplicate", original, "near"]
@@ -218,7 +218,7 @@ def _fingerprint(data) -> Fingerprint | None:
     return Fingerprint.from_bytes(data) if isinstance(data, bytes) else None
 
 
-def _records(frame: pd.DataFrame) -> list[dict]:
+def table_records(frame: pd.DataFrame) -> list[dict]:
     """Rows as dicts with pandas' NaN turned back into None (parquet round trips lose the difference)."""
     return [
         {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
@@ -232,7 +232,7 @@ def write_shards(spec: DatasetSpec, out: Path, workers: int = 1) -> dict:
     if not paths.plan.is_file():
         raise FileNotFoundError(f"{paths.plan} is missing: run the probe phase first (omnistage ingest probe)")
     plan = json.loads(paths.plan.read_text())
-    if plan["spec_digest"] != _spec_digest(spec):
+    if plan["spec_digest"] != spec_digest(spec):
         raise ValueError(
             f"{paths.plan} was planned with another version of spec '{spec.name}': run the probe phase again"
         )
@@ -245,7 +245,7 @@ def write_shards(spec: DatasetSpec, out: Path, workers: int = 1) -> dict:
     for leftover in paths.shards.glob("*.tar"):
         if leftover.name not in planned:
             leftover.unlink()
-    rows_by_sha = {r["sha256"]: r for r in _records(table[table.status == "ok"])}
+    rows_by_sha = {r["sha256"]: r for r in table_records(table[table.status == "ok"])}
     labels = {item.url: item.labels for item in discover_inputs(spec)}
     todo, reused = [], 0
     for shard in plan["shards"]:
@@ -267,7 +267,7 @@ def finalize(spec: DatasetSpec, paths: IngestPaths, table: pd.DataFrame, results
     failed = {f["sha256"]: f["reason"] for r in results for f in r.failed}
     written = {w["sha256"]: (r.name, w["key"], w["num_frames"]) for r in results for w in r.written}
     manifest_rows, quarantine = [], []
-    for row in _records(table.sort_values("path")):
+    for row in table_records(table.sort_values("path")):
         if row["status"] == "quarantined" or row["sha256"] in failed and row["status"] == "ok":
             reason = row["reason"] if row["status"] == "quarantined" else failed[row["sha256"]]
             quarantine.append({"path": row["path"], "sha256": row["sha256"], "source": row["source"], "reason": reason})
@@ -277,9 +277,9 @@ def finalize(spec: DatasetSpec, paths: IngestPaths, table: pd.DataFrame, results
     manifest = pa.Table.from_pylist(sorted(manifest_rows, key=lambda r: (r["shard"], r["key"])), schema=MANIFEST_SCHEMA)
     pq.write_table(manifest, paths.manifest.with_name("manifest.parquet.tmp"), compression="zstd")
     os.replace(paths.manifest.with_name("manifest.parquet.tmp"), paths.manifest)
-    _write_atomic(paths.quarantine, "".join(json.dumps(q, sort_keys=True) + "\n" for q in quarantine).encode())
-    duplicates = [_duplicate_entry(r) for r in _records(table[table.status == "duplicate"].sort_values("path"))]
-    _write_atomic(paths.duplicates, "".join(json.dumps(d, sort_keys=True) + "\n" for d in duplicates).encode())
+    write_atomic(paths.quarantine, "".join(json.dumps(q, sort_keys=True) + "\n" for q in quarantine).encode())
+    duplicates = [_duplicate_entry(r) for r in table_records(table[table.status == "duplicate"].sort_values("path"))]
+    write_atomic(paths.duplicates, "".join(json.dumps(d, sort_keys=True) + "\n" for d in duplicates).encode())
     stats = {
         "dataset": spec.name,
         "inputs": len(table),
@@ -297,7 +297,7 @@ def finalize(spec: DatasetSpec, paths: IngestPaths, table: pd.DataFrame, results
     }
     if stats["accepted"] + stats["quarantined"] + stats["duplicates"] != stats["inputs"]:
         raise AssertionError(f"ingestion lost inputs: {stats}")  # internal invariant, never a user error
-    _write_atomic(paths.stats, json.dumps(stats, indent=2, sort_keys=True).encode())
+    write_atomic(paths.stats, json.dumps(stats, indent=2, sort_keys=True).encode())
     card.write_dataset_card(paths.out, spec, stats, manifest_rows)
     shutil.rmtree(paths.validation / "gx" / "uncommitted" / "validations_tmp", ignore_errors=True)
     return stats
