@@ -1,5 +1,5 @@
 """Tiny media with known near duplicates: a clip and its re-encoded, half-size and trimmed copies, clips
-that only look or sound alike, speech and its copies, real photographs and their copies.
+that only look or sound alike, speech and its copies, a picture resized and re-encoded as JPEG.
 
 `write_near_duplicate_corpus(root)` returns {file name: (kind, original name)} for every copy; every other
 file must be kept.
@@ -10,7 +10,6 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import numpy as np
 from PIL import Image
 
 from components.demo_data.synth import run_ffmpeg, speak
@@ -54,16 +53,13 @@ def _write_speech(folder: Path) -> dict[str, tuple[str, str]]:
 
 
 def _write_images(folder: Path) -> dict[str, tuple[str, str]]:
-    from sklearn.datasets import load_sample_images
-
     folder.mkdir(parents=True)
-    china, flower = (Image.fromarray(np.asarray(img)) for img in load_sample_images().images)
-    china = china.resize((160, 107))
-    china.save(folder / "china.png")
-    china.resize((80, 53)).save(folder / "china_half.png")
-    china.save(folder / "china_jpeg.jpg", quality=70)
-    flower.resize((160, 107)).save(folder / "flower.png")
-    return {"china_half.png": ("near", "china.png"), "china_jpeg.jpg": ("near", "china.png")}
+    fractal = run_ffmpeg(["-f", "lavfi", "-i", "mandelbrot=s=160x108", "-frames:v", "1"], folder / "fractal.png")
+    with Image.open(fractal) as img:
+        img.resize((80, 54), Image.Resampling.LANCZOS).save(folder / "fractal_half.png")
+        img.convert("RGB").save(folder / "fractal_jpeg.jpg", quality=70)
+    run_ffmpeg(["-f", "lavfi", "-i", "testsrc2=s=160x108", "-frames:v", "1"], folder / "testcard.png")
+    return {"fractal_half.png": ("near", "fractal.png"), "fractal_jpeg.jpg": ("near", "fractal.png")}
 
 
 def write_near_duplicate_corpus(root: Path) -> dict[str, tuple[str, str]]:

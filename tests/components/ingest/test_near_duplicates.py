@@ -50,9 +50,9 @@ def test_copies_are_caught_with_their_original_and_other_clips_kept(corpus):
     assert abs(found["fox_trimmed.wav"]["offset_s"] - 1.0) < 0.05
     manifest = pq.read_table(out / "manifest.parquet").to_pylist()
     kept = {Path(r["path"]).name for r in manifest}
-    # Another pattern, the same pictures with another soundtrack, a sentence one word apart, another photo.
+    # Another pattern, the same pictures with another soundtrack, a sentence one word apart, another picture.
     assert kept == {"clip.mp4", "mandelbrot.mp4", "clip_other_sound.mp4", "fox.wav", "fox_cat.wav",
-                    "teacher.wav", "china.png", "flower.png"}  # fmt: skip
+                    "teacher.wav", "fractal.png", "testcard.png"}  # fmt: skip
     assert stats["duplicates_by_kind"] == {"exact": 1, "near": len(copies) - 1}
     assert stats["accepted"] + stats["quarantined"] + stats["duplicates"] == stats["inputs"]
     keys_in_shards = {m.split(".")[0] for tar in out.glob("shards/*.tar") for m in _members(tar)}

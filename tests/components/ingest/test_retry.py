@@ -20,6 +20,7 @@ import pytest
 
 import components.ingest.retry as retry_module
 from components.demo_data.synth import run_ffmpeg
+from components.ingest.decode import DecodeError, decode_media
 from components.ingest.pipeline import ingest_dataset
 from components.ingest.retry import is_transient, retry_quarantined
 from components.specs.dataset import DatasetSpec
@@ -54,6 +55,13 @@ def test_reasons_are_classified_by_the_table():
     for permanent in ("not a media file ffprobe can read: x", "empty file (0 bytes)", "decode error at 0.00 s: y",
                       "expectation expect_column_values_to_be_between(width) failed", None):  # fmt: skip
         assert not is_transient(permanent)
+
+
+def test_a_file_gone_before_decoding_is_a_transient_failure(tmp_path):
+    """Between the probe and the shard phase a file can vanish (an unmounted volume): an I/O error."""
+    with pytest.raises(DecodeError) as caught:
+        decode_media(str(tmp_path / "gone.mp4"), [0.5], (32, 32), None, 1.0)
+    assert is_transient(str(caught.value)), str(caught.value)
 
 
 def test_recovered_file_goes_to_a_new_shard_and_nothing_else_changes(batch, monkeypatch):
