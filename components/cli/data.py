@@ -47,13 +47,26 @@ def ingest(
             help="all | discover (count inputs) | probe (probe, validate, plan) | shard (write planned shards)."
         ),
     ] = "all",
+    retry_quarantined: Annotated[
+        bool,
+        typer.Option(
+            "--retry-quarantined",
+            help="Re-attempt only the quarantined inputs of a finished ingestion in --out whose reason is "
+            "transient (unreadable or missing file); new shards hold what is recovered.",
+        ),
+    ] = False,
     json_out: Annotated[bool, JsonOut] = False,
 ) -> None:
     """Probe, validate, sample, lay out and shard raw media into WebDataset shards."""
     from components.ingest.pipeline import discover_summary, ingest_dataset, probe_and_plan, write_shards
+    from components.ingest.retry import retry_quarantined as retry
 
     dataset = load_dataset_spec(spec, input_path)
     runners = {"all": ingest_dataset, "discover": discover_summary, "probe": probe_and_plan, "shard": write_shards}
+    if retry_quarantined:
+        if phase != "all":
+            fail("--retry-quarantined re-attempts whole inputs on its own: leave out --phase")
+        phase, runners = "retry", {"retry": retry}
     if phase not in runners:
         fail(f"--phase must be one of {sorted(runners)}, got {phase!r}")
     try:
@@ -74,6 +87,8 @@ def _print_summary(stats: dict, out: Path) -> None:
                 "media_seconds"):  # fmt: skip
         if key in stats:
             table.add_row(key, str(stats[key]))
+    for key, value in stats.get("retry", {}).items():
+        table.add_row(f"retry: {key}", str(value))
     console.print(table)
     if stats.get("quarantined"):
         console.print(f"quarantined files and reasons: {out / 'quarantine.jsonl'}")

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from components.evaluation.contamination import check_contamination
-from components.evaluation.items import dataset_version, load_eval_samples
+from components.evaluation.items import dataset_version, load_eval_samples, manifest_fingerprints
 from components.evaluation.records import latest_evaluation
 from components.evaluation.report import write_report
 from components.evaluation.scoring import SuiteResult, load_checkpoint_model, score_suite, write_results
@@ -59,7 +59,9 @@ def evaluate_model(model_uri: str, datasets: dict[str, Path], tracking_uri: str,
     specs = load_suites(evals_dir, suites)
     model = resolve_model(model_uri, tracking_uri)
     samples = {s.name: load_eval_samples(s, datasets) for s in specs}
-    eval_items = {name: [{"key": x["json"]["key"], "sha256": x["json"]["sha256"]} for x in items]
+    fingerprints = {s.name: manifest_fingerprints(Path(datasets[s.data.dataset])) for s in specs}
+    eval_items = {name: [{"key": x["json"]["key"], "sha256": x["json"]["sha256"], "modality": x["json"]["modality"],
+                          "fingerprint": fingerprints[name].get(x["json"]["sha256"])} for x in items]
                   for name, items in samples.items()}  # fmt: skip
     lineage = lineage_back(model.lineage_target, tracking_uri)
     checked = check_contamination(eval_items, lineage)

@@ -15,6 +15,17 @@ def dataset_version(folder: Path) -> str | None:
     return (stats.get("version") or {}).get("version")
 
 
+def manifest_fingerprints(folder: Path) -> dict[str, bytes]:
+    """sha256 -> perceptual fingerprint of each item of an ingested dataset (none before fingerprints)."""
+    import pyarrow.parquet as pq
+
+    manifest = Path(folder) / "manifest.parquet"
+    if "fingerprint" not in pq.read_schema(manifest).names:
+        return {}
+    table = pq.read_table(manifest, columns=["sha256", "fingerprint"]).to_pylist()
+    return {row["sha256"]: row["fingerprint"] for row in table if row["fingerprint"]}
+
+
 def load_eval_samples(suite: EvalSuiteSpec, datasets: dict[str, Path]) -> list[dict]:
     """The suite's items (raw samples with parsed JSON), sorted by key; checks the pinned data version."""
     name = suite.data.dataset

@@ -73,7 +73,7 @@ def decode_media(
     try:
         container = av.open(url)
     except av.FFmpegError as exc:
-        raise DecodeError(f"cannot open for decoding: {exc}") from exc
+        raise DecodeError(f"{_io_prefix(exc)}cannot open for decoding: {exc}") from exc
     with container:
         vstream = container.streams.video[0] if frame_times and container.streams.video else None
         astream = container.streams.audio[0] if audio_rate and container.streams.audio else None
@@ -106,7 +106,7 @@ def decode_media(
                     else:
                         pcm.extend(f.to_ndarray().reshape(-1) for f in resampler.resample(frame))
         except av.FFmpegError as exc:
-            raise DecodeError(f"decode error at {last_t:.2f} s: {exc}") from exc
+            raise DecodeError(f"{_io_prefix(exc)}decode error at {last_t:.2f} s: {exc}") from exc
     frames: list[np.ndarray] = []
     pts: list[float] = []
     if vstream is not None:
@@ -124,6 +124,12 @@ def decode_media(
         if vstream is None:
             _check_not_truncated(audio.size / audio_rate, expected_duration_s, "audio")
     return DecodedMedia(frames=frames, frame_pts=pts, audio=audio)
+
+
+def _io_prefix(exc: av.FFmpegError) -> str:
+    """PyAV raises OSError subclasses for I/O (missing file, EIO, timeouts) and ValueError ones for bad
+    data; the reason of an I/O failure starts like the probe's, so a retry knows it may pass next time."""
+    return "unreadable file: " if isinstance(exc, OSError) else ""
 
 
 def _check_not_truncated(reached_s: float, expected_s: float | None, what: str) -> None:

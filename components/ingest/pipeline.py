@@ -2,11 +2,19 @@
 
 Two phases, so a DAG can run them as separate tasks and a crash in the slow one loses nothing:
 
-- `probe_and_plan`: discover, hash and probe every input, drop duplicates, validate with Great
-  Expectations, plan the shards. Writes `OUT/.work/probe.parquet` and `OUT/.work/plan.json`.
+- `probe_and_plan`: discover, hash, probe and fingerprint every input, drop exact duplicates (same
+  sha256), validate with Great Expectations, drop near duplicates (re-encoded, resized or trimmed copies;
+  components/ingest/near_duplicates.py), plan the shards. Writes `OUT/.work/probe.parquet` (fingerprints
+  included) and `OUT/.work/plan.json`.
 - `write_shards`: decode and write every planned shard that is not finished yet, then the reports.
 
-Every input ends in exactly one place: a shard, `quarantine.jsonl` (with a reason) or the duplicates count.
+Every input ends in exactly one place: a shard, `quarantine.jsonl` (with a reason) or `duplicates.jsonl`
+(`kind` exact or near, with the original it copies).
+
+Near duplicates are matched after validation, so a copy of a file that failed an expectation is kept,
+and in a fixed order (`_original_first`): train split first, then longer, then larger, then by path. The
+original of a near pair is thus the train item when the pair straddles the split, and the eval copy is
+dropped: no eval item keeps a copy in the training data of the same ingestion.
 """
 
 from __future__ import annotations
@@ -27,6 +35,8 @@ import pyarrow.parquet as pq
 
 from components.ingest import card
 from components.ingest.discover import InputFile, discover_inputs
+from components.ingest.fingerprint import Fingerprint
+from components.ingest.near_duplicates import select_near_duplicates
 from components.ingest.probe import ProbeResult, probe_input
 from components.ingest.samples import estimate_sample_bytes
 from components.ingest.shard_writer import write_planned_shards
@@ -86,11 +96,11 @@ class IngestPaths:
         return self.out / "validation"
 
 
-def _spec_digest(spec: DatasetSpec) -> str:
+def spec_digest(spec: DatasetSpec) -> str:
     return hashlib.sha256(spec.model_dump_json().encode()).hexdigest()[:16]
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
+def write_atomic(path: Path, data: bytes) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_bytes(data)
     os.replace(tmp, path)
@@ -120,8 +130,9 @@ def probe_and_plan(spec: DatasetSpec, out: Path, workers: int = 1) -> dict:
     paths.work.mkdir(parents=True, exist_ok=True)
     inputs = _checked_inputs(spec)
     by_url: dict[str, InputFile] = {item.url: item for item in inputs}
+    fingerprints = spec.near_duplicates.enabled
     with ThreadPoolExecutor(max_workers=max(2, 2 * workers)) as pool:
-        futures = [pool.submit(probe_input, item) for item in inputs]
+        futures = [pool.submit(probe_input, item, fingerprints) for item in inputs]
         probes: list[ProbeResult] = [f.result() for f in track(futures, "probe + hash", unit="files")]
     rows = []
     seen: dict[str, str] = {}
@@ -129,8 +140,9 @@ def probe_and_plan(spec: DatasetSpec, out: Path, workers: int = 1) -> dict:
         item = by_url[probe.path]
         row = probe.as_row()
         row.update(status="ok", duplicate_of=None, task_family=item.task_family, split=None)
+        row.update(duplicate_kind=None, match_offset_s=None, match_evidence=None)
         if probe.reason is None and probe.sha256 in seen:
-            row.update(status="duplicate", duplicate_of=seen[probe.sha256])
+            row.update(status="duplicate", duplicate_of=seen[probe.sha256], duplicate_kind="exact")
         elif probe.reason is not None:
             row.update(status="quarantined")
         else:
@@ -147,21 +159,24 @@ def probe_and_plan(spec: DatasetSpec, out: Path, workers: int = 1) -> dict:
         mask = (table.sha256 == sha) & (table.status == "ok")
         table.loc[mask, "status"] = "quarantined"
         table.loc[mask, "reason"] = "; ".join(reasons)
+    if spec.near_duplicates.enabled:
+        mark_near_duplicates(table, spec)
     table.to_parquet(paths.probe_table, index=False)
     accepted = table[table.status == "ok"].sort_values("sha256")
     plans = plan_shards(list(zip(accepted.sha256, accepted.estimated_bytes.astype(int))), spec.shard_max_bytes)
     plan = {
         "dataset": spec.name,
-        "spec_digest": _spec_digest(spec),
+        "spec_digest": spec_digest(spec),
         "shards": [{"name": p.name, "members": p.members, "estimated_bytes": p.estimated_bytes} for p in plans],
     }
     plan["digest"] = hashlib.sha256(json.dumps(plan, sort_keys=True).encode()).hexdigest()[:16]
-    _write_atomic(paths.plan, json.dumps(plan, indent=1, sort_keys=True).encode())
+    write_atomic(paths.plan, json.dumps(plan, indent=1, sort_keys=True).encode())
     summary = {
         "inputs": len(table),
         "probed_ok": int((table.status == "ok").sum()),
         "quarantined": int((table.status == "quarantined").sum()),
         "duplicates": int((table.status == "duplicate").sum()),
+        "near_duplicates": int((table.duplicate_kind == "near").sum()),
         "shards_planned": len(plans),
         "data_docs": str(outcome.data_docs) if outcome.data_docs else None,
     }
@@ -169,7 +184,41 @@ def probe_and_plan(spec: DatasetSpec, out: Path, workers: int = 1) -> dict:
     return summary
 
 
-def _records(frame: pd.DataFrame) -> list[dict]:
+def mark_near_duplicates(
+    table: pd.DataFrame, spec: DatasetSpec, candidates: pd.Series | None = None, originals: pd.Series | None = None
+) -> int:
+    """Mark `candidates` rows (default: every accepted row) that near-duplicate an earlier one as duplicates,
+    in place; returns how many. `originals` rows (a retry: those already in shards) are compared with
+    first and never marked themselves."""
+    ok = table.status == "ok"
+    candidates = ok if candidates is None else candidates & ok
+    originals = pd.Series(False, index=table.index) if originals is None else originals & ~candidates
+
+    def items(mask: pd.Series) -> list:
+        order = sorted(table.index[mask], key=lambda i: _original_first(table.loc[i]))
+        return [(i, table.at[i, "modality"], _fingerprint(table.at[i, "fingerprint"])) for i in order]
+
+    copies = select_near_duplicates(items(candidates), spec.near_duplicates, kept=items(originals))
+    for i, match in copies.items():
+        original = table.at[match.original, "path"]
+        table.loc[i, ["status", "duplicate_of", "duplicate_kind"]] = ["duplicate", original, "near"]
+        table.loc[i, ["match_offset_s", "match_evidence"]] = [match.offset_s, match.evidence]
+    return len(copies)
+
+
+def _original_first(row: pd.Series) -> tuple:
+    """Sort key: of a near pair, the earlier row stays. Train before eval (so an eval copy of a train
+    clip is the one dropped), then the longer clip (a trim is the copy), the larger picture (a downscale
+    is the copy), then the path, so that ties break the same way on every run."""
+    pixels = (row["width"] or 0) * (row["height"] or 0) if pd.notna(row["width"]) else 0
+    return (row["split"] != "train", -round(row["duration_s"] or 0.0, 1), -pixels, row["path"])
+
+
+def _fingerprint(data) -> Fingerprint | None:
+    return Fingerprint.from_bytes(data) if isinstance(data, bytes) else None
+
+
+def table_records(frame: pd.DataFrame) -> list[dict]:
     """Rows as dicts with pandas' NaN turned back into None (parquet round trips lose the difference)."""
     return [
         {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
@@ -183,7 +232,7 @@ def write_shards(spec: DatasetSpec, out: Path, workers: int = 1) -> dict:
     if not paths.plan.is_file():
         raise FileNotFoundError(f"{paths.plan} is missing: run the probe phase first (omnistage ingest probe)")
     plan = json.loads(paths.plan.read_text())
-    if plan["spec_digest"] != _spec_digest(spec):
+    if plan["spec_digest"] != spec_digest(spec):
         raise ValueError(
             f"{paths.plan} was planned with another version of spec '{spec.name}': run the probe phase again"
         )
@@ -196,7 +245,7 @@ def write_shards(spec: DatasetSpec, out: Path, workers: int = 1) -> dict:
     for leftover in paths.shards.glob("*.tar"):
         if leftover.name not in planned:
             leftover.unlink()
-    rows_by_sha = {r["sha256"]: r for r in _records(table[table.status == "ok"])}
+    rows_by_sha = {r["sha256"]: r for r in table_records(table[table.status == "ok"])}
     labels = {item.url: item.labels for item in discover_inputs(spec)}
     todo, reused = [], 0
     for shard in plan["shards"]:
@@ -218,7 +267,7 @@ def finalize(spec: DatasetSpec, paths: IngestPaths, table: pd.DataFrame, results
     failed = {f["sha256"]: f["reason"] for r in results for f in r.failed}
     written = {w["sha256"]: (r.name, w["key"], w["num_frames"]) for r in results for w in r.written}
     manifest_rows, quarantine = [], []
-    for row in _records(table.sort_values("path")):
+    for row in table_records(table.sort_values("path")):
         if row["status"] == "quarantined" or row["sha256"] in failed and row["status"] == "ok":
             reason = row["reason"] if row["status"] == "quarantined" else failed[row["sha256"]]
             quarantine.append({"path": row["path"], "sha256": row["sha256"], "source": row["source"], "reason": reason})
@@ -228,18 +277,16 @@ def finalize(spec: DatasetSpec, paths: IngestPaths, table: pd.DataFrame, results
     manifest = pa.Table.from_pylist(sorted(manifest_rows, key=lambda r: (r["shard"], r["key"])), schema=MANIFEST_SCHEMA)
     pq.write_table(manifest, paths.manifest.with_name("manifest.parquet.tmp"), compression="zstd")
     os.replace(paths.manifest.with_name("manifest.parquet.tmp"), paths.manifest)
-    _write_atomic(paths.quarantine, "".join(json.dumps(q, sort_keys=True) + "\n" for q in quarantine).encode())
-    duplicates = [
-        {"path": r["path"], "sha256": r["sha256"], "duplicate_of": r["duplicate_of"]}
-        for r in _records(table[table.status == "duplicate"].sort_values("path"))
-    ]
-    _write_atomic(paths.duplicates, "".join(json.dumps(d, sort_keys=True) + "\n" for d in duplicates).encode())
+    write_atomic(paths.quarantine, "".join(json.dumps(q, sort_keys=True) + "\n" for q in quarantine).encode())
+    duplicates = [_duplicate_entry(r) for r in table_records(table[table.status == "duplicate"].sort_values("path"))]
+    write_atomic(paths.duplicates, "".join(json.dumps(d, sort_keys=True) + "\n" for d in duplicates).encode())
     stats = {
         "dataset": spec.name,
         "inputs": len(table),
         "accepted": len(manifest_rows),
         "quarantined": len(quarantine),
         "duplicates": len(duplicates),
+        "duplicates_by_kind": _counts(duplicates, "kind"),
         "shards": len(results),
         "shard_bytes": sum(r.num_bytes for r in results),
         "media_seconds": round(sum((r["duration"] or 0.0) for r in manifest_rows), 3),
@@ -250,10 +297,18 @@ def finalize(spec: DatasetSpec, paths: IngestPaths, table: pd.DataFrame, results
     }
     if stats["accepted"] + stats["quarantined"] + stats["duplicates"] != stats["inputs"]:
         raise AssertionError(f"ingestion lost inputs: {stats}")  # internal invariant, never a user error
-    _write_atomic(paths.stats, json.dumps(stats, indent=2, sort_keys=True).encode())
+    write_atomic(paths.stats, json.dumps(stats, indent=2, sort_keys=True).encode())
     card.write_dataset_card(paths.out, spec, stats, manifest_rows)
     shutil.rmtree(paths.validation / "gx" / "uncommitted" / "validations_tmp", ignore_errors=True)
     return stats
+
+
+def _duplicate_entry(row: dict) -> dict:
+    entry = {"path": row["path"], "sha256": row["sha256"], "duplicate_of": row["duplicate_of"]}
+    entry["kind"] = row.get("duplicate_kind") or "exact"  # probe tables written before near matching
+    if entry["kind"] == "near":
+        entry.update(offset_s=row["match_offset_s"], evidence=row["match_evidence"])
+    return entry
 
 
 def _counts(rows: list[dict], field: str) -> dict:
@@ -278,6 +333,7 @@ MANIFEST_SCHEMA = pa.schema(
         ("streams", pa.string()),
         ("num_frames", pa.int32()),
         ("size_bytes", pa.int64()),
+        ("fingerprint", pa.binary()),  # components.ingest.fingerprint; the contamination check reads it
     ]
 )
 
@@ -305,6 +361,7 @@ def _manifest_row(row: dict, shard: str, key: str, num_frames: int) -> dict:
         "streams": ", ".join(streams),
         "num_frames": int(num_frames),
         "size_bytes": int(row["size_bytes"]),
+        "fingerprint": row.get("fingerprint"),
     }
 
 

@@ -1,4 +1,5 @@
-"""Probe one input file: content hash plus what ffprobe says about its streams.
+"""Probe one input file: content hash, what ffprobe says about its streams and, when asked, its
+perceptual fingerprint (components/ingest/fingerprint.py) for near-duplicate matching.
 
 A file that cannot be probed is not an exception here: the result carries a `reason` and ingestion sends
 the file to quarantine, so one bad file never stops a batch.
@@ -7,16 +8,20 @@ the file to quarantine, so one bad file never stops a batch.
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import asdict, dataclass
 
+import av
 import ffmpeg
 import fsspec
 
 from components.ingest.discover import InputFile
+from components.ingest.fingerprint import fingerprint_image, fingerprint_media
 from components.specs.dataset import Modality
 
 TEXT_SUFFIXES = (".txt", ".md")
 _HASH_BLOCK = 1 << 20
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -37,6 +42,7 @@ class ProbeResult:
     sample_rate: int | None = None
     channels: int | None = None
     reason: str | None = None  # set when the file must be quarantined
+    fingerprint: bytes | None = None  # Fingerprint.to_bytes() of video, audio and images, when asked for
 
     def as_row(self) -> dict:
         return asdict(self)
@@ -76,7 +82,7 @@ def _is_still_image(fmt: dict, video: dict) -> bool:
     return name.endswith("_pipe") or name == "image2"
 
 
-def probe_input(item: InputFile) -> ProbeResult:
+def probe_input(item: InputFile, with_fingerprint: bool = False) -> ProbeResult:
     result = ProbeResult(source=item.source, path=item.url, relpath=item.relpath)
     try:
         result.sha256, result.size_bytes = sha256_of(item.url)
@@ -123,7 +129,21 @@ def probe_input(item: InputFile) -> ProbeResult:
         result.reason = "no decodable audio or video stream"
         return result
     result.reason = _modality_mismatch(item.modality, result)
+    if with_fingerprint and result.reason is None:
+        result.fingerprint = _fingerprint(result)
     return result
+
+
+def _fingerprint(result: ProbeResult) -> bytes | None:
+    """None when the content does not decode: the decode phase then quarantines it with the reason."""
+    try:
+        if result.modality == Modality.IMAGE.value:
+            return fingerprint_image(result.path).to_bytes()
+        video = result.modality == Modality.VIDEO.value
+        return fingerprint_media(result.path, result.duration_s or 0.0, video, True).to_bytes()
+    except (av.FFmpegError, OSError, ValueError) as exc:
+        log.info("no fingerprint for %s: %s", result.path, exc)
+        return None
 
 
 def _probe_text(item: InputFile, result: ProbeResult) -> ProbeResult:

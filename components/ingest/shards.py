@@ -35,13 +35,15 @@ class ShardResult:
     plan_digest: str = ""  # the plan this shard was written for; a changed plan never reuses it
 
 
-def plan_shards(items: list[tuple[str, int]], max_bytes: int) -> list[ShardPlan]:
-    """Group (sha256, estimated_bytes) items, already in their final order, into shards under max_bytes."""
+def plan_shards(items: list[tuple[str, int]], max_bytes: int, first_index: int = 0) -> list[ShardPlan]:
+    """Group (sha256, estimated_bytes) items, already in their final order, into shards under max_bytes.
+    `first_index` numbers shards added after existing ones (a retry of quarantined inputs)."""
     plans: list[ShardPlan] = []
     current: ShardPlan | None = None
     for sha, size in items:
         if current is None or (current.members and current.estimated_bytes + size > max_bytes):
-            current = ShardPlan(index=len(plans), name=SHARD_PATTERN.format(index=len(plans)), members=[])
+            index = first_index + len(plans)
+            current = ShardPlan(index=index, name=SHARD_PATTERN.format(index=index), members=[])
             plans.append(current)
         current.members.append(sha)
         current.estimated_bytes += size
@@ -87,11 +89,15 @@ def load_result(work_dir: Path, shard_name: str) -> ShardResult:
 
 def commit_shard(tmp_tar: Path, final_tar: Path, result: ShardResult, work_dir: Path) -> None:
     """Publish a finished shard: result record first, then the atomic rename that makes the tar visible."""
+    save_result(work_dir, result)
+    os.replace(tmp_tar, final_tar)
+
+
+def save_result(work_dir: Path, result: ShardResult) -> None:
     record = result_path(work_dir, result.name)
     tmp_record = record.with_suffix(".tmp")
     tmp_record.write_text(json.dumps(result.__dict__, sort_keys=True))
     os.replace(tmp_record, record)
-    os.replace(tmp_tar, final_tar)
 
 
 def remove_stale_temporaries(shard_dir: Path) -> int:

@@ -201,6 +201,39 @@ class LimitsSpec(_Strict):
     max_sample_rate: int = Field(192000, ge=1)
 
 
+class NearDuplicateSpec(_Strict):
+    """Catch re-encoded, resized or trimmed copies of a clip or image (components/ingest/near_duplicates.py).
+
+    A copy goes to duplicates.jsonl (`kind: near`) with its original, and stays out of the shards.
+    """
+
+    enabled: bool = Field(True, description="Fingerprint every video, audio and image input and drop near copies.")
+    max_hamming: int = Field(
+        10, ge=0, le=32, description="Most pHash bits (of 64) in which two frames may differ and still match."
+    )
+    max_colour_difference: int = Field(
+        24,
+        ge=0,
+        le=255,
+        description="Largest difference of a cell's mean R, G or B (4x4 cells, 0-255) for two frames to match.",
+    )
+    min_matching_fraction: float = Field(
+        0.8, gt=0, le=1, description="Share of the aligned frames that must match for two videos to match."
+    )
+    min_overlap_s: float = Field(
+        2.0,
+        gt=0,
+        description="Aligned overlap two clips must share; a shorter clip needs 80% of its fingerprinted length.",
+    )
+    max_audio_bit_error_rate: float = Field(
+        0.25,
+        gt=0,
+        lt=0.5,
+        description="Share of audio fingerprint bits that may differ in any half second of the overlap "
+        "(copies: 0.05-0.2; unrelated sounds: about 0.5).",
+    )
+
+
 class SplitSpec(_Strict):
     """How samples are assigned to splits: a label wins; otherwise a hash decides, of the item's group when
     `group_field` names one (so a speaker is never on both sides), else of the content."""
@@ -227,6 +260,7 @@ class DatasetSpec(_Strict):
     audio: AudioSpec = AudioSpec()
     limits: LimitsSpec = LimitsSpec()
     split: SplitSpec = SplitSpec()
+    near_duplicates: NearDuplicateSpec = NearDuplicateSpec()
     shard_max_bytes: int = Field(256 * 1024**2, ge=1024, description="Target size of one WebDataset shard.")
     expectation_suite: str = Field(
         "media_manifest", description="Name of a suite in data_specs/expectations/ (without .yaml)."

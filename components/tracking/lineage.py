@@ -43,13 +43,22 @@ def _run_for(client, target: str):
     return runs[0], None
 
 
+def _lineage_columns(manifest: Path) -> list[str]:
+    """path, sha256, split, plus modality and fingerprint (near-copy contamination) where recorded."""
+    import pyarrow.parquet as pq
+
+    present = set(pq.read_schema(manifest).names)
+    return ["path", "sha256", "split"] + [c for c in ("modality", "fingerprint") if c in present]
+
+
 def _inputs(run) -> list[dict]:
     files = []
     for item in run.inputs.dataset_inputs:
         source = json.loads(item.dataset.source).get("uri", item.dataset.source)
         manifest = Path(source) / "manifest.parquet"
-        columns = ["path", "sha256", "split"]
-        rows = pd.read_parquet(manifest, columns=columns).to_dict("records") if manifest.is_file() else []
+        rows = []
+        if manifest.is_file():
+            rows = pd.read_parquet(manifest, columns=_lineage_columns(manifest)).to_dict("records")
         files.append({"dataset": item.dataset.name, "version": item.dataset.digest, "source": source, "files": rows})
     return files
 

@@ -1,0 +1,141 @@
+"""`omnistage ingest --retry-quarantined`: try again only the quarantined inputs that may pass now.
+
+A quarantine reason is transient when the file could not be *read* (the content was never judged), and
+permanent when the content was read and found wanting. The table below is the whole rule; reasons are
+matched by the text before their first colon, which probe.py, decode.py and discover/manifest_source.py
+produce. Everything not listed (not a media file, empty file, failed expectations, decode errors of
+corrupt data, wrong modality, bad sidecar) is permanent and is not re-attempted.
+
+A retry changes nothing that was already decided: existing shards keep their bytes and names; recovered
+inputs are checked like any input (probe, exact and near duplicates against the accepted ones, the
+expectation suite) and written to new shards numbered after the existing ones; manifest, quarantine,
+duplicates, stats and card are rewritten. So the next dataset version differs only by what was recovered.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+import pandas as pd
+
+from components.ingest.discover import discover_inputs
+from components.ingest.pipeline import (
+    IngestPaths,
+    finalize,
+    mark_near_duplicates,
+    spec_digest,
+    table_records,
+    write_atomic,
+)
+from components.ingest.probe import probe_input
+from components.ingest.samples import estimate_sample_bytes
+from components.ingest.shard_writer import write_planned_shards
+from components.ingest.shards import load_result, plan_shards, save_result
+from components.ingest.splits import assign_split
+from components.ingest.validate import validate_manifest
+from components.specs.dataset import DatasetSpec
+
+log = logging.getLogger(__name__)
+
+TRANSIENT_REASONS = {
+    "unreadable file": "an I/O error or timeout while reading: storage not synced yet, a dropped mount, a network",
+    "missing file": "a manifest row whose file did not exist yet: an upload not finished",
+}
+
+
+def is_transient(reason) -> bool:
+    return isinstance(reason, str) and reason.split(":", 1)[0].strip() in TRANSIENT_REASONS
+
+
+def retry_quarantined(spec: DatasetSpec, out: Path, workers: int = 1) -> dict:
+    """Re-attempt the transient quarantines of a finished ingestion in `out`; returns the new stats."""
+    paths = IngestPaths(Path(out))
+    if not paths.stats.is_file():
+        raise FileNotFoundError(f"{out} holds no finished ingestion (stats.json): run omnistage ingest first")
+    plan = json.loads(paths.plan.read_text())
+    if plan["spec_digest"] != spec_digest(spec):
+        raise ValueError(f"{out} was ingested with another version of spec '{spec.name}': ingest it again instead")
+    table = pd.read_parquet(paths.probe_table)
+    results = [load_result(paths.work, s["name"]) for s in plan["shards"]]
+    decode_failed = {f["sha256"]: f["reason"] for r in results for f in r.failed}
+    in_shards = (table.status == "ok") & ~table.sha256.isin(list(decode_failed))
+    failed_reason = table.sha256.map(decode_failed)
+    reason = table.reason.where(table.status == "quarantined", failed_reason.where(table.status == "ok"))
+    retry = reason.map(is_transient).astype(bool)
+    inputs = {item.url: item for item in discover_inputs(spec)}
+    kept = in_shards.copy()  # grows with each recovered input, so two equal ones are caught too
+    for i in table.index[retry]:
+        if table.at[i, "path"] not in inputs:  # no longer listed by the spec: left as it was
+            retry[i] = False
+            continue
+        _reprobe(table, i, inputs[table.at[i, "path"]], spec, kept)
+    recovered = retry & (table.status == "ok")
+    if recovered.any():
+        _validate(table, recovered, spec, paths)
+        if spec.near_duplicates.enabled:
+            mark_near_duplicates(table, spec, candidates=recovered, originals=in_shards)
+        recovered &= table.status == "ok"
+    for result in results:  # a retried decode failure is decided anew: in a new shard or in quarantine
+        result.failed = [f for f in result.failed if not retry[table.sha256 == f["sha256"]].any()]
+    new_shards = _plan_and_write(spec, paths, plan, table, recovered, workers)
+    table.to_parquet(paths.probe_table, index=False)
+    for result in results:
+        result.plan_digest = plan["digest"]  # same members and bytes; the plan they belong to grew
+        save_result(paths.work, result)
+    stats = finalize(spec, paths, table, results + [load_result(paths.work, s["name"]) for s in new_shards])
+    stats["retry"] = {
+        "retried": int(retry.sum()),
+        "recovered": int(recovered.sum()),
+        "still_quarantined": int((retry & (table.status == "quarantined")).sum()),
+        "duplicates": int((retry & (table.status == "duplicate")).sum()),
+        "not_retried_permanent": int((reason.notna() & ~retry).sum()),
+        "new_shards": [s["name"] for s in new_shards],
+    }
+    write_atomic(paths.stats, json.dumps(stats, indent=2, sort_keys=True).encode())
+    log.info("retry of quarantined inputs: %s", stats["retry"])
+    return stats
+
+
+def _reprobe(table: pd.DataFrame, i, item, spec: DatasetSpec, kept: pd.Series) -> None:
+    probe = probe_input(item, spec.near_duplicates.enabled)
+    for key, value in probe.as_row().items():
+        table.at[i, key] = value
+    same = kept & (table.sha256 == probe.sha256)
+    if probe.reason is not None:
+        table.at[i, "status"] = "quarantined"
+    elif same.any():
+        table.loc[i, ["status", "duplicate_of", "duplicate_kind"]] = ["duplicate", table.path[same].iloc[0], "exact"]
+    else:
+        kept[i] = True
+        table.at[i, "status"] = "ok"
+        table.at[i, "split"] = assign_split(probe.sha256, item.labels, spec)
+        table.at[i, "estimated_bytes"] = estimate_sample_bytes(probe, spec)
+
+
+def _validate(table: pd.DataFrame, rows: pd.Series, spec: DatasetSpec, paths: IngestPaths) -> None:
+    outcome = validate_manifest(table[rows].drop(columns=["reason"]), spec, paths.validation)
+    for sha, reasons in outcome.row_failures.items():
+        mask = rows & (table.sha256 == sha)
+        table.loc[mask, "status"] = "quarantined"
+        table.loc[mask, "reason"] = "; ".join(reasons)
+
+
+def _plan_and_write(
+    spec: DatasetSpec, paths: IngestPaths, plan: dict, table: pd.DataFrame, rows: pd.Series, workers: int
+) -> list[dict]:
+    """Plan the recovered rows into shards after the existing ones, write them, update plan.json."""
+    recovered = table[rows].sort_values("sha256")
+    items = list(zip(recovered.sha256, recovered.estimated_bytes.astype(int)))
+    plans = plan_shards(items, spec.shard_max_bytes, first_index=len(plan["shards"]))
+    new = [{"name": p.name, "members": p.members, "estimated_bytes": p.estimated_bytes} for p in plans]
+    plan["shards"] += new
+    plan.pop("digest")
+    plan["digest"] = hashlib.sha256(json.dumps(plan, sort_keys=True).encode()).hexdigest()[:16]
+    rows_by_sha = {r["sha256"]: r for r in table_records(recovered)}
+    labels = {item.url: item.labels for item in discover_inputs(spec)}
+    write_planned_shards(spec, new, rows_by_sha, labels, paths.shards, paths.work, plan["digest"], workers)
+    write_atomic(paths.plan, json.dumps(plan, indent=1, sort_keys=True).encode())
+    return new
