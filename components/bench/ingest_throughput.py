@@ -44,12 +44,15 @@ def generate_videos(folder: Path, num_videos: int) -> float:
     for i in track(range(num_videos), "generate benchmark videos", unit="videos"):
         duration = 30 + (i * 7) % 31  # 30..60 s, deterministic
         total += duration
-        out = folder / f"bench-{i:03d}.mp4"
+        # Each video gets its own hue (>= 18 degrees apart up to 20 videos): the same testsrc2 footage would
+        # otherwise be near duplicates of one another, and ingestion would rightly keep only one.
+        hue = round(i * 360 / max(num_videos, 20))
+        out = folder / f"bench-{i:03d}-h{hue}.mp4"
         if out.exists():
             continue
         subprocess.run(
             ["ffmpeg", "-nostdin", "-loglevel", "error", "-y",
-             "-f", "lavfi", "-i", f"testsrc2=s=640x360:r=25:d={duration}",
+             "-f", "lavfi", "-i", f"testsrc2=s=640x360:r=25:d={duration},hue=h={hue}",
              "-f", "lavfi", "-i", f"sine=f={200 + 10 * i}:sample_rate=44100:d={duration}",
              "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest", str(out)],
             check=True,
@@ -95,6 +98,9 @@ def run_benchmark(num_videos: int = 20, worker_counts: list[int] | None = None, 
             out = root / f"out-w{workers}"
             shutil.rmtree(out, ignore_errors=True)
             cpu, wall = _measure(_ingest_cmd(videos, out, workers))
+            accepted = json.loads((out / "stats.json").read_text())["accepted"]
+            if accepted != len(files):  # a throughput over fewer videos than timed would be wrong
+                raise RuntimeError(f"benchmark ingestion accepted {accepted} of {len(files)} videos: see {out}")
             walls[workers] = wall
             results[f"workers_{workers}"] = {
                 "cpu_s": round(cpu, 2),
