@@ -37,7 +37,13 @@ def demo_data(
 
 @app.command()
 def ingest(
-    out: Annotated[Path, typer.Option(help="Output folder (shards/, manifest.parquet, quarantine.jsonl, ...).")],
+    out: Annotated[
+        str,
+        typer.Option(
+            help="Output folder or object-storage URI (s3://bucket/prefix, gs://...; S3 endpoint from "
+            "AWS_ENDPOINT_URL): shards/, manifest.parquet, quarantine.jsonl, ..."
+        ),
+    ],
     spec: Annotated[Path | None, typer.Option(help="Dataset spec YAML (data_specs/datasets/*.yaml).")] = None,
     input_path: Annotated[str | None, typer.Option("--input", help="Ad-hoc: a folder or glob, default policy.")] = None,
     workers: Annotated[int, typer.Option(help="Parallel decoding processes.", envvar="OMNISTAGE_WORKERS")] = 1,
@@ -79,8 +85,10 @@ def ingest(
         _print_summary(stats, out)
 
 
-def _print_summary(stats: dict, out: Path) -> None:
+def _print_summary(stats: dict, out: str | Path) -> None:
     from rich.table import Table
+
+    from components.object_storage import join
 
     table = Table(title=f"ingested into {out}")
     for key in ("inputs", "accepted", "probed_ok", "quarantined", "duplicates", "shards", "shards_planned",
@@ -91,7 +99,7 @@ def _print_summary(stats: dict, out: Path) -> None:
         table.add_row(f"retry: {key}", str(value))
     console.print(table)
     if stats.get("quarantined"):
-        console.print(f"quarantined files and reasons: {out / 'quarantine.jsonl'}")
+        console.print(f"quarantined files and reasons: {join(out, 'quarantine.jsonl')}")
 
 
 @dataset_app.command("build")
