@@ -7,6 +7,7 @@ starts reach it exactly as they would reach AWS or MinIO.
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import subprocess
@@ -76,41 +77,45 @@ def moto_s3_server(log_path: Path) -> Iterator[str]:
                 os.environ[key] = value
 
 
-def create_bucket(prefix: str = "test") -> str:
-    """A new empty bucket on the current endpoint; returns its `s3://` URI."""
+@functools.cache
+def _client(endpoint: str):
+    """One boto3 client per endpoint: creating one costs ~0.1 CPU-s, too much for a polling reader."""
     import boto3
 
+    return boto3.client("s3", endpoint_url=endpoint)
+
+
+def s3_client():
+    return _client(os.environ["AWS_ENDPOINT_URL"])
+
+
+def create_bucket(prefix: str = "test") -> str:
+    """A new empty bucket on the current endpoint; returns its `s3://` URI."""
     name = f"{prefix}-{uuid.uuid4().hex[:12]}".lower()
-    boto3.client("s3").create_bucket(Bucket=name)
+    s3_client().create_bucket(Bucket=name)
     return f"s3://{name}"
 
 
 def upload_folder(folder: Path, uri: str) -> None:
     """Copy a local folder's files to `uri` (s3://bucket/prefix), keeping relative paths."""
-    import boto3
-
     bucket, _, prefix = uri.removeprefix("s3://").partition("/")
-    client = boto3.client("s3")
+    client = s3_client()
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
         client.upload_file(str(path), bucket, "/".join(filter(None, [prefix, path.relative_to(folder).as_posix()])))
 
 
 def list_objects(uri: str) -> dict[str, float]:
     """Key (relative to the prefix) -> last-modified time of every object under `uri`, read fresh."""
-    import boto3
-
     bucket, _, prefix = uri.removeprefix("s3://").partition("/")
     prefix = prefix.rstrip("/") + "/" if prefix else ""
-    found: dict[str, int] = {}
-    for page in boto3.client("s3").get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+    found: dict[str, float] = {}
+    for page in s3_client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         for obj in page.get("Contents", []):
             found[obj["Key"][len(prefix) :]] = obj["LastModified"].timestamp()
     return found
 
 
 def read_object(uri: str, key: str) -> bytes:
-    import boto3
-
     bucket, _, prefix = uri.removeprefix("s3://").partition("/")
     full = "/".join(filter(None, [prefix.rstrip("/"), key]))
-    return boto3.client("s3").get_object(Bucket=bucket, Key=full)["Body"].read()
+    return s3_client().get_object(Bucket=bucket, Key=full)["Body"].read()

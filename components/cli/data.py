@@ -139,6 +139,31 @@ def dataset_commit(
     print(json.dumps(version.as_dict(), indent=2))
 
 
+@dataset_app.command("pull")
+def dataset_pull(
+    name: Annotated[str, typer.Argument(help="Dataset name (the spec's `name`; its DVC stage is ingest-NAME).")],
+    version: Annotated[str, typer.Argument(help="The dataset version: DVC md5 of the shard folder (`....dir`).")],
+    out: Annotated[
+        Path | None, typer.Option(help="Folder to restore the shards into (default: the stage's shards folder).")
+    ] = None,
+    remote: Annotated[
+        str | None, typer.Option(help="DVC remote URL (default: the repository's first DVC remote).")
+    ] = None,
+    repo: Annotated[Path, typer.Option(help="DVC repository root.")] = REPO_ROOT,
+) -> None:
+    """Restore a dataset version's shards from the DVC remote by the version alone (no dvc.lock needed)."""
+    from components.versioning.dvc_dataset import DvcError, default_remote_url, stage_shards_folder
+    from components.versioning.dvc_restore import restore_version
+
+    try:
+        remote_url = remote or default_remote_url(repo)
+        target = out or stage_shards_folder(repo, name)
+        summary = restore_version(remote_url, version, target)
+    except (DvcError, ValueError) as exc:
+        fail(str(exc))
+    print(json.dumps({"dataset": name, "remote": remote_url, **summary}, indent=2))
+
+
 @dataset_app.command("show")
 def dataset_show(
     out: Annotated[Path, typer.Argument(help="An ingested dataset folder.")],
