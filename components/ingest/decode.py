@@ -16,6 +16,8 @@ import numpy as np
 from av.video.reformatter import VideoReformatter
 from PIL import Image
 
+from components.object_storage import open_media
+
 # A stream that ends this much before its declared duration was cut short (truncated upload, bad disk).
 _TRUNCATION_TOLERANCE_S = 1.0
 _TRUNCATION_TOLERANCE_FRACTION = 0.1
@@ -93,13 +95,31 @@ def decode_media(
     expected_duration_s: float | None,
     skip_unreferenced: bool = False,
 ) -> DecodedMedia:
-    """Decode the frames nearest to `frame_times` (resized to `frame_size`) and/or the audio track.
+    """Decode the frames nearest to `frame_times` (resized to `frame_size`) and/or the audio track of
+    `url` (a local path, or an object in storage read through fsspec).
 
     `skip_unreferenced`: leave undecoded the video frames no other frame refers to, where
     `can_skip_unreferenced` allows it (about half the decode work of an H.264 stream with B-frames); the
     picked frames are then the nearest referenced ones, and `frame_pts` says which."""
     try:
-        container = av.open(url)
+        with open_media(url) as source:
+            return _decode_media(source, frame_times, frame_size, audio_rate, expected_duration_s, skip_unreferenced)
+    except OSError as exc:  # fsspec could not open or read the object; PyAV's own errors are handled inside
+        if isinstance(exc, av.FFmpegError):
+            raise
+        raise DecodeError(f"unreadable file: {exc}") from exc
+
+
+def _decode_media(
+    source,
+    frame_times: list[float] | None,
+    frame_size,
+    audio_rate: int | None,
+    expected_duration_s: float | None,
+    skip_unreferenced: bool,
+) -> DecodedMedia:
+    try:
+        container = av.open(source)
     except av.FFmpegError as exc:
         raise DecodeError(f"{_io_prefix(exc)}cannot open for decoding: {exc}") from exc
     with container:
@@ -177,7 +197,7 @@ def _check_not_truncated(reached_s: float, expected_s: float | None, what: str) 
 def decode_image(url: str, size_rule) -> tuple[np.ndarray, tuple[int, int]]:
     """Decode a still image to RGB and resize it by `size_rule(width, height) -> (w, h)`."""
     try:
-        with Image.open(url) as img:
+        with open_media(url) as source, Image.open(source) as img:
             rgb = img.convert("RGB")
     except (OSError, ValueError) as exc:
         raise DecodeError(f"cannot decode image: {exc}") from exc

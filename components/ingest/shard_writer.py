@@ -12,12 +12,12 @@ import functools
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
-from pathlib import Path
 
 from components.ingest.decode import DecodeError
+from components.ingest.output_store import OutputStore
 from components.ingest.probe import ProbeResult
 from components.ingest.samples import build_sample
-from components.ingest.shards import DeterministicTarWriter, ShardResult, commit_shard
+from components.ingest.shards import DeterministicTarWriter, ShardResult, commit_shard, staged_shard
 from components.progress import track
 from components.specs.dataset import DatasetSpec
 
@@ -57,8 +57,7 @@ def write_planned_shards(
     shards: list[dict],
     rows_by_sha: dict[str, dict],
     labels: dict[str, dict],
-    shard_dir: Path,
-    work_dir: Path,
+    store: OutputStore,
     plan_digest: str,
     workers: int = 1,
 ) -> None:
@@ -71,7 +70,7 @@ def write_planned_shards(
     ]
     results = track(_ordered_results(jobs, workers), "decode + write samples", total=len(jobs), unit="samples")
     for shard in shards:
-        tmp = shard_dir / (shard["name"] + ".tmp")
+        tmp = staged_shard(store, shard["name"])
         writer = DeterministicTarWriter(tmp)
         record = ShardResult(name=shard["name"], plan_digest=plan_digest)
         for sha in shard["members"]:
@@ -85,4 +84,4 @@ def write_planned_shards(
             record.written.append({"sha256": sha, "key": key, "num_frames": num_frames})
         writer.close()
         record.num_bytes = tmp.stat().st_size
-        commit_shard(tmp, shard_dir / shard["name"], record, work_dir)
+        commit_shard(tmp, record, store)
