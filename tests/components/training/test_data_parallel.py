@@ -97,5 +97,6 @@ def test_plan_slices_each_global_batch_and_token_budgets_become_steps():
     assert plans[0].dp == 2 and plans[0].num_microbatches == 2
     assert plans[0].local_microbatches(list(range(8))) == [[0, 1], [4, 5]]
     assert plans[1].local_microbatches(list(range(8))) == [[2, 3], [6, 7]]
-    tokens = stage.model_copy(update={"budget": stage.budget.model_copy(update={"steps": None, "tokens": 8 * 256 * 5.5})})
+    budget = stage.budget.model_copy(update={"steps": None, "tokens": 8 * 256 * 5.5})
+    tokens = stage.model_copy(update={"budget": budget})
     assert total_steps(tokens) == 5
