@@ -17,9 +17,15 @@ app = typer.Typer()
 NPROC_HELP = "Processes on this machine; > 1 re-launches this command under torchrun, data parallel (gloo on CPU)."
 
 
-def torchrun_command(nproc: int, stage_args: list[str]) -> list[str]:
-    """This command again, under `torchrun --standalone` with `nproc` processes (one node)."""
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+def torchrun_command(nproc: int, stage_args: list[str], env: dict[str, str]) -> list[str]:
+    """This command again under torchrun with `nproc` processes on this node.
+
+    On one machine `--standalone` (a local rendezvous). On a cluster node started by Kubeflow Trainer the
+    PET_* variables (PET_NNODES, PET_NODE_RANK, PET_MASTER_ADDR, ...) give torchrun the node count, rank and
+    rendezvous, so they are left to it.
+    """
+    rendezvous = [] if any(k in env for k in ("PET_NNODES", "PET_MASTER_ADDR")) else ["--standalone"]
+    return [sys.executable, "-m", "torch.distributed.run", *rendezvous, f"--nproc-per-node={nproc}",
             "-m", "components.cli", "train", *stage_args]  # fmt: skip
 
 
@@ -49,7 +55,7 @@ def train(
         # One thread per rank: N ranks x all cores each oversubscribes the machine (ENVIRONMENT.md).
         env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
-        raise typer.Exit(code=subprocess.run(torchrun_command(nproc_per_node, args), env=env).returncode)
+        raise typer.Exit(code=subprocess.run(torchrun_command(nproc_per_node, args, env), env=env).returncode)
 
     from components.specs.curriculum import CurriculumSpec
     from components.specs.loading import SpecError

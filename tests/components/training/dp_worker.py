@@ -23,6 +23,7 @@ def main() -> None:
     parser.add_argument("--micro-batch", type=int, default=1)
     parser.add_argument("--checkpoint-every", type=int, default=100)
     parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--tracking-uri", help="track with components.tracking.mlflow_stage (rank 0 only)")
     args = parser.parse_args()
 
     from components.specs.curriculum import CurriculumSpec
@@ -42,7 +43,12 @@ def main() -> None:
     run = StageRun(curriculum, "stage0-text", {"demo": args.dataset}, args.dataset / "tokenizer.json", args.out,
                    resume=args.resume, max_steps=args.steps, checkpoint_every=args.checkpoint_every,
                    inspect_grads=keep_first_grads)  # fmt: skip
-    result = run_stage(run)
+    if args.tracking_uri:
+        from components.tracking.mlflow_stage import tracked_stage
+
+        result, _ = tracked_stage(run, args.tracking_uri)
+    else:
+        result = run_stage(run)
     rank = torch.distributed.get_rank()
     torch.save({"losses": [h["loss"] for h in result.history], "order": result.data_order,
                 "local_order": result.local_order, "grads": grads, "biases": result.router_biases,

@@ -42,12 +42,15 @@ def one_process(tiny_dataset, tmp_path_factory):
 def two_ranks(tiny_dataset, tmp_path_factory):
     """2 steps at data parallel 2 (checkpoint at step 2): (each rank's record, the stage output folder)."""
     tmp = tmp_path_factory.mktemp("dp2")
-    return _worker(2, tiny_dataset, tmp / "out", tmp / "res", "--steps", "2", "--checkpoint-every", "2"), tmp / "out"
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    ranks = _worker(2, tiny_dataset, tmp / "out", tmp / "res", "--steps", "2", "--checkpoint-every", "2",
+                    "--tracking-uri", uri)  # fmt: skip
+    return ranks, tmp / "out", uri
 
 
 @pytest.mark.slow
 def test_two_data_parallel_ranks_match_one_process(one_process, two_ranks):
-    ranks, _ = two_ranks
+    ranks, _, _ = two_ranks
     for rank in ranks:
         assert rank["order"] == one_process["order"][:2]  # the same global batches
         assert rank["losses"] == pytest.approx(one_process["losses"][:2], abs=LOSS_ATOL)
@@ -64,7 +67,7 @@ def test_two_data_parallel_ranks_match_one_process(one_process, two_ranks):
 
 @pytest.mark.slow
 def test_saved_at_two_ranks_resumes_at_one_on_the_next_sample(tiny_dataset, one_process, two_ranks, tmp_path):
-    first, out = two_ranks
+    first, out, _ = two_ranks
     resumed = _worker(1, tiny_dataset, out, tmp_path / "resumed", "--steps", "4", "--resume")[0]
     assert first[0]["sequences"] == 4 and resumed["sequences"] == 8 and resumed["steps"] == 4
     assert first[0]["order"] + resumed["order"] == one_process["order"]  # none lost, none repeated, same order
@@ -100,3 +103,18 @@ def test_plan_slices_each_global_batch_and_token_budgets_become_steps():
     budget = stage.budget.model_copy(update={"steps": None, "tokens": 8 * 256 * 5.5})
     tokens = stage.model_copy(update={"budget": budget})
     assert total_steps(tokens) == 5
+
+
+@pytest.mark.slow
+def test_only_rank_zero_tracks_and_its_metrics_are_global(one_process, two_ranks):
+    import mlflow
+
+    from components.tracking.experiments import CURRICULUM_EXPERIMENT
+
+    _, _, uri = two_ranks
+    client = mlflow.MlflowClient(uri)
+    experiment = client.get_experiment_by_name(CURRICULUM_EXPERIMENT)
+    runs = client.search_runs([experiment.experiment_id])
+    assert len(runs) == 1  # rank 1 never opened a run
+    history = sorted(client.get_metric_history(runs[0].info.run_id, "loss"), key=lambda m: m.step)
+    assert [m.value for m in history] == pytest.approx(one_process["losses"][:2], abs=LOSS_ATOL)
