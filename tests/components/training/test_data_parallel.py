@@ -118,3 +118,25 @@ def test_only_rank_zero_tracks_and_its_metrics_are_global(one_process, two_ranks
     assert len(runs) == 1  # rank 1 never opened a run
     history = sorted(client.get_metric_history(runs[0].info.run_id, "loss"), key=lambda m: m.step)
     assert [m.value for m in history] == pytest.approx(one_process["losses"][:2], abs=LOSS_ATOL)
+
+
+def test_a_padded_micro_batch_sums_to_its_sequences_one_by_one(tiny_dataset, single_process):
+    """micro_batch_size > 1: rows of different lengths padded into one batch give the same loss sums and counts."""
+    from components.training.stage_runner import load_samples, make_microbatch
+    from model import tokenizer as tok
+    from model.config import get_preset
+    from model.omni import OmniModel, loss_counts
+
+    preset = get_preset("tiny")
+    tokenizer = tok.load_tokenizer(tiny_dataset / "tokenizer.json")
+    samples, _, _ = load_samples({"demo": tiny_dataset}, STAGE, tokenizer, preset, seed=1234)
+    first, second = sorted(samples)[:2]
+    rows = [[samples[first]], [samples[second], samples[first]]]  # the first row is shorter: padded
+    torch.manual_seed(0)
+    model = OmniModel(preset, tok.special_id(tokenizer, tok.VISION_PAD), tok.special_id(tokenizer, tok.AUDIO_PAD))
+    together = make_microbatch(rows)
+    assert together.input_ids.shape[0] == 2 and float(loss_counts(together)["text"]) == 3
+    with torch.no_grad():
+        joint = model(together, sums=True)["text"]
+        apart = sum(model(make_microbatch([row]), sums=True)["text"] for row in rows)
+    assert torch.allclose(joint, apart, rtol=1e-5)
