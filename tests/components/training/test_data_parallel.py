@@ -35,7 +35,7 @@ def _worker(nproc: int, dataset, out, result, *args: str) -> list[dict]:
 def one_process(tiny_dataset, tmp_path_factory):
     """The uninterrupted single-process reference: 4 steps of 2 sequences."""
     tmp = tmp_path_factory.mktemp("dp1")
-    return _worker(1, tiny_dataset, tmp / "out", tmp / "res", "--steps", "4")[0]
+    return _worker(1, tiny_dataset, tmp / "out", tmp / "res", "--steps", "4", "--plain-reference")[0]
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +59,8 @@ def test_two_data_parallel_ranks_match_one_process(one_process, two_ranks):
         assert ranks[0]["local_order"][step] + ranks[1]["local_order"][step] == one_process["order"][step]
     reference = one_process["grads"]
     assert len(reference) > 50 and set(ranks[0]["grads"]) == set(reference)  # every trainable parameter
+    for name, grad in one_process["plain_grads"].items():  # megatron's step = plain autograd on the global batch
+        assert torch.allclose(reference[name], grad, rtol=GRAD_RTOL, atol=GRAD_ATOL), name
     for rank in ranks:
         for name, grad in reference.items():
             assert torch.allclose(rank["grads"][name], grad, rtol=GRAD_RTOL, atol=GRAD_ATOL), name
