@@ -8,6 +8,9 @@ Two phases, so a DAG can run them as separate tasks and a crash in the slow one 
   included) and `OUT/.work/plan.json`.
 - `write_shards`: decode and write every planned shard that is not finished yet, then the reports.
 
+Both phases run their per-input work on an executor (components/ingest/executors.py: the local pool by
+default, or Ray); the plan fixes the order of everything written, so the outputs do not depend on it.
+
 Every input ends in exactly one place: a shard, `quarantine.jsonl` (with a reason) or `duplicates.jsonl`
 (`kind` exact or near, with the original it copies).
 
@@ -25,7 +28,6 @@ import logging
 import math
 import os
 import shutil
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +37,7 @@ import pyarrow.parquet as pq
 
 from components.ingest import card
 from components.ingest.discover import InputFile, discover_inputs
+from components.ingest.executors import LOCAL, Executor, ExecutorConfig, open_executor
 from components.ingest.fingerprint import Fingerprint
 from components.ingest.near_duplicates import select_near_duplicates
 from components.ingest.probe import ProbeResult, probe_input
@@ -115,8 +118,11 @@ def _checked_inputs(spec: DatasetSpec) -> list[InputFile]:
     return inputs
 
 
-def discover_summary(spec: DatasetSpec, out: Path, workers: int = 1) -> dict:
-    """Count the inputs per source (cheap: no hashing); fails early on what `_checked_inputs` checks."""
+def discover_summary(
+    spec: DatasetSpec, out: Path, workers: int = 1, executor: ExecutorConfig | Executor = LOCAL
+) -> dict:
+    """Count the inputs per source (cheap: no hashing); fails early on what `_checked_inputs` checks.
+    Runs nothing in parallel: `workers` and `executor` only keep the phases' signatures alike."""
     inputs = _checked_inputs(spec)
     per_source: dict[str, int] = {}
     for item in inputs:
@@ -124,16 +130,16 @@ def discover_summary(spec: DatasetSpec, out: Path, workers: int = 1) -> dict:
     return {"dataset": spec.name, "inputs": len(inputs), "per_source": per_source}
 
 
-def probe_and_plan(spec: DatasetSpec, out: Path, workers: int = 1) -> dict:
+def probe_and_plan(spec: DatasetSpec, out: Path, workers: int = 1, executor: ExecutorConfig | Executor = LOCAL) -> dict:
     """Phase 1. Returns a summary: inputs, probed-ok, quarantined so far, duplicates, shards planned."""
     paths = IngestPaths(Path(out))
     paths.work.mkdir(parents=True, exist_ok=True)
     inputs = _checked_inputs(spec)
     by_url: dict[str, InputFile] = {item.url: item for item in inputs}
     fingerprints = spec.near_duplicates.enabled
-    with ThreadPoolExecutor(max_workers=max(2, 2 * workers)) as pool:
-        futures = [pool.submit(probe_input, item, fingerprints) for item in inputs]
-        probes: list[ProbeResult] = [f.result() for f in track(futures, "probe + hash", unit="files")]
+    with open_executor(executor, workers) as pool:
+        results = pool.map_ordered(probe_input, [(item, fingerprints) for item in inputs], threads_suffice=True)
+        probes: list[ProbeResult] = list(track(results, "probe + hash", total=len(inputs), unit="files"))
     rows = []
     seen: dict[str, str] = {}
     for probe in sorted(probes, key=lambda p: p.path):
@@ -226,7 +232,7 @@ def table_records(frame: pd.DataFrame) -> list[dict]:
     ]
 
 
-def write_shards(spec: DatasetSpec, out: Path, workers: int = 1) -> dict:
+def write_shards(spec: DatasetSpec, out: Path, workers: int = 1, executor: ExecutorConfig | Executor = LOCAL) -> dict:
     """Phase 2. Writes the unfinished shards, then manifest, quarantine, duplicates, stats and card."""
     paths = IngestPaths(Path(out))
     if not paths.plan.is_file():
@@ -257,7 +263,7 @@ def write_shards(spec: DatasetSpec, out: Path, workers: int = 1) -> dict:
         todo.append(shard)
     if reused:
         log.info("resuming: %d of %d shard(s) already finished, skipped", reused, len(plan["shards"]))
-    write_planned_shards(spec, todo, rows_by_sha, labels, paths.shards, paths.work, plan["digest"], workers)
+    write_planned_shards(spec, todo, rows_by_sha, labels, paths.shards, paths.work, plan["digest"], workers, executor)
     results = [load_result(paths.work, s["name"]) for s in plan["shards"]]
     return finalize(spec, paths, table, results)
 
@@ -365,7 +371,8 @@ def _manifest_row(row: dict, shard: str, key: str, num_frames: int) -> dict:
     }
 
 
-def ingest_dataset(spec: DatasetSpec, out: Path, workers: int = 1) -> dict:
-    """Both phases: what `omnistage ingest` runs."""
-    probe_and_plan(spec, out, workers)
-    return write_shards(spec, out, workers)
+def ingest_dataset(spec: DatasetSpec, out: Path, workers: int = 1, executor: ExecutorConfig | Executor = LOCAL) -> dict:
+    """Both phases: what `omnistage ingest` runs. Both share one executor (one Ray start, not two)."""
+    with open_executor(executor, workers) as pool:
+        probe_and_plan(spec, out, workers, pool)
+        return write_shards(spec, out, workers, pool)

@@ -22,6 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from components.ingest.discover import discover_inputs
+from components.ingest.executors import LOCAL, Executor, ExecutorConfig, open_executor
 from components.ingest.pipeline import (
     IngestPaths,
     finalize,
@@ -30,7 +31,7 @@ from components.ingest.pipeline import (
     table_records,
     write_atomic,
 )
-from components.ingest.probe import probe_input
+from components.ingest.probe import ProbeResult, probe_input
 from components.ingest.samples import estimate_sample_bytes
 from components.ingest.shard_writer import write_planned_shards
 from components.ingest.shards import load_result, plan_shards, save_result
@@ -50,7 +51,9 @@ def is_transient(reason) -> bool:
     return isinstance(reason, str) and reason.split(":", 1)[0].strip() in TRANSIENT_REASONS
 
 
-def retry_quarantined(spec: DatasetSpec, out: Path, workers: int = 1) -> dict:
+def retry_quarantined(
+    spec: DatasetSpec, out: Path, workers: int = 1, executor: ExecutorConfig | Executor = LOCAL
+) -> dict:
     """Re-attempt the transient quarantines of a finished ingestion in `out`; returns the new stats."""
     paths = IngestPaths(Path(out))
     if not paths.stats.is_file():
@@ -58,6 +61,11 @@ def retry_quarantined(spec: DatasetSpec, out: Path, workers: int = 1) -> dict:
     plan = json.loads(paths.plan.read_text())
     if plan["spec_digest"] != spec_digest(spec):
         raise ValueError(f"{out} was ingested with another version of spec '{spec.name}': ingest it again instead")
+    with open_executor(executor, workers) as pool:  # one Ray start for re-probing and writing
+        return _retry(spec, paths, plan, pool)
+
+
+def _retry(spec: DatasetSpec, paths: IngestPaths, plan: dict, pool: Executor) -> dict:
     table = pd.read_parquet(paths.probe_table)
     results = [load_result(paths.work, s["name"]) for s in plan["shards"]]
     decode_failed = {f["sha256"]: f["reason"] for r in results for f in r.failed}
@@ -67,11 +75,11 @@ def retry_quarantined(spec: DatasetSpec, out: Path, workers: int = 1) -> dict:
     retry = reason.map(is_transient).astype(bool)
     inputs = {item.url: item for item in discover_inputs(spec)}
     kept = in_shards.copy()  # grows with each recovered input, so two equal ones are caught too
-    for i in table.index[retry]:
-        if table.at[i, "path"] not in inputs:  # no longer listed by the spec: left as it was
-            retry[i] = False
-            continue
-        _reprobe(table, i, inputs[table.at[i, "path"]], spec, kept)
+    retry &= table.path.isin(list(inputs))  # no longer listed by the spec: left as it was
+    jobs = [(inputs[table.at[i, "path"]], spec.near_duplicates.enabled) for i in table.index[retry]]
+    probes = pool.map_ordered(probe_input, jobs, threads_suffice=True)
+    for i, probe in zip(table.index[retry], probes):  # applied in table order, as the probes were listed
+        _apply_probe(table, i, probe, inputs[table.at[i, "path"]], spec, kept)
     recovered = retry & (table.status == "ok")
     if recovered.any():
         _validate(table, recovered, spec, paths)
@@ -80,7 +88,7 @@ def retry_quarantined(spec: DatasetSpec, out: Path, workers: int = 1) -> dict:
         recovered &= table.status == "ok"
     for result in results:  # a retried decode failure is decided anew: in a new shard or in quarantine
         result.failed = [f for f in result.failed if not retry[table.sha256 == f["sha256"]].any()]
-    new_shards = _plan_and_write(spec, paths, plan, table, recovered, workers)
+    new_shards = _plan_and_write(spec, paths, plan, table, recovered, pool)
     table.to_parquet(paths.probe_table, index=False)
     for result in results:
         result.plan_digest = plan["digest"]  # same members and bytes; the plan they belong to grew
@@ -99,8 +107,7 @@ def retry_quarantined(spec: DatasetSpec, out: Path, workers: int = 1) -> dict:
     return stats
 
 
-def _reprobe(table: pd.DataFrame, i, item, spec: DatasetSpec, kept: pd.Series) -> None:
-    probe = probe_input(item, spec.near_duplicates.enabled)
+def _apply_probe(table: pd.DataFrame, i, probe: ProbeResult, item, spec: DatasetSpec, kept: pd.Series) -> None:
     for key, value in probe.as_row().items():
         table.at[i, key] = value
     same = kept & (table.sha256 == probe.sha256)
@@ -124,7 +131,7 @@ def _validate(table: pd.DataFrame, rows: pd.Series, spec: DatasetSpec, paths: In
 
 
 def _plan_and_write(
-    spec: DatasetSpec, paths: IngestPaths, plan: dict, table: pd.DataFrame, rows: pd.Series, workers: int
+    spec: DatasetSpec, paths: IngestPaths, plan: dict, table: pd.DataFrame, rows: pd.Series, pool: Executor
 ) -> list[dict]:
     """Plan the recovered rows into shards after the existing ones, write them, update plan.json."""
     recovered = table[rows].sort_values("sha256")
@@ -136,6 +143,6 @@ def _plan_and_write(
     plan["digest"] = hashlib.sha256(json.dumps(plan, sort_keys=True).encode()).hexdigest()[:16]
     rows_by_sha = {r["sha256"]: r for r in table_records(recovered)}
     labels = {item.url: item.labels for item in discover_inputs(spec)}
-    write_planned_shards(spec, new, rows_by_sha, labels, paths.shards, paths.work, plan["digest"], workers)
+    write_planned_shards(spec, new, rows_by_sha, labels, paths.shards, paths.work, plan["digest"], pool.workers, pool)
     write_atomic(paths.plan, json.dumps(plan, indent=1, sort_keys=True).encode())
     return new
