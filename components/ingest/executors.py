@@ -125,6 +125,13 @@ class RayExecutor:
         self.workers = max(1, workers)
         self._remote: dict[Callable, Any] = {}
 
+    @property
+    def address(self) -> str:
+        """The cluster's GCS address: what another driver passes as `--ray-address` to join it."""
+        import ray
+
+        return ray.get_runtime_context().gcs_address
+
     def _task(self, fn: Callable) -> Any:
         import ray
 
