@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import sys
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -187,8 +188,10 @@ def local_ray_init_kwargs(workers: int) -> dict:
 
 def _prepare_local_ray_environment() -> None:
     """Settings Ray reads from the environment, so they must be set before `import ray`."""
-    if "ray" in sys.modules:
-        return  # already imported (a notebook, a test): Ray uses what it read then
+    if "ray" in sys.modules:  # imported before (a notebook, a test): Ray uses what it read then
+        if os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER") != "0":
+            log.warning("Ray was imported before this run: its local Ray binds to the machine's address")
+        return
     # On Linux Ray binds its servers to the machine's address; the macOS/Windows single-node switch
     # makes it use 127.0.0.1, which is all a one-machine run needs (nothing else can then connect).
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
@@ -207,6 +210,7 @@ def _ray_session(config: ExecutorConfig, workers: int) -> Iterator[RayExecutor]:
     if config.ray_address is None:
         _prepare_local_ray_environment()
     else:
+        _check_reachable(config.ray_address)  # before importing Ray: a wrong address costs nothing
         _prepare_ray_environment()
     import ray
 
@@ -230,6 +234,22 @@ def _ray_session(config: ExecutorConfig, workers: int) -> Iterator[RayExecutor]:
         yield executor
     finally:
         ray.shutdown()  # stops a Ray this run started; only disconnects from a cluster
+
+
+def _check_reachable(address: str, timeout_s: float = 10.0) -> None:
+    """Fail fast on an address nothing listens on: `ray.init` would retry it for minutes."""
+    if address == "auto":  # Ray finds the cluster this machine belongs to, or says it found none
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"--ray-address {address}: expected auto, HOST:PORT or ray://HOST:PORT")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise ValueError(
+            f"--ray-address {address}: nothing answers there ({exc}); is the Ray head running, and is that its "
+            "GCS port (6379) or, with ray://, its client server port (10001)?"
+        ) from exc
 
 
 def _project_marker() -> str:

@@ -89,3 +89,30 @@ def test_importing_ingestion_does_not_import_ray():
     env = os.environ | {"PYTHONPATH": str(REPO_ROOT)}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
     assert out.stdout.strip() == "False"
+
+
+def test_a_ray_address_nothing_answers_on_fails_fast_with_advice():
+    from components.ingest.executors import open_executor
+
+    started = time.monotonic()
+    with pytest.raises(ValueError, match=r"127.0.0.1:1: nothing answers there .* GCS port \(6379\)"):
+        with open_executor(ExecutorConfig(engine="ray", ray_address="127.0.0.1:1"), workers=1):
+            pass
+    assert time.monotonic() - started < 15  # ray.init alone would retry for minutes
+    with pytest.raises(ValueError, match="expected auto, HOST:PORT or ray://HOST:PORT"):
+        with open_executor(ExecutorConfig(engine="ray", ray_address="headnode"), workers=1):
+            pass
+
+
+@pytest.mark.slow
+def test_a_local_ray_listens_on_loopback_only(ray_pool):
+    import psutil
+
+    listening = {
+        (proc.name(), conn.laddr.ip)
+        for proc in psutil.Process().children(recursive=True)
+        for conn in proc.net_connections("tcp")
+        if conn.status == psutil.CONN_LISTEN
+    }
+    assert {name for name, _ in listening} >= {"gcs_server", "raylet"}
+    assert {ip.removeprefix("::ffff:") for _, ip in listening} == {"127.0.0.1"}, listening
