@@ -195,14 +195,15 @@ def _prepare_local_ray_environment() -> None:
     # On Linux Ray binds its servers to the machine's address; the macOS/Windows single-node switch
     # makes it use 127.0.0.1, which is all a one-machine run needs (nothing else can then connect).
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    # Token authentication is Ray's default for a new local cluster; saying so explicitly keeps it on
+    # and stops the warning Ray prints when it has to choose. (Not when joining a cluster: whether it
+    # wants a token is the cluster's setting, which Ray reads itself.)
+    os.environ.setdefault("RAY_AUTH_MODE", "token")
     _prepare_ray_environment()
 
 
 def _prepare_ray_environment() -> None:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no usage report, no banner about it
-    # Token authentication is Ray's default for a new local cluster; saying so explicitly keeps it on
-    # and stops the warning Ray prints when it has to choose.
-    os.environ.setdefault("RAY_AUTH_MODE", "token")
 
 
 @contextmanager
