@@ -1,4 +1,5 @@
-"""Shared fixtures: real media from ../shared/media, broken files made on the spot, a tiny demo corpus."""
+"""Shared fixtures: real media from ../shared/media, broken files made on the spot, a tiny demo corpus,
+an S3 server on 127.0.0.1 (moto_server) with a fresh bucket per test."""
 
 from __future__ import annotations
 
@@ -72,6 +73,24 @@ def corpus_spec(corpus: Path, name: str = "tiny", shard_max_bytes: int = 1 << 20
         source["path"] = str(corpus / Path(source["path"]).name)
     doc.update(name=name, shard_max_bytes=shard_max_bytes, **extra)
     return DatasetSpec.model_validate(doc)
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(tmp_path_factory):
+    """`moto_server` on 127.0.0.1 for the session; `AWS_ENDPOINT_URL` and dummy credentials are set
+    while it runs (tests/s3_server.py)."""
+    from tests.s3_server import moto_s3_server
+
+    with moto_s3_server(tmp_path_factory.mktemp("moto") / "moto_server.log") as endpoint:
+        yield endpoint
+
+
+@pytest.fixture()
+def s3_bucket(s3_endpoint) -> str:
+    """A new, empty bucket for one test: `s3://NAME`."""
+    from tests.s3_server import create_bucket
+
+    return create_bucket()
 
 
 def pytest_collection_modifyitems(config, items):

@@ -37,7 +37,13 @@ def demo_data(
 
 @app.command()
 def ingest(
-    out: Annotated[Path, typer.Option(help="Output folder (shards/, manifest.parquet, quarantine.jsonl, ...).")],
+    out: Annotated[
+        str,
+        typer.Option(
+            help="Output folder or object-storage URI (s3://bucket/prefix, gs://...; S3 endpoint from "
+            "AWS_ENDPOINT_URL): shards/, manifest.parquet, quarantine.jsonl, ..."
+        ),
+    ],
     spec: Annotated[Path | None, typer.Option(help="Dataset spec YAML (data_specs/datasets/*.yaml).")] = None,
     input_path: Annotated[str | None, typer.Option("--input", help="Ad-hoc: a folder or glob, default policy.")] = None,
     workers: Annotated[int, typer.Option(help="Parallel decoding processes.", envvar="OMNISTAGE_WORKERS")] = 1,
@@ -98,8 +104,10 @@ def ingest(
         _print_summary(stats, out)
 
 
-def _print_summary(stats: dict, out: Path) -> None:
+def _print_summary(stats: dict, out: str | Path) -> None:
     from rich.table import Table
+
+    from components.object_storage import join
 
     table = Table(title=f"ingested into {out}")
     for key in ("inputs", "accepted", "probed_ok", "quarantined", "duplicates", "shards", "shards_planned",
@@ -110,7 +118,7 @@ def _print_summary(stats: dict, out: Path) -> None:
         table.add_row(f"retry: {key}", str(value))
     console.print(table)
     if stats.get("quarantined"):
-        console.print(f"quarantined files and reasons: {out / 'quarantine.jsonl'}")
+        console.print(f"quarantined files and reasons: {join(out, 'quarantine.jsonl')}")
 
 
 @dataset_app.command("build")
@@ -148,6 +156,31 @@ def dataset_commit(
     except (DvcError, ValueError) as exc:
         fail(str(exc))
     print(json.dumps(version.as_dict(), indent=2))
+
+
+@dataset_app.command("pull")
+def dataset_pull(
+    name: Annotated[str, typer.Argument(help="Dataset name (the spec's `name`; its DVC stage is ingest-NAME).")],
+    version: Annotated[str, typer.Argument(help="The dataset version: DVC md5 of the shard folder (`....dir`).")],
+    out: Annotated[
+        Path | None, typer.Option(help="Folder to restore the shards into (default: the stage's shards folder).")
+    ] = None,
+    remote: Annotated[
+        str | None, typer.Option(help="DVC remote URL (default: the repository's first DVC remote).")
+    ] = None,
+    repo: Annotated[Path, typer.Option(help="DVC repository root.")] = REPO_ROOT,
+) -> None:
+    """Restore a dataset version's shards from the DVC remote by the version alone (no dvc.lock needed)."""
+    from components.versioning.dvc_dataset import DvcError, default_remote_url, stage_shards_folder
+    from components.versioning.dvc_restore import restore_version
+
+    try:
+        remote_url = remote or default_remote_url(repo)
+        target = out or stage_shards_folder(repo, name)
+        summary = restore_version(remote_url, version, target)
+    except (DvcError, ValueError) as exc:
+        fail(str(exc))
+    print(json.dumps({"dataset": name, "remote": remote_url, **summary}, indent=2))
 
 
 @dataset_app.command("show")

@@ -1,7 +1,8 @@
 """The dataset card: a markdown page with a duration histogram, modality counts and a contact sheet.
 
 It is written next to the shards (`OUT/card/`) so a reviewer sees what was ingested without decoding
-anything; the contact sheet shows the first sampled frame of up to 24 visual samples.
+anything; the contact sheet shows the first sampled frame of up to 24 visual samples. `OUT` is an
+`OutputStore`: the card is built in its staging folder and uploaded when the output is a URI.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from components.ingest.output_store import CARD, SHARDS, OutputStore
 from components.specs.dataset import DatasetSpec
 
 _THUMB = (160, 90)
@@ -19,22 +21,21 @@ _MAX_THUMBS = 24
 
 
 def _duration_histogram(durations: list[float], target: Path) -> None:
-    import matplotlib
+    # A bare Figure renders with Agg on savefig: pyplot (its import alone ~0.5 CPU-s) manages GUI windows,
+    # which a batch job never opens.
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3), dpi=100)
+    fig = Figure(figsize=(6, 3), dpi=100)
+    ax = fig.subplots()
     ax.hist(durations or [0.0], bins=20, color="#3b7dd8")
     ax.set_xlabel("duration (s)")
     ax.set_ylabel("files")
     ax.set_title("Duration of accepted audio and video")
     fig.tight_layout()
     fig.savefig(target, metadata={"Software": None})
-    plt.close(fig)
 
 
-def _contact_sheet(shard_dir: Path, rows: list[dict], target: Path) -> int:
+def _contact_sheet(store: OutputStore, rows: list[dict], target: Path) -> int:
     wanted = {r["key"]: r["shard"] for r in rows if r["num_frames"] and r["modality"] in ("video", "image")}
     keys = sorted(wanted)[:_MAX_THUMBS]
     thumbs: list[Image.Image] = []
@@ -43,7 +44,7 @@ def _contact_sheet(shard_dir: Path, rows: list[dict], target: Path) -> int:
         by_shard.setdefault(wanted[key], []).append(key)
     for shard, shard_keys in sorted(by_shard.items()):
         names = {f"{k}.f000.jpg" for k in shard_keys}
-        with tarfile.open(shard_dir / shard) as tar:
+        with store.open(f"{SHARDS}/{shard}") as fh, tarfile.open(fileobj=fh) as tar:
             for member in tar:
                 if member.name in names:
                     img = Image.open(io.BytesIO(tar.extractfile(member).read())).convert("RGB")
@@ -60,12 +61,12 @@ def _contact_sheet(shard_dir: Path, rows: list[dict], target: Path) -> int:
     return len(thumbs)
 
 
-def write_dataset_card(out: Path, spec: DatasetSpec, stats: dict, rows: list[dict]) -> Path:
-    card_dir = out / "card"
-    card_dir.mkdir(parents=True, exist_ok=True)
+def write_dataset_card(store: OutputStore, spec: DatasetSpec, stats: dict, rows: list[dict]) -> str:
+    """Write `card/README.md` and its figures; returns the card's path or URI."""
+    card_dir = store.staged_dir(CARD)
     durations = [r["duration"] for r in rows if r["duration"] and r["modality"] in ("video", "audio")]
     _duration_histogram(durations, card_dir / "duration_hist.png")
-    num_thumbs = _contact_sheet(out / "shards", rows, card_dir / "contact_sheet.jpg")
+    num_thumbs = _contact_sheet(store, rows, card_dir / "contact_sheet.jpg")
     lines = [
         f"# Dataset card: {spec.name}",
         "",
@@ -104,6 +105,6 @@ def write_dataset_card(out: Path, spec: DatasetSpec, stats: dict, rows: list[dic
         f"audio: {spec.audio.model_dump()}.",
         "",
     ]
-    path = card_dir / "README.md"
-    path.write_text("\n".join(lines))
-    return path
+    (card_dir / "README.md").write_text("\n".join(lines))
+    store.publish_tree(CARD)
+    return store.url(f"{CARD}/README.md")

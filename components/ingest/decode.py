@@ -13,11 +13,23 @@ from dataclasses import dataclass
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 from PIL import Image
+
+from components.object_storage import open_media
 
 # A stream that ends this much before its declared duration was cut short (truncated upload, bad disk).
 _TRUNCATION_TOLERANCE_S = 1.0
 _TRUNCATION_TOLERANCE_FRACTION = 0.1
+# Decoders that honour skip_frame=NONREF by dropping only frames no other frame predicts from (B-frames
+# outside a pyramid): the rest decode exactly as before. Others treat the flag differently (an intra-only
+# decoder could drop every frame), so only these two.
+SKIP_NONREF_CODECS = frozenset({"h264", "hevc"})
+# Skip only when the source is at least this many times denser than the targets: encoders leave at most 3
+# unreferenced frames in a row (x264's default b-frames), so the nearest kept frame stays within 2 source
+# frames of a target and well inside half the spacing between targets (no two targets share a frame
+# because of the skip).
+_SKIP_NONREF_MIN_DENSITY = 4.0
 
 
 class DecodeError(Exception):
@@ -41,10 +53,14 @@ class _NearestFramePicker:
         self.last_t: float | None = None
         self._prev: tuple[float, av.VideoFrame] | None = None
         self._converted: tuple[float, np.ndarray] | None = None
+        # One reformatter for the whole stream keeps its scaling context: a fresh one per frame (what
+        # `frame.reformat` does) rebuilds the filters each time, 3x the cost of the conversion itself.
+        self._reformatter = VideoReformatter()
 
     def _pick(self, t: float, frame: av.VideoFrame) -> None:
         if self._converted is None or self._converted[0] != t:
-            self._converted = (t, frame.reformat(width=self.size[0], height=self.size[1], format="rgb24").to_ndarray())
+            rgb = self._reformatter.reformat(frame, width=self.size[0], height=self.size[1], format="rgb24")
+            self._converted = (t, rgb.to_ndarray())
         self.frames.append(self._converted[1])
         self.pts.append(t)
 
@@ -62,16 +78,48 @@ class _NearestFramePicker:
             self._pick(*self._prev)
 
 
+def can_skip_unreferenced(codec: str, source_fps: float | None, frame_times: list[float]) -> bool:
+    """Whether the frames nearest `frame_times` can be found among the referenced frames alone (see
+    `_SKIP_NONREF_MIN_DENSITY`): an H.264/HEVC source much denser than the sampling."""
+    if codec not in SKIP_NONREF_CODECS or not source_fps or len(frame_times) < 2:
+        return False
+    spacing = min(b - a for a, b in zip(frame_times, frame_times[1:]))
+    return spacing * source_fps >= _SKIP_NONREF_MIN_DENSITY
+
+
 def decode_media(
     url: str,
     frame_times: list[float] | None,
     frame_size: tuple[int, int] | None,
     audio_rate: int | None,
     expected_duration_s: float | None,
+    skip_unreferenced: bool = False,
 ) -> DecodedMedia:
-    """Decode the frames nearest to `frame_times` (resized to `frame_size`) and/or the audio track."""
+    """Decode the frames nearest to `frame_times` (resized to `frame_size`) and/or the audio track of
+    `url` (a local path, or an object in storage read through fsspec).
+
+    `skip_unreferenced`: leave undecoded the video frames no other frame refers to, where
+    `can_skip_unreferenced` allows it (about half the decode work of an H.264 stream with B-frames); the
+    picked frames are then the nearest referenced ones, and `frame_pts` says which."""
     try:
-        container = av.open(url)
+        with open_media(url) as source:
+            return _decode_media(source, frame_times, frame_size, audio_rate, expected_duration_s, skip_unreferenced)
+    except OSError as exc:  # fsspec could not open or read the object; PyAV's own errors are handled inside
+        if isinstance(exc, av.FFmpegError):
+            raise
+        raise DecodeError(f"unreadable file: {exc}") from exc
+
+
+def _decode_media(
+    source,
+    frame_times: list[float] | None,
+    frame_size,
+    audio_rate: int | None,
+    expected_duration_s: float | None,
+    skip_unreferenced: bool,
+) -> DecodedMedia:
+    try:
+        container = av.open(source)
     except av.FFmpegError as exc:
         raise DecodeError(f"{_io_prefix(exc)}cannot open for decoding: {exc}") from exc
     with container:
@@ -85,6 +133,9 @@ def decode_media(
             vstream.codec_context.thread_count = threads
             if threads != 1:
                 vstream.thread_type = "AUTO"
+            rate = float(vstream.average_rate) if vstream.average_rate else None
+            if skip_unreferenced and can_skip_unreferenced(vstream.codec_context.name, rate, frame_times):
+                vstream.codec_context.skip_frame = "NONREF"
             picker = _NearestFramePicker(frame_times, frame_size)
         resampler = av.AudioResampler(format="s16", layout="mono", rate=audio_rate) if astream else None
         pcm: list[np.ndarray] = []
@@ -146,7 +197,7 @@ def _check_not_truncated(reached_s: float, expected_s: float | None, what: str) 
 def decode_image(url: str, size_rule) -> tuple[np.ndarray, tuple[int, int]]:
     """Decode a still image to RGB and resize it by `size_rule(width, height) -> (w, h)`."""
     try:
-        with Image.open(url) as img:
+        with open_media(url) as source, Image.open(source) as img:
             rgb = img.convert("RGB")
     except (OSError, ValueError) as exc:
         raise DecodeError(f"cannot decode image: {exc}") from exc

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 from PIL import Image
 
 FORMAT_VERSION = 1
@@ -168,6 +169,7 @@ class _InterpolatedThumbnails:
         self._first: float | None = None
         self._prev: tuple[float, av.VideoFrame] | None = None
         self._cache: tuple[float, np.ndarray] | None = None  # the last thumbnail made, by frame time
+        self._reformatter = VideoReformatter()  # keeps its scaling context across frames (decode.py says why)
 
     @property
     def done(self) -> bool:
@@ -176,7 +178,8 @@ class _InterpolatedThumbnails:
     def _thumb(self, t: float, frame: av.VideoFrame) -> np.ndarray:
         # Only frames next to a target are scaled down: converting every frame would cost as much as decoding.
         if self._cache is None or self._cache[0] != t:
-            self._cache = (t, frame.reformat(width=THUMB, height=THUMB, format="rgb24").to_ndarray().astype(np.float32))
+            thumb = self._reformatter.reformat(frame, width=THUMB, height=THUMB, format="rgb24")
+            self._cache = (t, thumb.to_ndarray().astype(np.float32))
         return self._cache[1]
 
     def feed(self, frame: av.VideoFrame, t: float) -> None:

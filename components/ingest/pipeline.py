@@ -8,6 +8,9 @@ Two phases, so a DAG can run them as separate tasks and a crash in the slow one 
   included) and `OUT/.work/plan.json`.
 - `write_shards`: decode and write every planned shard that is not finished yet, then the reports.
 
+`out` is a local folder or an object-storage URI (`s3://bucket/prefix`); everything is written through
+an `OutputStore` (components/ingest/output_store.py), which publishes each file only when complete.
+
 Both phases run their per-input work on an executor (components/ingest/executors.py: the local pool by
 default, or Ray); the plan fixes the order of everything written, so the outputs do not depend on it.
 
@@ -23,10 +26,10 @@ dropped: no eval item keeps a copy in the training data of the same ingestion.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import math
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,14 +39,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from components.ingest import card
+from components.ingest import output_store as layout
 from components.ingest.discover import InputFile, discover_inputs
 from components.ingest.executors import LOCAL, Executor, ExecutorConfig, open_executor
 from components.ingest.fingerprint import Fingerprint
 from components.ingest.near_duplicates import select_near_duplicates
+from components.ingest.output_store import OutputStore
 from components.ingest.probe import ProbeResult, probe_input
 from components.ingest.samples import estimate_sample_bytes
 from components.ingest.shard_writer import write_planned_shards
 from components.ingest.shards import (
+    SHARD_SUFFIX,
     ShardResult,
     is_shard_done,
     load_result,
@@ -51,7 +57,7 @@ from components.ingest.shards import (
     remove_stale_temporaries,
 )
 from components.ingest.splits import assign_split, check_group_disjoint
-from components.ingest.validate import validate_manifest
+from components.ingest.validate import ValidationOutcome, validate_manifest
 from components.progress import track
 from components.specs.dataset import DatasetSpec
 
@@ -60,53 +66,67 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class IngestPaths:
+    """The output layout of a local output folder as paths (DVC and `dataset show` read local folders)."""
+
     out: Path
 
     @property
     def shards(self) -> Path:
-        return self.out / "shards"
+        return self.out / layout.SHARDS
 
     @property
     def work(self) -> Path:
-        return self.out / ".work"
+        return self.out / layout.WORK
 
     @property
     def probe_table(self) -> Path:
-        return self.work / "probe.parquet"
+        return self.out / layout.PROBE_TABLE
 
     @property
     def plan(self) -> Path:
-        return self.work / "plan.json"
+        return self.out / layout.PLAN
 
     @property
     def manifest(self) -> Path:
-        return self.out / "manifest.parquet"
+        return self.out / layout.MANIFEST
 
     @property
     def quarantine(self) -> Path:
-        return self.out / "quarantine.jsonl"
+        return self.out / layout.QUARANTINE
 
     @property
     def duplicates(self) -> Path:
-        return self.out / "duplicates.jsonl"
+        return self.out / layout.DUPLICATES
 
     @property
     def stats(self) -> Path:
-        return self.out / "stats.json"
+        return self.out / layout.STATS
 
     @property
     def validation(self) -> Path:
-        return self.out / "validation"
+        return self.out / layout.VALIDATION
 
 
 def spec_digest(spec: DatasetSpec) -> str:
     return hashlib.sha256(spec.model_dump_json().encode()).hexdigest()[:16]
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+def read_probe_table(store: OutputStore) -> pd.DataFrame:
+    return pd.read_parquet(io.BytesIO(store.read_bytes(layout.PROBE_TABLE)))
+
+
+def write_probe_table(store: OutputStore, table: pd.DataFrame) -> None:
+    buffer = io.BytesIO()
+    table.to_parquet(buffer, index=False)
+    store.write_bytes(layout.PROBE_TABLE, buffer.getvalue())
+
+
+def write_plan(store: OutputStore, plan: dict) -> None:
+    store.write_bytes(layout.PLAN, json.dumps(plan, indent=1, sort_keys=True).encode())
+
+
+def write_jsonl(store: OutputStore, rel: str, records: list[dict]) -> None:
+    store.write_bytes(rel, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records).encode())
 
 
 def _checked_inputs(spec: DatasetSpec) -> list[InputFile]:
@@ -119,7 +139,7 @@ def _checked_inputs(spec: DatasetSpec) -> list[InputFile]:
 
 
 def discover_summary(
-    spec: DatasetSpec, out: Path, workers: int = 1, executor: ExecutorConfig | Executor = LOCAL
+    spec: DatasetSpec, out: str | Path, workers: int = 1, executor: ExecutorConfig | Executor = LOCAL
 ) -> dict:
     """Count the inputs per source (cheap: no hashing); fails early on what `_checked_inputs` checks.
     Runs nothing in parallel: `workers` and `executor` only keep the phases' signatures alike."""
@@ -130,10 +150,15 @@ def discover_summary(
     return {"dataset": spec.name, "inputs": len(inputs), "per_source": per_source}
 
 
-def probe_and_plan(spec: DatasetSpec, out: Path, workers: int = 1, executor: ExecutorConfig | Executor = LOCAL) -> dict:
+def probe_and_plan(
+    spec: DatasetSpec, out: str | Path, workers: int = 1, executor: ExecutorConfig | Executor = LOCAL
+) -> dict:
     """Phase 1. Returns a summary: inputs, probed-ok, quarantined so far, duplicates, shards planned."""
-    paths = IngestPaths(Path(out))
-    paths.work.mkdir(parents=True, exist_ok=True)
+    with OutputStore(out) as store:
+        return _probe_and_plan(spec, store, workers, executor)
+
+
+def _probe_and_plan(spec: DatasetSpec, store: OutputStore, workers: int, executor: ExecutorConfig | Executor) -> dict:
     inputs = _checked_inputs(spec)
     by_url: dict[str, InputFile] = {item.url: item for item in inputs}
     fingerprints = spec.near_duplicates.enabled
@@ -158,7 +183,7 @@ def probe_and_plan(spec: DatasetSpec, out: Path, workers: int = 1, executor: Exe
         rows.append(row)
     table = pd.DataFrame(rows)
     ok = table[table.status == "ok"]
-    outcome = validate_manifest(ok.drop(columns=["reason"]), spec, paths.validation)
+    outcome = validate_and_publish(ok.drop(columns=["reason"]), spec, store)
     if outcome.table_failures:
         raise ValueError(f"dataset '{spec.name}': the batch fails table-level expectations: {outcome.table_failures}")
     for sha, reasons in outcome.row_failures.items():
@@ -167,7 +192,7 @@ def probe_and_plan(spec: DatasetSpec, out: Path, workers: int = 1, executor: Exe
         table.loc[mask, "reason"] = "; ".join(reasons)
     if spec.near_duplicates.enabled:
         mark_near_duplicates(table, spec)
-    table.to_parquet(paths.probe_table, index=False)
+    write_probe_table(store, table)
     accepted = table[table.status == "ok"].sort_values("sha256")
     plans = plan_shards(list(zip(accepted.sha256, accepted.estimated_bytes.astype(int))), spec.shard_max_bytes)
     plan = {
@@ -176,7 +201,7 @@ def probe_and_plan(spec: DatasetSpec, out: Path, workers: int = 1, executor: Exe
         "shards": [{"name": p.name, "members": p.members, "estimated_bytes": p.estimated_bytes} for p in plans],
     }
     plan["digest"] = hashlib.sha256(json.dumps(plan, sort_keys=True).encode()).hexdigest()[:16]
-    write_atomic(paths.plan, json.dumps(plan, indent=1, sort_keys=True).encode())
+    write_plan(store, plan)
     summary = {
         "inputs": len(table),
         "probed_ok": int((table.status == "ok").sum()),
@@ -184,10 +209,24 @@ def probe_and_plan(spec: DatasetSpec, out: Path, workers: int = 1, executor: Exe
         "duplicates": int((table.status == "duplicate").sum()),
         "near_duplicates": int((table.duplicate_kind == "near").sum()),
         "shards_planned": len(plans),
-        "data_docs": str(outcome.data_docs) if outcome.data_docs else None,
+        "data_docs": _data_docs_url(store, outcome.data_docs),
     }
     log.info("probe + validate: %s", summary)
     return summary
+
+
+def validate_and_publish(frame: pd.DataFrame, spec: DatasetSpec, store: OutputStore) -> ValidationOutcome:
+    """Run the expectation suite with its GX project in `validation/` (staged, then uploaded for a URI)."""
+    outcome = validate_manifest(frame, spec, store.staged_dir(layout.VALIDATION))
+    shutil.rmtree(store.staged_dir(layout.VALIDATION) / "gx" / "uncommitted" / "validations_tmp", ignore_errors=True)
+    store.publish_tree(layout.VALIDATION)
+    return outcome
+
+
+def _data_docs_url(store: OutputStore, local_index: Path | None) -> str | None:
+    if local_index is None:
+        return None
+    return store.url(Path(local_index).relative_to(store.staging).as_posix())
 
 
 def mark_near_duplicates(
@@ -232,43 +271,51 @@ def table_records(frame: pd.DataFrame) -> list[dict]:
     ]
 
 
-def write_shards(spec: DatasetSpec, out: Path, workers: int = 1, executor: ExecutorConfig | Executor = LOCAL) -> dict:
+def write_shards(
+    spec: DatasetSpec, out: str | Path, workers: int = 1, executor: ExecutorConfig | Executor = LOCAL
+) -> dict:
     """Phase 2. Writes the unfinished shards, then manifest, quarantine, duplicates, stats and card."""
-    paths = IngestPaths(Path(out))
-    if not paths.plan.is_file():
-        raise FileNotFoundError(f"{paths.plan} is missing: run the probe phase first (omnistage ingest probe)")
-    plan = json.loads(paths.plan.read_text())
+    with OutputStore(out) as store:
+        return _write_shards(spec, store, workers, executor)
+
+
+def _write_shards(spec: DatasetSpec, store: OutputStore, workers: int, executor: ExecutorConfig | Executor) -> dict:
+    if not store.exists(layout.PLAN):
+        raise FileNotFoundError(
+            f"{store.url(layout.PLAN)} is missing: run the probe phase first (omnistage ingest --phase probe)"
+        )
+    plan = json.loads(store.read_bytes(layout.PLAN))
     if plan["spec_digest"] != spec_digest(spec):
         raise ValueError(
-            f"{paths.plan} was planned with another version of spec '{spec.name}': run the probe phase again"
+            f"{store.url(layout.PLAN)} was planned with another version of spec '{spec.name}': "
+            "run the probe phase again"
         )
-    table = pd.read_parquet(paths.probe_table)
-    paths.shards.mkdir(parents=True, exist_ok=True)
-    stale = remove_stale_temporaries(paths.shards)
+    table = read_probe_table(store)
+    stale = remove_stale_temporaries(store.staged_dir(layout.SHARDS))
     if stale:
         log.info("removed %d partial shard(s) left by an interrupted run", stale)
     planned = {s["name"] for s in plan["shards"]}
-    for leftover in paths.shards.glob("*.tar"):
-        if leftover.name not in planned:
-            leftover.unlink()
+    for leftover in store.list(layout.SHARDS, SHARD_SUFFIX):
+        if leftover not in planned:
+            store.remove(f"{layout.SHARDS}/{leftover}")
     rows_by_sha = {r["sha256"]: r for r in table_records(table[table.status == "ok"])}
     labels = {item.url: item.labels for item in discover_inputs(spec)}
     todo, reused = [], 0
     for shard in plan["shards"]:
         # A finished shard of another plan (the inputs or spec changed) is rewritten, never reused.
-        if is_shard_done(paths.shards, paths.work, shard["name"]):
-            if load_result(paths.work, shard["name"]).plan_digest == plan["digest"]:
+        if is_shard_done(store, shard["name"]):
+            if load_result(store, shard["name"]).plan_digest == plan["digest"]:
                 reused += 1
                 continue
         todo.append(shard)
     if reused:
         log.info("resuming: %d of %d shard(s) already finished, skipped", reused, len(plan["shards"]))
-    write_planned_shards(spec, todo, rows_by_sha, labels, paths.shards, paths.work, plan["digest"], workers, executor)
-    results = [load_result(paths.work, s["name"]) for s in plan["shards"]]
-    return finalize(spec, paths, table, results)
+    write_planned_shards(spec, todo, rows_by_sha, labels, store, plan["digest"], workers, executor)
+    results = [load_result(store, s["name"]) for s in plan["shards"]]
+    return finalize(spec, store, table, results)
 
 
-def finalize(spec: DatasetSpec, paths: IngestPaths, table: pd.DataFrame, results: list[ShardResult]) -> dict:
+def finalize(spec: DatasetSpec, store: OutputStore, table: pd.DataFrame, results: list[ShardResult]) -> dict:
     """Write manifest, quarantine and duplicates lists, stats and the dataset card from the shard results."""
     failed = {f["sha256"]: f["reason"] for r in results for f in r.failed}
     written = {w["sha256"]: (r.name, w["key"], w["num_frames"]) for r in results for w in r.written}
@@ -281,11 +328,12 @@ def finalize(spec: DatasetSpec, paths: IngestPaths, table: pd.DataFrame, results
             shard, key, num_frames = written[row["sha256"]]
             manifest_rows.append(_manifest_row(row, shard, key, num_frames))
     manifest = pa.Table.from_pylist(sorted(manifest_rows, key=lambda r: (r["shard"], r["key"])), schema=MANIFEST_SCHEMA)
-    pq.write_table(manifest, paths.manifest.with_name("manifest.parquet.tmp"), compression="zstd")
-    os.replace(paths.manifest.with_name("manifest.parquet.tmp"), paths.manifest)
-    write_atomic(paths.quarantine, "".join(json.dumps(q, sort_keys=True) + "\n" for q in quarantine).encode())
+    buffer = io.BytesIO()
+    pq.write_table(manifest, buffer, compression="zstd")
+    store.write_bytes(layout.MANIFEST, buffer.getvalue())
+    write_jsonl(store, layout.QUARANTINE, quarantine)
     duplicates = [_duplicate_entry(r) for r in table_records(table[table.status == "duplicate"].sort_values("path"))]
-    write_atomic(paths.duplicates, "".join(json.dumps(d, sort_keys=True) + "\n" for d in duplicates).encode())
+    write_jsonl(store, layout.DUPLICATES, duplicates)
     stats = {
         "dataset": spec.name,
         "inputs": len(table),
@@ -303,9 +351,8 @@ def finalize(spec: DatasetSpec, paths: IngestPaths, table: pd.DataFrame, results
     }
     if stats["accepted"] + stats["quarantined"] + stats["duplicates"] != stats["inputs"]:
         raise AssertionError(f"ingestion lost inputs: {stats}")  # internal invariant, never a user error
-    write_atomic(paths.stats, json.dumps(stats, indent=2, sort_keys=True).encode())
-    card.write_dataset_card(paths.out, spec, stats, manifest_rows)
-    shutil.rmtree(paths.validation / "gx" / "uncommitted" / "validations_tmp", ignore_errors=True)
+    store.write_bytes(layout.STATS, json.dumps(stats, indent=2, sort_keys=True).encode())
+    card.write_dataset_card(store, spec, stats, manifest_rows)
     return stats
 
 
@@ -371,7 +418,9 @@ def _manifest_row(row: dict, shard: str, key: str, num_frames: int) -> dict:
     }
 
 
-def ingest_dataset(spec: DatasetSpec, out: Path, workers: int = 1, executor: ExecutorConfig | Executor = LOCAL) -> dict:
+def ingest_dataset(
+    spec: DatasetSpec, out: str | Path, workers: int = 1, executor: ExecutorConfig | Executor = LOCAL
+) -> dict:
     """Both phases: what `omnistage ingest` runs. Both share one executor (one Ray start, not two)."""
     with open_executor(executor, workers) as pool:
         probe_and_plan(spec, out, workers, pool)

@@ -17,6 +17,7 @@ import fsspec
 
 from components.ingest.discover import InputFile
 from components.ingest.fingerprint import fingerprint_image, fingerprint_media
+from components.object_storage import local_copy
 from components.specs.dataset import Modality
 
 TEXT_SUFFIXES = (".txt", ".md")
@@ -83,9 +84,20 @@ def _is_still_image(fmt: dict, video: dict) -> bool:
 
 
 def probe_input(item: InputFile, with_fingerprint: bool = False) -> ProbeResult:
+    """Probe `item`; an object in storage is downloaded once and probed from that local copy."""
     result = ProbeResult(source=item.source, path=item.url, relpath=item.relpath)
     try:
-        result.sha256, result.size_bytes = sha256_of(item.url)
+        with local_copy(item.url) as local:
+            return _probe_local(item, local, result, with_fingerprint)
+    except OSError as exc:  # the download of an object in storage
+        result.reason = item.quarantine_reason or f"unreadable file: {exc}"
+        return result
+
+
+def _probe_local(item: InputFile, local: str, result: ProbeResult, with_fingerprint: bool) -> ProbeResult:
+    """The probe of `item` whose bytes are at the local path `local` (`item.url` itself when local)."""
+    try:
+        result.sha256, result.size_bytes = sha256_of(local)
     except OSError as exc:
         result.reason = item.quarantine_reason or f"unreadable file: {exc}"
         return result
@@ -96,9 +108,9 @@ def probe_input(item: InputFile, with_fingerprint: bool = False) -> ProbeResult:
         result.reason = "empty file (0 bytes)"
         return result
     if item.url.lower().endswith(TEXT_SUFFIXES):
-        return _probe_text(item, result)
+        return _probe_text(item, local, result)
     try:
-        info = ffmpeg.probe(item.url)
+        info = ffmpeg.probe(local)
     except ffmpeg.Error as exc:
         result.reason = f"not a media file ffprobe can read: {_ffprobe_error(exc)}"
         return result
@@ -130,25 +142,25 @@ def probe_input(item: InputFile, with_fingerprint: bool = False) -> ProbeResult:
         return result
     result.reason = _modality_mismatch(item.modality, result)
     if with_fingerprint and result.reason is None:
-        result.fingerprint = _fingerprint(result)
+        result.fingerprint = _fingerprint(result, local)
     return result
 
 
-def _fingerprint(result: ProbeResult) -> bytes | None:
+def _fingerprint(result: ProbeResult, local: str) -> bytes | None:
     """None when the content does not decode: the decode phase then quarantines it with the reason."""
     try:
         if result.modality == Modality.IMAGE.value:
-            return fingerprint_image(result.path).to_bytes()
+            return fingerprint_image(local).to_bytes()
         video = result.modality == Modality.VIDEO.value
-        return fingerprint_media(result.path, result.duration_s or 0.0, video, True).to_bytes()
+        return fingerprint_media(local, result.duration_s or 0.0, video, True).to_bytes()
     except (av.FFmpegError, OSError, ValueError) as exc:
         log.info("no fingerprint for %s: %s", result.path, exc)
         return None
 
 
-def _probe_text(item: InputFile, result: ProbeResult) -> ProbeResult:
+def _probe_text(item: InputFile, local: str, result: ProbeResult) -> ProbeResult:
     try:
-        with fsspec.open(item.url, "rb") as fh:
+        with fsspec.open(local, "rb") as fh:
             fh.read().decode("utf-8")
     except UnicodeDecodeError as exc:
         result.reason = f"text file is not valid UTF-8: {exc}"

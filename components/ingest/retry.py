@@ -21,22 +21,25 @@ from pathlib import Path
 
 import pandas as pd
 
+from components.ingest import output_store as layout
 from components.ingest.discover import discover_inputs
 from components.ingest.executors import LOCAL, Executor, ExecutorConfig, open_executor
+from components.ingest.output_store import OutputStore
 from components.ingest.pipeline import (
-    IngestPaths,
     finalize,
     mark_near_duplicates,
+    read_probe_table,
     spec_digest,
     table_records,
-    write_atomic,
+    validate_and_publish,
+    write_plan,
+    write_probe_table,
 )
 from components.ingest.probe import ProbeResult, probe_input
 from components.ingest.samples import estimate_sample_bytes
 from components.ingest.shard_writer import write_planned_shards
 from components.ingest.shards import load_result, plan_shards, save_result
 from components.ingest.splits import assign_split
-from components.ingest.validate import validate_manifest
 from components.specs.dataset import DatasetSpec
 
 log = logging.getLogger(__name__)
@@ -52,22 +55,29 @@ def is_transient(reason) -> bool:
 
 
 def retry_quarantined(
-    spec: DatasetSpec, out: Path, workers: int = 1, executor: ExecutorConfig | Executor = LOCAL
+    spec: DatasetSpec, out: str | Path, workers: int = 1, executor: ExecutorConfig | Executor = LOCAL
 ) -> dict:
     """Re-attempt the transient quarantines of a finished ingestion in `out`; returns the new stats."""
-    paths = IngestPaths(Path(out))
-    if not paths.stats.is_file():
+    with OutputStore(out) as store:
+        return _retry_quarantined(spec, store, workers, executor)
+
+
+def _retry_quarantined(
+    spec: DatasetSpec, store: OutputStore, workers: int, executor: ExecutorConfig | Executor
+) -> dict:
+    out = store.location
+    if not store.exists(layout.STATS):
         raise FileNotFoundError(f"{out} holds no finished ingestion (stats.json): run omnistage ingest first")
-    plan = json.loads(paths.plan.read_text())
+    plan = json.loads(store.read_bytes(layout.PLAN))
     if plan["spec_digest"] != spec_digest(spec):
         raise ValueError(f"{out} was ingested with another version of spec '{spec.name}': ingest it again instead")
     with open_executor(executor, workers) as pool:  # one Ray start for re-probing and writing
-        return _retry(spec, paths, plan, pool)
+        return _retry(spec, store, plan, pool)
 
 
-def _retry(spec: DatasetSpec, paths: IngestPaths, plan: dict, pool: Executor) -> dict:
-    table = pd.read_parquet(paths.probe_table)
-    results = [load_result(paths.work, s["name"]) for s in plan["shards"]]
+def _retry(spec: DatasetSpec, store: OutputStore, plan: dict, pool: Executor) -> dict:
+    table = read_probe_table(store)
+    results = [load_result(store, s["name"]) for s in plan["shards"]]
     decode_failed = {f["sha256"]: f["reason"] for r in results for f in r.failed}
     in_shards = (table.status == "ok") & ~table.sha256.isin(list(decode_failed))
     failed_reason = table.sha256.map(decode_failed)
@@ -82,18 +92,18 @@ def _retry(spec: DatasetSpec, paths: IngestPaths, plan: dict, pool: Executor) ->
         _apply_probe(table, i, probe, inputs[table.at[i, "path"]], spec, kept)
     recovered = retry & (table.status == "ok")
     if recovered.any():
-        _validate(table, recovered, spec, paths)
+        _validate(table, recovered, spec, store)
         if spec.near_duplicates.enabled:
             mark_near_duplicates(table, spec, candidates=recovered, originals=in_shards)
         recovered &= table.status == "ok"
     for result in results:  # a retried decode failure is decided anew: in a new shard or in quarantine
         result.failed = [f for f in result.failed if not retry[table.sha256 == f["sha256"]].any()]
-    new_shards = _plan_and_write(spec, paths, plan, table, recovered, pool)
-    table.to_parquet(paths.probe_table, index=False)
+    new_shards = _plan_and_write(spec, store, plan, table, recovered, pool)
+    write_probe_table(store, table)
     for result in results:
         result.plan_digest = plan["digest"]  # same members and bytes; the plan they belong to grew
-        save_result(paths.work, result)
-    stats = finalize(spec, paths, table, results + [load_result(paths.work, s["name"]) for s in new_shards])
+        save_result(store, result)
+    stats = finalize(spec, store, table, results + [load_result(store, s["name"]) for s in new_shards])
     stats["retry"] = {
         "retried": int(retry.sum()),
         "recovered": int(recovered.sum()),
@@ -102,7 +112,7 @@ def _retry(spec: DatasetSpec, paths: IngestPaths, plan: dict, pool: Executor) ->
         "not_retried_permanent": int((reason.notna() & ~retry).sum()),
         "new_shards": [s["name"] for s in new_shards],
     }
-    write_atomic(paths.stats, json.dumps(stats, indent=2, sort_keys=True).encode())
+    store.write_bytes(layout.STATS, json.dumps(stats, indent=2, sort_keys=True).encode())
     log.info("retry of quarantined inputs: %s", stats["retry"])
     return stats
 
@@ -122,8 +132,8 @@ def _apply_probe(table: pd.DataFrame, i, probe: ProbeResult, item, spec: Dataset
         table.at[i, "estimated_bytes"] = estimate_sample_bytes(probe, spec)
 
 
-def _validate(table: pd.DataFrame, rows: pd.Series, spec: DatasetSpec, paths: IngestPaths) -> None:
-    outcome = validate_manifest(table[rows].drop(columns=["reason"]), spec, paths.validation)
+def _validate(table: pd.DataFrame, rows: pd.Series, spec: DatasetSpec, store: OutputStore) -> None:
+    outcome = validate_and_publish(table[rows].drop(columns=["reason"]), spec, store)
     for sha, reasons in outcome.row_failures.items():
         mask = rows & (table.sha256 == sha)
         table.loc[mask, "status"] = "quarantined"
@@ -131,7 +141,7 @@ def _validate(table: pd.DataFrame, rows: pd.Series, spec: DatasetSpec, paths: In
 
 
 def _plan_and_write(
-    spec: DatasetSpec, paths: IngestPaths, plan: dict, table: pd.DataFrame, rows: pd.Series, pool: Executor
+    spec: DatasetSpec, store: OutputStore, plan: dict, table: pd.DataFrame, rows: pd.Series, pool: Executor
 ) -> list[dict]:
     """Plan the recovered rows into shards after the existing ones, write them, update plan.json."""
     recovered = table[rows].sort_values("sha256")
@@ -143,6 +153,6 @@ def _plan_and_write(
     plan["digest"] = hashlib.sha256(json.dumps(plan, sort_keys=True).encode()).hexdigest()[:16]
     rows_by_sha = {r["sha256"]: r for r in table_records(recovered)}
     labels = {item.url: item.labels for item in discover_inputs(spec)}
-    write_planned_shards(spec, new, rows_by_sha, labels, paths.shards, paths.work, plan["digest"], pool.workers, pool)
-    write_atomic(paths.plan, json.dumps(plan, indent=1, sort_keys=True).encode())
+    write_planned_shards(spec, new, rows_by_sha, labels, store, plan["digest"], pool.workers, pool)
+    write_plan(store, plan)
     return new

@@ -82,7 +82,8 @@ def build_sample(
         times = sample_frames_for_duration(duration, spec.frame_sampling) if wants_video else None
         size = native_resolution(probe.width, probe.height, spec.resize) if wants_video else None
         rate = spec.audio.sample_rate if probe.audio_codec else None
-        decoded = decode_media(probe.path, times, size, rate, duration)
+        skip = spec.frame_sampling.skip_unreferenced_frames
+        decoded = decode_media(probe.path, times, size, rate, duration, skip_unreferenced=skip)
         for index, frame in enumerate(decoded.frames):
             files.append((f"{key}.f{index:03d}.jpg", encode_jpeg(frame, spec.jpeg_quality)))
         if decoded.audio is not None:

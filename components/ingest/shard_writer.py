@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterator
-from pathlib import Path
 
 from components.ingest.decode import DecodeError
 from components.ingest.executors import LOCAL, Executor, ExecutorConfig, open_executor
+from components.ingest.output_store import OutputStore
 from components.ingest.probe import ProbeResult
 from components.ingest.samples import build_sample
-from components.ingest.shards import DeterministicTarWriter, ShardResult, commit_shard
+from components.ingest.shards import DeterministicTarWriter, ShardResult, commit_shard, staged_shard
 from components.progress import track
 from components.specs.dataset import DatasetSpec
 
@@ -53,8 +53,7 @@ def write_planned_shards(
     shards: list[dict],
     rows_by_sha: dict[str, dict],
     labels: dict[str, dict],
-    shard_dir: Path,
-    work_dir: Path,
+    store: OutputStore,
     plan_digest: str,
     workers: int = 1,
     executor: ExecutorConfig | Executor = LOCAL,
@@ -69,7 +68,7 @@ def write_planned_shards(
     ordered = _ordered_results(jobs, workers, executor)
     results = track(ordered, "decode + write samples", total=len(jobs), unit="samples")
     for shard in shards:
-        tmp = shard_dir / (shard["name"] + ".tmp")
+        tmp = staged_shard(store, shard["name"])
         writer = DeterministicTarWriter(tmp)
         record = ShardResult(name=shard["name"], plan_digest=plan_digest)
         for sha in shard["members"]:
@@ -83,5 +82,5 @@ def write_planned_shards(
             record.written.append({"sha256": sha, "key": key, "num_frames": num_frames})
         writer.close()
         record.num_bytes = tmp.stat().st_size
-        commit_shard(tmp, shard_dir / shard["name"], record, work_dir)
+        commit_shard(tmp, record, store)
     ordered.close()  # stop the executor now rather than when the generator is collected

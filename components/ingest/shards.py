@@ -1,9 +1,10 @@
-"""Plan and write WebDataset shards: deterministic bytes, atomic renames, resumable.
+"""Plan and write WebDataset shards: deterministic bytes, atomic publishing, resumable.
 
 Shards are planned from probe facts before any decoding (`plan_shards`), so shard k always holds the same
 samples and each shard can be written on its own: by any worker, after a crash, in any order. A shard is
-written to `NAME.tar.tmp`; its result record goes to `.work/` first and the rename comes last, so a
-visible `.tar` always means a finished shard. Tar headers carry fixed times, owners and modes.
+written to `NAME.tar.tmp` (in the output folder, or in the local staging folder of an object-storage
+output); its result record goes to `.work/` first and publishing the tar comes last (a rename, or one
+upload), so a visible `.tar` always means a finished shard. Tar headers carry fixed times, owners and modes.
 """
 
 from __future__ import annotations
@@ -15,7 +16,10 @@ import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-SHARD_PATTERN = "shard-{index:06d}.tar"
+from components.ingest.output_store import SHARDS, WORK, OutputStore
+
+SHARD_SUFFIX = ".tar"
+SHARD_PATTERN = "shard-{index:06d}" + SHARD_SUFFIX
 
 
 @dataclass
@@ -75,29 +79,36 @@ class DeterministicTarWriter:
         self._fh.close()
 
 
-def result_path(work_dir: Path, shard_name: str) -> Path:
-    return work_dir / (shard_name + ".result.json")
+def shard_path(shard_name: str) -> str:
+    return f"{SHARDS}/{shard_name}"
 
 
-def is_shard_done(shard_dir: Path, work_dir: Path, shard_name: str) -> bool:
-    return (shard_dir / shard_name).is_file() and result_path(work_dir, shard_name).is_file()
+def result_path(shard_name: str) -> str:
+    return f"{WORK}/{shard_name}.result.json"
 
 
-def load_result(work_dir: Path, shard_name: str) -> ShardResult:
-    return ShardResult(**json.loads(result_path(work_dir, shard_name).read_text()))
+def staged_shard(store: OutputStore, shard_name: str) -> Path:
+    """Where a shard is written before it is published."""
+    return store.staged(shard_path(shard_name) + ".tmp")
 
 
-def commit_shard(tmp_tar: Path, final_tar: Path, result: ShardResult, work_dir: Path) -> None:
-    """Publish a finished shard: result record first, then the atomic rename that makes the tar visible."""
-    save_result(work_dir, result)
-    os.replace(tmp_tar, final_tar)
+def is_shard_done(store: OutputStore, shard_name: str) -> bool:
+    return store.exists(shard_path(shard_name)) and store.exists(result_path(shard_name))
 
 
-def save_result(work_dir: Path, result: ShardResult) -> None:
-    record = result_path(work_dir, result.name)
-    tmp_record = record.with_suffix(".tmp")
-    tmp_record.write_text(json.dumps(result.__dict__, sort_keys=True))
-    os.replace(tmp_record, record)
+def load_result(store: OutputStore, shard_name: str) -> ShardResult:
+    return ShardResult(**json.loads(store.read_bytes(result_path(shard_name))))
+
+
+def commit_shard(tmp_tar: Path, result: ShardResult, store: OutputStore) -> None:
+    """Publish a finished shard: result record first, then the atomic rename or single upload that makes
+    the tar visible."""
+    save_result(store, result)
+    store.publish(tmp_tar, shard_path(result.name))
+
+
+def save_result(store: OutputStore, result: ShardResult) -> None:
+    store.write_bytes(result_path(result.name), json.dumps(result.__dict__, sort_keys=True).encode())
 
 
 def remove_stale_temporaries(shard_dir: Path) -> int:

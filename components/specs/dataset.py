@@ -143,6 +143,12 @@ class FrameSamplingSpec(_Strict):
     min_frames: int = Field(16, ge=1, description="Short clips are sampled more densely to reach this many frames.")
     max_fps: float = Field(4.0, gt=0, description="Densification never exceeds this rate.")
     max_frames: int = Field(256, ge=2, description="Long clips are sampled uniformly under this cap.")
+    skip_unreferenced_frames: bool = Field(
+        True,
+        description="H.264/HEVC sources at >= 4x the sampling rate: leave undecoded the frames no other frame "
+        "refers to (about half the decode CPU). A sampled frame may then come from a frame up to ~2 source "
+        "frames from its target time (the sample's frame_source_times say which). false decodes every frame.",
+    )
 
     @model_validator(mode="after")
     def _rates_ordered(self) -> FrameSamplingSpec:

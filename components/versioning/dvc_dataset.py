@@ -10,6 +10,10 @@ manifest and the quarantine list. Two entry points share it:
   records them as the stage's outputs, then push and stamp.
 
 The dataset version id is DVC's md5 of the shard folder. The git commit of the code is recorded with it.
+
+The remote may be a local folder or object storage (`s3://`, `gs://`); an S3 remote gets its
+`endpointurl` from the project's endpoint setting (`AWS_ENDPOINT_URL`, components/object_storage.py),
+written to `.dvc/config.local` because it belongs to the machine, not to the repository.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from pathlib import Path
 import yaml
 
 from components.ingest.pipeline import IngestPaths
+from components.object_storage import protocol_of, s3_endpoint_url
 from components.specs.dataset import DatasetSpec
 
 CODE_DEPS = ["components/ingest", "components/specs/dataset.py"]
@@ -78,10 +83,48 @@ def ensure_dvc_repo(repo: Path, remote_url: str | None) -> None:
         run_dvc(repo, "config", "cache.type", "reflink,hardlink,copy")
     if remote_url:
         run_dvc(repo, "remote", "add", "-f", "-d", "default", remote_url)
+    configure_s3_endpoints(repo)
+
+
+def remotes(repo: Path) -> dict[str, str]:
+    """The repository's DVC remotes: name -> URL (`dvc remote list` prints `NAME URL [(default)]`)."""
+    rows = [line.split() for line in run_dvc(repo, "remote", "list").splitlines()]
+    return {row[0]: row[1] for row in rows if len(row) >= 2}
+
+
+def configure_s3_endpoints(repo: Path) -> None:
+    """Point every S3 remote of `repo` at the project's S3 endpoint, when one is set (not AWS itself)."""
+    endpoint = s3_endpoint_url()
+    if not endpoint:
+        return
+    for name, url in remotes(repo).items():
+        if protocol_of(url) == "s3":
+            run_dvc(repo, "remote", "modify", "--local", name, "endpointurl", endpoint)
 
 
 def stage_name(spec: DatasetSpec) -> str:
     return f"ingest-{spec.name}"
+
+
+def default_remote_url(repo: Path) -> str:
+    """The URL of the repository's first DVC remote (a relative local remote resolved as DVC does:
+    against `.dvc/`)."""
+    urls = remotes(Path(repo)) if (Path(repo) / ".dvc").is_dir() else {}
+    if not urls:
+        raise DvcError(f"{repo} has no DVC remote: pass --remote URL (the remote the version was pushed to)")
+    url = next(iter(urls.values()))
+    return url if "://" in url or os.path.isabs(url) else str((Path(repo) / ".dvc" / url).resolve())
+
+
+def stage_shards_folder(repo: Path, dataset: str) -> Path:
+    """The shard folder that stage `ingest-DATASET` of the repository's dvc.yaml outputs."""
+    dvc_yaml = Path(repo) / "dvc.yaml"
+    stage = (yaml.safe_load(dvc_yaml.read_text()) if dvc_yaml.is_file() else {}).get("stages", {})
+    outs = stage.get(f"ingest-{dataset}", {}).get("outs", [])
+    shards = [o for o in outs if isinstance(o, str) and o.endswith("/shards")]
+    if not shards:
+        raise DvcError(f"{dvc_yaml} has no stage ingest-{dataset} with a shards output: pass --out FOLDER")
+    return Path(repo) / shards[0]
 
 
 def _relative(repo: Path, path: Path | str, what: str) -> str:
@@ -140,10 +183,10 @@ def _finish(repo: Path, spec: DatasetSpec, out: Path, stage: str, reproduced: bo
     out_rel = _relative(repo, out, "output folder")
     remote = None
     if push:
-        remotes = run_dvc(repo, "remote", "list").split()
-        if remotes:
+        urls = remotes(repo)
+        if urls:
             run_dvc(repo, "push", stage)
-            remote = remotes[1] if len(remotes) > 1 else remotes[0]
+            remote = next(iter(urls.values()))
     commit, dirty = _git_state(repo)
     version = DatasetVersion(
         dataset=spec.name,
