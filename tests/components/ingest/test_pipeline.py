@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -20,7 +21,7 @@ from PIL import Image
 from components.ingest.executors import ExecutorConfig
 from components.ingest.pipeline import ingest_dataset
 from components.specs.dataset import DatasetSpec, Modality, SourceSpec
-from tests.conftest import VENV_BIN, corpus_spec, make_broken_files
+from tests.conftest import REPO_ROOT, VENV_BIN, corpus_spec, make_broken_files
 
 
 def _digests(out: Path) -> dict[str, str]:
@@ -183,7 +184,8 @@ def test_killed_run_resumes_to_identical_output(tiny_reference, executor, reques
     cmd = [str(VENV_BIN / "omnistage"), "ingest", "--spec", str(spec_file), "--out", str(killed)]
     if executor == "ray":
         cmd += ["--workers", "2", "--executor", "ray", "--ray-address", request.getfixturevalue("ray_pool").address]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = os.environ | {"PYTHONPATH": str(REPO_ROOT)}  # this checkout's code, whichever one the venv installed
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     deadline = time.monotonic() + 120
     while not list(killed.glob("shards/shard-000001.tar")) and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -195,7 +197,7 @@ def test_killed_run_resumes_to_identical_output(tiny_reference, executor, reques
     # No partial shard is visible: every visible .tar is complete and equal to the reference.
     for name in finished:
         assert (killed / "shards" / name).read_bytes() == (reference / "shards" / name).read_bytes()
-    rerun = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    rerun = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env)
     assert "already finished, skipped" in rerun.stderr
     assert _digests(killed) == _digests(reference)
 
