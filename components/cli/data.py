@@ -47,6 +47,20 @@ def ingest(
     spec: Annotated[Path | None, typer.Option(help="Dataset spec YAML (data_specs/datasets/*.yaml).")] = None,
     input_path: Annotated[str | None, typer.Option("--input", help="Ad-hoc: a folder or glob, default policy.")] = None,
     workers: Annotated[int, typer.Option(help="Parallel decoding processes.", envvar="OMNISTAGE_WORKERS")] = 1,
+    executor: Annotated[
+        str,
+        typer.Option(
+            help="local (process pool on this machine) | ray (Ray tasks; without --ray-address a Ray is "
+            "started on this machine with --workers CPUs and stopped at the end)."
+        ),
+    ] = "local",
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            help="With --executor ray: join this running Ray cluster (auto, HOST:6379, ray://HOST:10001) "
+            "instead of starting one; its workers must run the omnistage image."
+        ),
+    ] = None,
     phase: Annotated[
         str,
         typer.Option(
@@ -64,9 +78,14 @@ def ingest(
     json_out: Annotated[bool, JsonOut] = False,
 ) -> None:
     """Probe, validate, sample, lay out and shard raw media into WebDataset shards."""
+    from components.ingest.executors import ExecutorConfig
     from components.ingest.pipeline import discover_summary, ingest_dataset, probe_and_plan, write_shards
     from components.ingest.retry import retry_quarantined as retry
 
+    try:
+        engine = ExecutorConfig(engine=executor, ray_address=ray_address)
+    except ValueError as exc:
+        fail(str(exc))
     dataset = load_dataset_spec(spec, input_path)
     runners = {"all": ingest_dataset, "discover": discover_summary, "probe": probe_and_plan, "shard": write_shards}
     if retry_quarantined:
@@ -76,7 +95,7 @@ def ingest(
     if phase not in runners:
         fail(f"--phase must be one of {sorted(runners)}, got {phase!r}")
     try:
-        stats = runners[phase](dataset, out, workers)
+        stats = runners[phase](dataset, out, workers, engine)
     except (FileNotFoundError, ValueError) as exc:
         fail(str(exc))
     if json_out:
