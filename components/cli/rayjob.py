@@ -17,7 +17,7 @@ from components.cli.data import dataset_app
 
 @dataset_app.command("rayjob")
 def dataset_rayjob(
-    spec: Annotated[Path, typer.Option(help="Dataset spec under data_specs/ (the image holds it); sources in a bucket.")],
+    spec: Annotated[Path, typer.Option(help="Dataset spec under data_specs/, sources in a bucket.")],
     out: Annotated[str, typer.Option(help="Where the shards go: s3://bucket/prefix or gs://bucket/prefix.")],
     workers: Annotated[int, typer.Option(help="Ray worker pods.")] = 2,
     image: Annotated[str | None, typer.Option(help="CPU image by digest (name@sha256:...) or explicit tag.")] = None,

@@ -26,8 +26,10 @@ SCHEMA_FILE = REPO_ROOT / "tests" / "infra" / "kuberay" / "rayjob-v1-openapi-sch
 def strict_schema(node):
     if isinstance(node, dict):
         node = {key: strict_schema(value) for key, value in node.items()}
-        if "properties" in node and "additionalProperties" not in node and not node.get(
-            "x-kubernetes-preserve-unknown-fields"
+        if (
+            "properties" in node
+            and "additionalProperties" not in node
+            and not node.get("x-kubernetes-preserve-unknown-fields")
         ):
             node["additionalProperties"] = False
         return node

@@ -34,8 +34,15 @@ def test_the_shipped_example_is_what_the_code_renders_for_the_demo_spec():
 
 @pytest.mark.parametrize(
     "config",
-    [RayJobConfig(), RayJobConfig(num_workers=5, image="registry.example/omnistage-cpu:2026.12.1", s3_secret=None,
-                                  s3_endpoint_url="http://minio.storage.svc:9000")],  # fmt: skip
+    [
+        RayJobConfig(),
+        RayJobConfig(
+            num_workers=5,
+            image="registry.example/omnistage-cpu:2026.12.1",
+            s3_secret=None,
+            s3_endpoint_url="http://minio.storage.svc:9000",
+        ),
+    ],  # fmt: skip
     ids=["defaults", "tag-endpoint-no-secret"],
 )
 def test_the_rayjob_validates_against_the_kuberay_crd_and_its_pods_against_kubernetes(config):
