@@ -11,8 +11,10 @@ of the project venv by default, a KubernetesPodOperator in the project image whe
 Params: `spec` (dataset spec YAML), `out` (output folder inside the DVC repo, or an s3:// / gs:// URI),
 `repo` (DVC repository root, default: this repository), `workers` (parallel workers), `ray_address`
 (a Ray cluster for the probe and shard steps; empty: the Airflow connection `omnistage_ray` when it
-exists, otherwise the local executor). With `OMNISTAGE_RUNNER=kubernetes`, or a Ray cluster on other
-machines, `out` must be a bucket URI: the steps' pods and the Ray workers share no volume.
+exists, otherwise the local executor), `dvc_remote` (where the version step pushes; a bucket `out` is
+copied into it by `dvc import-url --to-remote`; empty: the repository's default remote). With
+`OMNISTAGE_RUNNER=kubernetes`, or a Ray cluster on other machines, `out` must be a bucket URI: the
+steps' pods and the Ray workers share no volume.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ INGEST = ["ingest", "--spec", "{spec}", "--out", "{out}", "--json"]
         "out": Param("work/datasets/demo", type="string"),
         "repo": Param(str(REPO_ROOT), type="string"),
         "workers": Param(2, type="integer", minimum=1),
+        "dvc_remote": Param("", type="string", description="DVC remote URL; empty: the repository's default"),
         "ray_address": Param(
             "",
             type="string",
@@ -58,7 +61,10 @@ def ingest_multimodal():
         [*INGEST, "--phase", "shard", "--workers", "{workers}", RAY_EXECUTOR],
         execution_timeout=timedelta(hours=6),
     )
-    version = omnistage_step("version", ["dataset", "commit", "--spec", "{spec}", "--out", "{out}", "--repo", "."])
+    version = omnistage_step(
+        "version",
+        ["dataset", "commit", "--spec", "{spec}", "--out", "{out}", "--repo", ".", "--remote", "{dvc_remote}"],
+    )
 
     @task(outlets=[DATASET_VERSIONS])
     def publish(*, ti=None, outlet_events=None) -> dict:

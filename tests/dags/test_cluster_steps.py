@@ -12,7 +12,8 @@ from tests.dags.conftest import run_airflow_python
 from tests.infra.trainer_manifests import K8S_VERSION
 
 BUCKET_OUT = "s3://omnistage-datasets/demo"
-PARAMS = {"spec": "data_specs/datasets/demo_s3.yaml", "out": BUCKET_OUT, "repo": ".", "workers": 2, "ray_address": ""}
+PARAMS = {"spec": "data_specs/datasets/demo_s3.yaml", "out": BUCKET_OUT, "repo": ".", "workers": 2, "ray_address": "",
+          "dvc_remote": "s3://omnistage-dvc/store"}  # fmt: skip
 
 # For each case (task id, param overrides): the pod the operator builds, or the error its run-time check raises.
 BUILD_PODS = """
@@ -87,7 +88,10 @@ def test_pods_read_and_write_the_bucket_with_the_secrets_credentials_and_the_clu
         "--phase probe --executor ray --ray-address ray://ray-head.omnistage.svc:10001 >"
         in (probe["pod"]["spec"]["containers"][0]["args"][0])
     )
-    assert "--executor" not in version["pod"]["spec"]["containers"][0]["args"][0]  # DVC runs in the pod itself
+    version_command = version["pod"]["spec"]["containers"][0]["args"][0]
+    assert f"dataset commit --spec 'data_specs/datasets/demo_s3.yaml' --out '{BUCKET_OUT}' --repo . --remote " \
+           "'s3://omnistage-dvc/store' >" in version_command  # fmt: skip
+    assert "--executor" not in version_command  # DVC runs in the pod itself
 
 
 def test_without_a_cluster_the_steps_run_locally_and_a_local_out_is_refused_at_run_time(kubernetes_env):
