@@ -6,7 +6,8 @@ gs://): the probe pod writes the plan there and the shard pod reads it from ther
 when the task runs, naming the param and the fix. The pods get S3 credentials from the Secret named by
 `OMNISTAGE_S3_SECRET` (default omnistage-s3; empty: none, a service-account role grants access) and the
 endpoint from `OMNISTAGE_S3_ENDPOINT_URL` (for an S3-compatible store that is not AWS), both read from the
-Airflow worker's environment like `OMNISTAGE_IMAGE` and `OMNISTAGE_NAMESPACE`.
+Airflow worker's environment like `OMNISTAGE_IMAGE` and `OMNISTAGE_NAMESPACE`; so is
+`OMNISTAGE_RAY_AUTH_SECRET`, the Secret with the Ray cluster's token (see `pod_env`).
 
 Imported only in that mode (by runner.kubernetes_step): it pulls in the cncf-kubernetes provider.
 """
@@ -33,9 +34,15 @@ def _env_var(entry: dict) -> k8s.V1EnvVar:
     return k8s.V1EnvVar(name=entry["name"], value_from=k8s.V1EnvVarSource(secret_key_ref=selector))
 
 
-def object_store_env() -> list[k8s.V1EnvVar]:
+def pod_env() -> list[k8s.V1EnvVar]:
+    """Object-store access for every step; the Ray cluster's auth token when `OMNISTAGE_RAY_AUTH_SECRET` names
+    a Secret holding it (key `auth_token`, as KubeRay's authOptions use): Ray >= 2.52 rejects clients without."""
     secret = os.environ.get("OMNISTAGE_S3_SECRET", S3_SECRET) or None
-    return [_env_var(e) for e in s3_env(secret, os.environ.get("OMNISTAGE_S3_ENDPOINT_URL") or None)]
+    env = s3_env(secret, os.environ.get("OMNISTAGE_S3_ENDPOINT_URL") or None)
+    if ray_secret := os.environ.get("OMNISTAGE_RAY_AUTH_SECRET"):
+        token = {"secretKeyRef": {"name": ray_secret, "key": "auth_token"}}
+        env += [{"name": "RAY_AUTH_MODE", "value": "token"}, {"name": "RAY_AUTH_TOKEN", "valueFrom": token}]
+    return [_env_var(e) for e in env]
 
 
 def shell_command(args: list[str]) -> str:

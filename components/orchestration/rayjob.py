@@ -209,6 +209,13 @@ def build_rayjob(spec: DatasetSpec, spec_file: Path | str, out: str, config: Ray
             "preRunningDeadlineSeconds": config.pre_running_deadline_s,
             "backoffLimit": config.backoff_limit,
             "submitterConfig": {"backoffLimit": config.submitter_backoff_limit},
-            "rayClusterSpec": {"rayVersion": RAY_VERSION, "headGroupSpec": head, "workerGroupSpecs": [workers]},
+            "rayClusterSpec": {
+                "rayVersion": RAY_VERSION,
+                # Ray >= 2.52 authenticates every connection with a token; KubeRay generates one per cluster
+                # in a Secret and gives it to the head, the workers and the submitter (RAY_AUTH_TOKEN).
+                "authOptions": {"mode": "token"},
+                "headGroupSpec": head,
+                "workerGroupSpecs": [workers],
+            },
         },
     }

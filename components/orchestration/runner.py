@@ -143,7 +143,7 @@ def omnistage_step(task_id: str, args: list[str], **task_kwargs):
 
 def kubernetes_step(task_id: str, args: list[str], **overrides):
     """The cluster form of a step: the same CLI command in the project image, on the data pool."""
-    from components.orchestration.pod_step import OmnistagePodOperator, object_store_env, shell_command
+    from components.orchestration.pod_step import OmnistagePodOperator, pod_env, shell_command
 
     return OmnistagePodOperator(
         task_id=task_id,
@@ -152,7 +152,7 @@ def kubernetes_step(task_id: str, args: list[str], **overrides):
         image=os.environ.get("OMNISTAGE_IMAGE", "ghcr.io/omnistage/omnistage-cpu:latest"),
         cmds=["sh", "-c"],
         arguments=[shell_command(args)],
-        env_vars=object_store_env(),
+        env_vars=pod_env(),
         do_xcom_push=True,
         get_logs=True,
         node_selector={"omnistage.io/pool": "cpu-data"},

@@ -63,7 +63,8 @@ def kubernetes_env(airflow_env, tmp_path) -> dict:
 
 
 def test_pods_read_and_write_the_bucket_with_the_secrets_credentials_and_the_clusters_address(kubernetes_env):
-    env = dict(kubernetes_env, AIRFLOW_CONN_OMNISTAGE_RAY="ray://ray-head.omnistage.svc:10001")
+    env = dict(kubernetes_env, AIRFLOW_CONN_OMNISTAGE_RAY="ray://ray-head.omnistage.svc:10001",
+               OMNISTAGE_RAY_AUTH_SECRET="ingest-ray-token")  # fmt: skip
     cases = [["write_shards", {}], ["write_shards", {"ray_address": "ray://other-head:10001"}],
              ["probe_and_validate", {}], ["version", {}]]  # fmt: skip
     shard, shard_by_param, probe, version = _pods(env, cases)
@@ -77,6 +78,8 @@ def test_pods_read_and_write_the_bucket_with_the_secrets_credentials_and_the_clu
                                                                                "key": "access_key_id"}  # fmt: skip
         assert env_vars["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]["key"] == "secret_access_key"
         assert env_vars["AWS_ENDPOINT_URL"]["value"] == "http://minio.storage.svc:9000"
+        assert env_vars["RAY_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "ingest-ray-token",
+                                                                            "key": "auth_token"}  # fmt: skip
         assert container["image"] == "registry.example/omnistage-cpu:1"
         assert "@omnistage-ray-executor@" not in container["args"][0]
     command = shard["pod"]["spec"]["containers"][0]["args"][0]
@@ -97,6 +100,7 @@ def test_pods_read_and_write_the_bucket_with_the_secrets_credentials_and_the_clu
 def test_without_a_cluster_the_steps_run_locally_and_a_local_out_is_refused_at_run_time(kubernetes_env):
     no_cluster, local_out = _pods(kubernetes_env, [["write_shards", {}], ["write_shards", {"out": "work/d"}]])
     command = no_cluster["pod"]["spec"]["containers"][0]["args"][0]
+    assert "RAY_AUTH_TOKEN" not in {e["name"] for e in no_cluster["pod"]["spec"]["containers"][0]["env"]}
     assert "--phase shard --workers '2'  >" in command and "--executor" not in command
     assert local_out["error"] == (
         "params.out 'work/d' is not in object storage, but with OMNISTAGE_RUNNER=kubernetes every step runs in its "

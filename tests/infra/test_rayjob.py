@@ -51,6 +51,7 @@ def test_the_rayjob_validates_against_the_kuberay_crd_and_its_pods_against_kuber
     validate_rayjob_pods(manifest)
     spec = manifest["spec"]
     assert spec["shutdownAfterJobFinishes"] is True and spec["rayClusterSpec"]["rayVersion"] == RAY_VERSION
+    assert spec["rayClusterSpec"]["authOptions"] == {"mode": "token"}  # KubeRay shares a token with every pod
     assert f"--workers {config.num_workers * config.worker.cpus} --json" in spec["entrypoint"]
     assert spec["rayClusterSpec"]["workerGroupSpecs"][0]["replicas"] == config.num_workers
     for pod in rayjob_pods(manifest).values():
