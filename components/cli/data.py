@@ -144,15 +144,24 @@ def dataset_build(
 @dataset_app.command("commit")
 def dataset_commit(
     spec: Annotated[Path, typer.Option(help="Dataset spec YAML.")],
-    out: Annotated[Path, typer.Option(help="Folder the ingestion wrote, inside the repository.")],
-    remote: Annotated[str | None, typer.Option(help="DVC remote URL.")] = None,
+    out: Annotated[
+        str, typer.Option(help="What the ingestion wrote: a folder inside the repository, or s3:// / gs:// URI.")
+    ],
+    remote: Annotated[str | None, typer.Option(help="DVC remote URL (required for a bucket --out).")] = None,
     repo: Annotated[Path, typer.Option(help="DVC repository root.")] = REPO_ROOT,
 ) -> None:
-    """Record shards already written by `omnistage ingest` as the stage's outputs, push, print the version."""
+    """Record shards already written by `omnistage ingest` as the stage's outputs (a bucket's: imported into
+    the DVC remote), push, print the version."""
+    from components.orchestration.object_store import is_object_store_uri
     from components.versioning.dvc_dataset import DvcError, commit_dataset
+    from components.versioning.dvc_remote_dataset import commit_remote_dataset
 
+    dataset = load_dataset_spec(spec, None)
     try:
-        version = commit_dataset(repo, load_dataset_spec(spec, None), spec, out, remote_url=remote)
+        if is_object_store_uri(out):
+            version = commit_remote_dataset(repo, dataset, out, remote_url=remote)
+        else:
+            version = commit_dataset(repo, dataset, spec, Path(out), remote_url=remote)
     except (DvcError, ValueError) as exc:
         fail(str(exc))
     print(json.dumps(version.as_dict(), indent=2))
