@@ -117,4 +117,8 @@ def test_dockerfiles_copy_files_that_exist(dockerfile):
     for sources in copies:
         for source in sources.split():
             assert (REPO_ROOT / source).exists(), f"{dockerfile.name}: COPY {source} does not exist"
-    assert "pip install ." in dockerfile.read_text()  # the project itself is installed
+    # The project is installed editable from the WORKDIR: the code reads data_specs/ (expectation and eval
+    # suites) relative to components/, which a plain `pip install .` would move into site-packages.
+    assert "pip install -e ." in dockerfile.read_text()
+    workdir = re.search(r"^WORKDIR\s+(\S+)$", dockerfile.read_text(), flags=re.MULTILINE).group(1)
+    assert re.search(rf"^COPY\s+data_specs\s+(\./data_specs|{workdir}/data_specs)$", dockerfile.read_text(), re.MULTILINE)
