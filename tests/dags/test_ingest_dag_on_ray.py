@@ -17,7 +17,6 @@ import pytest
 import typer.main
 
 from components.cli import app
-from tests.components.versioning.test_dvc_dataset import data_repo  # noqa: F401  (fixture)
 from tests.conftest import REPO_ROOT, VENV_BIN
 from tests.dags.conftest import AIRFLOW_PY
 

@@ -13,7 +13,6 @@ import urllib.request
 
 import pytest
 
-from tests.components.versioning.test_dvc_dataset import data_repo  # noqa: F401  (fixture)
 from tests.conftest import REPO_ROOT
 from tests.dags.conftest import AIRFLOW_PY
 

@@ -120,5 +120,6 @@ def test_dockerfiles_copy_files_that_exist(dockerfile):
     # The project is installed editable from the WORKDIR: the code reads data_specs/ (expectation and eval
     # suites) relative to components/, which a plain `pip install .` would move into site-packages.
     assert "pip install -e ." in dockerfile.read_text()
-    workdir = re.search(r"^WORKDIR\s+(\S+)$", dockerfile.read_text(), flags=re.MULTILINE).group(1)
-    assert re.search(rf"^COPY\s+data_specs\s+(\./data_specs|{workdir}/data_specs)$", dockerfile.read_text(), re.MULTILINE)
+    text = dockerfile.read_text()
+    workdir = re.search(r"^WORKDIR\s+(\S+)$", text, flags=re.MULTILINE).group(1)
+    assert re.search(rf"^COPY\s+data_specs\s+(\./data_specs|{workdir}/data_specs)$", text, flags=re.MULTILINE)

@@ -12,7 +12,6 @@ import pytest
 from components.ingest.pipeline import ingest_dataset
 from components.versioning.dvc_dataset import DvcError, commit_dataset
 from components.versioning.dvc_remote_dataset import commit_remote_dataset
-from tests.components.versioning.test_dvc_dataset import data_repo  # noqa: F401  (fixture)
 from tests.conftest import VENV_BIN
 
 
