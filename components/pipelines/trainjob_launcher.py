@@ -129,8 +129,10 @@ def connect(settings: LaunchSettings):
             config.load_incluster_config(client_configuration=configuration)
             namespace = SERVICE_ACCOUNT_NAMESPACE.read_text().strip()
         else:
-            config.load_kube_config(client_configuration=configuration)
-            _, active = config.list_kube_config_contexts()
+            # Passed explicitly: the client reads KUBECONFIG once, when it is imported.
+            kubeconfig = os.environ.get("KUBECONFIG") or None
+            config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+            _, active = config.list_kube_config_contexts(config_file=kubeconfig)
             namespace = active["context"].get("namespace") or "default"
     except (config.ConfigException, OSError) as exc:
         kubeconfig = os.environ.get("KUBECONFIG", "~/.kube/config")
@@ -356,5 +358,12 @@ def _delete_on_cancel(api: TrainJobApi, name: str, where: str) -> None:
         log.warning("the launcher was cancelled: %s deleted (foreground: its pods go first)", where)
     except ApiException as exc:
         if exc.status != 404:
-            log.error("the launcher was cancelled but deleting %s failed: HTTP %s %s; delete it by hand: "
-                      "kubectl delete trainjob -n %s %s", where, exc.status, exc.reason, api.namespace, name)
+            log.error(
+                "the launcher was cancelled but deleting %s failed: HTTP %s %s; delete it by hand: "
+                "kubectl delete trainjob -n %s %s",
+                where,
+                exc.status,
+                exc.reason,
+                api.namespace,
+                name,
+            )
