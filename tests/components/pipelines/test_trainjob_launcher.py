@@ -32,6 +32,7 @@ FULL_PATH = REPO_ROOT / "data_specs" / "curriculum" / "longcat_omni.yaml"
 FULL = CurriculumSpec.load(FULL_PATH)
 STAGE = "stage1-text-speech"  # a later stage: its init_from comes through the previous stage's pointer
 NAMESPACE = "team-a"
+pytestmark = pytest.mark.timeout(60)  # a launcher that waits for the wrong job must not hang the suite
 FAST = LaunchSettings(poll_initial_s=0.01, poll_max_s=0.05, log_drain_s=5)
 DATASETS = json.dumps({name: f"/data/{name}" for name in ("text_corpus", "speech_text", "asr")})
 
@@ -104,12 +105,17 @@ def test_a_retried_launch_reattaches_without_a_second_create(standin, tmp_path):
 def test_another_spec_under_the_same_name_is_refused_and_left_alone(standin, tmp_path):
     theirs = _manifest(tokenizer="/data/other-tok.json")
     standin.put_job(NAMESPACE, theirs)
+    # Were a launcher to re-attach to a job that is not its own, this script ends the wait at once.
+    wrong = JobScript(end_at_get=1, end_after_log_followed=False, final={"type": "Failed", "status": "True",
+                      "reason": "ReattachedToAnotherSpec", "message": ""})  # fmt: skip
+    standin.scripts[theirs["metadata"]["name"]] = wrong
     with pytest.raises(TrainJobConflict, match=f"{NAMESPACE}/{theirs['metadata']['name']} already exists with "
                        "another spec.*kubectl delete trainjob"):  # fmt: skip
         _launch(tmp_path)
     foreign = _manifest(run="r2")
     del foreign["metadata"]["annotations"][SPEC_HASH_ANNOTATION]  # not made by omnistage
     standin.put_job(NAMESPACE, foreign)
+    standin.scripts[foreign["metadata"]["name"]] = wrong
     with pytest.raises(TrainJobConflict, match="spec hash absent"):
         _launch(tmp_path, run="r2")
     assert not standin.calls("POST") and not standin.calls("DELETE") and not (tmp_path / "a1" / "checkpoint").exists()
