@@ -234,16 +234,14 @@ def _sigterm_cancels() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def launch_trainjob(manifest: dict, settings: LaunchSettings | None = None, api: TrainJobApi | None = None,
-                    sink: Callable[[str], None] | None = None) -> LaunchResult:  # fmt: skip
-    """Create (or re-attach to) the TrainJob and return once it is Complete; see the module docstring."""
+def launch_trainjob(manifest: dict, settings: LaunchSettings | None = None) -> LaunchResult:
+    """Create (or re-attach to) the TrainJob and return once it is Complete; see the module docstring.
+    The rank-0 log goes to stdout, which is the KFP task's log."""
     settings = settings or LaunchSettings()
-    if api is None:
-        api = TrainJobApi(*connect(settings))
+    api = TrainJobApi(*connect(settings))
     name = manifest["metadata"]["name"]
     where = f"TrainJob {api.namespace}/{name}"
-    sink = sink or (lambda line: print(line, flush=True))
-    follower = _LogFollower(api, name, sink, settings.poll_initial_s)
+    follower = _LogFollower(api, name, lambda line: print(line, flush=True), settings.poll_initial_s)
     with _sigterm_cancels():
         try:
             reattached = _create_or_reattach(api, manifest, where)
