@@ -47,10 +47,11 @@ def train_next_stage(curriculum: str, stage: str, datasets: str, tokenizer: str,
 def launch_stage_trainjob(curriculum: str, stage: str, run_name: str, datasets: str, tokenizer: str,
                           tracking_uri: str, max_steps: int, checkpoint: Output[Model],
                           previous: Input[Model] | None = None):  # fmt: skip
-    """A multi-node stage: the CPU task that stands for the TrainJob its nodes run (first stage: no previous)."""
+    """A multi-node stage: the CPU task that launches the TrainJob its nodes run, waits for it and points the
+    checkpoint artifact at what the nodes wrote (first stage: no previous)."""
     from components.pipelines.stage_entry import launch_stage_step
 
-    launch_stage_step(curriculum, stage, run_name, datasets, tokenizer, tracking_uri, max_steps,
+    launch_stage_step(curriculum, stage, run_name, datasets, tokenizer, tracking_uri, max_steps, checkpoint.path,
                       init_from=previous.path if previous else None)  # fmt: skip
 
 

@@ -1,5 +1,9 @@
 """What a KFP stage component runs: parse its string parameters and call the tracked stage runner, or, for a
-multi-node stage, build the TrainJob its nodes run."""
+multi-node stage, launch the TrainJob its nodes run (trainjob_launcher.py) and wait for it.
+
+Both write the stage's checkpoint location into the output artifact the same way (write_checkpoint_pointer),
+and the next stage reads it back with follow_pointer.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +12,12 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING
 
 from components.specs.curriculum import CurriculumSpec
-from components.tracking.mlflow_stage import tracked_stage
-from components.training.stage_runner import StageRun
+
+if TYPE_CHECKING:
+    from components.pipelines.trainjob_launcher import LaunchSettings
 
 POINTER = "checkpoint.uri"
 log = logging.getLogger(__name__)
@@ -24,6 +29,12 @@ def follow_pointer(artifact: Path) -> Path:
     return Path(pointer.read_text().strip()) if pointer.is_file() else Path(artifact)
 
 
+def write_checkpoint_pointer(artifact: Path | str, checkpoint: str) -> None:
+    """Make the output artifact stand for a checkpoint written elsewhere (the shared volume, object storage)."""
+    Path(artifact).mkdir(parents=True, exist_ok=True)
+    (Path(artifact) / POINTER).write_text(checkpoint)
+
+
 def run_stage_step(curriculum: str, stage: str, datasets: str, tokenizer: str, tracking_uri: str,
                    parent_run_id: str, max_steps: int, out: str, init_from: str | None = None) -> dict:  # fmt: skip
     """`datasets` is JSON {name: folder}; `max_steps` 0 means the stage's own budget.
@@ -31,6 +42,10 @@ def run_stage_step(curriculum: str, stage: str, datasets: str, tokenizer: str, t
     With OMNISTAGE_CHECKPOINT_ROOT set (a PVC mounted by the pipeline), the checkpoint is written there and
     the output artifact holds a pointer file (`checkpoint.uri`) the next stage follows.
     """
+    # Imported here: torch and MLflow are heavy, and the multi-node launcher below needs neither.
+    from components.tracking.mlflow_stage import tracked_stage
+    from components.training.stage_runner import StageRun
+
     root = os.environ.get("OMNISTAGE_CHECKPOINT_ROOT")
     artifact = Path(out)
     if root:
@@ -49,29 +64,27 @@ def run_stage_step(curriculum: str, stage: str, datasets: str, tokenizer: str, t
     )
     result, run_id = tracked_stage(run, tracking_uri, None if parent_run_id == "offline" else parent_run_id)
     if root:
-        artifact.mkdir(parents=True, exist_ok=True)
-        (artifact / POINTER).write_text(str(Path(out).resolve()))
+        write_checkpoint_pointer(artifact, str(Path(out).resolve()))
     return {"stage": result.stage, "steps": result.steps, "final_loss": result.final_loss, "run_id": run_id}
 
 
 def launch_stage_step(curriculum: str, stage: str, run_name: str, datasets: str, tokenizer: str, tracking_uri: str,
-                      max_steps: int, init_from: str | None = None) -> NoReturn:  # fmt: skip
-    """The launcher task of a multi-node stage: builds the TrainJob (logged for review), then stops.
+                      max_steps: int, out: str, init_from: str | None = None,
+                      settings: LaunchSettings | None = None) -> dict:  # fmt: skip
+    """The launcher task of a multi-node stage: create (or, on retry, re-attach to) its TrainJob, print the
+    rank-0 node's log until the job ends, fail with the job's reason, and on success point the output
+    artifact `out` at the checkpoint the nodes wrote. A cancelled task deletes the job."""
+    from components.pipelines.trainjob import StageInputs, build_trainjob, stage_checkpoint_dir
+    from components.pipelines.trainjob_launcher import launch_trainjob
 
-    Creating it through the Kubernetes API, re-attaching on retry, streaming its logs, failing with its
-    reason, deleting it on cancel and writing the checkpoint pointer artifact is the launcher of issue 10,
-    not built yet; the nodes' entry point (`--nproc-per-node`) waits for issue 13.
-    """
-    import yaml
-
-    from components.pipelines.trainjob import StageInputs, build_trainjob
-
+    spec = CurriculumSpec.load(curriculum)
     inputs = StageInputs(datasets=json.loads(datasets), tokenizer=tokenizer,
                          init_from=str(follow_pointer(Path(init_from))) if init_from else None,
                          tracking_uri=tracking_uri, max_steps=max_steps or None)  # fmt: skip
-    manifest = build_trainjob(CurriculumSpec.load(curriculum), curriculum, stage, run_name, inputs)
-    log.info("TrainJob for stage %s:\n%s", stage, yaml.safe_dump(manifest, sort_keys=False))
-    raise NotImplementedError(
-        f"stage '{stage}' needs {manifest['spec']['trainer']['numNodes']} nodes: submitting its TrainJob "
-        f"{manifest['metadata']['name']} (logged above) is the launcher of issue 10, which is not built yet"
-    )
+    manifest = build_trainjob(spec, curriculum, stage, run_name, inputs)
+    result = launch_trainjob(manifest, settings)
+    checkpoint = stage_checkpoint_dir(spec, run_name, stage)  # the --out every node was given
+    write_checkpoint_pointer(out, checkpoint)
+    log.info("stage %s: %s/%s complete; checkpoint %s", stage, result.namespace, result.name, checkpoint)
+    return {"stage": stage, "trainjob": result.name, "namespace": result.namespace, "reattached": result.reattached,
+            "checkpoint": checkpoint}  # fmt: skip

@@ -12,12 +12,15 @@ runs.
 
 The command is `omnistage train ... --nproc-per-node N`; that flag (torchrun under the stage entry point)
 arrives with issue 13, so a node of this TrainJob fails on the flag until then. Creating the job on a
-cluster, re-attaching, streaming its logs and deleting it is the launcher's work (issue 10), not built yet.
+cluster, re-attaching, streaming its logs and deleting it is trainjob_launcher.py's work: it creates exactly
+this manifest, and re-attaches to an existing job only when its `omnistage.io/spec-hash` annotation equals
+this manifest's.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +33,9 @@ API_VERSION = "trainer.kubeflow.org/v1alpha1"
 NODE = "node"
 CHECKPOINT_VOLUME = "checkpoints"  # the volume name the runtime mounts; the TrainJob re-points its claim
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+# The digest of what omnistage asked for. Admission (Trainer's webhook stamps runtimePatches, Kueue adds its
+# own patch and unsuspends) changes the live spec, so a retried launcher compares this, not the spec.
+SPEC_HASH_ANNOTATION = "omnistage.io/spec-hash"
 PATCH_MANAGER = "omnistage.io/curriculum"  # runtimePatches entries are keyed by a domain-prefixed manager
 REPO_ROOT = Path(__file__).resolve().parents[2]  # the training image holds the repo at its WORKDIR
 _RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")  # a path segment on the checkpoint volume
@@ -79,6 +85,15 @@ def trainjob_name(run_name: str, stage_name: str, num_nodes: int) -> str:
         readable = f"s-{readable}"  # RFC 1035: starts with a letter
     head = readable[: limit - len(digest) - 1].rstrip("-")
     return f"{head}-{digest}"
+
+
+def spec_hash(manifest: dict) -> str:
+    """A digest of a TrainJob manifest's name, labels, annotations (but its own) and spec."""
+    metadata = manifest["metadata"]
+    annotations = {k: v for k, v in metadata.get("annotations", {}).items() if k != SPEC_HASH_ANNOTATION}
+    desired = {"name": metadata["name"], "labels": metadata.get("labels", {}), "annotations": annotations,
+               "spec": manifest["spec"]}  # fmt: skip
+    return hashlib.sha256(json.dumps(desired, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
 
 
 def _in_image(curriculum_file: Path | str) -> str:
@@ -173,4 +188,6 @@ def build_trainjob(curriculum: CurriculumSpec, curriculum_file: Path | str, stag
     if curriculum.cluster.queue:
         metadata["labels"] = {KUEUE_QUEUE_LABEL: curriculum.cluster.queue}
         spec["suspend"] = True  # Kueue admits the job by unsuspending it once the queue has quota for every node
-    return {"apiVersion": API_VERSION, "kind": "TrainJob", "metadata": metadata, "spec": spec}
+    manifest = {"apiVersion": API_VERSION, "kind": "TrainJob", "metadata": metadata, "spec": spec}
+    annotations[SPEC_HASH_ANNOTATION] = spec_hash(manifest)
+    return manifest

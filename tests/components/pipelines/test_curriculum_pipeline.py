@@ -101,25 +101,6 @@ def test_compiled_pipeline_requests_only_nvidia_gpu_and_only_on_gpu_pools(tmp_pa
         assert text.count(model) == len(requesting), model
 
 
-def test_the_launcher_builds_the_trainjob_and_stops_with_what_is_missing(tmp_path, caplog):
-    import json
-    import logging
-
-    from components.pipelines.stage_entry import POINTER, launch_stage_step
-
-    previous = tmp_path / "previous"
-    previous.mkdir()
-    (previous / POINTER).write_text("/mnt/checkpoints/longcat-flash-omni/r1/stage0-text")
-    datasets = json.dumps({name: f"/data/{name}" for name in ("text_corpus", "speech_text", "asr")})
-    with caplog.at_level(logging.INFO), pytest.raises(NotImplementedError, match="launcher of issue 10"):
-        launch_stage_step(str(FULL), "stage1-text-speech", "r1", datasets, "/data/tok.json", "http://mlflow:5000",
-                          0, init_from=str(previous))  # fmt: skip
-    logged = yaml.safe_load(caplog.text.split("TrainJob for stage stage1-text-speech:\n", 1)[1])
-    command = logged["spec"]["trainer"]["command"]
-    assert command[command.index("--init-from") + 1] == "/mnt/checkpoints/longcat-flash-omni/r1/stage0-text"
-    assert "--max-steps" not in command  # 0: the stage's own budget
-
-
 def test_pipeline_with_a_gate_ends_in_evaluate_gate_and_a_conditional_promote(tmp_path):
     gate = REPO_ROOT / "data_specs" / "gates" / "default.yaml"
     spec = next(yaml.safe_load_all(compile_pipeline(FULL, tmp_path / "gated.yaml", gate).read_text()))
