@@ -30,6 +30,8 @@ import webdataset as wds
 
 from components.specs.curriculum import CurriculumSpec, StageSpec
 from components.training.checkpoint import checkpoint_dir, load_train_state, load_weights, save_checkpoint
+from components.training.checkpoint_layout import CHECKPOINT_DIR
+from components.training.checkpoint_store import local_checkpoint, publish_from_rank0, restore_for_resume
 from components.training.mixture import MixtureSampler
 from components.training.packing import CarryOverPacker
 from components.training.render import RenderedSample, render_sample
@@ -49,11 +51,12 @@ class StageRun:
     datasets: dict[str, Path]
     tokenizer: Path
     out: Path
-    init_from: Path | None = None
+    init_from: Path | str | None = None  # a checkpoint folder or a URI it was published to (downloaded first)
     resume: bool = False
     max_steps: int | None = None  # stop early (tests, smoke runs); the schedule still spans the budget
     checkpoint_every: int = 10
     on_step: Callable[[int, dict], None] | None = None  # tracking callback: (step, metrics)
+    checkpoint_uri: str | None = None  # publish every save there too (components.training.checkpoint_store)
 
 
 @dataclass
@@ -67,6 +70,7 @@ class StageResult:
     history: list[dict] = field(default_factory=list)
     data_order: list[list[str]] = field(default_factory=list)  # sample keys packed at each step
     data_problems: dict[str, int] = field(default_factory=dict)
+    checkpoint_uri: str | None = None  # where the final checkpoint was published, when it was
 
 
 def module_groups(model: OmniModel) -> dict[str, list[torch.nn.Parameter]]:
@@ -194,9 +198,11 @@ def run_stage(run: StageRun) -> StageResult:
     torch.manual_seed(curriculum.seed)
     tokenizer = tok.load_tokenizer(run.tokenizer)
     model = OmniModel(preset, tok.special_id(tokenizer, tok.VISION_PAD), tok.special_id(tokenizer, tok.AUDIO_PAD))
+    if run.resume and run.checkpoint_uri and not _has_checkpoint(run.out):  # a retried pod on a fresh node
+        restore_for_resume(run.checkpoint_uri, Path(run.out) / CHECKPOINT_DIR)
     resuming = run.resume and _has_checkpoint(run.out)
     if run.init_from is not None and not resuming:  # a retried task resumes only once it has saved
-        load_weights(Path(run.init_from), model, curriculum.preset)
+        load_weights(local_checkpoint(run.init_from), model, curriculum.preset)
     trainable = apply_freezing(model, stage)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=stage.optimizer.lr, betas=stage.optimizer.betas,
@@ -264,9 +270,12 @@ def run_stage(run: StageRun) -> StageResult:
             meta = {"preset": curriculum.preset, "preset_overrides": {"rope_theta": stage.rope_theta,
                     "seq_length": stage.seq_length}, "curriculum": curriculum.name, "stage": stage.name,
                     "step": step}  # fmt: skip
-            save_checkpoint(run.out, model, train_state, meta, files={"tokenizer.json": run.tokenizer})
+            saved = save_checkpoint(run.out, model, train_state, meta, files={"tokenizer.json": run.tokenizer})
+            if run.checkpoint_uri:
+                publish_from_rank0(saved, run.checkpoint_uri)
     return StageResult(stage.name, step, history[-1]["loss"] if history else float("nan"), checkpoint_dir(run.out),
-                       used / capacity if capacity else 0.0, skipped, history, order, problems)  # fmt: skip
+                       used / capacity if capacity else 0.0, skipped, history, order, problems,
+                       run.checkpoint_uri)  # fmt: skip
 
 
 def _has_checkpoint(out: Path) -> bool:
