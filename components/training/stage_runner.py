@@ -10,8 +10,7 @@ samples into fixed-length sequences, and trains with the stage's loss weights. D
 
 A corrupt sample or shard is skipped and counted (`data/skipped_corrupt`, `data/missing_shards`), never a
 crash. Checkpoints: see components.training.checkpoint (Megatron dist_checkpointing weights + training
-state); `checkpoint_uri` also publishes each save to object storage and `init_from` may be such a URI
-(components.training.checkpoint_store). Scope: this loop runs one process (the tiny and small presets on CPU); the weights it writes load
+state). Scope: this loop runs one process (the tiny and small presets on CPU); the weights it writes load
 at any TP/EP layout, but the multi-GPU loop itself (megatron DDP + distributed optimizer under torchrun)
 is not built yet - it needs GPUs to be worth running.
 """

@@ -17,8 +17,10 @@ from tests.conftest import REPO_ROOT
 from tests.s3_server import list_objects, read_object, s3_client
 
 CURRICULUM = str(REPO_ROOT / "data_specs" / "curriculum" / "tiny.yaml")
-PUBLISH = ("import sys; from pathlib import Path; from components.training.checkpoint_store import publish_checkpoint; "
-           "publish_checkpoint(Path(sys.argv[1]), sys.argv[2])")
+PUBLISH = (
+    "import sys; from pathlib import Path; from components.training.checkpoint_store import publish_checkpoint; "
+    "publish_checkpoint(Path(sys.argv[1]), sys.argv[2])"
+)
 
 
 def _fake_checkpoint(folder, num_files=150):
@@ -80,10 +82,10 @@ def test_stage_steps_on_object_storage_chain_by_uri_and_register_the_uri(tiny_da
     from components.tracking.lineage import lineage_back
     from components.tracking.models import resolve_model
     from tests.components.training.test_stage_runner import _weights
-    from tests.s3_server import upload_folder
 
     version = _push_shards_to_dvc(tiny_dataset / "shards", tmp_path / "repo", f"{s3_bucket}/dvc")
-    upload_folder(tiny_dataset, f"{s3_bucket}/tokenizers")  # tokenizer.json among the dataset's files
+    s3_client().upload_file(str(tiny_dataset / "tokenizer.json"), s3_bucket.removeprefix("s3://"),
+                            "tokenizers/tokenizer.json")  # fmt: skip
     for name, value in {"OMNISTAGE_DVC_REMOTE": f"{s3_bucket}/dvc", "OMNISTAGE_CHECKPOINT_URI": f"{s3_bucket}/ckpt",
                         "OMNISTAGE_DATASET_CACHE": str(tmp_path / "datasets"),
                         "OMNISTAGE_CHECKPOINT_CACHE": str(tmp_path / "ckpt-cache"),
@@ -135,3 +137,13 @@ def test_stage_steps_on_object_storage_chain_by_uri_and_register_the_uri(tiny_da
     assert resolved.checkpoint == fetch_checkpoint(uri1) and (resolved.checkpoint / "meta.json").is_file()
     stages = [s["stage"] for s in lineage_back(f"models:/{name}/{number}", tracking)["stages"]]
     assert stages == ["stage1-text-speech", "stage0-text"]  # lineage walks the URIs back to stage 0
+
+    # A retried stage on a fresh node (empty output folder) resumes from its published checkpoint.
+    from components.specs.curriculum import CurriculumSpec
+    from components.training.stage_runner import StageRun, run_stage
+
+    resumed = run_stage(StageRun(CurriculumSpec.load(CURRICULUM), "stage0-text", {"demo": restored},
+                                 tiny_dataset / "tokenizer.json", tmp_path / "fresh-node", resume=True, max_steps=2,
+                                 checkpoint_uri=uri))  # fmt: skip
+    assert resumed.steps == 2 and len(resumed.history) == 1  # one step trained: step 1 came from the URI
+    assert json.loads(read_object(uri, "meta.json"))["step"] == 2  # and the new save was published there
