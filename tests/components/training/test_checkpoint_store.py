@@ -23,7 +23,7 @@ PUBLISH = (
 )
 
 
-def _fake_checkpoint(folder, num_files=150):
+def _fake_checkpoint(folder, num_files=80):
     (folder / "weights").mkdir(parents=True)
     (folder / "meta.json").write_text(json.dumps({"preset": "tiny", "step": 1}))
     for i in range(num_files):
@@ -43,7 +43,7 @@ def test_publisher_killed_mid_upload_leaves_no_readable_checkpoint(s3_bucket, tm
     proc.send_signal(signal.SIGKILL)  # the first object is visible: kill the publisher there
     proc.wait()
     visible = list_objects(uri)
-    assert visible and len(visible) < 151, "kill the publisher while it uploads (the fixture is too small)"
+    assert visible and len(visible) < 81, "kill the publisher while it uploads (the fixture is too small)"
     assert MARKER not in visible, "a killed upload must not look complete"
     with pytest.raises(FileNotFoundError, match="COMPLETE is missing"):
         fetch_checkpoint(uri)
