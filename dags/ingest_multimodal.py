@@ -8,8 +8,13 @@ Each step runs one `omnistage` CLI command through `components.orchestration.run
 of the project venv by default, a KubernetesPodOperator in the project image when
 `OMNISTAGE_RUNNER=kubernetes`. Only small JSON summaries pass through XCom; the data stays in `out`.
 
-Params: `spec` (dataset spec YAML), `out` (output folder inside the DVC repo), `repo` (DVC repository
-root, default: this repository), `workers` (parallel shard writers).
+Params: `spec` (dataset spec YAML), `out` (output folder inside the DVC repo, or an s3:// / gs:// URI),
+`repo` (DVC repository root, default: this repository), `workers` (parallel workers), `ray_address`
+(a Ray cluster for the probe and shard steps; empty: the Airflow connection `omnistage_ray` when it
+exists, otherwise the local executor), `dvc_remote` (where the version step pushes; a bucket `out` is
+copied into it by `dvc import-url --to-remote`; empty: the repository's default remote). With
+`OMNISTAGE_RUNNER=kubernetes`, or a Ray cluster on other machines, `out` must be a bucket URI: the
+steps' pods and the Ray workers share no volume.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import Asset, Param, dag, task
 
+from components.orchestration.ray_cluster import RAY_EXECUTOR
 from components.orchestration.runner import DATASET_VERSIONS_ASSET, REPO_ROOT, omnistage_step
 
 DATASET_VERSIONS = Asset(**DATASET_VERSIONS_ASSET)
@@ -37,16 +43,28 @@ INGEST = ["ingest", "--spec", "{spec}", "--out", "{out}", "--json"]
         "out": Param("work/datasets/demo", type="string"),
         "repo": Param(str(REPO_ROOT), type="string"),
         "workers": Param(2, type="integer", minimum=1),
+        "dvc_remote": Param("", type="string", description="DVC remote URL; empty: the repository's default"),
+        "ray_address": Param(
+            "",
+            type="string",
+            description="Ray cluster (ray://host:10001 or host:6379); "
+            "empty: the omnistage_ray connection if set, else local",
+        ),
     },
     tags=["omnistage", "data"],
 )
 def ingest_multimodal():
     discover = omnistage_step("discover", [*INGEST, "--phase", "discover"])
-    probe = omnistage_step("probe_and_validate", [*INGEST, "--phase", "probe"])
+    probe = omnistage_step("probe_and_validate", [*INGEST, "--phase", "probe", RAY_EXECUTOR])
     shard = omnistage_step(
-        "write_shards", [*INGEST, "--phase", "shard", "--workers", "{workers}"], execution_timeout=timedelta(hours=6)
+        "write_shards",
+        [*INGEST, "--phase", "shard", "--workers", "{workers}", RAY_EXECUTOR],
+        execution_timeout=timedelta(hours=6),
     )
-    version = omnistage_step("version", ["dataset", "commit", "--spec", "{spec}", "--out", "{out}", "--repo", "."])
+    version = omnistage_step(
+        "version",
+        ["dataset", "commit", "--spec", "{spec}", "--out", "{out}", "--repo", ".", "--remote", "{dvc_remote}"],
+    )
 
     @task(outlets=[DATASET_VERSIONS])
     def publish(*, ti=None, outlet_events=None) -> dict:

@@ -65,12 +65,37 @@ def sample_balanced_loss(per_token: torch.Tensor, counted: torch.Tensor, documen
     packed beside it 10:1, which starves the short, multimodal targets of gradient (measured: a tiny
     model learns image colours from captions ~3x slower with 20% text in the mix).
     """
+    total, samples = _sample_balanced_terms(per_token, counted, documents)
+    return total / samples.clamp(min=1)
+
+
+def _sample_balanced_terms(per_token, counted, documents) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sum over samples of each sample's mean token loss, number of samples with a target)."""
     index = documents.clamp(min=0)
     size = int(index.max()) + 1
     sums = torch.zeros(size, dtype=per_token.dtype).index_add(0, index, per_token * counted)
     counts = torch.zeros(size, dtype=per_token.dtype).index_add(0, index, counted.to(per_token.dtype))
     present = counts > 0
-    return (sums[present] / counts[present]).mean()
+    return (sums[present] / counts[present]).sum(), present.sum().to(per_token.dtype)
+
+
+def loss_counts(batch: OmniBatch) -> dict[str, torch.Tensor]:
+    """The denominators of `OmniModel.loss_terms`, from the labels alone (known before the forward pass).
+
+    text: packed samples with a target (sample-balanced, see `sample_balanced_loss`), or target tokens
+    without document ids; audio_book{i}: target tokens of codebook i.
+    """
+    counted = batch.labels.flatten() != IGNORE
+    if batch.document_ids is None:
+        counts = {"text": counted.sum().double()}
+    else:
+        docs = batch.document_ids.flatten().clamp(min=0)
+        per_doc = torch.zeros(int(docs.max()) + 1, dtype=torch.float64).index_add(0, docs, counted.double())
+        counts = {"text": (per_doc > 0).sum().double()}
+    if batch.audio_labels is not None:
+        for i in range(batch.audio_labels.shape[-1]):
+            counts[f"audio_book{i}"] = (batch.audio_labels[..., i] != IGNORE).sum().double()
+    return counts
 
 
 class OmniModel(nn.Module):
@@ -82,6 +107,7 @@ class OmniModel(nn.Module):
         self.preset = preset
         self.vision_pad_id, self.audio_pad_id = vision_pad_id, audio_pad_id
         self.llm = build_llm(preset.llm, parallel)
+        self.model_type = self.llm.model_type  # megatron's schedules read it from the model they run
         self.vit = LongCatViT(preset.vit)
         self.audio_encoder = StreamingAudioEncoder(preset.audio_encoder)
         hidden = preset.llm.hidden_size
@@ -140,22 +166,46 @@ class OmniModel(nn.Module):
         """[B, S, vocab] next-token logits of the text head (evaluation and decoding)."""
         return self.llm.output_layer(self._decode(batch))[0].transpose(0, 1)
 
-    def forward(self, batch: OmniBatch) -> dict[str, torch.Tensor]:
+    def set_input_tensor(self, input_tensor) -> None:
+        """Megatron's schedules call this on every model; the omni model runs as one pipeline stage."""
+        self.llm.set_input_tensor(input_tensor)
+
+    def loss_terms(self, batch: OmniBatch) -> dict[str, torch.Tensor]:
+        """Each loss as a sum whose denominator is `loss_counts(batch)[name]`.
+
+        Sums and counts add over micro-batches and data-parallel ranks, so a trainer divides the summed
+        terms by the global batch's counts and gets the same loss and gradients at any data-parallel size.
+        """
         hidden = self._decode(batch)
         text_logits, _ = self.llm.output_layer(hidden)
         per_token = F.cross_entropy(text_logits.transpose(0, 1).flatten(0, 1).float(), batch.labels.flatten(),
                                     ignore_index=IGNORE, reduction="none")  # fmt: skip
         counted = batch.labels.flatten() != IGNORE
         if batch.document_ids is None:
-            text_loss = per_token.sum() / counted.sum().clamp(min=1)
+            terms = {"text": per_token.sum()}
         else:
-            text_loss = sample_balanced_loss(per_token, counted, batch.document_ids.flatten())
-        losses = {"text": text_loss}
+            terms = {"text": _sample_balanced_terms(per_token, counted, batch.document_ids.flatten())[0]}
         self.last_text_token_losses = per_token.detach().view(batch.labels.shape)  # per-task metrics read this
         if batch.audio_labels is not None:
             h = hidden.transpose(0, 1)
-            per_book = [F.cross_entropy(head(h).flatten(0, 1).float(), batch.audio_labels[..., i].flatten(),
-                                        ignore_index=IGNORE) for i, head in enumerate(self.audio_heads)]  # fmt: skip
-            losses["audio_semantic"] = per_book[0]
-            losses["audio_acoustic"] = torch.stack(per_book[1:]).mean()
-        return losses
+            for i, head in enumerate(self.audio_heads):
+                terms[f"audio_book{i}"] = F.cross_entropy(head(h).flatten(0, 1).float(),
+                                                          batch.audio_labels[..., i].flatten(),
+                                                          ignore_index=IGNORE, reduction="sum")  # fmt: skip
+        return terms
+
+    def forward(self, batch: OmniBatch, sums: bool = False) -> dict[str, torch.Tensor]:
+        """Mean losses (text, audio_semantic, audio_acoustic); `sums=True`: `loss_terms` instead."""
+        terms = self.loss_terms(batch)
+        return terms if sums else mean_losses(terms, loss_counts(batch))
+
+
+def mean_losses(terms: dict[str, torch.Tensor], counts: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Loss sums over their counts: text, audio_semantic (codebook 0), audio_acoustic (mean of the other books)."""
+    means = {name: terms[name] / counts[name].clamp(min=1).to(terms[name].dtype) for name in terms}
+    losses = {"text": means["text"]}
+    if "audio_book0" in means:
+        losses["audio_semantic"] = means["audio_book0"]
+        acoustic = [means[name] for name in sorted(means) if name.startswith("audio_book") and name != "audio_book0"]
+        losses["audio_acoustic"] = torch.stack(acoustic).mean()
+    return losses

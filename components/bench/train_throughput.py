@@ -21,10 +21,11 @@ from pathlib import Path
 import torch
 
 from components.specs.curriculum import CurriculumSpec
+from components.training.megatron_step import weighted_loss
 from components.training.mixture import MixtureSampler
 from components.training.packing import CarryOverPacker
 from components.training.render import RenderedSample
-from components.training.stage_runner import load_samples, make_batch, weighted_loss
+from components.training.stage_runner import load_samples, make_batch
 
 
 def _sequences(samples: list[RenderedSample], seq_length: int, count: int) -> list[list[RenderedSample]]:

@@ -47,6 +47,20 @@ def ingest(
     spec: Annotated[Path | None, typer.Option(help="Dataset spec YAML (data_specs/datasets/*.yaml).")] = None,
     input_path: Annotated[str | None, typer.Option("--input", help="Ad-hoc: a folder or glob, default policy.")] = None,
     workers: Annotated[int, typer.Option(help="Parallel decoding processes.", envvar="OMNISTAGE_WORKERS")] = 1,
+    executor: Annotated[
+        str,
+        typer.Option(
+            help="local (process pool on this machine) | ray (Ray tasks; without --ray-address a Ray is "
+            "started on this machine with --workers CPUs and stopped at the end)."
+        ),
+    ] = "local",
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            help="With --executor ray: join this running Ray cluster (auto, HOST:6379, ray://HOST:10001) "
+            "instead of starting one; its workers must run the omnistage image."
+        ),
+    ] = None,
     phase: Annotated[
         str,
         typer.Option(
@@ -64,9 +78,14 @@ def ingest(
     json_out: Annotated[bool, JsonOut] = False,
 ) -> None:
     """Probe, validate, sample, lay out and shard raw media into WebDataset shards."""
+    from components.ingest.executors import ExecutorConfig
     from components.ingest.pipeline import discover_summary, ingest_dataset, probe_and_plan, write_shards
     from components.ingest.retry import retry_quarantined as retry
 
+    try:
+        engine = ExecutorConfig(engine=executor, ray_address=ray_address)
+    except ValueError as exc:
+        fail(str(exc))
     dataset = load_dataset_spec(spec, input_path)
     runners = {"all": ingest_dataset, "discover": discover_summary, "probe": probe_and_plan, "shard": write_shards}
     if retry_quarantined:
@@ -76,7 +95,7 @@ def ingest(
     if phase not in runners:
         fail(f"--phase must be one of {sorted(runners)}, got {phase!r}")
     try:
-        stats = runners[phase](dataset, out, workers)
+        stats = runners[phase](dataset, out, workers, engine)
     except (FileNotFoundError, ValueError) as exc:
         fail(str(exc))
     if json_out:
@@ -125,15 +144,24 @@ def dataset_build(
 @dataset_app.command("commit")
 def dataset_commit(
     spec: Annotated[Path, typer.Option(help="Dataset spec YAML.")],
-    out: Annotated[Path, typer.Option(help="Folder the ingestion wrote, inside the repository.")],
-    remote: Annotated[str | None, typer.Option(help="DVC remote URL.")] = None,
+    out: Annotated[
+        str, typer.Option(help="What the ingestion wrote: a folder inside the repository, or s3:// / gs:// URI.")
+    ],
+    remote: Annotated[str | None, typer.Option(help="DVC remote URL (required for a bucket --out).")] = None,
     repo: Annotated[Path, typer.Option(help="DVC repository root.")] = REPO_ROOT,
 ) -> None:
-    """Record shards already written by `omnistage ingest` as the stage's outputs, push, print the version."""
+    """Record shards already written by `omnistage ingest` as the stage's outputs (a bucket's: imported into
+    the DVC remote), push, print the version."""
+    from components.orchestration.object_store import is_object_store_uri
     from components.versioning.dvc_dataset import DvcError, commit_dataset
+    from components.versioning.dvc_remote_dataset import commit_remote_dataset
 
+    dataset = load_dataset_spec(spec, None)
     try:
-        version = commit_dataset(repo, load_dataset_spec(spec, None), spec, out, remote_url=remote)
+        if is_object_store_uri(out):
+            version = commit_remote_dataset(repo, dataset, out, remote_url=remote)
+        else:
+            version = commit_dataset(repo, dataset, spec, Path(out), remote_url=remote)
     except (DvcError, ValueError) as exc:
         fail(str(exc))
     print(json.dumps(version.as_dict(), indent=2))

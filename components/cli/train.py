@@ -1,16 +1,32 @@
-"""Training commands: one curriculum stage on this machine."""
+"""Training commands: one curriculum stage on this machine, in one process or data parallel under torchrun."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from components.cli.common import fail, parse_datasets
+from components.cli.common import REPO_ROOT, fail, parse_datasets
 
 app = typer.Typer()
+NPROC_HELP = "Processes on this machine; > 1 re-launches this command under torchrun, data parallel (gloo on CPU)."
+
+
+def torchrun_command(nproc: int, stage_args: list[str], env: dict[str, str]) -> list[str]:
+    """This command again under torchrun with `nproc` processes on this node.
+
+    On one machine `--standalone` (a local rendezvous). On a cluster node started by Kubeflow Trainer the
+    PET_* variables (PET_NNODES, PET_NODE_RANK, PET_MASTER_ADDR, ...) give torchrun the node count, rank and
+    rendezvous, so they are left to it.
+    """
+    rendezvous = [] if any(k in env for k in ("PET_NNODES", "PET_MASTER_ADDR")) else ["--standalone"]
+    return [sys.executable, "-m", "torch.distributed.run", *rendezvous, f"--nproc-per-node={nproc}",
+            "-m", "components.cli", "train", *stage_args]  # fmt: skip
 
 
 @app.command()
@@ -29,8 +45,25 @@ def train(
         str | None,
         typer.Option(help="Also publish each checkpoint to this s3:// or gs:// URI (--resume restores from it)."),
     ] = None,
+    nproc_per_node: Annotated[int, typer.Option(min=1, help=NPROC_HELP)] = 1,
 ) -> None:
-    """Train one curriculum stage (single process; see components/training/stage_runner.py)."""
+    """Train one curriculum stage (see components/training/stage_runner.py).
+
+    Under torchrun (this command with --nproc-per-node, or a cluster launcher starting it on every node)
+    each process is one rank; only rank 0 prints the result.
+    """
+    if nproc_per_node > 1 and "RANK" not in os.environ:
+        args = ["--curriculum", str(curriculum), "--stage", stage, "--tokenizer", str(tokenizer), "--out", str(out)]
+        args += [a for item in dataset for a in ("--dataset", item)]
+        args += ["--init-from", str(init_from)] if init_from else []
+        args += ["--resume"] if resume else []
+        args += ["--max-steps", str(max_steps)] if max_steps is not None else []
+        args += ["--checkpoint-uri", checkpoint_uri] if checkpoint_uri else []
+        # One thread per rank: N ranks x all cores each oversubscribes the machine (ENVIRONMENT.md).
+        env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+        raise typer.Exit(code=subprocess.run(torchrun_command(nproc_per_node, args, env), env=env).returncode)
+
     from components.specs.curriculum import CurriculumSpec
     from components.specs.loading import SpecError
     from components.training.stage_runner import StageRun, run_stage
@@ -42,7 +75,9 @@ def train(
                                     checkpoint_uri=checkpoint_uri))  # fmt: skip
     except (SpecError, ValueError, FileNotFoundError) as exc:
         fail(str(exc))
-    print(json.dumps({"stage": result.stage, "steps": result.steps, "final_loss": result.final_loss,
-                      "checkpoint": str(result.checkpoint), "checkpoint_uri": result.checkpoint_uri,
-                      "packing_efficiency": result.packing_efficiency,
-                      "skipped_too_long": result.skipped_too_long}, indent=2))  # fmt: skip
+    if os.environ.get("RANK", "0") == "0":
+        print(json.dumps({"stage": result.stage, "steps": result.steps, "final_loss": result.final_loss,
+                          "checkpoint": str(result.checkpoint), "checkpoint_uri": result.checkpoint_uri,
+                          "packing_efficiency": result.packing_efficiency,
+                          "skipped_too_long": result.skipped_too_long, "global_sequences": result.global_sequences},
+                         indent=2))  # fmt: skip

@@ -11,6 +11,9 @@ Two phases, so a DAG can run them as separate tasks and a crash in the slow one 
 `out` is a local folder or an object-storage URI (`s3://bucket/prefix`); everything is written through
 an `OutputStore` (components/ingest/output_store.py), which publishes each file only when complete.
 
+Both phases run their per-input work on an executor (components/ingest/executors.py: the local pool by
+default, or Ray); the plan fixes the order of everything written, so the outputs do not depend on it.
+
 Every input ends in exactly one place: a shard, `quarantine.jsonl` (with a reason) or `duplicates.jsonl`
 (`kind` exact or near, with the original it copies).
 
@@ -28,7 +31,6 @@ import json
 import logging
 import math
 import shutil
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +41,7 @@ import pyarrow.parquet as pq
 from components.ingest import card
 from components.ingest import output_store as layout
 from components.ingest.discover import InputFile, discover_inputs
+from components.ingest.executors import LOCAL, Executor, ExecutorConfig, open_executor
 from components.ingest.fingerprint import Fingerprint
 from components.ingest.near_duplicates import select_near_duplicates
 from components.ingest.output_store import OutputStore
@@ -135,8 +138,11 @@ def _checked_inputs(spec: DatasetSpec) -> list[InputFile]:
     return inputs
 
 
-def discover_summary(spec: DatasetSpec, out: str | Path, workers: int = 1) -> dict:
-    """Count the inputs per source (cheap: no hashing); fails early on what `_checked_inputs` checks."""
+def discover_summary(
+    spec: DatasetSpec, out: str | Path, workers: int = 1, executor: ExecutorConfig | Executor = LOCAL
+) -> dict:
+    """Count the inputs per source (cheap: no hashing); fails early on what `_checked_inputs` checks.
+    Runs nothing in parallel: `workers` and `executor` only keep the phases' signatures alike."""
     inputs = _checked_inputs(spec)
     per_source: dict[str, int] = {}
     for item in inputs:
@@ -144,19 +150,21 @@ def discover_summary(spec: DatasetSpec, out: str | Path, workers: int = 1) -> di
     return {"dataset": spec.name, "inputs": len(inputs), "per_source": per_source}
 
 
-def probe_and_plan(spec: DatasetSpec, out: str | Path, workers: int = 1) -> dict:
+def probe_and_plan(
+    spec: DatasetSpec, out: str | Path, workers: int = 1, executor: ExecutorConfig | Executor = LOCAL
+) -> dict:
     """Phase 1. Returns a summary: inputs, probed-ok, quarantined so far, duplicates, shards planned."""
     with OutputStore(out) as store:
-        return _probe_and_plan(spec, store, workers)
+        return _probe_and_plan(spec, store, workers, executor)
 
 
-def _probe_and_plan(spec: DatasetSpec, store: OutputStore, workers: int) -> dict:
+def _probe_and_plan(spec: DatasetSpec, store: OutputStore, workers: int, executor: ExecutorConfig | Executor) -> dict:
     inputs = _checked_inputs(spec)
     by_url: dict[str, InputFile] = {item.url: item for item in inputs}
     fingerprints = spec.near_duplicates.enabled
-    with ThreadPoolExecutor(max_workers=max(2, 2 * workers)) as pool:
-        futures = [pool.submit(probe_input, item, fingerprints) for item in inputs]
-        probes: list[ProbeResult] = [f.result() for f in track(futures, "probe + hash", unit="files")]
+    with open_executor(executor, workers) as pool:
+        results = pool.map_ordered(probe_input, [(item, fingerprints) for item in inputs], threads_suffice=True)
+        probes: list[ProbeResult] = list(track(results, "probe + hash", total=len(inputs), unit="files"))
     rows = []
     seen: dict[str, str] = {}
     for probe in sorted(probes, key=lambda p: p.path):
@@ -263,13 +271,15 @@ def table_records(frame: pd.DataFrame) -> list[dict]:
     ]
 
 
-def write_shards(spec: DatasetSpec, out: str | Path, workers: int = 1) -> dict:
+def write_shards(
+    spec: DatasetSpec, out: str | Path, workers: int = 1, executor: ExecutorConfig | Executor = LOCAL
+) -> dict:
     """Phase 2. Writes the unfinished shards, then manifest, quarantine, duplicates, stats and card."""
     with OutputStore(out) as store:
-        return _write_shards(spec, store, workers)
+        return _write_shards(spec, store, workers, executor)
 
 
-def _write_shards(spec: DatasetSpec, store: OutputStore, workers: int) -> dict:
+def _write_shards(spec: DatasetSpec, store: OutputStore, workers: int, executor: ExecutorConfig | Executor) -> dict:
     if not store.exists(layout.PLAN):
         raise FileNotFoundError(
             f"{store.url(layout.PLAN)} is missing: run the probe phase first (omnistage ingest --phase probe)"
@@ -300,7 +310,7 @@ def _write_shards(spec: DatasetSpec, store: OutputStore, workers: int) -> dict:
         todo.append(shard)
     if reused:
         log.info("resuming: %d of %d shard(s) already finished, skipped", reused, len(plan["shards"]))
-    write_planned_shards(spec, todo, rows_by_sha, labels, store, plan["digest"], workers)
+    write_planned_shards(spec, todo, rows_by_sha, labels, store, plan["digest"], workers, executor)
     results = [load_result(store, s["name"]) for s in plan["shards"]]
     return finalize(spec, store, table, results)
 
@@ -408,7 +418,10 @@ def _manifest_row(row: dict, shard: str, key: str, num_frames: int) -> dict:
     }
 
 
-def ingest_dataset(spec: DatasetSpec, out: str | Path, workers: int = 1) -> dict:
-    """Both phases: what `omnistage ingest` runs."""
-    probe_and_plan(spec, out, workers)
-    return write_shards(spec, out, workers)
+def ingest_dataset(
+    spec: DatasetSpec, out: str | Path, workers: int = 1, executor: ExecutorConfig | Executor = LOCAL
+) -> dict:
+    """Both phases: what `omnistage ingest` runs. Both share one executor (one Ray start, not two)."""
+    with open_executor(executor, workers) as pool:
+        probe_and_plan(spec, out, workers, pool)
+        return write_shards(spec, out, workers, pool)

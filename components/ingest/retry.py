@@ -23,6 +23,7 @@ import pandas as pd
 
 from components.ingest import output_store as layout
 from components.ingest.discover import discover_inputs
+from components.ingest.executors import LOCAL, Executor, ExecutorConfig, open_executor
 from components.ingest.output_store import OutputStore
 from components.ingest.pipeline import (
     finalize,
@@ -34,7 +35,7 @@ from components.ingest.pipeline import (
     write_plan,
     write_probe_table,
 )
-from components.ingest.probe import probe_input
+from components.ingest.probe import ProbeResult, probe_input
 from components.ingest.samples import estimate_sample_bytes
 from components.ingest.shard_writer import write_planned_shards
 from components.ingest.shards import load_result, plan_shards, save_result
@@ -53,19 +54,28 @@ def is_transient(reason) -> bool:
     return isinstance(reason, str) and reason.split(":", 1)[0].strip() in TRANSIENT_REASONS
 
 
-def retry_quarantined(spec: DatasetSpec, out: str | Path, workers: int = 1) -> dict:
+def retry_quarantined(
+    spec: DatasetSpec, out: str | Path, workers: int = 1, executor: ExecutorConfig | Executor = LOCAL
+) -> dict:
     """Re-attempt the transient quarantines of a finished ingestion in `out`; returns the new stats."""
     with OutputStore(out) as store:
-        return _retry_quarantined(spec, store, workers)
+        return _retry_quarantined(spec, store, workers, executor)
 
 
-def _retry_quarantined(spec: DatasetSpec, store: OutputStore, workers: int) -> dict:
+def _retry_quarantined(
+    spec: DatasetSpec, store: OutputStore, workers: int, executor: ExecutorConfig | Executor
+) -> dict:
     out = store.location
     if not store.exists(layout.STATS):
         raise FileNotFoundError(f"{out} holds no finished ingestion (stats.json): run omnistage ingest first")
     plan = json.loads(store.read_bytes(layout.PLAN))
     if plan["spec_digest"] != spec_digest(spec):
         raise ValueError(f"{out} was ingested with another version of spec '{spec.name}': ingest it again instead")
+    with open_executor(executor, workers) as pool:  # one Ray start for re-probing and writing
+        return _retry(spec, store, plan, pool)
+
+
+def _retry(spec: DatasetSpec, store: OutputStore, plan: dict, pool: Executor) -> dict:
     table = read_probe_table(store)
     results = [load_result(store, s["name"]) for s in plan["shards"]]
     decode_failed = {f["sha256"]: f["reason"] for r in results for f in r.failed}
@@ -75,11 +85,11 @@ def _retry_quarantined(spec: DatasetSpec, store: OutputStore, workers: int) -> d
     retry = reason.map(is_transient).astype(bool)
     inputs = {item.url: item for item in discover_inputs(spec)}
     kept = in_shards.copy()  # grows with each recovered input, so two equal ones are caught too
-    for i in table.index[retry]:
-        if table.at[i, "path"] not in inputs:  # no longer listed by the spec: left as it was
-            retry[i] = False
-            continue
-        _reprobe(table, i, inputs[table.at[i, "path"]], spec, kept)
+    retry &= table.path.isin(list(inputs))  # no longer listed by the spec: left as it was
+    jobs = [(inputs[table.at[i, "path"]], spec.near_duplicates.enabled) for i in table.index[retry]]
+    probes = pool.map_ordered(probe_input, jobs, threads_suffice=True)
+    for i, probe in zip(table.index[retry], probes):  # applied in table order, as the probes were listed
+        _apply_probe(table, i, probe, inputs[table.at[i, "path"]], spec, kept)
     recovered = retry & (table.status == "ok")
     if recovered.any():
         _validate(table, recovered, spec, store)
@@ -88,7 +98,7 @@ def _retry_quarantined(spec: DatasetSpec, store: OutputStore, workers: int) -> d
         recovered &= table.status == "ok"
     for result in results:  # a retried decode failure is decided anew: in a new shard or in quarantine
         result.failed = [f for f in result.failed if not retry[table.sha256 == f["sha256"]].any()]
-    new_shards = _plan_and_write(spec, store, plan, table, recovered, workers)
+    new_shards = _plan_and_write(spec, store, plan, table, recovered, pool)
     write_probe_table(store, table)
     for result in results:
         result.plan_digest = plan["digest"]  # same members and bytes; the plan they belong to grew
@@ -107,8 +117,7 @@ def _retry_quarantined(spec: DatasetSpec, store: OutputStore, workers: int) -> d
     return stats
 
 
-def _reprobe(table: pd.DataFrame, i, item, spec: DatasetSpec, kept: pd.Series) -> None:
-    probe = probe_input(item, spec.near_duplicates.enabled)
+def _apply_probe(table: pd.DataFrame, i, probe: ProbeResult, item, spec: DatasetSpec, kept: pd.Series) -> None:
     for key, value in probe.as_row().items():
         table.at[i, key] = value
     same = kept & (table.sha256 == probe.sha256)
@@ -132,7 +141,7 @@ def _validate(table: pd.DataFrame, rows: pd.Series, spec: DatasetSpec, store: Ou
 
 
 def _plan_and_write(
-    spec: DatasetSpec, store: OutputStore, plan: dict, table: pd.DataFrame, rows: pd.Series, workers: int
+    spec: DatasetSpec, store: OutputStore, plan: dict, table: pd.DataFrame, rows: pd.Series, pool: Executor
 ) -> list[dict]:
     """Plan the recovered rows into shards after the existing ones, write them, update plan.json."""
     recovered = table[rows].sort_values("sha256")
@@ -144,6 +153,6 @@ def _plan_and_write(
     plan["digest"] = hashlib.sha256(json.dumps(plan, sort_keys=True).encode()).hexdigest()[:16]
     rows_by_sha = {r["sha256"]: r for r in table_records(recovered)}
     labels = {item.url: item.labels for item in discover_inputs(spec)}
-    write_planned_shards(spec, new, rows_by_sha, labels, store, plan["digest"], workers)
+    write_planned_shards(spec, new, rows_by_sha, labels, store, plan["digest"], pool.workers, pool)
     write_plan(store, plan)
     return new

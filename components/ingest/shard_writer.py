@@ -1,19 +1,19 @@
 """Decode samples in parallel and write them, in plan order, into atomically published shards.
 
 Samples (not shards) are the unit of parallel work, so a dataset of one shard still uses every worker.
-Workers return each sample's files; this process writes them in the planned order, so the bytes do not
-depend on the number of workers. At most `2 * workers` samples are in flight, which bounds memory.
-Each worker decodes single-threaded: on a busy machine frame threads cost CPU for no throughput.
+Workers (a local process pool or Ray tasks: components/ingest/executors.py) return each sample's files;
+this process writes them in the planned order, so the bytes depend neither on the number of workers nor
+on the engine. At most `2 * workers` samples are in flight, which bounds memory. Each worker decodes
+single-threaded: on a busy machine frame threads cost CPU for no throughput.
 """
 
 from __future__ import annotations
 
 import functools
-from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
 
 from components.ingest.decode import DecodeError
+from components.ingest.executors import LOCAL, Executor, ExecutorConfig, open_executor
 from components.ingest.output_store import OutputStore
 from components.ingest.probe import ProbeResult
 from components.ingest.samples import build_sample
@@ -37,19 +37,15 @@ def _build(spec_json: str, row: dict, labels: dict) -> tuple[str, object]:
     return "ok", (sample.key, sample.files, sample.num_frames)
 
 
-def _ordered_results(jobs: list[tuple], workers: int) -> Iterator[tuple[str, object]]:
-    if workers <= 1:
-        for job in jobs:
-            yield _build(*job)
+def _ordered_results(
+    jobs: list[tuple], workers: int, executor: ExecutorConfig | Executor
+) -> Iterator[tuple[str, object]]:
+    if not jobs:  # every shard already finished: do not start a pool or a Ray for nothing
         return
-    window: deque[Future] = deque()
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        for job in jobs:
-            window.append(pool.submit(_build, *job))
-            if len(window) >= 2 * workers:
-                yield window.popleft().result()
-        while window:
-            yield window.popleft().result()
+    # The executor lives as long as this generator: the writer loop takes exactly len(jobs) results and
+    # then closes it (on an error, dropping it closes it): the pool or a Ray started for this call stops.
+    with open_executor(executor, workers) as pool:
+        yield from pool.map_ordered(_build, jobs)
 
 
 def write_planned_shards(
@@ -60,6 +56,7 @@ def write_planned_shards(
     store: OutputStore,
     plan_digest: str,
     workers: int = 1,
+    executor: ExecutorConfig | Executor = LOCAL,
 ) -> None:
     """Write each of `shards` (plan entries: name + members) and publish it with its result record."""
     spec_json = spec.model_dump_json()
@@ -68,7 +65,8 @@ def write_planned_shards(
         for shard in shards
         for sha in shard["members"]
     ]
-    results = track(_ordered_results(jobs, workers), "decode + write samples", total=len(jobs), unit="samples")
+    ordered = _ordered_results(jobs, workers, executor)
+    results = track(ordered, "decode + write samples", total=len(jobs), unit="samples")
     for shard in shards:
         tmp = staged_shard(store, shard["name"])
         writer = DeterministicTarWriter(tmp)
@@ -85,3 +83,4 @@ def write_planned_shards(
         writer.close()
         record.num_bytes = tmp.stat().st_size
         commit_shard(tmp, record, store)
+    ordered.close()  # stop the executor now rather than when the generator is collected

@@ -7,8 +7,12 @@ DAG task never imports the project's heavy code. It runs the `omnistage` CLI ins
   streams into the task log, stdout must be the command's JSON result, which becomes the task's XCom. A
   timeout counts from the start and stops the command and everything it started.
 - `OMNISTAGE_RUNNER=kubernetes`: a KubernetesPodOperator running the same CLI command in the project image
-  (`OMNISTAGE_IMAGE`); the pod writes its JSON result to /airflow/xcom/return.json. Only exercised on a
-  cluster; the operator's construction is what the tests check here.
+  (`OMNISTAGE_IMAGE`); the pod writes its JSON result to /airflow/xcom/return.json. Pods share no volume,
+  so `out` must be an s3:// or gs:// URI (pod_step.py). Only exercised on a cluster; the pod the operator
+  builds is what the tests check here.
+
+A step whose ARGS hold `RAY_EXECUTOR` runs on a Ray cluster when the run names one (the `ray_address` param
+or the `omnistage_ray` connection, resolved when the task runs: ray_cluster.py), locally otherwise.
 
 This module imports only the standard library at import time, so DAG files stay cheap to parse.
 """
@@ -25,6 +29,8 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+
+from components.orchestration.ray_cluster import expand_ray_executor
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # The Airflow Asset a new dataset version is published to (ingest_multimodal) and retraining listens on.
@@ -108,7 +114,7 @@ def _stop(proc: subprocess.Popen, grace_s: float = 10) -> None:
 
 
 def _render_local(args: list[str], params: dict) -> list[str]:
-    return [arg.format(**params) for arg in args]
+    return expand_ray_executor([arg.format(**params) for arg in args], params)
 
 
 def _render_jinja(args: list[str]) -> list[str]:
@@ -136,21 +142,17 @@ def omnistage_step(task_id: str, args: list[str], **task_kwargs):
 
 
 def kubernetes_step(task_id: str, args: list[str], **overrides):
-    """The cluster form of a step: the same CLI command in the project image, on the data node pool."""
-    from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+    """The cluster form of a step: the same CLI command in the project image, on the data pool."""
+    from components.orchestration.pod_step import OmnistagePodOperator, pod_env, shell_command
 
-    return KubernetesPodOperator(
+    return OmnistagePodOperator(
         task_id=task_id,
         name=f"omnistage-{task_id}".replace("_", "-"),
         namespace=os.environ.get("OMNISTAGE_NAMESPACE", "omnistage"),
         image=os.environ.get("OMNISTAGE_IMAGE", "ghcr.io/omnistage/omnistage-cpu:latest"),
         cmds=["sh", "-c"],
-        # One shell word per argument, rendered by Jinja before the pod starts.
-        arguments=[
-            "mkdir -p /airflow/xcom && omnistage "
-            + " ".join(shlex.quote(a) for a in args)
-            + " > /airflow/xcom/return.json"
-        ],
+        arguments=[shell_command(args)],
+        env_vars=pod_env(),
         do_xcom_push=True,
         get_logs=True,
         node_selector={"omnistage.io/pool": "cpu-data"},

@@ -11,6 +11,7 @@ from __future__ import annotations
 from components.specs.curriculum import ResourcesSpec, StageSpec
 
 POOL_LABEL = "omnistage.io/pool"
+DATA_POOL = "cpu-data"  # the CPU pool: ingestion, validation, DVC, orchestration (no taint)
 # The GPU model as a label the Terraform sets on each GPU pool. GKE also labels its nodes
 # cloud.google.com/gke-accelerator, but EKS has no such label (NVIDIA's feature discovery writes
 # nvidia.com/gpu.product with another spelling): one project label keeps one selector for both clouds.

@@ -26,6 +26,7 @@ import pandas as pd
 from components.object_storage import is_remote
 from components.tracking.experiments import CURRICULUM_EXPERIMENT, use_experiment
 from components.training.checkpoint_layout import checkpoint_dir
+from components.training.data_parallel import launch_world
 from components.training.stage_runner import StageResult, StageRun, run_stage
 
 log = logging.getLogger(__name__)
@@ -79,7 +80,15 @@ class _Sink:
 
 
 def tracked_stage(run: StageRun, tracking_uri: str, parent_run_id: str | None = None) -> tuple[StageResult, str]:
-    """Run the stage with MLflow tracking; returns the result and the stage's run id (or 'offline')."""
+    """Run the stage with MLflow tracking; returns the result and the stage's run id (or 'offline').
+
+    Under torchrun only rank 0 tracks (the stage runner all-reduces the metrics it passes to `on_step`);
+    the other ranks train without opening MLflow and return run id 'rank-N'.
+    """
+    rank = launch_world()[1]
+    if rank != 0:
+        run.on_step = None
+        return run_stage(run), f"rank-{rank}"
     stage = run.curriculum.stage(run.stage)
     config = stage.model_dump(mode="json")
     config_hash = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]

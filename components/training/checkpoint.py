@@ -1,18 +1,25 @@
 """Stage checkpoints: the weights as a Megatron `dist_checkpointing` checkpoint, the training state beside it.
 
     OUT/checkpoint/weights/          dist_checkpointing (sharded tensors: loads at another TP/EP layout)
-    OUT/checkpoint/train_state.pt    optimizer, scheduler, data position, RNG, counters (per rank)
+    OUT/checkpoint/train_state.rankN.pt  optimizer, scheduler, data position and global sample cursor,
+                                     RNG (torch and megatron's tracker), counters: one file per rank
     OUT/checkpoint/meta.json         preset, the preset overrides the stage used, stage, step
     OUT/checkpoint/tokenizer.json    the tokenizer it was trained with (evaluation and serving need it)
 
 A new checkpoint is written next to the old one and swapped in by renames, so a kill at any moment
-leaves one complete checkpoint. `checkpoint_dir(folder)` accepts either a stage output folder or the
-checkpoint folder itself.
+leaves one complete checkpoint. With several processes every rank writes its weight shards and its
+training state into the new folder; rank 0 alone creates the folder and swaps it in, with barriers
+around both. Training state is loaded with `weights_only=True` (tensors and plain containers only: no
+pickled objects from files another task wrote). After a change of data-parallel size a rank without
+its own file reads rank 0's: the optimizer state is replicated over data parallel (no distributed
+optimizer on CPU), and the data position is the global cursor, the same on every rank.
+`checkpoint_dir(folder)` accepts either a stage output folder or the checkpoint folder itself.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import multiprocessing as mp
 import os
 import shutil
@@ -22,6 +29,8 @@ import torch
 from torch import nn
 
 from components.training.checkpoint_layout import CHECKPOINT_DIR, FORMAT, META, checkpoint_dir, read_meta
+
+log = logging.getLogger(__name__)
 
 
 def _fork_results_queue():
@@ -54,21 +63,35 @@ def save_checkpoint(out: Path, model: nn.Module, train_state: dict, meta: dict,
 
     out = Path(out)
     final, tmp, old = out / CHECKPOINT_DIR, out / f"{CHECKPOINT_DIR}.tmp", out / f"{CHECKPOINT_DIR}.old"
-    shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / "weights").mkdir(parents=True)
+    rank = _rank()
+    if rank == 0:
+        shutil.rmtree(tmp, ignore_errors=True)
+        (tmp / "weights").mkdir(parents=True)
+    _barrier()  # the folder exists before any rank writes into it
     filesystem_async._get_write_results_queue = _fork_results_queue
     dist_checkpointing.save(sharded_state_dict(model), str(tmp / "weights"))
-    rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
     torch.save(train_state, tmp / f"train_state.rank{rank}.pt")
-    for name, source in (files or {}).items():
-        shutil.copyfile(source, tmp / name)
-    (tmp / META).write_text(json.dumps({"format": FORMAT, **meta}, indent=1))
-    if final.exists():
+    _barrier()  # every rank's shards and state are written before the swap
+    if rank == 0:
+        for name, source in (files or {}).items():
+            shutil.copyfile(source, tmp / name)
+        (tmp / META).write_text(json.dumps({"format": FORMAT, **meta}, indent=1))
+        if final.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(final, old)
+        os.replace(tmp, final)
         shutil.rmtree(old, ignore_errors=True)
-        os.replace(final, old)
-    os.replace(tmp, final)
-    shutil.rmtree(old, ignore_errors=True)
+    _barrier()  # no rank goes on (or reads the checkpoint) before the swap
     return final
+
+
+def _rank() -> int:
+    return torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+
+
+def _barrier() -> None:
+    if torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
+        torch.distributed.barrier()
 
 
 def load_weights(path: Path, model: nn.Module, expected_preset: str) -> dict:
@@ -90,5 +113,11 @@ def load_weights(path: Path, model: nn.Module, expected_preset: str) -> dict:
 
 
 def load_train_state(path: Path) -> dict:
-    rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
-    return torch.load(checkpoint_dir(path) / f"train_state.rank{rank}.pt", weights_only=False)
+    """This rank's training state; rank 0's when the checkpoint was written by fewer processes."""
+    folder = checkpoint_dir(path)
+    own = folder / f"train_state.rank{_rank()}.pt"
+    if not own.is_file():
+        log.warning("%s has no training state for rank %d (written by fewer processes): using rank 0's, "
+                    "whose optimizer state and data cursor are the same on every rank", folder, _rank())  # fmt: skip
+        own = folder / "train_state.rank0.pt"
+    return torch.load(own, weights_only=True)

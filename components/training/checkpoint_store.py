@@ -149,27 +149,35 @@ def is_published(location: str) -> bool:
     return protocol_of(location) in OBJECT_STORE_PROTOCOLS and read_manifest(location) is not None
 
 
-def publish_from_rank0(folder: Path, uri: str) -> None:
-    """Publish after every rank has saved, from rank 0 alone. The folder must hold every rank's files: one
-    node, or a staging folder on a volume the nodes share (dist_checkpointing needs that anyway)."""
+def _on_rank0(action) -> None:
+    """Run `action` on rank 0 alone, between barriers when several processes train: the folder it reads or
+    writes must be the one every rank uses (one node, or a staging volume the nodes share, which
+    dist_checkpointing needs anyway), and no rank may save into it or read it meanwhile."""
     import torch.distributed as dist
 
     distributed = dist.is_available() and dist.is_initialized()
     if distributed:
         dist.barrier()
     if not distributed or dist.get_rank() == 0:
-        publish_checkpoint(folder, uri)
+        action()
     if distributed:
-        dist.barrier()  # no rank goes on (and may save again into the folder) while it is being uploaded
+        dist.barrier()
 
 
-def restore_for_resume(uri: str, folder: Path) -> bool:
-    """Put the checkpoint published at `uri` into the local checkpoint `folder` (a retried pod on a fresh
-    node resumes from it); False when nothing was published there yet."""
-    if read_manifest(uri) is None:
-        return False
-    fetch_checkpoint(uri, into=folder)
-    return True
+def publish_from_rank0(folder: Path, uri: str) -> None:
+    """Publish a checkpoint every rank has finished saving, uploaded once (by rank 0)."""
+    _on_rank0(lambda: publish_checkpoint(folder, uri))
+
+
+def restore_for_resume(uri: str, folder: Path) -> None:
+    """Put the checkpoint published at `uri`, if any, into the local checkpoint `folder`: a retried pod on a
+    fresh node resumes from it. Nothing happens when nothing was published there yet."""
+
+    def restore() -> None:
+        if read_manifest(uri) is not None:
+            fetch_checkpoint(uri, into=folder)
+
+    _on_rank0(restore)
 
 
 def local_checkpoint(location: str | Path) -> Path:

@@ -1,4 +1,4 @@
-"""Run one curriculum stage on one process: the training core behind `omnistage train`.
+"""Run one curriculum stage on 1..N processes: the training core behind `omnistage train`.
 
     result = run_stage(StageRun(curriculum, "stage0-text", {"demo": Path("work/datasets/demo")},
                                 tokenizer=Path("work/tokenizer.json"), out=Path("work/runs/x/stage0-text")))
@@ -8,30 +8,43 @@ checkpoint (weights only) or resumes its own (weights, optimizer, scheduler, RNG
 freezes what the stage does not train, streams the stage's task-family mixture from the shards, packs
 samples into fixed-length sequences, and trains with the stage's loss weights. Deterministic for a seed.
 
+One process or many: started by torchrun (`omnistage train --nproc-per-node N`, or a cluster launcher
+on every node) the same loop trains data parallel. Each optimizer step consumes `global_batch_size`
+packed sequences; each data-parallel rank trains on its slice as micro-batches of `micro_batch_size`
+(components.training.data_parallel), and the step runs on Megatron-Core's DDP, optimizer, LR scheduler
+and schedule with a globally normalised loss (components.training.megatron_step): the same losses and
+gradients as one process on the same global batch. A token budget becomes
+`budget.tokens // (global_batch_size * seq_length)` steps. Tensor/pipeline/expert/context parallel
+stages are refused at start (not built for the omni model yet); so is a world size the plan does not
+divide. Metrics are all-reduced, so `on_step` sees global values; call it (tracking) on rank 0 only.
+
 A corrupt sample or shard is skipped and counted (`data/skipped_corrupt`, `data/missing_shards`), never a
-crash. Checkpoints: see components.training.checkpoint (Megatron dist_checkpointing weights + training
-state). Scope: this loop runs one process (the tiny and small presets on CPU); the weights it writes load
-at any TP/EP layout, but the multi-GPU loop itself (megatron DDP + distributed optimizer under torchrun)
-is not built yet - it needs GPUs to be worth running.
+crash. Checkpoints: see components.training.checkpoint (Megatron dist_checkpointing weights + per-rank
+training state, folder swap on rank 0). The global sample cursor is saved with them, so a stage saved at
+one data-parallel size resumes at another on the next unseen sequence.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import torch
 import webdataset as wds
+from megatron.core import parallel_state
+from megatron.core.tensor_parallel import get_cuda_rng_tracker
 
 from components.specs.curriculum import CurriculumSpec, StageSpec
 from components.training.checkpoint import checkpoint_dir, load_train_state, load_weights, save_checkpoint
 from components.training.checkpoint_layout import CHECKPOINT_DIR
 from components.training.checkpoint_store import local_checkpoint, publish_from_rank0, restore_for_resume
+from components.training.data_parallel import launch_world, plan_data_parallel, total_steps
+from components.training.megatron_step import all_reduce_sum, build_optimizer, train_step, wrap_model
 from components.training.mixture import MixtureSampler
 from components.training.packing import CarryOverPacker
 from components.training.render import RenderedSample, render_sample
@@ -39,7 +52,7 @@ from model import tokenizer as tok
 from model.config import get_preset
 from model.distributed import init_parallel
 from model.llm.moe import BiasControllerConfig, ExpertBiasController
-from model.omni import OmniBatch, OmniModel
+from model.omni import IGNORE, OmniBatch, OmniModel
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +68,9 @@ class StageRun:
     resume: bool = False
     max_steps: int | None = None  # stop early (tests, smoke runs); the schedule still spans the budget
     checkpoint_every: int = 10
-    on_step: Callable[[int, dict], None] | None = None  # tracking callback: (step, metrics)
+    on_step: Callable[[int, dict], None] | None = None  # tracking callback: (step, metrics), global metrics
+    # tests: (step, named gradients after the data-parallel reduction, before the optimizer step)
+    inspect_grads: Callable[[int, dict[str, torch.Tensor]], None] | None = None
     checkpoint_uri: str | None = None  # publish every save there too (components.training.checkpoint_store)
 
 
@@ -68,8 +83,11 @@ class StageResult:
     packing_efficiency: float
     skipped_too_long: int
     history: list[dict] = field(default_factory=list)
-    data_order: list[list[str]] = field(default_factory=list)  # sample keys packed at each step
+    data_order: list[list[str]] = field(default_factory=list)  # sample keys of each step's global batch
     data_problems: dict[str, int] = field(default_factory=dict)
+    local_order: list[list[str]] = field(default_factory=list)  # the keys this rank trained on at each step
+    global_sequences: int = 0  # the global sample cursor: packed sequences consumed since the stage began
+    router_biases: list[torch.Tensor] = field(default_factory=list)  # per MoE layer, at the end (this rank)
     checkpoint_uri: str | None = None  # where the final checkpoint was published, when it was
 
 
@@ -100,23 +118,6 @@ def apply_freezing(model: OmniModel, stage: StageSpec) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def lr_lambda(stage: StageSpec, total_steps: int) -> Callable[[int], float]:
-    base, floor = stage.optimizer.lr, stage.schedule.min_lr
-    warmup = stage.schedule.warmup_steps
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
-        if stage.schedule.name == "cosine":
-            return (floor + (base - floor) * 0.5 * (1 + math.cos(math.pi * progress))) / base
-        if stage.schedule.name == "linear":
-            return (floor + (base - floor) * (1 - progress)) / base
-        return 1.0
-
-    return factor
-
-
 def load_samples(datasets: dict[str, Path], stage: StageSpec, tokenizer, preset,
                  seed: int) -> tuple[dict[str, RenderedSample], dict, dict]:  # fmt: skip
     """Render the stage's training samples; returns (samples by key, keys by family, problem counts)."""
@@ -138,7 +139,11 @@ def load_samples(datasets: dict[str, Path], stage: StageSpec, tokenizer, preset,
             problems["missing_shards"] += expected - len(shards)
             log.warning("%s: %d of %d shards are missing; training on the rest", folder, expected - len(shards),
                         expected)  # fmt: skip
-        for raw in wds.WebDataset(shards, shardshuffle=False, handler=skip, empty_check=False):
+        # Every rank reads every shard (no node splitting): each draws the whole global sequence stream
+        # and needs every sample's length for it (components.training.data_parallel).
+        every_shard = wds.WebDataset(shards, shardshuffle=False, handler=skip, empty_check=False,
+                                     nodesplitter=lambda urls: urls)  # fmt: skip
+        for raw in every_shard:
             try:
                 if "json" not in raw:
                     continue
@@ -158,41 +163,46 @@ def load_samples(datasets: dict[str, Path], stage: StageSpec, tokenizer, preset,
 
 
 def make_batch(parts: list[RenderedSample]) -> OmniBatch:
-    ids = [i for p in parts for i in p.input_ids]
-    labels = [t for p in parts for t in p.labels]
-    visuals = [v for p in parts for v in p.visuals]
-    audio = [a for p in parts for a in p.audio_features]
-    documents = torch.tensor([[i for i, p in enumerate(parts) for _ in range(len(p))]])
-    return OmniBatch(torch.tensor([ids]), torch.tensor([labels]), visuals=visuals or None, audio_features=audio or None,
-                     document_ids=documents)  # fmt: skip
+    """One packed sequence as a [1, S] batch."""
+    return make_microbatch([parts])
 
 
-def _family_losses(parts: list[RenderedSample], token_losses: torch.Tensor) -> dict[str, float]:
-    """Mean text loss per task family over the packed sequence's target tokens."""
-    sums: dict[str, list[float]] = {}
-    offset = 0
-    for part in parts:
-        labels = torch.tensor(part.labels) != -100
-        segment = token_losses[offset : offset + len(part)][labels]
-        offset += len(part)
-        if segment.numel():
-            total = sums.setdefault(part.task_family, [0.0, 0])
-            total[0] += float(segment.sum())
-            total[1] += segment.numel()
-    return {f"loss/family/{family}": s / n for family, (s, n) in sums.items()}
+def make_microbatch(rows: list[list[RenderedSample]], pad_id: int = 0) -> OmniBatch:
+    """Packed sequences as one [rows, S] batch; shorter rows are padded (no targets, their own document)."""
+    width = max(sum(len(p) for p in parts) for parts in rows)
+    ids, labels, documents, visuals, audio = [], [], [], [], []
+    document = 0
+    for parts in rows:
+        row_ids = [i for p in parts for i in p.input_ids]
+        row_docs = [document + i for i, p in enumerate(parts) for _ in range(len(p))]
+        document += len(parts) + 1  # numbered across rows: the loss sums per document over the whole batch
+        pad = width - len(row_ids)
+        ids.append(row_ids + [pad_id] * pad)
+        labels.append([t for p in parts for t in p.labels] + [IGNORE] * pad)
+        documents.append(row_docs + [document - 1] * pad)
+        visuals += [v for p in parts for v in p.visuals]
+        audio += [a for p in parts for a in p.audio_features]
+    return OmniBatch(torch.tensor(ids), torch.tensor(labels), visuals=visuals or None, audio_features=audio or None,
+                     document_ids=torch.tensor(documents))  # fmt: skip
 
 
-def weighted_loss(losses: dict[str, torch.Tensor], weights: dict[str, float]) -> torch.Tensor:
-    total = weights.get("text", 1.0) * losses["text"]
-    if "audio_semantic" in losses and "audio" in weights:
-        total = total + weights["audio"] * (losses["audio_semantic"] + losses["audio_acoustic"])
-    return total
+def _family_sums(rows: list[list[RenderedSample]], token_losses: torch.Tensor, families: list[str]) -> torch.Tensor:
+    """[families, 2] (text-loss sum, target tokens) of one micro-batch, per task family."""
+    sums = torch.zeros(len(families), 2, dtype=torch.float64)
+    for row, parts in enumerate(rows):
+        offset = 0
+        for part in parts:
+            counted = torch.tensor(part.labels) != IGNORE
+            segment = token_losses[row, offset : offset + len(part)][counted]
+            offset += len(part)
+            sums[families.index(part.task_family)] += torch.tensor([float(segment.sum()), segment.numel()])
+    return sums
 
 
 def run_stage(run: StageRun) -> StageResult:
     curriculum, stage = run.curriculum, run.curriculum.stage(run.stage)
-    if stage.budget.steps is None:
-        raise ValueError(f"stage '{stage.name}' has a token budget; the single-process runner needs budget.steps")
+    plan = plan_data_parallel(stage, *launch_world())
+    stage_steps = total_steps(stage)
     preset = get_preset(curriculum.preset, llm={"rope_theta": stage.rope_theta, "seq_length": stage.seq_length})
     init_parallel(seed=curriculum.seed)
     torch.manual_seed(curriculum.seed)
@@ -204,18 +214,19 @@ def run_stage(run: StageRun) -> StageResult:
     if run.init_from is not None and not resuming:  # a retried task resumes only once it has saved
         load_weights(local_checkpoint(run.init_from), model, curriculum.preset)
     trainable = apply_freezing(model, stage)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=stage.optimizer.lr, betas=stage.optimizer.betas,
-                                  weight_decay=stage.optimizer.weight_decay)  # fmt: skip
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(stage, stage.budget.steps))
-    controller = ExpertBiasController(model.llm, BiasControllerConfig(preset.llm.target_ffn_experts_per_token))
+    ddp = wrap_model(model)
+    optimizer, scheduler = build_optimizer(ddp, stage, stage_steps)
+    # Router load counts are summed over data parallel, so every rank moves its biases identically.
+    dp_group = parallel_state.get_data_parallel_group(with_context_parallel=True) if plan.dp > 1 else None
+    controller = ExpertBiasController(model.llm, BiasControllerConfig(preset.llm.target_ffn_experts_per_token),
+                                      group=dp_group)  # fmt: skip
     samples, by_family, problems = load_samples(run.datasets, stage, tokenizer, preset, curriculum.seed)
     if not samples:
         raise ValueError(f"stage '{stage.name}': no readable training samples of {sorted(stage.data.mixture)} in "
                          f"{[str(run.datasets[d]) for d in stage.data.datasets]}")  # fmt: skip
     sampler = MixtureSampler(by_family, stage.data.mixture, seed=curriculum.seed)
     packer = CarryOverPacker(stage.seq_length)
-    step, used, capacity, skipped, history, order = 0, 0, 0, 0, [], []
+    step, used, capacity, skipped, history, order, local_order = 0, 0, 0, 0, [], [], []
     if resuming:
         load_weights(run.out, model, curriculum.preset)
         state = load_train_state(run.out)
@@ -225,10 +236,22 @@ def run_stage(run: StageRun) -> StageResult:
         packer.load_state_dict(state["packer"])
         controller.load_state_dict(state["bias_controller"])
         torch.set_rng_state(state["rng"])
+        get_cuda_rng_tracker().set_states(state["megatron_rng"])
         step, used, capacity, skipped = state["step"], *state["counters"]
-        log.info("resumed stage %s at step %d from %s", stage.name, step, checkpoint_dir(run.out))
-    log.info("stage %s: %d trainable parameters, %d samples", stage.name, trainable, len(samples))
-    last_steps = min(stage.budget.steps, run.max_steps or stage.budget.steps)
+        cursor = state["cursor"]
+        log.info("resumed stage %s at step %d from %s: next global sequence %d (saved at data parallel %d, "
+                 "now %d; global batch %d)", stage.name, step, checkpoint_dir(run.out), cursor["sequences"],
+                 cursor["data_parallel"], plan.dp, plan.global_batch)  # fmt: skip
+        if cursor["global_batch"] != plan.global_batch:
+            log.warning("stage %s: global_batch_size changed from %d to %d since the checkpoint; the data stream "
+                        "continues at sequence %d", stage.name, cursor["global_batch"], plan.global_batch,
+                        cursor["sequences"])  # fmt: skip
+    sequences = state["cursor"]["sequences"] if resuming else 0
+    log.info("stage %s: %d trainable parameters, %d samples, %d process(es): data parallel %d, %d micro-batch(es) "
+             "of %d per rank per step", stage.name, trainable, len(samples), plan.world, plan.dp,
+             plan.num_microbatches, plan.micro_batch)  # fmt: skip
+    last_steps = min(stage_steps, run.max_steps or stage_steps)
+    families = sorted(stage.data.mixture)
 
     def draw() -> tuple[str, int]:  # the mixture's next sample that fits the sequence length
         nonlocal skipped
@@ -239,43 +262,46 @@ def run_stage(run: StageRun) -> StageResult:
             skipped += 1
 
     while step < last_steps:
-        parts = [samples[key] for key in packer.next(draw)]
-        order.append([p.key for p in parts])
-        used_now = sum(len(p) for p in parts)
-        used, capacity = used + used_now, capacity + stage.seq_length
+        # Every rank draws the whole global batch (the same on all), then trains on its own slice.
+        global_batch = [[samples[key] for key in packer.next(draw)] for _ in range(plan.global_batch)]
+        order.append([p.key for parts in global_batch for p in parts])
+        mine = plan.local_microbatches(global_batch)
+        local_order.append([p.key for rows in mine for parts in rows for p in parts])
+        used_now = sum(len(p) for parts in global_batch for p in parts)
+        used, capacity = used + used_now, capacity + stage.seq_length * plan.global_batch
         started = time.perf_counter()
-        losses = model(make_batch(parts))
-        loss = weighted_loss(losses, stage.loss_weights)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, stage.optimizer.grad_clip)
-        optimizer.step()
-        scheduler.step()
+        out = train_step(ddp, optimizer, scheduler, [make_microbatch(rows) for rows in mine], stage.loss_weights,
+                         partial(run.inspect_grads, step + 1) if run.inspect_grads else None)  # fmt: skip
         ffn_experts = controller.step()
-        step += 1
-        metrics = {"loss": loss.item(), **{f"loss/{k}": v.item() for k, v in losses.items()},
-                   "lr": scheduler.get_last_lr()[0], "packing_efficiency": used / capacity,
-                   "ffn_experts_per_token": ffn_experts, "tokens": used,
-                   "tokens_per_s": used_now / (time.perf_counter() - started),
+        step, sequences = step + 1, sequences + plan.global_batch
+        per_family = all_reduce_sum(sum(_family_sums(rows, losses, families)
+                                        for rows, losses in zip(mine, out.token_losses)))  # fmt: skip
+        metrics = {"loss": out.losses["loss"], **{f"loss/{k}": v for k, v in out.losses.items() if k != "loss"},
+                   "lr": optimizer.param_groups[0]["lr"], "grad_norm": out.grad_norm,
+                   "packing_efficiency": used / capacity, "ffn_experts_per_token": ffn_experts, "tokens": used,
+                   "tokens_per_s": used_now / (time.perf_counter() - started), "sequences": sequences,
                    **{f"data/{k}": v for k, v in problems.items()},
-                   **_family_losses(parts, model.last_text_token_losses[0])}  # fmt: skip
+                   **{f"loss/family/{f}": float(t / n) for f, (t, n) in zip(families, per_family) if n}}  # fmt: skip
         history.append(metrics)
         if run.on_step:
             run.on_step(step, metrics)
         if step % run.checkpoint_every == 0 or step == last_steps:
             train_state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                            "sampler": sampler.state_dict(), "packer": packer.state_dict(),
-                           "rng": torch.get_rng_state(), "step": step, "bias_controller": controller.state_dict(),
-                           "counters": (used, capacity, skipped)}  # fmt: skip
+                           "rng": torch.get_rng_state(), "megatron_rng": get_cuda_rng_tracker().get_states(),
+                           "step": step, "bias_controller": controller.state_dict(),
+                           "counters": (used, capacity, skipped),
+                           "cursor": {"sequences": sequences, "global_batch": plan.global_batch,
+                                      "data_parallel": plan.dp, "world": plan.world}}  # fmt: skip
             meta = {"preset": curriculum.preset, "preset_overrides": {"rope_theta": stage.rope_theta,
                     "seq_length": stage.seq_length}, "curriculum": curriculum.name, "stage": stage.name,
-                    "step": step}  # fmt: skip
+                    "step": step, "global_sequences": sequences, "data_parallel": plan.dp}  # fmt: skip
             saved = save_checkpoint(run.out, model, train_state, meta, files={"tokenizer.json": run.tokenizer})
             if run.checkpoint_uri:
                 publish_from_rank0(saved, run.checkpoint_uri)
     return StageResult(stage.name, step, history[-1]["loss"] if history else float("nan"), checkpoint_dir(run.out),
-                       used / capacity if capacity else 0.0, skipped, history, order, problems,
-                       run.checkpoint_uri)  # fmt: skip
+                       used / capacity if capacity else 0.0, skipped, history, order, problems, local_order,
+                       sequences, [r.expert_bias.clone() for r in controller.routers], run.checkpoint_uri)  # fmt: skip
 
 
 def _has_checkpoint(out: Path) -> bool:

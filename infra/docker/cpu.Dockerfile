@@ -13,8 +13,13 @@ COPY components ./components
 COPY model ./model
 COPY data_specs ./data_specs
 # CPU torch from PyTorch's CPU index: the default wheel would pull several GB of CUDA libraries.
+# ray[default] adds the dashboard, whose job API a KubeRay RayJob submits through (infra/k8s/ray/).
+# Editable install: the code finds data_specs/ (expectation suites, eval suites) beside components/ in the
+# WORKDIR; a plain `pip install .` would put components/ in site-packages, away from data_specs/.
+# The WORKDIR belongs to the user: the DAG's version step runs DVC in it (`dataset commit --repo .`).
 RUN pip install --index-url https://download.pytorch.org/whl/cpu torch==2.13.0 \
-    && pip install . av psycopg2-binary boto3 \
-    && useradd --create-home --uid 1000 omnistage
+    && pip install -e . av psycopg2-binary boto3 "ray[default]==2.60.0" \
+    && useradd --create-home --uid 1000 omnistage \
+    && chown -R omnistage /opt/omnistage
 USER 1000
 ENTRYPOINT ["omnistage"]

@@ -12,8 +12,9 @@ COPY components ./components
 COPY model ./model
 COPY data_specs ./data_specs
 # The NGC image pins its CUDA torch and Transformer Engine through PIP_CONSTRAINT, so installing the
-# project keeps them instead of pulling another torch.
-RUN pip install . av \
+# project keeps them instead of pulling another torch. Editable, so the code finds data_specs/ beside
+# components/ in the WORKDIR (see cpu.Dockerfile).
+RUN pip install -e . av \
     && useradd --create-home --uid 1000 omnistage
 USER 1000
 # KFP runs the component command itself (install_kfp_package=False): no entrypoint.

@@ -28,7 +28,7 @@ def airflow_env(tmp_path) -> dict:
     )
 
 
-def run_airflow_python(script: str, env: dict, timeout: int = 120) -> subprocess.CompletedProcess:
+def run_airflow_python(script: str, env: dict, timeout: int = 120, args: list[str] = ()) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [str(AIRFLOW_PY), "-c", script], env=env, capture_output=True, text=True, timeout=timeout, cwd=REPO_ROOT
+        [str(AIRFLOW_PY), "-c", script, *args], env=env, capture_output=True, text=True, timeout=timeout, cwd=REPO_ROOT
     )

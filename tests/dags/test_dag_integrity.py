@@ -68,8 +68,10 @@ def test_kubernetes_mode_runs_the_same_cli_in_pods(airflow_env):
     assert result["errors"] == {}
     tasks = result["dags"]["ingest_multimodal"]["tasks"]
     shard = tasks["write_shards"]
-    assert shard["type"] == "KubernetesPodOperator"
+    assert shard["type"] == "OmnistagePodOperator"  # a KubernetesPodOperator (tests/dags/test_cluster_steps.py)
     command = shard["args"][0]
     assert "omnistage ingest --spec '{{ params.spec }}' --out '{{ params.out }}'" in command
-    assert "--phase shard --workers '{{ params.workers }}'" in command and "/airflow/xcom/return.json" in command
-    assert tasks["publish"]["type"] != "KubernetesPodOperator"  # emitting the Asset event stays in Airflow
+    # The Ray executor options are filled in when the task runs, from the param or the connection.
+    assert "--phase shard --workers '{{ params.workers }}' @omnistage-ray-executor@" in command
+    assert "/airflow/xcom/return.json" in command
+    assert tasks["publish"]["type"] != "OmnistagePodOperator"  # emitting the Asset event stays in Airflow

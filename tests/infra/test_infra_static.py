@@ -14,14 +14,16 @@ from components.pipelines.curriculum_pipeline import compile_pipeline
 from components.pipelines.trainjob import build_trainjob
 from components.specs.curriculum import CurriculumSpec
 from tests.conftest import REPO_ROOT
+from tests.infra.rayjob_schema import rayjob_pods
 from tests.infra.trainer_manifests import load_runtime, trainjob_node_pod
 
 INFRA = REPO_ROOT / "infra"
 K8S_VERSION = "1.30.0"
 MANIFESTS = sorted(p for p in (INFRA / "k8s").rglob("*.yaml") if p.name != "kustomization.yaml")
 # Kinds from CRDs have no schema in kubernetes-validate: tests/infra/test_trainer_runtime.py checks them with
-# the Trainer API models, and their pod templates against the Kubernetes schemas.
-CRD_GROUPS = ("trainer.kubeflow.org/",)
+# the Trainer API models, tests/infra/test_rayjob.py against KubeRay's CRD schema, and both their pod
+# templates against the Kubernetes schemas.
+CRD_GROUPS = ("trainer.kubeflow.org/", "ray.io/")
 TERRAFORM = sorted((INFRA / "terraform").rglob("*.tf"))
 
 
@@ -68,7 +70,7 @@ def _node_pools():
 
 def _placements(tmp_path) -> list[dict]:
     """Every node selector and toleration list the full recipe puts on a cluster: its compiled pipeline's
-    task pods (the multi-node stages' launchers) and its TrainJobs' node pods."""
+    task pods (the multi-node stages' launchers), its TrainJobs' node pods and the ingestion RayJob's pods."""
     curriculum_path = REPO_ROOT / "data_specs" / "curriculum" / "longcat_omni.yaml"
     curriculum = CurriculumSpec.load(curriculum_path)
     docs = list(yaml.safe_load_all(compile_pipeline(curriculum_path, tmp_path / "p.yaml").read_text()))
@@ -79,6 +81,9 @@ def _placements(tmp_path) -> list[dict]:
         if stage.resources.nodes > 1:
             pod = trainjob_node_pod(load_runtime(), build_trainjob(curriculum, curriculum_path, stage.name, "r"))
             placements.append({"selector": pod["nodeSelector"], "tolerations": pod["tolerations"]})
+    for path in (INFRA / "k8s" / "ray").glob("*.yaml"):
+        for pod in rayjob_pods(yaml.safe_load(path.read_text())).values():
+            placements.append({"selector": pod["nodeSelector"], "tolerations": pod.get("tolerations", [])})
     return placements
 
 
@@ -112,4 +117,8 @@ def test_dockerfiles_copy_files_that_exist(dockerfile):
     for sources in copies:
         for source in sources.split():
             assert (REPO_ROOT / source).exists(), f"{dockerfile.name}: COPY {source} does not exist"
-    assert "pip install ." in dockerfile.read_text()  # the project itself is installed
+    # The project is installed editable from the WORKDIR: the code reads data_specs/ (expectation and eval
+    # suites) relative to components/, which a plain `pip install .` would move into site-packages.
+    assert "pip install -e ." in dockerfile.read_text()
+    workdir = re.search(r"^WORKDIR\s+(\S+)$", dockerfile.read_text(), flags=re.MULTILINE).group(1)
+    assert re.search(rf"^COPY\s+data_specs\s+(\./data_specs|{workdir}/data_specs)$", dockerfile.read_text(), re.MULTILINE)

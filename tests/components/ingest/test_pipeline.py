@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -17,13 +18,15 @@ import pytest
 import webdataset as wds
 from PIL import Image
 
+from components.ingest.executors import ExecutorConfig
 from components.ingest.pipeline import ingest_dataset
 from components.specs.dataset import DatasetSpec, Modality, SourceSpec
-from tests.conftest import VENV_BIN, corpus_spec, make_broken_files
+from tests.conftest import REPO_ROOT, VENV_BIN, corpus_spec, make_broken_files
 
 
 def _digests(out: Path) -> dict[str, str]:
-    files = sorted(out.glob("shards/*.tar")) + [out / "manifest.parquet", out / "quarantine.jsonl"]
+    reports = [out / "manifest.parquet", out / "quarantine.jsonl", out / "duplicates.jsonl"]
+    files = sorted(out.glob("shards/*.tar")) + reports
     return {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in files}
 
 
@@ -148,24 +151,41 @@ def test_sampled_frames_match_an_independent_ffmpeg_decode(mixed_batch, shared_m
     assert np.abs(ours - reference).mean() < 6.0
 
 
-def test_same_inputs_give_byte_identical_outputs(mixed_batch, tmp_path):
-    root, out, _, _ = mixed_batch
+@pytest.mark.parametrize("executor", ["local", pytest.param("ray", marks=pytest.mark.slow)])
+def test_same_inputs_give_byte_identical_outputs(mixed_batch, executor, request, tmp_path):
+    """1 worker (mixed_batch) == 2 local workers == 2 Ray workers, quarantine and duplicates included."""
+    root, out, stats, _ = mixed_batch
+    assert stats["quarantined"] and stats["duplicates"]  # so those files are compared with content
+    pool = request.getfixturevalue("ray_pool") if executor == "ray" else ExecutorConfig(engine="local")
     again = tmp_path / "again"
-    ingest_dataset(_mixed_spec(root), again, workers=2)
+    ingest_dataset(_mixed_spec(root), again, workers=2, executor=pool)
     assert _digests(again) == _digests(out)
 
 
-@pytest.mark.slow
-def test_killed_run_resumes_to_identical_output(tiny_corpus, tmp_path):
+@pytest.fixture(scope="module")
+def tiny_reference(tiny_corpus, tmp_path_factory) -> tuple[Path, Path]:
+    """The tiny corpus in >= 4 shards (spec file, uninterrupted output of 1 local worker)."""
     spec = corpus_spec(tiny_corpus, shard_max_bytes=300_000)
-    spec_file = tmp_path / "tiny.yaml"
+    root = tmp_path_factory.mktemp("tiny_reference")
+    spec_file = root / "tiny.yaml"
     spec_file.write_text(json.dumps(spec.model_dump(mode="json")))  # JSON is YAML
-    reference = tmp_path / "reference"
-    ingest_dataset(spec, reference)
-    assert len(list(reference.glob("shards/*.tar"))) >= 4
+    ingest_dataset(spec, root / "reference")
+    assert len(list((root / "reference").glob("shards/*.tar"))) >= 4
+    return spec_file, root / "reference"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("executor", ["local", "ray"])
+def test_killed_run_resumes_to_identical_output(tiny_reference, executor, request, tmp_path):
+    """SIGKILL after two shards are published, run again: identical to an uninterrupted run. With Ray,
+    both runs join the session's Ray by address, as on a cluster (a killed driver leaves it running)."""
+    spec_file, reference = tiny_reference
     killed = tmp_path / "killed"
     cmd = [str(VENV_BIN / "omnistage"), "ingest", "--spec", str(spec_file), "--out", str(killed)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if executor == "ray":
+        cmd += ["--workers", "2", "--executor", "ray", "--ray-address", request.getfixturevalue("ray_pool").address]
+    env = os.environ | {"PYTHONPATH": str(REPO_ROOT)}  # this checkout's code, whichever one the venv installed
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     deadline = time.monotonic() + 120
     while not list(killed.glob("shards/shard-000001.tar")) and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -177,7 +197,7 @@ def test_killed_run_resumes_to_identical_output(tiny_corpus, tmp_path):
     # No partial shard is visible: every visible .tar is complete and equal to the reference.
     for name in finished:
         assert (killed / "shards" / name).read_bytes() == (reference / "shards" / name).read_bytes()
-    rerun = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    rerun = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env)
     assert "already finished, skipped" in rerun.stderr
     assert _digests(killed) == _digests(reference)
 

@@ -109,3 +109,19 @@ def test_cli_runs_the_retry(batch):
     assert json.loads(done.stdout)["retry"]["retried"] == 1
     refused = run([*cmd, "--retry-quarantined", "--phase", "probe"])
     assert refused.returncode != 0 and "leave out --phase" in refused.stdout + refused.stderr
+
+
+@pytest.mark.slow
+def test_retry_on_ray_equals_the_local_retry(batch, ray_pool):
+    """Re-probing and the new shard run as Ray tasks; the outputs equal those of a local retry."""
+    tmp_path, spec, out = batch
+    (tmp_path / "storage").mkdir()
+    run_ffmpeg(_noise(3), tmp_path / "storage" / "late.wav")
+    on_ray = tmp_path / "on_ray"
+    shutil.copytree(out, on_ray)
+    local = retry_quarantined(spec, out)
+    stats = retry_quarantined(spec, on_ray, workers=2, executor=ray_pool)
+    assert stats["retry"] == local["retry"] and stats["retry"]["recovered"] == 1
+    for name in ("shards", "manifest.parquet", "quarantine.jsonl", "duplicates.jsonl", "stats.json"):
+        files = sorted(p.relative_to(out) for p in [out / name, *(out / name).rglob("*")] if p.is_file())
+        assert files and all((out / f).read_bytes() == (on_ray / f).read_bytes() for f in files), name

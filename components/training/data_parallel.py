@@ -1,0 +1,91 @@
+"""Data parallelism for a curriculum stage: which process trains on which sequences, and what is refused.
+
+Every process draws the same deterministic stream of packed sequences (mixture + packer, seeded by the
+curriculum), so each knows the whole global batch without communication. Global batch `b` is sequences
+`b*G .. b*G+G-1` of that stream (G = `global_batch_size`); it is cut into `num_microbatches` chunks of
+`dp * micro_batch_size` consecutive sequences, and data-parallel rank `r` trains on sequences
+`r*micro .. r*micro+micro-1` of each chunk (Megatron's MegatronPretrainingSampler order). The global
+sample cursor (sequences consumed = steps x G) is therefore independent of the number of processes,
+which is what lets a checkpoint written at DP=2 resume at DP=1 on the very next sequence.
+
+Only data parallelism is wired into the stage loop. Tensor, pipeline, expert and context parallelism of
+the omni model are not (the LLM's own TP/EP/PP work in tests/model/llm, the omni model's embedding
+assembly and losses do not yet): a stage asking for them is refused here, by name, instead of silently
+running replicated.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import TypeVar
+
+from components.specs.curriculum import StageSpec
+
+T = TypeVar("T")
+MODEL_PARALLEL_FIELDS = ("tensor", "pipeline", "expert", "context")
+
+
+@dataclass(frozen=True)
+class DataParallelPlan:
+    world: int  # processes in the job
+    rank: int
+    dp: int  # data-parallel size
+    dp_rank: int
+    micro_batch: int
+    global_batch: int
+
+    @property
+    def num_microbatches(self) -> int:
+        return self.global_batch // (self.micro_batch * self.dp)
+
+    def local_microbatches(self, global_batch: list[T]) -> list[list[T]]:
+        """This rank's micro-batches of one global batch (a list of `global_batch` sequences)."""
+        if len(global_batch) != self.global_batch:
+            raise ValueError(f"expected {self.global_batch} sequences in a global batch, got {len(global_batch)}")
+        chunk = self.dp * self.micro_batch
+        start = self.dp_rank * self.micro_batch
+        return [global_batch[c + start : c + start + self.micro_batch] for c in range(0, self.global_batch, chunk)]
+
+
+def launch_world() -> tuple[int, int]:
+    """(world size, rank) from torchrun's environment; (1, 0) for a plain process."""
+    return int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
+
+
+def plan_data_parallel(stage: StageSpec, world: int, rank: int) -> DataParallelPlan:
+    """The stage's data-parallel plan at `world` processes; ValueError naming the stage, field and fix."""
+    parallel = stage.parallel
+    try:
+        dp = parallel.data_parallel(world)
+    except ValueError as exc:
+        raise ValueError(f"stage '{stage.name}' started with {world} process(es): {exc}") from None
+    unsupported = {name: getattr(parallel, name) for name in MODEL_PARALLEL_FIELDS if getattr(parallel, name) > 1}
+    if unsupported:
+        fields = ", ".join(f"parallel.{name}: {size}" for name, size in unsupported.items())
+        raise ValueError(
+            f"stage '{stage.name}' asks for {fields}: the stage runner trains data parallel only (any number "
+            "of processes, data parallel = world size); tensor/pipeline/expert/context parallelism of the omni "
+            "model is not built yet (issue 13). Set those fields to 1 to train this stage data parallel"
+        )
+    per_step = stage.micro_batch_size * dp
+    if stage.global_batch_size % per_step:
+        raise ValueError(
+            f"stage '{stage.name}': global_batch_size {stage.global_batch_size} is not a multiple of "
+            f"micro_batch_size {stage.micro_batch_size} x data parallel {dp} = {per_step}; change the batch "
+            f"sizes or the number of processes (--nproc-per-node)"
+        )
+    return DataParallelPlan(world, rank, dp, rank, stage.micro_batch_size, stage.global_batch_size)
+
+
+def total_steps(stage: StageSpec) -> int:
+    """Optimizer steps in the stage's budget: `budget.steps`, or tokens / (global batch x sequence length)."""
+    if stage.budget.steps is not None:
+        return stage.budget.steps
+    steps = int(stage.budget.tokens // (stage.global_batch_size * stage.seq_length))
+    if steps < 1:
+        raise ValueError(
+            f"stage '{stage.name}': budget.tokens {stage.budget.tokens:g} is less than one global batch "
+            f"({stage.global_batch_size} x {stage.seq_length} tokens); raise the budget"
+        )
+    return steps

@@ -1,0 +1,142 @@
+"""One optimizer step of a stage on Megatron-Core's machinery, at any data-parallel size.
+
+- The whole omni model (LLM and encoders) is wrapped in megatron's `DistributedDataParallel`: its
+  gradient buffer holds only trainable parameters (frozen modules get no buffer and stay frozen), and
+  `finalize_model_grads` all-reduces it over the data-parallel group. Encoders are plain torch modules;
+  megatron DDP treats their parameters like any dense parameter, which is exact for replicated encoders.
+- `get_megatron_optimizer(OptimizerConfig(...))` (Adam with decoupled weight decay; megatron exempts
+  biases and norm weights from weight decay) and `OptimizerParamScheduler` (warmup from lr/warmup_steps,
+  then constant / linear / cosine to `min_lr` over the stage's steps).
+- `get_forward_backward_func()` runs `num_microbatches` micro-batches. The loss is normalised globally:
+  each micro-batch returns loss *sums* (model.omni.OmniModel.loss_terms), divided by the denominators of
+  the whole global batch (all-reduced over data parallel before the forward pass), so gradients are
+  sums over ranks and micro-batches with no further scaling: `calculate_per_token_loss` makes megatron
+  DDP sum rather than average, and the finalize step is told there is no token count left to divide by.
+  Result: the same loss and gradients as one process on the same global batch, whatever DP.
+
+The distributed optimizer (ZeRO-1 sharding of optimizer state) is GPU-only in megatron-core 0.16.1 (its
+buffers and collectives assume CUDA/NCCL), so on CPU (gloo) the optimizer state is replicated; on GPUs
+`use_distributed_optimizer` is switched on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+
+import torch
+
+from components.specs.curriculum import StageSpec
+from model.omni import OmniBatch, OmniModel, loss_counts, mean_losses
+
+
+def weighted_loss(losses: dict[str, torch.Tensor], weights: dict[str, float]) -> torch.Tensor:
+    """The stage's objective from its mean losses (REFERENCE.md section 6 loss weights)."""
+    total = weights.get("text", 1.0) * losses["text"]
+    if "audio_semantic" in losses and "audio" in weights:
+        total = total + weights["audio"] * (losses["audio_semantic"] + losses["audio_acoustic"])
+    return total
+
+
+def distributed_optimizer_supported() -> bool:
+    return torch.cuda.is_available()
+
+
+def wrap_model(model: OmniModel):
+    """megatron DDP around the omni model; call after freezing (only trainable parameters get buffers)."""
+    from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig, finalize_model_grads
+
+    config = model.llm.config
+    config.calculate_per_token_loss = True  # DDP sums gradients: the loss is already globally normalised
+    ddp_config = DistributedDataParallelConfig(
+        grad_reduce_in_fp32=True, overlap_grad_reduce=False, use_distributed_optimizer=distributed_optimizer_supported()
+    )
+    ddp = DistributedDataParallel(config=config, ddp_config=ddp_config, module=model)
+    config.no_sync_func = ddp.no_sync
+    # Megatron would divide gradients by the schedule's token count; ours are already divided.
+    config.finalize_model_grads_func = lambda chunks, num_tokens=None, **kw: finalize_model_grads(chunks, None, **kw)
+    return ddp
+
+
+def build_optimizer(ddp, stage: StageSpec, steps: int):
+    """(megatron optimizer, OptimizerParamScheduler) for the stage's optimizer and schedule blocks."""
+    from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
+    from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
+
+    opt, schedule = stage.optimizer, stage.schedule
+    config = OptimizerConfig(
+        optimizer="adam", lr=opt.lr, min_lr=schedule.min_lr, weight_decay=opt.weight_decay,
+        adam_beta1=opt.betas[0], adam_beta2=opt.betas[1], clip_grad=opt.grad_clip,
+        use_distributed_optimizer=distributed_optimizer_supported(),
+    )  # fmt: skip
+    optimizer = get_megatron_optimizer(config, [ddp])
+    warmup = schedule.warmup_steps
+    scheduler = OptimizerParamScheduler(
+        optimizer, init_lr=opt.lr / warmup if warmup else opt.lr, max_lr=opt.lr, min_lr=schedule.min_lr,
+        lr_warmup_steps=warmup, lr_decay_steps=max(steps, warmup + 1), lr_decay_style=schedule.name,
+        start_wd=opt.weight_decay, end_wd=opt.weight_decay, wd_incr_steps=max(steps, 1), wd_incr_style="constant",
+    )  # fmt: skip
+    return optimizer, scheduler
+
+
+@dataclass
+class StepOutput:
+    losses: dict[str, float]  # global mean losses (identical on every rank) and "loss", the objective
+    grad_norm: float
+    token_losses: list[torch.Tensor]  # per micro-batch [micro, S] text token losses (this rank's sequences)
+
+
+def _dp_group():
+    from megatron.core import parallel_state
+
+    return parallel_state.get_data_parallel_group(with_context_parallel=True)
+
+
+def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
+    """Sum over the data-parallel group (float64, so counts stay exact)."""
+    values = values.double()
+    torch.distributed.all_reduce(values, group=_dp_group())
+    return values
+
+
+def train_step(ddp, optimizer, scheduler, microbatches: list[OmniBatch], weights: dict[str, float],
+               inspect_grads: Callable[[dict[str, torch.Tensor]], None] | None = None) -> StepOutput:  # fmt: skip
+    """Forward/backward over this rank's micro-batches, reduce gradients over DP, step optimizer and LR."""
+    from megatron.core.pipeline_parallel import get_forward_backward_func
+
+    # Fixed names on every rank (a rank whose micro-batches have no audio still joins the all-reduce).
+    names = ["text", *(f"audio_book{i}" for i in range(len(ddp.module.audio_heads)))]
+    local = torch.zeros(len(names), dtype=torch.float64)
+    for batch in microbatches:
+        for name, count in loss_counts(batch).items():
+            local[names.index(name)] += count
+    counts = dict(zip(names, all_reduce_sum(local)))
+    token_losses: list[torch.Tensor] = []
+
+    def loss_func(terms: dict[str, torch.Tensor]):
+        loss = weighted_loss(mean_losses(terms, counts), weights)  # linear in the sums: adds up to the global loss
+        return loss, torch.tensor(1, dtype=torch.int), {k: v.detach() for k, v in terms.items()}
+
+    def forward_step(data_iterator, model):
+        terms = model(next(data_iterator), sums=True)
+        token_losses.append(model.module.last_text_token_losses)
+        return terms, partial(loss_func)
+
+    ddp.zero_grad_buffer()
+    optimizer.zero_grad()
+    reported = get_forward_backward_func()(
+        forward_step_func=forward_step, data_iterator=iter(microbatches), model=[ddp],
+        num_microbatches=len(microbatches), seq_length=microbatches[0].input_ids.shape[1],
+        micro_batch_size=microbatches[0].input_ids.shape[0], forward_only=False,
+    )  # fmt: skip
+    if inspect_grads is not None:
+        inspect_grads({n: p.main_grad.detach().clone() for n, p in ddp.module.named_parameters() if p.requires_grad})
+    _, grad_norm, _ = optimizer.step()
+    scheduler.step(increment=1)
+    local_sums = torch.tensor([float(sum(r.get(n, 0.0) for r in reported)) for n in names])
+    sums = all_reduce_sum(local_sums)
+    means = mean_losses({n: sums[i] for i, n in enumerate(names) if counts[n] > 0}, counts)
+    losses = {k: float(v) for k, v in means.items()}
+    losses["loss"] = float(weighted_loss(means, weights))
+    return StepOutput(losses, float(grad_norm or 0.0), token_losses)

@@ -1,0 +1,144 @@
+"""Data-parallel stage training (2 gloo processes under torchrun) against one process on the same global batches.
+
+The worker (dp_worker.py) runs `run_stage` on stage0-text with global_batch_size=2, micro_batch_size=1.
+"""
+
+import collections
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from components.specs.curriculum import CurriculumSpec
+from components.training.data_parallel import plan_data_parallel, total_steps
+from tests.conftest import REPO_ROOT
+
+WORKER = REPO_ROOT / "tests" / "components" / "training" / "dp_worker.py"
+STAGE = CurriculumSpec.load(REPO_ROOT / "data_specs" / "curriculum" / "tiny.yaml").stage("stage0-text")
+# fp32 on both sides; the reduction adds the two ranks' gradients in the order one process accumulates
+# its two micro-batches, so the match is exact in practice - the tolerance leaves room for a reordering.
+GRAD_RTOL, GRAD_ATOL, LOSS_ATOL = 1e-5, 1e-7, 1e-5
+
+
+def _worker(nproc: int, dataset, out, result, *args: str) -> list[dict]:
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO_ROOT))
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
+    cmd = [*launcher, str(WORKER), "--dataset", str(dataset), "--out", str(out), "--result", str(result), *args]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240, cwd=REPO_ROOT)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-5000:]
+    return [torch.load(f"{result}.rank{r}.pt") for r in range(nproc)]
+
+
+@pytest.fixture(scope="module")
+def one_process(tiny_dataset, tmp_path_factory):
+    """The uninterrupted single-process reference: 4 steps of 2 sequences."""
+    tmp = tmp_path_factory.mktemp("dp1")
+    return _worker(1, tiny_dataset, tmp / "out", tmp / "res", "--steps", "4", "--plain-reference")[0]
+
+
+@pytest.fixture(scope="module")
+def two_ranks(tiny_dataset, tmp_path_factory):
+    """2 steps at data parallel 2 (checkpoint at step 2): (each rank's record, the stage output folder)."""
+    tmp = tmp_path_factory.mktemp("dp2")
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    ranks = _worker(2, tiny_dataset, tmp / "out", tmp / "res", "--steps", "2", "--checkpoint-every", "2",
+                    "--tracking-uri", uri)  # fmt: skip
+    return ranks, tmp / "out", uri
+
+
+@pytest.mark.slow
+def test_two_data_parallel_ranks_match_one_process(one_process, two_ranks):
+    ranks, _, _ = two_ranks
+    for rank in ranks:
+        assert rank["order"] == one_process["order"][:2]  # the same global batches
+        assert rank["losses"] == pytest.approx(one_process["losses"][:2], abs=LOSS_ATOL)
+    # rank r trained on sequence r of every global batch: together, the whole batch once, in order
+    for step in range(2):
+        assert ranks[0]["local_order"][step] + ranks[1]["local_order"][step] == one_process["order"][step]
+    reference = one_process["grads"]
+    assert len(reference) > 50 and set(ranks[0]["grads"]) == set(reference)  # every trainable parameter
+    for name, grad in one_process["plain_grads"].items():  # megatron's step = plain autograd on the global batch
+        assert torch.allclose(reference[name], grad, rtol=GRAD_RTOL, atol=GRAD_ATOL), name
+    for rank in ranks:
+        for name, grad in reference.items():
+            assert torch.allclose(rank["grads"][name], grad, rtol=GRAD_RTOL, atol=GRAD_ATOL), name
+    assert ranks[0]["biases"] and all(torch.equal(a, b) for a, b in zip(ranks[0]["biases"], ranks[1]["biases"]))
+
+
+@pytest.mark.slow
+def test_saved_at_two_ranks_resumes_at_one_on_the_next_sample(tiny_dataset, one_process, two_ranks, tmp_path):
+    first, out, _ = two_ranks
+    resumed = _worker(1, tiny_dataset, out, tmp_path / "resumed", "--steps", "4", "--resume")[0]
+    assert first[0]["sequences"] == 4 and resumed["sequences"] == 8 and resumed["steps"] == 4
+    assert first[0]["order"] + resumed["order"] == one_process["order"]  # none lost, none repeated, same order
+    trained = collections.Counter()
+    for run in (*first, resumed):
+        for keys in run["local_order"]:
+            trained.update(keys)
+    assert trained == collections.Counter(key for keys in one_process["order"] for key in keys)
+    assert resumed["losses"] == pytest.approx(one_process["losses"][2:], abs=LOSS_ATOL)
+
+
+def test_a_world_size_the_plan_does_not_divide_is_refused():
+    stage = STAGE.model_copy(update={"parallel": STAGE.parallel.model_copy(update={"tensor": 2})})
+    with pytest.raises(ValueError, match=r"stage 'stage0-text' started with 3 process\(es\).*does not divide"):
+        plan_data_parallel(stage, world=3, rank=0)
+    uneven = STAGE.model_copy(update={"global_batch_size": 3})
+    with pytest.raises(ValueError, match=r"global_batch_size 3 is not a multiple of micro_batch_size 1 x data "):
+        plan_data_parallel(uneven, world=2, rank=0)
+
+
+def test_model_parallel_stages_are_refused_by_name():
+    stage = STAGE.model_copy(update={"parallel": STAGE.parallel.model_copy(update={"tensor": 2})})
+    with pytest.raises(ValueError, match=r"stage 'stage0-text' asks for parallel.tensor: 2.*data parallel only"):
+        plan_data_parallel(stage, world=2, rank=0)
+
+
+def test_plan_slices_each_global_batch_and_token_budgets_become_steps():
+    stage = STAGE.model_copy(update={"global_batch_size": 8, "micro_batch_size": 2})
+    plans = [plan_data_parallel(stage, world=2, rank=r) for r in range(2)]
+    assert plans[0].dp == 2 and plans[0].num_microbatches == 2
+    assert plans[0].local_microbatches(list(range(8))) == [[0, 1], [4, 5]]
+    assert plans[1].local_microbatches(list(range(8))) == [[2, 3], [6, 7]]
+    budget = stage.budget.model_copy(update={"steps": None, "tokens": 8 * 256 * 5.5})
+    tokens = stage.model_copy(update={"budget": budget})
+    assert total_steps(tokens) == 5
+
+
+@pytest.mark.slow
+def test_only_rank_zero_tracks_and_its_metrics_are_global(one_process, two_ranks):
+    import mlflow
+
+    from components.tracking.experiments import CURRICULUM_EXPERIMENT
+
+    _, _, uri = two_ranks
+    client = mlflow.MlflowClient(uri)
+    experiment = client.get_experiment_by_name(CURRICULUM_EXPERIMENT)
+    runs = client.search_runs([experiment.experiment_id])
+    assert len(runs) == 1  # rank 1 never opened a run
+    history = sorted(client.get_metric_history(runs[0].info.run_id, "loss"), key=lambda m: m.step)
+    assert [m.value for m in history] == pytest.approx(one_process["losses"][:2], abs=LOSS_ATOL)
+
+
+def test_a_padded_micro_batch_sums_to_its_sequences_one_by_one(tiny_dataset, single_process):
+    """micro_batch_size > 1: rows of different lengths padded into one batch give the same loss sums and counts."""
+    from components.training.stage_runner import load_samples, make_microbatch
+    from model import tokenizer as tok
+    from model.config import get_preset
+    from model.omni import OmniModel, loss_counts
+
+    preset = get_preset("tiny")
+    tokenizer = tok.load_tokenizer(tiny_dataset / "tokenizer.json")
+    samples, _, _ = load_samples({"demo": tiny_dataset}, STAGE, tokenizer, preset, seed=1234)
+    first, second = sorted(samples)[:2]
+    rows = [[samples[first]], [samples[second], samples[first]]]  # the first row is shorter: padded
+    torch.manual_seed(0)
+    model = OmniModel(preset, tok.special_id(tokenizer, tok.VISION_PAD), tok.special_id(tokenizer, tok.AUDIO_PAD))
+    together = make_microbatch(rows)
+    assert together.input_ids.shape[0] == 2 and float(loss_counts(together)["text"]) == 3
+    with torch.no_grad():
+        joint = model(together, sums=True)["text"]
+        apart = sum(model(make_microbatch([row]), sums=True)["text"] for row in rows)
+    assert torch.allclose(joint, apart, rtol=1e-5)
