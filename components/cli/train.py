@@ -36,9 +36,15 @@ def train(
     dataset: Annotated[list[str], typer.Option(help="NAME=DIR of an ingested dataset; repeat per dataset.")],
     tokenizer: Annotated[Path, typer.Option(help="tokenizer.json (omnistage tokenizer).")],
     out: Annotated[Path, typer.Option(help="Stage output folder (its checkpoint goes here).")],
-    init_from: Annotated[Path | None, typer.Option(help="Previous stage's checkpoint (weights only).")] = None,
+    init_from: Annotated[
+        str | None, typer.Option(help="Previous stage's checkpoint (weights only): a folder or an s3://, gs:// URI.")
+    ] = None,
     resume: Annotated[bool, typer.Option(help="Resume this stage from its own checkpoint in --out.")] = False,
     max_steps: Annotated[int | None, typer.Option(help="Stop after this many steps (smoke runs).")] = None,
+    checkpoint_uri: Annotated[
+        str | None,
+        typer.Option(help="Also publish each checkpoint to this s3:// or gs:// URI (--resume restores from it)."),
+    ] = None,
     nproc_per_node: Annotated[int, typer.Option(min=1, help=NPROC_HELP)] = 1,
 ) -> None:
     """Train one curriculum stage (see components/training/stage_runner.py).
@@ -52,6 +58,7 @@ def train(
         args += ["--init-from", str(init_from)] if init_from else []
         args += ["--resume"] if resume else []
         args += ["--max-steps", str(max_steps)] if max_steps is not None else []
+        args += ["--checkpoint-uri", checkpoint_uri] if checkpoint_uri else []
         # One thread per rank: N ranks x all cores each oversubscribes the machine (ENVIRONMENT.md).
         env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
@@ -64,11 +71,13 @@ def train(
     datasets = parse_datasets(dataset)
     try:
         spec = CurriculumSpec.load(curriculum)
-        result = run_stage(StageRun(spec, stage, datasets, tokenizer, out, init_from, resume, max_steps))
+        result = run_stage(StageRun(spec, stage, datasets, tokenizer, out, init_from, resume, max_steps,
+                                    checkpoint_uri=checkpoint_uri))  # fmt: skip
     except (SpecError, ValueError, FileNotFoundError) as exc:
         fail(str(exc))
     if os.environ.get("RANK", "0") == "0":
         print(json.dumps({"stage": result.stage, "steps": result.steps, "final_loss": result.final_loss,
-                          "checkpoint": str(result.checkpoint), "packing_efficiency": result.packing_efficiency,
+                          "checkpoint": str(result.checkpoint), "checkpoint_uri": result.checkpoint_uri,
+                          "packing_efficiency": result.packing_efficiency,
                           "skipped_too_long": result.skipped_too_long, "global_sequences": result.global_sequences},
                          indent=2))  # fmt: skip

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from components.pipelines.stage_entry import follow_pointer
 from components.specs.evals import GateSpec
+from components.versioning.dataset_cache import local_dataset
 
 
 def evaluate_step(checkpoint: str, gate: str, datasets: str, tracking_uri: str) -> tuple[str, str]:
@@ -16,7 +17,7 @@ def evaluate_step(checkpoint: str, gate: str, datasets: str, tracking_uri: str) 
 
     spec = GateSpec.load(gate)
     name, version = register_candidate(str(follow_pointer(Path(checkpoint))), spec.model_name, tracking_uri)
-    folders = {k: Path(v) for k, v in json.loads(datasets).items()}
+    folders = {k: local_dataset(v) for k, v in json.loads(datasets).items()}  # a folder or NAME@VERSION
     evaluate_model(f"models:/{name}/{version}", folders, tracking_uri, spec.suites)
     return name, version
 

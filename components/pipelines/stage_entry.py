@@ -14,19 +14,51 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from components.object_storage import is_remote
 from components.specs.curriculum import CurriculumSpec
 
 if TYPE_CHECKING:
     from components.pipelines.trainjob_launcher import LaunchSettings
 
 POINTER = "checkpoint.uri"
+CHECKPOINT_URI_ENV = "OMNISTAGE_CHECKPOINT_URI"
 log = logging.getLogger(__name__)
 
 
-def follow_pointer(artifact: Path) -> Path:
-    """The stage output folder an artifact stands for: itself, or where its pointer file says (PVC)."""
+def follow_pointer(artifact: Path) -> str:
+    """The checkpoint location an artifact stands for: itself, or where its pointer file says (a folder on the
+    PVC, or the object-store URI the checkpoint was published to)."""
     pointer = Path(artifact) / POINTER
-    return Path(pointer.read_text().strip()) if pointer.is_file() else Path(artifact)
+    return pointer.read_text().strip() if pointer.is_file() else str(artifact)
+
+
+def stage_checkpoint_location(curriculum: str, stage: str, artifact: Path) -> tuple[Path, str | None]:
+    """(local output folder, object-store URI or None) of a stage task writing its output artifact `artifact`.
+
+    - `OMNISTAGE_CHECKPOINT_URI` (an `s3://`/`gs://` prefix): the checkpoint is published to
+      ROOT/CURRICULUM/RUN_KEY/STAGE/checkpoint (components.training.checkpoint_store) and staged locally on the
+      PVC when one is mounted, else under `$OMNISTAGE_STAGING_DIR` (default the system temp folder): never
+      in the artifact folder, which KFP would upload as a second copy;
+    - `OMNISTAGE_CHECKPOINT_ROOT` alone (a PVC): written there;
+    - neither: into the artifact folder itself.
+    RUN_KEY is unique per task run (a hash of the artifact path).
+    """
+    import tempfile
+
+    from components.training.checkpoint_store import stage_checkpoint_uri
+
+    artifact = Path(artifact)
+    volume, uri_root = os.environ.get("OMNISTAGE_CHECKPOINT_ROOT"), os.environ.get(CHECKPOINT_URI_ENV)
+    if not volume and not uri_root:
+        return artifact, None
+    name = CurriculumSpec.load(curriculum).name
+    run_key = hashlib.sha256(str(artifact.resolve()).encode()).hexdigest()[:16]
+    staging = volume or str(Path(os.environ.get("OMNISTAGE_STAGING_DIR") or tempfile.gettempdir()) / "omnistage-ckpt")
+    uri = stage_checkpoint_uri(uri_root, name, run_key, stage) if uri_root else None
+    if uri is not None and not is_remote(uri):
+        raise ValueError(f"{CHECKPOINT_URI_ENV}={uri_root!r} is not an object-store URI (s3://, gs://): for a "
+                         "shared volume set OMNISTAGE_CHECKPOINT_ROOT instead")  # fmt: skip
+    return Path(staging) / name / run_key / stage, uri
 
 
 def write_checkpoint_pointer(artifact: Path | str, checkpoint: str) -> None:
@@ -37,34 +69,32 @@ def write_checkpoint_pointer(artifact: Path | str, checkpoint: str) -> None:
 
 def run_stage_step(curriculum: str, stage: str, datasets: str, tokenizer: str, tracking_uri: str,
                    parent_run_id: str, max_steps: int, out: str, init_from: str | None = None) -> dict:  # fmt: skip
-    """`datasets` is JSON {name: folder}; `max_steps` 0 means the stage's own budget.
+    """`datasets` is JSON {name: folder or NAME@VERSION}; `tokenizer` a path or URI; `max_steps` 0 means the
+    stage's own budget. Versions and URIs are made local first (components.versioning.dataset_cache).
 
-    With OMNISTAGE_CHECKPOINT_ROOT set (a PVC mounted by the pipeline), the checkpoint is written there and
-    the output artifact holds a pointer file (`checkpoint.uri`) the next stage follows.
+    When the checkpoint goes elsewhere than the artifact folder (see `stage_checkpoint_location`), the output
+    artifact holds a pointer file (`checkpoint.uri`) with its folder or URI, which the next stage follows.
     """
     # Imported here: torch and MLflow are heavy, and the multi-node launcher below needs neither.
     from components.tracking.mlflow_stage import tracked_stage
     from components.training.stage_runner import StageRun
+    from components.versioning.dataset_cache import local_dataset, local_input_file
 
-    root = os.environ.get("OMNISTAGE_CHECKPOINT_ROOT")
     artifact = Path(out)
-    if root:
-        run_key = hashlib.sha256(str(artifact.resolve()).encode()).hexdigest()[:16]  # unique per task run
-        out = str(Path(root) / CurriculumSpec.load(curriculum).name / run_key / stage)
-    if init_from:
-        init_from = str(follow_pointer(Path(init_from)))
+    local_out, checkpoint_uri = stage_checkpoint_location(curriculum, stage, artifact)
     run = StageRun(
         CurriculumSpec.load(curriculum),
         stage,
-        {name: Path(folder) for name, folder in json.loads(datasets).items()},
-        Path(tokenizer),
-        Path(out),
-        init_from=Path(init_from) if init_from else None,
+        {name: local_dataset(location) for name, location in json.loads(datasets).items()},
+        local_input_file(tokenizer),
+        local_out,
+        init_from=follow_pointer(Path(init_from)) if init_from else None,
         max_steps=max_steps or None,
+        checkpoint_uri=checkpoint_uri,
     )
     result, run_id = tracked_stage(run, tracking_uri, None if parent_run_id == "offline" else parent_run_id)
-    if root:
-        write_checkpoint_pointer(artifact, str(Path(out).resolve()))
+    if local_out != artifact:
+        write_checkpoint_pointer(artifact, checkpoint_uri or str(local_out.resolve()))
     return {"stage": result.stage, "steps": result.steps, "final_loss": result.final_loss, "run_id": run_id}
 
 
@@ -79,7 +109,7 @@ def launch_stage_step(curriculum: str, stage: str, run_name: str, datasets: str,
 
     spec = CurriculumSpec.load(curriculum)
     inputs = StageInputs(datasets=json.loads(datasets), tokenizer=tokenizer,
-                         init_from=str(follow_pointer(Path(init_from))) if init_from else None,
+                         init_from=follow_pointer(Path(init_from)) if init_from else None,
                          tracking_uri=tracking_uri, max_steps=max_steps or None)  # fmt: skip
     manifest = build_trainjob(spec, curriculum, stage, run_name, inputs)
     result = launch_trainjob(manifest, settings)

@@ -20,6 +20,7 @@ from components.tracking.experiments import mlflow_client
 from components.tracking.models import parse_models_uri
 
 CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous-champion"
+CHECKPOINT_URI_TAG = "omnistage.checkpoint_uri"  # set by components.tracking.mlflow_stage on published stages
 
 
 def _alias_version(client, name: str, alias: str) -> str | None:
@@ -30,7 +31,9 @@ def _alias_version(client, name: str, alias: str) -> str | None:
 
 
 def register_candidate(model_uri: str, name: str, tracking_uri: str) -> tuple[str, str]:
-    """(name, version) of the candidate; a checkpoint or runs:/ URI becomes a new version of `name`."""
+    """(name, version) of the candidate; a checkpoint (folder or object-store URI) or runs:/ URI becomes a new
+    version of `name`. The version's `source` is the checkpoint's object-store URI when the stage published it
+    there (no copy in MLflow), else the run's checkpoint artifacts."""
     from components.tracking.lineage import _run_for
 
     client = mlflow_client(tracking_uri)
@@ -40,10 +43,13 @@ def register_candidate(model_uri: str, name: str, tracking_uri: str) -> tuple[st
     if model_uri.startswith("runs:/"):
         run_id, _, path = model_uri[len("runs:/") :].partition("/")
         run = client.get_run(run_id)
-        source = f"{run.info.artifact_uri}/{path}".rstrip("/")
+        source = run.data.tags.get(CHECKPOINT_URI_TAG) or f"{run.info.artifact_uri}/{path}".rstrip("/")
     else:
         run, _ = _run_for(client, model_uri)
-        source = f"{run.info.artifact_uri}/checkpoints/step-{run.data.tags['omnistage.steps']}"
+        source = (
+            run.data.tags.get(CHECKPOINT_URI_TAG)
+            or f"{run.info.artifact_uri}/checkpoints/step-{run.data.tags['omnistage.steps']}"
+        )
     try:
         client.get_registered_model(name)
     except Exception:
@@ -163,7 +169,8 @@ def registry_status(name: str, tracking_uri: str) -> dict:
         mv = client.get_model_version(name, champion_version)
         tags = mv.tags if "omnistage.data_versions" in mv.tags else _provenance_tags(client.get_run(mv.run_id))
         data = json.loads(tags["omnistage.data_versions"])
-        champion = {"name": name, "version": champion_version, "run_id": tags["omnistage.curriculum_run"],
+        champion = {"name": name, "version": champion_version, "checkpoint": mv.source,
+                    "run_id": tags["omnistage.curriculum_run"],
                     "stage_run_id": mv.run_id, "data_version": next(iter(data.values()), None),
                     "data_versions": data, "eval_run_id": mv.tags.get("omnistage.eval_run")}  # fmt: skip
     decided = [v for v in versions if "omnistage.gate.decided_at" in v.tags]

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from components.object_storage import is_remote
 from components.tracking.experiments import CURRICULUM_EXPERIMENT, mlflow_client
 from components.tracking.models import get_model_version
 from components.training.checkpoint_layout import checkpoint_dir
@@ -33,10 +34,13 @@ def _run_for(client, target: str):
     if target.startswith("models:/"):
         version = get_model_version(client, target)
         return client.get_run(version.run_id), {"name": version.name, "version": str(version.version)}
-    try:
-        path = str(checkpoint_dir(Path(target)).resolve())
-    except FileNotFoundError:
-        path = str(Path(target).resolve())  # a checkpoint since deleted: its tag still names it
+    if is_remote(target):  # a checkpoint published to object storage: its tag is the URI itself
+        path = target.rstrip("/")
+    else:
+        try:
+            path = str(checkpoint_dir(Path(target)).resolve())
+        except FileNotFoundError:
+            path = str(Path(target).resolve())  # a checkpoint since deleted: its tag still names it
     runs = client.search_runs(_experiment_ids(client), filter_string=f"tags.`omnistage.checkpoint` = '{path}'")
     if not runs:
         raise ValueError(f"no tracked stage wrote the checkpoint {path}")

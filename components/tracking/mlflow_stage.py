@@ -3,7 +3,10 @@
 Logged: the resolved stage config as params; tags (git commit, config hash, curriculum, stage, the
 checkpoint it started from and the one it wrote); dataset inputs (`mlflow.data` with the DVC version as
 digest and the ingested folder as source, so lineage can reach the manifest); metrics per step
-(asynchronous); the checkpoint as an artifact.
+(asynchronous); the checkpoint: copied as an artifact when it is a local folder (the laptop: embedded
+MLflow with local artifacts), referenced when the stage published it to object storage (`StageRun.checkpoint_uri`):
+then only its URI is recorded (tags `omnistage.checkpoint` and `omnistage.checkpoint_uri`) and no byte goes
+through the MLflow server (a full-size checkpoint is ~1.1 TB).
 
 When the tracking server cannot be reached, training goes on: every call is appended to
 `OUT/tracking_fallback.jsonl` with a warning, and `replay_fallback` sends it later. Nothing is lost.
@@ -20,6 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from components.object_storage import is_remote
 from components.tracking.experiments import CURRICULUM_EXPERIMENT, use_experiment
 from components.training.checkpoint_layout import checkpoint_dir
 from components.training.data_parallel import launch_world
@@ -27,6 +31,9 @@ from components.training.stage_runner import StageResult, StageRun, run_stage
 
 log = logging.getLogger(__name__)
 FALLBACK_NAME = "tracking_fallback.jsonl"
+# A local checkpoint above this size is still copied (that is what a local run asks for), with a warning that
+# points at object storage; tiny-preset checkpoints are ~5 MB.
+LARGE_LOCAL_CHECKPOINT_BYTES = 2 << 30
 
 
 def _git_commit() -> str:
@@ -87,7 +94,7 @@ def tracked_stage(run: StageRun, tracking_uri: str, parent_run_id: str | None = 
     config_hash = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
     tags = {"omnistage.curriculum": run.curriculum.name, "omnistage.stage": stage.name,
             "omnistage.git_commit": _git_commit(), "omnistage.config_hash": config_hash,
-            "omnistage.init_from": str(checkpoint_dir(Path(run.init_from)).resolve()) if run.init_from else "none",
+            "omnistage.init_from": _checkpoint_ref(run.init_from) if run.init_from else "none",
             "omnistage.preset": run.curriculum.preset}  # fmt: skip
     sink = _Sink(tracking_uri, Path(run.out) / FALLBACK_NAME)
     params = _flatten("", config, {})
@@ -95,7 +102,7 @@ def tracked_stage(run: StageRun, tracking_uri: str, parent_run_id: str | None = 
         sink.record("start", run_name=stage.name, tags=tags, params=params, parent_run_id=parent_run_id)
         run.on_step = lambda step, metrics: sink.record("metrics", step=step, metrics=_finite(metrics))
         result = run_stage(run)
-        sink.record("end", checkpoint=str(result.checkpoint.resolve()), steps=result.steps)
+        sink.record("end", checkpoint=result.checkpoint_uri or str(result.checkpoint.resolve()), steps=result.steps)
         return result, "offline"
     mlflow = sink.mlflow
     parent = {"parent_run_id": parent_run_id} if parent_run_id else {}
@@ -110,12 +117,29 @@ def tracked_stage(run: StageRun, tracking_uri: str, parent_run_id: str | None = 
         run.on_step = lambda step, metrics: mlflow.log_metrics(_finite(metrics), step=step, synchronous=False)
         result = run_stage(run)
         mlflow.flush_async_logging()
-        mlflow.log_artifacts(str(result.checkpoint), artifact_path=f"checkpoints/step-{result.steps}")
-        mlflow.set_tags({"omnistage.checkpoint": str(result.checkpoint.resolve()),
-                         "omnistage.steps": str(result.steps)})  # fmt: skip
+        mlflow.set_tags(_checkpoint_tags(mlflow, result))
         mlflow.log_metrics({"final_loss": result.final_loss, "packing_efficiency": result.packing_efficiency,
                             "skipped_too_long": result.skipped_too_long})  # fmt: skip
         return result, active.info.run_id
+
+
+def _checkpoint_ref(location) -> str:
+    """How a checkpoint is named in tags (and found again by lineage): its URI, or its resolved local folder."""
+    return str(location).rstrip("/") if is_remote(location) else str(checkpoint_dir(Path(location)).resolve())
+
+
+def _checkpoint_tags(mlflow, result: StageResult) -> dict[str, str]:
+    """Record the stage's checkpoint: a reference to its object-store URI, else a copy as run artifacts."""
+    if result.checkpoint_uri:
+        uri = result.checkpoint_uri.rstrip("/")
+        return {"omnistage.checkpoint": uri, "omnistage.checkpoint_uri": uri, "omnistage.steps": str(result.steps)}
+    size = sum(p.stat().st_size for p in Path(result.checkpoint).rglob("*") if p.is_file())
+    if size > LARGE_LOCAL_CHECKPOINT_BYTES:
+        log.warning("copying a %.1f GiB checkpoint into MLflow's artifact store; on a cluster publish it to "
+                    "object storage instead (OMNISTAGE_CHECKPOINT_URI, README 'Checkpoints on object storage')",
+                    size / 2**30)  # fmt: skip
+    mlflow.log_artifacts(str(result.checkpoint), artifact_path=f"checkpoints/step-{result.steps}")
+    return {"omnistage.checkpoint": str(result.checkpoint.resolve()), "omnistage.steps": str(result.steps)}
 
 
 def _finite(metrics: dict) -> dict:
@@ -155,6 +179,8 @@ def replay_fallback(fallback: Path, tracking_uri: str) -> str:
             if event["call"] == "metrics":
                 mlflow.log_metrics(event["metrics"], step=event["step"])
             elif event["call"] == "end":
-                mlflow.set_tags({"omnistage.checkpoint": event["checkpoint"], "omnistage.steps": str(event["steps"])})
+                uri = {"omnistage.checkpoint_uri": event["checkpoint"]} if is_remote(event["checkpoint"]) else {}
+                mlflow.set_tags({"omnistage.checkpoint": event["checkpoint"], "omnistage.steps": str(event["steps"]),
+                                 **uri})  # fmt: skip
     os.replace(fallback, Path(fallback).with_suffix(".replayed"))
     return active.info.run_id

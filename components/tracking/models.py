@@ -1,10 +1,16 @@
-"""Model references: a checkpoint folder, `runs:/RUN/PATH`, `models:/NAME/VERSION` or `models:/NAME@ALIAS`,
-resolved to a local checkpoint folder plus what the registry knows about it."""
+"""Model references: a checkpoint folder or object-store URI, `runs:/RUN/PATH`, `models:/NAME/VERSION` or
+`models:/NAME@ALIAS`, resolved to a local checkpoint folder plus what the registry knows about it.
+
+A version whose `source` is a checkpoint published to object storage (components.training.checkpoint_store)
+is downloaded into the checkpoint cache and verified against its manifest; any other source (the run's
+artifacts) is downloaded through MLflow as before."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+
+from components.object_storage import is_remote
 
 
 @dataclass
@@ -54,18 +60,28 @@ def resolve_model(uri: str, tracking_uri: str) -> ResolvedModel:
 
     from components.tracking.experiments import mlflow_client
     from components.training.checkpoint_layout import checkpoint_dir
+    from components.training.checkpoint_store import is_published, local_checkpoint
 
     client = mlflow_client(tracking_uri)
     if uri.startswith("models:/"):
         mv = get_model_version(client, uri)
         name = mv.name
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=mv.source))
+        if is_published(mv.source):
+            local = local_checkpoint(mv.source)
+        else:
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=mv.source))
         version = str(mv.version)
         return ResolvedModel(uri, checkpoint_dir(local), f"models:/{name}/{version}", name, version, mv.run_id)
     if uri.startswith("runs:/"):
         run_id = uri[len("runs:/") :].split("/", 1)[0]
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
+        published = client.get_run(run_id).data.tags.get("omnistage.checkpoint_uri")
+        if published:
+            local = local_checkpoint(published)
+        else:
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
         return ResolvedModel(uri, checkpoint_dir(local), _checkpoint_tag(client, run_id), run_id=run_id)
+    if is_remote(uri):
+        return ResolvedModel(uri, checkpoint_dir(local_checkpoint(uri)), uri.rstrip("/"))
     folder = checkpoint_dir(Path(uri))
     return ResolvedModel(uri, folder, str(folder.resolve()))
 

@@ -41,6 +41,8 @@ from megatron.core.tensor_parallel import get_cuda_rng_tracker
 
 from components.specs.curriculum import CurriculumSpec, StageSpec
 from components.training.checkpoint import checkpoint_dir, load_train_state, load_weights, save_checkpoint
+from components.training.checkpoint_layout import CHECKPOINT_DIR
+from components.training.checkpoint_store import local_checkpoint, publish_from_rank0, restore_for_resume
 from components.training.data_parallel import launch_world, plan_data_parallel, total_steps
 from components.training.megatron_step import all_reduce_sum, build_optimizer, train_step, wrap_model
 from components.training.mixture import MixtureSampler
@@ -62,13 +64,14 @@ class StageRun:
     datasets: dict[str, Path]
     tokenizer: Path
     out: Path
-    init_from: Path | None = None
+    init_from: Path | str | None = None  # a checkpoint folder or a URI it was published to (downloaded first)
     resume: bool = False
     max_steps: int | None = None  # stop early (tests, smoke runs); the schedule still spans the budget
     checkpoint_every: int = 10
     on_step: Callable[[int, dict], None] | None = None  # tracking callback: (step, metrics), global metrics
     # tests: (step, named gradients after the data-parallel reduction, before the optimizer step)
     inspect_grads: Callable[[int, dict[str, torch.Tensor]], None] | None = None
+    checkpoint_uri: str | None = None  # publish every save there too (components.training.checkpoint_store)
 
 
 @dataclass
@@ -85,6 +88,7 @@ class StageResult:
     local_order: list[list[str]] = field(default_factory=list)  # the keys this rank trained on at each step
     global_sequences: int = 0  # the global sample cursor: packed sequences consumed since the stage began
     router_biases: list[torch.Tensor] = field(default_factory=list)  # per MoE layer, at the end (this rank)
+    checkpoint_uri: str | None = None  # where the final checkpoint was published, when it was
 
 
 def module_groups(model: OmniModel) -> dict[str, list[torch.nn.Parameter]]:
@@ -204,9 +208,11 @@ def run_stage(run: StageRun) -> StageResult:
     torch.manual_seed(curriculum.seed)
     tokenizer = tok.load_tokenizer(run.tokenizer)
     model = OmniModel(preset, tok.special_id(tokenizer, tok.VISION_PAD), tok.special_id(tokenizer, tok.AUDIO_PAD))
+    if run.resume and run.checkpoint_uri and not _has_checkpoint(run.out):  # a retried pod on a fresh node
+        restore_for_resume(run.checkpoint_uri, Path(run.out) / CHECKPOINT_DIR)
     resuming = run.resume and _has_checkpoint(run.out)
     if run.init_from is not None and not resuming:  # a retried task resumes only once it has saved
-        load_weights(Path(run.init_from), model, curriculum.preset)
+        load_weights(local_checkpoint(run.init_from), model, curriculum.preset)
     trainable = apply_freezing(model, stage)
     ddp = wrap_model(model)
     optimizer, scheduler = build_optimizer(ddp, stage, stage_steps)
@@ -290,10 +296,12 @@ def run_stage(run: StageRun) -> StageResult:
             meta = {"preset": curriculum.preset, "preset_overrides": {"rope_theta": stage.rope_theta,
                     "seq_length": stage.seq_length}, "curriculum": curriculum.name, "stage": stage.name,
                     "step": step, "global_sequences": sequences, "data_parallel": plan.dp}  # fmt: skip
-            save_checkpoint(run.out, model, train_state, meta, files={"tokenizer.json": run.tokenizer})
+            saved = save_checkpoint(run.out, model, train_state, meta, files={"tokenizer.json": run.tokenizer})
+            if run.checkpoint_uri:
+                publish_from_rank0(saved, run.checkpoint_uri)
     return StageResult(stage.name, step, history[-1]["loss"] if history else float("nan"), checkpoint_dir(run.out),
                        used / capacity if capacity else 0.0, skipped, history, order, problems, local_order,
-                       sequences, [r.expert_bias.clone() for r in controller.routers])  # fmt: skip
+                       sequences, [r.expert_bias.clone() for r in controller.routers], run.checkpoint_uri)  # fmt: skip
 
 
 def _has_checkpoint(out: Path) -> bool:
