@@ -47,6 +47,13 @@ def parse_versions(items: list[str]) -> dict[str, str]:
     return out
 
 
+def parse_locations(items: list[str]) -> dict[str, Path | str]:
+    """`NAME=DIR` or `NAME=URI` -> {name: folder or URI}; a URI stays a string (Path would fold its `//`)."""
+    folders = parse_datasets(items)
+    return {name: item.partition("=")[2] if "://" in item else folders[name] for name, item in
+            zip(folders, items, strict=True)}  # fmt: skip
+
+
 def _target(kfp_host: str, kfp_namespace: str):
     from components.orchestration.kfp_runs import KfpTarget
 
@@ -77,21 +84,16 @@ def pipeline_submit(
 ) -> None:
     """Submit the curriculum pipeline for these data versions, once: prints JSON with the run id (the run a
     previous attempt submitted when one with the same training key is live or succeeded)."""
-    from components.orchestration.kfp_runs import KfpRunError, submit_or_find
-    from components.orchestration.retrain import RetrainRequest, pipeline_arguments, plan
+    from components.orchestration.kfp_runs import KfpRunError
+    from components.orchestration.retrain import RetrainRequest, submit_to_cluster
 
-    target = _target(kfp_host, kfp_namespace)
-    request = RetrainRequest(curriculum, gate, parse_datasets(dataset), tokenizer, tracking_uri, WORK / "pipeline",
+    _target(kfp_host, kfp_namespace)  # a host without its scheme fails here, naming the flag
+    request = RetrainRequest(curriculum, gate, parse_locations(dataset), tokenizer, tracking_uri, WORK / "pipeline",
                              force, max_steps, kfp_host, versions=parse_versions(dataset_version or []),
                              kfp_namespace=kfp_namespace or None)  # fmt: skip
     try:
         with stdout_to_stderr():  # kfp prints links on stdout; stdout must hold only the JSON (Airflow's XCom)
-            versions, key, skipped = plan(request)
-            if skipped:
-                result = {**skipped, "run_id": None}
-            else:
-                run = submit_or_find(target, curriculum, gate, pipeline_arguments(request, key), key)
-                result = {**run, "training_key": key, "data_versions": versions}
+            result = submit_to_cluster(request)
     except (SpecError, ValueError, FileNotFoundError, KfpRunError) as exc:
         fail(str(exc))
     _print(result)

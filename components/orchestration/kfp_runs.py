@@ -23,7 +23,7 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -115,19 +115,23 @@ def find_run(client, experiment_id: str, display_name: str):
             return None
 
 
-def submit_or_find(target: KfpTarget, curriculum: Path, gate: Path | None, arguments: dict,
-                   training_key: str) -> dict:  # fmt: skip
+def submit_or_find(target: KfpTarget, curriculum: Path, gate: Path | None, arguments: dict, training_key: str,
+                   trained_elsewhere: Callable[[], dict | None] = lambda: None) -> dict:  # fmt: skip
     """The run for `training_key`: the one already submitted (live or succeeded) or a new submission of the
-    compiled curriculum pipeline. Returns run id, state and whether it was reused."""
+    compiled curriculum pipeline. Returns run id, state and whether it was reused.
+
+    `trained_elsewhere` is asked only when no run carries the key (it costs an MLflow query): an outcome it
+    returns is passed on with `run_id: None` instead of submitting."""
     from components.specs.curriculum import CurriculumSpec
 
     spec = CurriculumSpec.load(curriculum)
     with api_errors(target):
-        return _submit_or_find(target.client(), spec.name, curriculum, gate, arguments, training_key)
+        return _submit_or_find(target.client(), spec.name, curriculum, gate, arguments, training_key,
+                               trained_elsewhere)  # fmt: skip
 
 
 def _submit_or_find(client, curriculum_name: str, curriculum: Path, gate: Path | None, arguments: dict,
-                    training_key: str) -> dict:  # fmt: skip
+                    training_key: str, trained_elsewhere: Callable[[], dict | None]) -> dict:  # fmt: skip
     from components.pipelines.curriculum_pipeline import compile_pipeline
 
     experiment = client.create_experiment(experiment_name(curriculum_name))  # get or create
@@ -137,6 +141,8 @@ def _submit_or_find(client, curriculum_name: str, curriculum: Path, gate: Path |
         log.info("KFP run %s (%s) already carries training key %s: not submitting again",
                  existing.run_id, _state(existing), training_key)  # fmt: skip
         return _summary(existing, reused=True)
+    if (outcome := trained_elsewhere()) is not None:
+        return {**outcome, "run_id": None, "reused": False}
     with tempfile.TemporaryDirectory() as tmp:
         package = compile_pipeline(curriculum, Path(tmp) / "pipeline.yaml", gate)
         result = client.create_run_from_pipeline_package(str(package), arguments=arguments, run_name=name,

@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 class RetrainRequest:
     curriculum: Path
     gate: Path
-    datasets: dict[str, Path]
+    datasets: dict[str, Path | str]  # folders, or URIs (s3://...) for a cluster run
     tokenizer: Path
     tracking_uri: str
     pipeline_root: Path
@@ -51,7 +51,7 @@ class RetrainRequest:
     poll_s: float = 30.0
 
 
-def resolve_versions(datasets: dict[str, Path], pinned: dict[str, str]) -> dict[str, str | None]:
+def resolve_versions(datasets: dict[str, Path | str], pinned: dict[str, str]) -> dict[str, str | None]:
     """Each dataset's version: the pinned one when given (checked against a readable folder), else the
     folder's own."""
     unknown = sorted(set(pinned) - set(datasets))
@@ -102,21 +102,37 @@ def find_completed(key: str, tracking_uri: str) -> str | None:
     return _latest_run(key, tracking_uri, completed=True)
 
 
-def plan(request: RetrainRequest) -> tuple[dict, str, dict | None]:
-    """(data versions, training key, the outcome when this key already trained and `force` is off)."""
+def plan(request: RetrainRequest) -> tuple[dict, str]:
+    """The data versions and the training key they give with the curriculum, gate and step budget."""
+    versions = resolve_versions(request.datasets, request.versions)
+    return versions, training_key(request.curriculum, request.gate, versions, request.max_steps)
+
+
+def already_trained(request: RetrainRequest, key: str, versions: dict) -> dict | None:
+    """The outcome to report when MLflow has a completed curriculum run with this key (None with `force`)."""
     from components.promotion.registry import registry_status
     from components.specs.evals import GateSpec
 
-    versions = resolve_versions(request.datasets, request.versions)
-    key = training_key(request.curriculum, request.gate, versions, request.max_steps)
     done = None if request.force else find_completed(key, request.tracking_uri)
     if not done:
-        return versions, key, None
+        return None
     log.info("data versions %s already trained by curriculum run %s: skipping (force to retrain)", versions, done)
     model_name = GateSpec.load(request.gate).model_name
-    return versions, key, {"trained": False, "skipped_because": f"already trained by run {done}",
-                           "training_key": key, "data_versions": versions, "curriculum_run": done,
-                           **registry_status(model_name, request.tracking_uri)}  # fmt: skip
+    return {"trained": False, "skipped_because": f"already trained by run {done}", "training_key": key,
+            "data_versions": versions, "curriculum_run": done,
+            **registry_status(model_name, request.tracking_uri)}  # fmt: skip
+
+
+def submit_to_cluster(request: RetrainRequest) -> dict:
+    """The KFP run for this request's training key (found or submitted), or the already-trained outcome
+    (`run_id: None`) when no run carries the key and MLflow has it trained."""
+    from components.orchestration.kfp_runs import KfpTarget, submit_or_find
+
+    versions, key = plan(request)
+    target = KfpTarget.from_options(request.kfp_host or "", request.kfp_namespace)
+    run = submit_or_find(target, request.curriculum, request.gate, pipeline_arguments(request, key), key,
+                         trained_elsewhere=lambda: already_trained(request, key, versions))  # fmt: skip
+    return {**run, "training_key": key, "data_versions": versions}
 
 
 def pipeline_arguments(request: RetrainRequest, key: str) -> dict:
@@ -142,26 +158,27 @@ def finish(key: str, versions: dict, gate: Path, tracking_uri: str) -> dict:
 
 def retrain(request: RetrainRequest) -> dict:
     """Train (unless already done), evaluate, gate, promote; returns what happened and the registry status."""
-    versions, key, skipped = plan(request)
-    if skipped:
-        return skipped
     if request.kfp_host:
-        _run_on_cluster(request, key)
-    else:
-        from components.pipelines.curriculum_pipeline import run_locally
+        return _run_on_cluster(request)
+    versions, key = plan(request)
+    if skipped := already_trained(request, key, versions):
+        return skipped
+    from components.pipelines.curriculum_pipeline import run_locally
 
-        run_locally(request.curriculum, request.datasets, request.tokenizer, request.tracking_uri,
-                    request.pipeline_root, request.max_steps, request.gate, training_key=key)  # fmt: skip
+    run_locally(request.curriculum, request.datasets, request.tokenizer, request.tracking_uri,
+                request.pipeline_root, request.max_steps, request.gate, training_key=key)  # fmt: skip
     return finish(key, versions, request.gate, request.tracking_uri)
 
 
-def _run_on_cluster(request: RetrainRequest, key: str) -> None:
+def _run_on_cluster(request: RetrainRequest) -> dict:
     """Submit (or find the run a previous attempt submitted), poll until it ends; past `timeout_s` cancel it.
     Raises when the run does not succeed."""
-    from components.orchestration.kfp_runs import KfpTarget, cancel_run, run_state, submit_or_find
+    from components.orchestration.kfp_runs import KfpTarget, cancel_run, run_state
 
-    target = KfpTarget.from_options(request.kfp_host, request.kfp_namespace)
-    run = submit_or_find(target, request.curriculum, request.gate, pipeline_arguments(request, key), key)
+    run = submit_to_cluster(request)
+    if run["run_id"] is None:
+        return run  # trained before, by a run MLflow knows
+    target = KfpTarget.from_options(request.kfp_host or "", request.kfp_namespace)
     deadline = time.monotonic() + request.timeout_s
     while not (status := run_state(target, run["run_id"]))["final"]:
         if time.monotonic() > deadline:
@@ -171,3 +188,4 @@ def _run_on_cluster(request: RetrainRequest, key: str) -> None:
     if status["state"] != "SUCCEEDED":
         raise RuntimeError(f"KFP run {run['run_id']} ended {status['state']}: {status['error'] or 'no error given'}; "
                            f"see the KFP UI at {request.kfp_host}")  # fmt: skip
+    return finish(run["training_key"], run["data_versions"], request.gate, request.tracking_uri)
