@@ -60,10 +60,26 @@ class KfpTarget:
     def client(self):
         import kfp
 
+        _probe_healthz(self)
         # namespace=None keeps kfp's default ('kubeflow'), which then asks /healthz whether the deployment is
         # multi-user; a namespace given is used as is.
         kwargs = {"namespace": self.namespace} if self.namespace else {}
         return kfp.Client(host=self.host, existing_token=self.token, **kwargs)
+
+
+def _probe_healthz(target: KfpTarget) -> None:
+    """One GET of /healthz with the token: kfp.Client's own probe retries a refused token 5 times, 5 s apart,
+    and then reports only a timeout."""
+    import requests
+
+    headers = {"Authorization": f"Bearer {target.token}"} if target.token else {}
+    try:
+        answer = requests.get(f"{target.host}/apis/v2beta1/healthz", headers=headers, timeout=30)
+    except requests.RequestException as exc:
+        raise KfpRunError(f"KFP API at {target.host} unreachable: {exc}; check the connection's host") from exc
+    if answer.status_code in (401, 403):
+        raise KfpRunError(f"KFP API at {target.host} answered {answer.status_code}: the token "
+                          f"({TOKEN_ENV}, the connection's password) is missing or not accepted")  # fmt: skip
 
 
 @contextlib.contextmanager

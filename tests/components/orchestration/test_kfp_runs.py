@@ -82,8 +82,11 @@ def test_another_data_version_is_another_run_and_a_cancelled_run_does_not_count(
     assert len(kfp.submissions) == 3
 
 
-def test_a_wrong_token_is_refused_with_the_host_named(tmp_path):
-    with KfpStandin(token="another-token") as kfp:
-        proc = run_cli("pipeline", "status", "some-run", "--kfp-host", kfp.url, tmp_path=tmp_path)
-    assert proc.returncode == 2
-    assert f"KFP API at {kfp.url} answered 401" in proc.stdout + proc.stderr
+def test_a_wrong_token_is_refused_at_once_with_the_host_named():
+    from components.orchestration.kfp_runs import KfpRunError, KfpTarget, run_state
+
+    with KfpStandin(token=TOKEN) as kfp:
+        with pytest.raises(KfpRunError, match=f"KFP API at {kfp.url} answered 401: the token"):
+            run_state(KfpTarget(kfp.url, token="another-token"), "some-run")
+        with pytest.raises(KfpRunError, match=f"KFP API at {kfp.url} answered 404 Not Found"):
+            run_state(KfpTarget(kfp.url, token=TOKEN), "some-run")
