@@ -36,7 +36,8 @@ def versions_from_events(events) -> dict[str, str]:
     for event in found:
         extra = event.extra or {}
         if not extra.get("dataset") or not extra.get("version"):
-            raise ValueError(f"Asset event {event.id} carries no dataset version in its extra: {extra}; the "
+            raise ValueError(f"an Asset event from {event.source_dag_id}/{event.source_run_id} carries no dataset "
+                             f"version in its extra: {extra}; the "
                              "publish task of ingest_multimodal sets it to the `dataset commit` JSON")  # fmt: skip
         versions[extra["dataset"]] = extra["version"]
     return versions
