@@ -95,17 +95,25 @@ def retrain(
     tracking_uri: Annotated[str, TrackingUri] = DEFAULT_TRACKING_URI,
     max_steps: Annotated[int, MaxSteps] = 0,
     kfp_host: Annotated[str, typer.Option(help="KFP API endpoint; empty runs kfp.local here.")] = "",
+    kfp_namespace: Annotated[str, typer.Option(help="KFP namespace (multi-user deployments).")] = "",
+    dataset_version: Annotated[
+        list[str] | None, typer.Option(help="NAME=VERSION: train this DVC version (checked against the folder).")
+    ] = None,
     force: Annotated[bool, typer.Option("--force/--no-force", help="Retrain an already trained data version.")] = (
         False
     ),
     json_out: Annotated[bool, JsonOut] = False,
 ) -> None:
-    """Curriculum pipeline -> evaluate -> gate -> promote for the current data, unless already trained."""
+    """Curriculum pipeline -> evaluate -> gate -> promote for the current data, unless already trained.
+    With --kfp-host: submitted to that KFP API once per training key and waited for (token from
+    OMNISTAGE_KFP_TOKEN)."""
+    from components.cli.pipeline_runs import parse_versions
     from components.orchestration.retrain import RetrainRequest
     from components.orchestration.retrain import retrain as run_retrain
 
     request = RetrainRequest(curriculum, gate, parse_datasets(dataset), tokenizer, tracking_uri, root, force,
-                             max_steps, kfp_host or None)  # fmt: skip
+                             max_steps, kfp_host or None, versions=parse_versions(dataset_version or []),
+                             kfp_namespace=kfp_namespace or None)  # fmt: skip
     try:
         # kfp.local logs its tasks on stdout; with --json stdout must hold only the result (Airflow's XCom).
         with stdout_to_stderr() if json_out else contextlib.nullcontext():

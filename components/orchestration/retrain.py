@@ -8,9 +8,16 @@ parent MLflow run of a finished curriculum run carries it (`omnistage.training_k
 `omnistage.completed=true`. `omnistage run` (what `make run` calls) and the `retrain_omni` DAG both come
 through here.
 
+The data versions: read from each dataset folder's stats.json, or pinned by the caller (`versions`, e.g.
+the version the triggering Airflow Asset event carries); a pinned version wins and must agree with a folder
+that can be read here (a stale folder is refused, not trained under the wrong key).
+
 Where the pipeline runs: `kfp.local` on this machine (the default), or a Kubeflow Pipelines cluster when
-`kfp_host` is set (the compiled pipeline is submitted to its API and waited for, with a timeout). The
-cluster path needs a KFP endpoint and is not exercised here.
+`kfp_host` is set: submitted once per training key (`kfp_runs.submit_or_find`), polled until it ends, and
+cancelled when it runs past `timeout_s`. The `retrain_omni` DAG splits that cluster path into tasks
+(`omnistage pipeline submit` -> a reschedule-mode sensor on `pipeline status` -> `pipeline finish`) so the
+wait holds no worker slot; it is exercised against a stand-in KFP API (tests/components/orchestration/
+kfp_standin.py), not a KFP backend.
 """
 
 from __future__ import annotations
@@ -18,7 +25,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from components.evaluation.items import dataset_version
@@ -30,7 +38,7 @@ log = logging.getLogger(__name__)
 class RetrainRequest:
     curriculum: Path
     gate: Path
-    datasets: dict[str, Path]
+    datasets: dict[str, Path | str]  # folders, or URIs (s3://...) for a cluster run
     tokenizer: Path
     tracking_uri: str
     pipeline_root: Path
@@ -38,10 +46,31 @@ class RetrainRequest:
     max_steps: int = 0
     kfp_host: str | None = None
     timeout_s: int = 6 * 3600
+    versions: dict[str, str] = field(default_factory=dict)  # pinned data versions (an Asset event's)
+    kfp_namespace: str | None = None
+    poll_s: float = 30.0
 
 
-def data_versions(datasets: dict[str, Path]) -> dict[str, str | None]:
-    return {name: dataset_version(Path(folder)) for name, folder in sorted(datasets.items())}
+def resolve_versions(datasets: dict[str, Path | str], pinned: dict[str, str]) -> dict[str, str | None]:
+    """Each dataset's version: the pinned one when given (checked against a readable folder), else the
+    folder's own."""
+    unknown = sorted(set(pinned) - set(datasets))
+    if unknown:
+        raise ValueError(f"--dataset-version names {unknown}, which no --dataset NAME=DIR gives: {sorted(datasets)}")
+    versions: dict[str, str | None] = {}
+    for name, folder in sorted(datasets.items()):
+        on_disk = dataset_version(Path(folder)) if (Path(folder) / "stats.json").is_file() else None
+        if name in pinned and on_disk is not None and on_disk != pinned[name]:
+            raise ValueError(
+                f"dataset {name}: {folder} holds version {on_disk}, but version {pinned[name]} was asked for "
+                f"(the triggering Asset event's); restore it with `omnistage dataset pull {name} {pinned[name]} "
+                f"--out {folder}` or drop --dataset-version to train what the folder holds"
+            )
+        if name not in pinned and not (Path(folder) / "stats.json").is_file():
+            raise FileNotFoundError(f"dataset {name}: {folder} holds no stats.json; pin its version with "
+                                    f"--dataset-version {name}=VERSION or ingest it first")  # fmt: skip
+        versions[name] = pinned.get(name, on_disk)
+    return versions
 
 
 def training_key(curriculum: Path, gate: Path, versions: dict[str, str | None], max_steps: int = 0) -> str:
@@ -73,60 +102,90 @@ def find_completed(key: str, tracking_uri: str) -> str | None:
     return _latest_run(key, tracking_uri, completed=True)
 
 
-def retrain(request: RetrainRequest) -> dict:
-    """Train (unless already done), evaluate, gate, promote; returns what happened and the registry status."""
+def plan(request: RetrainRequest) -> tuple[dict, str]:
+    """The data versions and the training key they give with the curriculum, gate and step budget."""
+    versions = resolve_versions(request.datasets, request.versions)
+    return versions, training_key(request.curriculum, request.gate, versions, request.max_steps)
+
+
+def already_trained(request: RetrainRequest, key: str, versions: dict) -> dict | None:
+    """The outcome to report when MLflow has a completed curriculum run with this key (None with `force`)."""
     from components.promotion.registry import registry_status
     from components.specs.evals import GateSpec
 
-    versions = data_versions(request.datasets)
-    key = training_key(request.curriculum, request.gate, versions, request.max_steps)
-    model_name = GateSpec.load(request.gate).model_name
     done = None if request.force else find_completed(key, request.tracking_uri)
-    if done:
-        log.info("data versions %s already trained by curriculum run %s: skipping (force to retrain)", versions, done)
-        return {"trained": False, "skipped_because": f"already trained by run {done}", "training_key": key,
-                "data_versions": versions, "curriculum_run": done,
-                **registry_status(model_name, request.tracking_uri)}  # fmt: skip
-    folders = json.dumps({k: str(Path(v).resolve()) for k, v in request.datasets.items()})
-    if request.kfp_host:
-        _submit_to_cluster(request, folders, key)
-    else:
-        from components.pipelines.curriculum_pipeline import run_locally
-
-        run_locally(request.curriculum, request.datasets, request.tokenizer, request.tracking_uri,
-                    request.pipeline_root, request.max_steps, request.gate, training_key=key)  # fmt: skip
-    parent = _latest_run(key, request.tracking_uri, completed=False)
-    if parent:
-        from mlflow import MlflowClient
-
-        MlflowClient(request.tracking_uri).set_tag(parent, "omnistage.completed", "true")
-    return {"trained": True, "training_key": key, "data_versions": versions, "curriculum_run": parent,
+    if not done:
+        return None
+    log.info("data versions %s already trained by curriculum run %s: skipping (force to retrain)", versions, done)
+    model_name = GateSpec.load(request.gate).model_name
+    return {"trained": False, "skipped_because": f"already trained by run {done}", "training_key": key,
+            "data_versions": versions, "curriculum_run": done,
             **registry_status(model_name, request.tracking_uri)}  # fmt: skip
 
 
-def _submit_to_cluster(request: RetrainRequest, folders: str, key: str) -> None:
-    """Compile, submit to the KFP API at `kfp_host`, wait; raises when the run does not succeed in time."""
-    import tempfile
+def submit_to_cluster(request: RetrainRequest) -> dict:
+    """The KFP run for this request's training key (found or submitted), or the already-trained outcome
+    (`run_id: None`) when no run carries the key and MLflow has it trained."""
+    from components.orchestration.kfp_runs import KfpTarget, submit_or_find
 
-    import kfp
+    versions, key = plan(request)
+    target = KfpTarget.from_options(request.kfp_host or "", request.kfp_namespace)
+    run = submit_or_find(target, request.curriculum, request.gate, pipeline_arguments(request, key), key,
+                         trained_elsewhere=lambda: already_trained(request, key, versions))  # fmt: skip
+    return {**run, "training_key": key, "data_versions": versions}
 
-    from components.pipelines.curriculum_pipeline import compile_pipeline
 
-    with tempfile.TemporaryDirectory() as tmp:
-        package = compile_pipeline(request.curriculum, Path(tmp) / "pipeline.yaml", request.gate)
-        client = kfp.Client(host=request.kfp_host)
-        run = client.create_run_from_pipeline_package(
-            str(package),
-            arguments={
-                "datasets": folders,
-                "tokenizer": str(request.tokenizer),
-                "tracking_uri": request.tracking_uri,
-                "max_steps": request.max_steps,
-                "training_key": key,
-            },  # fmt: skip
-            run_name=f"retrain-{key[:8]}",
-        )
-        result = client.wait_for_run_completion(run.run_id, timeout=request.timeout_s)
-        state = getattr(result, "state", None) or getattr(getattr(result, "run", None), "status", None)
-        if str(state).upper() not in ("SUCCEEDED", "SUCCESS"):
-            raise RuntimeError(f"KFP run {run.run_id} ended {state}; see the KFP UI at {request.kfp_host}")
+def pipeline_arguments(request: RetrainRequest, key: str) -> dict:
+    """The curriculum pipeline's parameters; local folders become absolute, URIs (s3://...) stay."""
+    folders = {k: v if "://" in str(v) else str(Path(v).resolve()) for k, v in request.datasets.items()}
+    return {"datasets": json.dumps({k: str(v) for k, v in folders.items()}), "tokenizer": str(request.tokenizer),
+            "tracking_uri": request.tracking_uri, "max_steps": request.max_steps, "training_key": key}  # fmt: skip
+
+
+def finish(key: str, versions: dict, gate: Path, tracking_uri: str) -> dict:
+    """After the pipeline succeeded: mark its parent MLflow run completed; the outcome with registry status."""
+    from components.promotion.registry import registry_status
+    from components.specs.evals import GateSpec
+
+    parent = _latest_run(key, tracking_uri, completed=False)
+    if parent:
+        from mlflow import MlflowClient
+
+        MlflowClient(tracking_uri).set_tag(parent, "omnistage.completed", "true")
+    return {"trained": True, "training_key": key, "data_versions": versions, "curriculum_run": parent,
+            **registry_status(GateSpec.load(gate).model_name, tracking_uri)}  # fmt: skip
+
+
+def retrain(request: RetrainRequest) -> dict:
+    """Train (unless already done), evaluate, gate, promote; returns what happened and the registry status."""
+    if request.kfp_host:
+        return _run_on_cluster(request)
+    versions, key = plan(request)
+    if skipped := already_trained(request, key, versions):
+        return skipped
+    from components.pipelines.curriculum_pipeline import run_locally
+
+    run_locally(request.curriculum, request.datasets, request.tokenizer, request.tracking_uri,
+                request.pipeline_root, request.max_steps, request.gate, training_key=key)  # fmt: skip
+    return finish(key, versions, request.gate, request.tracking_uri)
+
+
+def _run_on_cluster(request: RetrainRequest) -> dict:
+    """Submit (or find the run a previous attempt submitted), poll until it ends; past `timeout_s` cancel it.
+    Raises when the run does not succeed."""
+    from components.orchestration.kfp_runs import KfpTarget, cancel_run, run_state
+
+    run = submit_to_cluster(request)
+    if run["run_id"] is None:
+        return run  # trained before, by a run MLflow knows
+    target = KfpTarget.from_options(request.kfp_host or "", request.kfp_namespace)
+    deadline = time.monotonic() + request.timeout_s
+    while not (status := run_state(target, run["run_id"]))["final"]:
+        if time.monotonic() > deadline:
+            cancel_run(target, run["run_id"])
+            raise RuntimeError(f"KFP run {run['run_id']} ran past {request.timeout_s} s and was cancelled")
+        time.sleep(request.poll_s)
+    if status["state"] != "SUCCEEDED":
+        raise RuntimeError(f"KFP run {run['run_id']} ended {status['state']}: {status['error'] or 'no error given'}; "
+                           f"see the KFP UI at {request.kfp_host}")  # fmt: skip
+    return finish(run["training_key"], run["data_versions"], request.gate, request.tracking_uri)

@@ -53,13 +53,15 @@ def omnistage_executable() -> str:
     return os.environ.get("OMNISTAGE_BIN", str(REPO_ROOT / ".venv" / "bin" / "omnistage"))
 
 
-def run_omnistage(args: list[str], cwd: Path | str | None = None, timeout_s: float | None = None) -> dict:
-    """Run `omnistage ARGS` locally; return its stdout parsed as JSON (or {} when it printed nothing)."""
+def run_omnistage(args: list[str], cwd: Path | str | None = None, timeout_s: float | None = None,
+                  env: dict[str, str] | None = None) -> dict:  # fmt: skip
+    """Run `omnistage ARGS` locally; return its stdout parsed as JSON (or {} when it printed nothing).
+    `env` adds variables (secrets such as a token go there, not into ARGS, which are logged)."""
     cmd = [omnistage_executable(), *args]
     log.info("running: %s", shlex.join(cmd))
     # Its own session, so a timeout or a killed task stops the command's children too (kfp.local, torchrun).
     proc = subprocess.Popen(cmd, cwd=cwd or REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)  # fmt: skip
+                            start_new_session=True, env={**os.environ, **env} if env else None)  # fmt: skip
     assert proc.stderr is not None and proc.stdout is not None
     stdout_chunks: list[str] = []
     # Both pipes drain at once: read one to its end before the other and a child that fills the unread pipe

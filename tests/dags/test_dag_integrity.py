@@ -22,6 +22,7 @@ dags = {{}}
 for dag_id, dag in bag.dags.items():
     dags[dag_id] = {{
         "tasks": {{t.task_id: {{"type": type(t).__name__, "retries": t.retries,
+                              "mode": getattr(t, "mode", None),
                               "downstream": sorted(t.downstream_task_ids),
                               "args": [str(a) for a in (getattr(t, "arguments", None) or [])]}} for t in dag.tasks}},
         "doc_md": bool(dag.doc_md), "max_active_runs": dag.max_active_runs,
@@ -50,9 +51,16 @@ def test_dagbag_has_no_import_errors_and_no_heavy_imports(airflow_env):
     assert all(t["retries"] >= 1 for t in tasks.values())
     retrain = result["dags"]["retrain_omni"]
     assert retrain["doc_md"] and retrain["max_active_runs"] == 1
-    order = ["resolve_data_version", "run_curriculum_pipeline", "report", "notify"]
-    for upstream, downstream in zip(order, order[1:]):
-        assert retrain["tasks"][upstream]["downstream"] == [downstream]
+    tasks = retrain["tasks"]
+    assert tasks["resolve_data_versions"]["downstream"] == ["choose_runner", "submit_to_kfp", "train_locally"]
+    assert tasks["choose_runner"]["downstream"] == ["submit_to_kfp", "train_locally"]
+    assert tasks["submit_to_kfp"]["downstream"] == ["finish_kfp_run", "wait_for_kfp_run"]
+    assert tasks["wait_for_kfp_run"]["mode"] == "reschedule"
+    assert tasks["wait_for_kfp_run"]["type"] == "KfpRunSensor" and tasks["wait_for_kfp_run"]["downstream"] == [
+        "finish_kfp_run"
+    ]
+    assert tasks["train_locally"]["downstream"] == tasks["finish_kfp_run"]["downstream"] == ["report"]
+    assert tasks["report"]["downstream"] == ["notify"]
 
 
 @pytest.mark.parametrize("dag_file", DAG_FILES)
