@@ -152,4 +152,5 @@ def retrain_omni():
     [local, finished] >> summary
     notify(summary)
 
+
 retrain_omni()

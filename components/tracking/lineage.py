@@ -86,8 +86,10 @@ def lineage_forward(path_or_sha: str, tracking_uri: str) -> dict:
     elif SHA256_HEX.fullmatch(path_or_sha.lower()):
         sha = path_or_sha.lower()
     else:
-        raise ValueError(f"{path_or_sha!r} is neither an existing file nor a sha256 (64 hex digits): give the "
-                         "raw file's path, or its content hash (column sha256 of a dataset's manifest.parquet)")
+        raise ValueError(
+            f"{path_or_sha!r} is neither an existing file nor a sha256 (64 hex digits): give the "
+            "raw file's path, or its content hash (column sha256 of a dataset's manifest.parquet)"
+        )
     client = mlflow_client(tracking_uri, must_exist=True)
     runs = client.search_runs(_experiment_ids(client), max_results=10000)
     hits = []

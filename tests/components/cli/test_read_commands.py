@@ -53,19 +53,34 @@ def registry_store(tmp_path_factory):
     sha = hashlib.sha256(raw.read_bytes()).hexdigest()
     manifest = pd.DataFrame([{"path": str(raw), "sha256": sha, "split": "train", "task_family": "asr"}])
     manifest.to_parquet(dataset / "manifest.parquet")
-    (dataset / "stats.json").write_text(json.dumps({"dataset": "demo", "inputs": 1, "accepted": 1,
-                                                    "version": {"version": "abc123.dir", "git_commit": "f" * 40}}))
+    (dataset / "stats.json").write_text(
+        json.dumps(
+            {
+                "dataset": "demo",
+                "inputs": 1,
+                "accepted": 1,
+                "version": {"version": "abc123.dir", "git_commit": "f" * 40},
+            }
+        )
+    )
     use_experiment(mlflow, CURRICULUM_EXPERIMENT, uri)
-    with mlflow.start_run(run_name="stage0", tags={"omnistage.stage": "stage0", "omnistage.init_from": "none",
-                                                   "omnistage.checkpoint": str(root / "ckpt")}) as run:
-        mlflow.log_input(mlflow.data.from_pandas(manifest, source=str(dataset), name="demo", digest="abc123.dir"),
-                         context="train")
+    with mlflow.start_run(
+        run_name="stage0",
+        tags={"omnistage.stage": "stage0", "omnistage.init_from": "none", "omnistage.checkpoint": str(root / "ckpt")},
+    ) as run:
+        mlflow.log_input(
+            mlflow.data.from_pandas(manifest, source=str(dataset), name="demo", digest="abc123.dir"), context="train"
+        )
     register_candidate(f"runs:/{run.info.run_id}/checkpoints/step-1", MODEL, uri)
     client = mlflow_client(uri)
     client.set_registered_model_alias(MODEL, "champion", "1")
-    for key, value in {"omnistage.gate.name": "default", "omnistage.gate.status": "promoted",
-                       "omnistage.gate.reasons": "[]", "omnistage.gate.judged_against": "none",
-                       "omnistage.gate.decided_at": "1.0"}.items():
+    for key, value in {
+        "omnistage.gate.name": "default",
+        "omnistage.gate.status": "promoted",
+        "omnistage.gate.reasons": "[]",
+        "omnistage.gate.judged_against": "none",
+        "omnistage.gate.decided_at": "1.0",
+    }.items():
         client.set_model_version_tag(MODEL, "1", key, value)
     mlflow.set_tracking_uri("")  # keep the test process's global state as it was
     return {"uri": uri, "root": root, "raw": raw, "sha": sha, "dataset": dataset}
