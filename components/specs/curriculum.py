@@ -114,6 +114,12 @@ class ResourcesSpec(_Strict):
     )
     gpus_per_node: int = Field(ge=0, description=f"one of {GPUS_PER_NODE_ALLOWED}")
     nodes: int = Field(1, ge=1, description="> 1: the stage runs as a Kubeflow Trainer TrainJob of this many nodes")
+    processes_per_node: int | None = Field(
+        None,
+        ge=1,
+        description="training processes per node (torchrun ranks, data parallel); default one per GPU, or 1 on a "
+        "CPU stage. More than one process in all: a TrainJob on a cluster, torchrun with gloo under kfp.local",
+    )
     node_pool: str = Field(pattern=_LABEL_VALUE, description="node pool label value the stage's pods select")
     cpu: str = "8"
     memory: str = "64Gi"
@@ -123,6 +129,14 @@ class ResourcesSpec(_Strict):
         description="wall-clock cap on a cluster: the TrainJob's activeDeadlineSeconds (required when nodes > 1), "
         "the GPU task pod's deadline otherwise",
     )
+
+    def processes(self) -> int:
+        """Processes per node: `processes_per_node`, else one per GPU, else 1."""
+        return self.processes_per_node or self.gpus_per_node or 1
+
+    def world_size(self) -> int:
+        """Processes in the whole stage (nodes x processes per node)."""
+        return self.nodes * self.processes()
 
 
 class CheckpointStorageSpec(_Strict):
@@ -205,16 +219,26 @@ class StageSpec(_Strict):
                 f"stage '{self.name}': resources.nodes is {res.nodes} without GPUs; multi-node stages are GPU "
                 "TrainJobs, set gpus_per_node"
             )
-        world = res.gpus_per_node * res.nodes
-        if world:  # CPU stages (gpus_per_node: 0) run with whatever processes are started
-            try:
-                self.parallel.data_parallel(world)
-            except ValueError as exc:
-                raise ValueError(
-                    f"stage '{self.name}' ({res.nodes} node(s) x {res.gpus_per_node} GPUs): {exc}"
-                ) from None
+        if res.gpus_per_node and res.processes_per_node not in (None, res.gpus_per_node):
+            raise ValueError(
+                f"stage '{self.name}': resources.processes_per_node is {res.processes_per_node} but gpus_per_node is "
+                f"{res.gpus_per_node}; a GPU stage runs one process per GPU: drop processes_per_node"
+            )
         if self.global_batch_size % self.micro_batch_size:
             raise ValueError("global_batch_size must be a multiple of micro_batch_size")
+        world = res.world_size()
+        if res.gpus_per_node or world > 1:  # a one-process CPU stage has no plan to check
+            per_node = f"{res.gpus_per_node} GPUs" if res.gpus_per_node else f"{res.processes()} CPU processes"
+            where = f"stage '{self.name}' ({res.nodes} node(s) x {per_node})"
+            try:
+                dp = self.parallel.data_parallel(world)
+            except ValueError as exc:
+                raise ValueError(f"{where}: {exc}") from None
+            if self.global_batch_size % (self.micro_batch_size * dp):
+                raise ValueError(
+                    f"{where}: global_batch_size {self.global_batch_size} is not a multiple of micro_batch_size "
+                    f"{self.micro_batch_size} x data parallel {dp}; change the batch sizes or the processes"
+                )
         return self
 
 

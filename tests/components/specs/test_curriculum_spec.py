@@ -65,6 +65,15 @@ def _broken(tmp_path, change) -> Path:
         ),
         (lambda d: d["stages"][0]["resources"].update(gpus_per_node=8), "accelerator is 'cpu'"),
         (lambda d: d["stages"][0]["resources"].update(nodes=4), "resources.nodes is 4 without GPUs"),
+        (
+            lambda d: d["stages"][0]["resources"].update(processes_per_node=2),
+            "stage 'stage0-text' (1 node(s) x 2 CPU processes): global_batch_size 1 is not a multiple of "
+            "micro_batch_size 1 x data parallel 2",
+        ),
+        (
+            lambda d: d["stages"][0]["resources"].update(accelerator="h100", gpus_per_node=4, processes_per_node=2),
+            "resources.processes_per_node is 2 but gpus_per_node is 4",
+        ),
         (lambda d: d["stages"][0]["resources"].update(node_pool="GPU pool!"), "field 'stages.0.resources.node_pool'"),
         (lambda d: d.update(cluster={"queue": "q", "priority": 1}), "field 'cluster.priority'"),
         (lambda d: d["stages"][0].update(init_from="stage9"), "not an earlier stage"),
@@ -79,6 +88,8 @@ def _broken(tmp_path, change) -> Path:
         "gpus-per-node",
         "gpus-on-cpu",
         "multi-node-cpu",
+        "processes-vs-batch",
+        "processes-vs-gpus",
         "pool-label",
         "cluster-field",
         "bad-init-from",
