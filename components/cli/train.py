@@ -46,6 +46,12 @@ def train(
         typer.Option(help="Also publish each checkpoint to this s3:// or gs:// URI (--resume restores from it)."),
     ] = None,
     nproc_per_node: Annotated[int, typer.Option(min=1, help=NPROC_HELP)] = 1,
+    tracking_uri: Annotated[
+        str | None, typer.Option(help="Track the stage in MLflow here (rank 0 only); without it nothing is tracked.")
+    ] = None,
+    parent_run_id: Annotated[
+        str | None, typer.Option(help="MLflow run of the curriculum run: the stage's run becomes its child.")
+    ] = None,
 ) -> None:
     """Train one curriculum stage (see components/training/stage_runner.py).
 
@@ -59,6 +65,8 @@ def train(
         args += ["--resume"] if resume else []
         args += ["--max-steps", str(max_steps)] if max_steps is not None else []
         args += ["--checkpoint-uri", checkpoint_uri] if checkpoint_uri else []
+        args += ["--tracking-uri", tracking_uri] if tracking_uri else []
+        args += ["--parent-run-id", parent_run_id] if parent_run_id else []
         # One thread per rank: N ranks x all cores each oversubscribes the machine (ENVIRONMENT.md).
         env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
@@ -68,11 +76,19 @@ def train(
     from components.specs.loading import SpecError
     from components.training.stage_runner import StageRun, run_stage
 
+    if parent_run_id and not tracking_uri:
+        fail("--parent-run-id needs --tracking-uri (the MLflow server the parent run is on)")
     datasets = parse_datasets(dataset)
     try:
         spec = CurriculumSpec.load(curriculum)
-        result = run_stage(StageRun(spec, stage, datasets, tokenizer, out, init_from, resume, max_steps,
-                                    checkpoint_uri=checkpoint_uri))  # fmt: skip
+        run = StageRun(spec, stage, datasets, tokenizer, out, init_from, resume, max_steps,
+                       checkpoint_uri=checkpoint_uri)  # fmt: skip
+        if tracking_uri:  # the KFP stage components' tracking: under torchrun, rank 0 only
+            from components.tracking.mlflow_stage import tracked_stage
+
+            result, _ = tracked_stage(run, tracking_uri, parent_run_id)
+        else:
+            result = run_stage(run)
     except (SpecError, ValueError, FileNotFoundError) as exc:
         fail(str(exc))
     if os.environ.get("RANK", "0") == "0":

@@ -2,8 +2,8 @@
 taint, the GPU resource name, the MLflow Secret and the Trainer runtime.
 
 Both forms of a GPU stage use it, so they land on the same Terraform pools (infra/terraform/{gke,eks}):
-a single-node stage is one KFP task pod (curriculum_pipeline.py), a multi-node stage a Kubeflow Trainer
-TrainJob (trainjob.py).
+a one-process stage is one KFP task pod (curriculum_pipeline.py), a stage of several processes a Kubeflow
+Trainer TrainJob (trainjob.py).
 """
 
 from __future__ import annotations
@@ -25,8 +25,10 @@ TRAINING_RUNTIME = "omnistage-megatron"  # the ClusterTrainingRuntime in infra/k
 
 
 def runs_as_trainjob(stage: StageSpec) -> bool:
-    """A stage on more than one node is a TrainJob; one node is a plain pod (KFP task)."""
-    return stage.resources.nodes > 1
+    """A stage of more than one process (several nodes, several GPUs on one node, or processes_per_node > 1)
+    is a TrainJob on a cluster (torchrun on every node) and torchrun on this machine under kfp.local; a
+    one-process stage is a plain pod (KFP task)."""
+    return stage.resources.world_size() > 1
 
 
 def node_selector(resources: ResourcesSpec) -> dict[str, str]:

@@ -1,10 +1,14 @@
 """The curriculum as a Kubeflow pipeline: one task per stage, chained by checkpoint artifacts, each with
 the stage's resources from the curriculum YAML.
 
-A one-node stage is one task pod: `nvidia.com/gpu` x gpus_per_node, CPU/memory, a node selector for its
-pool and GPU model, the GPU taint's toleration, the pod deadline, MLflow credentials from a Secret. A
-multi-node stage is a small CPU launcher task on the curriculum's launcher pool that stands for the
-Kubeflow Trainer TrainJob its nodes run (trainjob.py); the GPUs are requested by the TrainJob, not here.
+A one-process stage is one task pod: `nvidia.com/gpu` x gpus_per_node, CPU/memory, a node selector for its
+pool and GPU model, the GPU taint's toleration, the pod deadline, MLflow credentials from a Secret. A stage
+of several processes (nodes x processes per node > 1) is a `launch_stage` task that starts the stage's node
+command (`omnistage train ... --nproc-per-node N`) through the pipeline's submitter:
+
+- `trainjob` (compile_pipeline, for a cluster): a small CPU task on the curriculum's launcher pool creates
+  the Kubeflow Trainer TrainJob its nodes run (trainjob.py); the GPUs are requested by the TrainJob;
+- `local` (run_locally, kfp.local): the task runs the same command on this machine (torchrun, gloo on CPU).
 
     omnistage pipeline compile --curriculum data_specs/curriculum/longcat_omni.yaml --out pipeline.yaml
     run_locally(...)   # the same pipeline through kfp.local's SubprocessRunner (no cluster)
@@ -26,12 +30,13 @@ from components.pipelines.cluster import (
 from components.pipelines.stage_components import (
     evaluate_candidate,
     judge_gate,
-    launch_stage_trainjob,
+    launch_stage,
     promote_champion,
     start_curriculum_run,
     train_first_stage,
     train_next_stage,
 )
+from components.pipelines.stage_entry import SUBMITTERS
 from components.specs.curriculum import CurriculumSpec, StageSpec
 
 # The launcher only builds and watches a TrainJob: no GPU, little CPU and memory.
@@ -70,7 +75,7 @@ def _apply_resources(task, stage: StageSpec, curriculum: CurriculumSpec) -> None
 
 
 def _apply_launcher_resources(task, stage: StageSpec, curriculum: CurriculumSpec) -> None:
-    """A multi-node stage's launcher pod: CPU only, off the GPU pools (it tolerates no GPU taint)."""
+    """A multi-process stage's launcher pod: CPU only, off the GPU pools (it tolerates no GPU taint)."""
     task.set_display_name(stage.name)
     task.set_cpu_limit(LAUNCHER_CPU)
     task.set_memory_limit(LAUNCHER_MEMORY)
@@ -78,8 +83,13 @@ def _apply_launcher_resources(task, stage: StageSpec, curriculum: CurriculumSpec
     task.set_caching_options(False)
 
 
-def build_pipeline(curriculum_path: Path, gate_path: Path | None = None):
-    """The curriculum's stages in order; with a gate, then evaluate -> gate -> (if promoted) promote."""
+def build_pipeline(curriculum_path: Path, gate_path: Path | None = None, submitter: str = "trainjob"):
+    """The curriculum's stages in order; with a gate, then evaluate -> gate -> (if promoted) promote.
+
+    `submitter` (stage_entry.SUBMITTERS) is how multi-process stages start: a constant of their tasks.
+    """
+    if submitter not in SUBMITTERS:
+        raise ValueError(f"submitter {submitter!r} is not one of {list(SUBMITTERS)}")
     curriculum = CurriculumSpec.load(curriculum_path)
     path = str(curriculum_path)
     gate = str(gate_path) if gate_path else None
@@ -97,7 +107,8 @@ def build_pipeline(curriculum_path: Path, gate_path: Path | None = None):
             chained = {} if previous is None else {"previous": previous.outputs["checkpoint"]}
             if runs_as_trainjob(stage):
                 # The KFP run id names the TrainJob, so a retried launcher finds the job it created.
-                task = launch_stage_trainjob(**common, **chained, run_name=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
+                task = launch_stage(**common, **chained, run_name=dsl.PIPELINE_JOB_ID_PLACEHOLDER, submitter=submitter,
+                                    parent_run_id=parent.output)  # fmt: skip
                 _apply_launcher_resources(task, stage, curriculum)
             else:
                 stage_task = train_first_stage if previous is None else train_next_stage
@@ -128,7 +139,8 @@ def compile_pipeline(curriculum_path: Path, out: Path, gate_path: Path | None = 
 def run_locally(curriculum_path: Path, datasets: dict, tokenizer: Path, tracking_uri: str,
                 pipeline_root: Path, max_steps: int = 0, gate_path: Path | None = None,
                 training_key: str = ""):  # fmt: skip
-    """Run the whole pipeline with kfp.local (subprocesses of this interpreter; resources are ignored)."""
+    """Run the whole pipeline with kfp.local (subprocesses of this interpreter; resources are ignored but the
+    processes a stage asks for: its node command runs here under torchrun, the local submitter)."""
     import json
     import warnings
 
@@ -138,8 +150,13 @@ def run_locally(curriculum_path: Path, datasets: dict, tokenizer: Path, tracking
     # both expected here (the cluster honours them); keep the log readable.
     warnings.filterwarnings("ignore", message=".*(custom or non-Python base image|settings \\[).*")
 
+    from components.pipelines.local_submitter import check_runs_here
+
+    for stage in CurriculumSpec.load(curriculum_path).stages:  # before any stage trains
+        check_runs_here(stage, str(curriculum_path))
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root))
-    pipeline = build_pipeline(Path(curriculum_path).resolve(), Path(gate_path).resolve() if gate_path else None)
+    pipeline = build_pipeline(Path(curriculum_path).resolve(), Path(gate_path).resolve() if gate_path else None,
+                              submitter="local")  # fmt: skip
     folders = json.dumps({k: str(Path(v).resolve()) for k, v in datasets.items()})
     return pipeline(datasets=folders, tokenizer=str(Path(tokenizer).resolve()), tracking_uri=tracking_uri,
                     max_steps=max_steps, training_key=training_key)  # fmt: skip

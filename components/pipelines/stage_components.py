@@ -44,15 +44,17 @@ def train_next_stage(curriculum: str, stage: str, datasets: str, tokenizer: str,
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
-def launch_stage_trainjob(curriculum: str, stage: str, run_name: str, datasets: str, tokenizer: str,
-                          tracking_uri: str, max_steps: int, checkpoint: Output[Model],
-                          previous: Input[Model] | None = None):  # fmt: skip
-    """A multi-node stage: the CPU task that launches the TrainJob its nodes run, waits for it and points the
-    checkpoint artifact at what the nodes wrote (first stage: no previous)."""
+def launch_stage(curriculum: str, stage: str, run_name: str, submitter: str, datasets: str, tokenizer: str,
+                 tracking_uri: str, parent_run_id: str, max_steps: int, checkpoint: Output[Model],
+                 previous: Input[Model] | None = None):  # fmt: skip
+    """A stage of several processes: starts its node command through `submitter` (trainjob: the TrainJob its
+    nodes run, from a CPU task; local: torchrun on this machine), waits for it and points the checkpoint
+    artifact at what the processes wrote (first stage: no previous)."""
     from components.pipelines.stage_entry import launch_stage_step
 
     launch_stage_step(curriculum, stage, run_name, datasets, tokenizer, tracking_uri, max_steps, checkpoint.path,
-                      init_from=previous.path if previous else None)  # fmt: skip
+                      init_from=previous.path if previous else None, submitter=submitter,
+                      parent_run_id=parent_run_id)  # fmt: skip
 
 
 @dsl.component(base_image=TRAIN_IMAGE, install_kfp_package=False)

@@ -1,5 +1,6 @@
 """What a KFP stage component runs: parse its string parameters and call the tracked stage runner, or, for a
-multi-node stage, launch the TrainJob its nodes run (trainjob_launcher.py) and wait for it.
+stage of several processes, start its node command through a submitter (a TrainJob on a cluster, torchrun
+here under kfp.local) and wait for it.
 
 Both write the stage's checkpoint location into the output artifact the same way (write_checkpoint_pointer),
 and the next stage reads it back with follow_pointer.
@@ -98,19 +99,37 @@ def run_stage_step(curriculum: str, stage: str, datasets: str, tokenizer: str, t
     return {"stage": result.stage, "steps": result.steps, "final_loss": result.final_loss, "run_id": run_id}
 
 
+SUBMITTERS = ("trainjob", "local")
+"""How a multi-process stage's processes start: a Kubeflow Trainer TrainJob on the cluster (trainjob_launcher.py),
+or torchrun on this machine (local_submitter.py, what `omnistage pipeline run-local` compiles in)."""
+
+
 def launch_stage_step(curriculum: str, stage: str, run_name: str, datasets: str, tokenizer: str, tracking_uri: str,
                       max_steps: int, out: str, init_from: str | None = None,
-                      settings: LaunchSettings | None = None) -> dict:  # fmt: skip
-    """The launcher task of a multi-node stage: create (or, on retry, re-attach to) its TrainJob, print the
-    rank-0 node's log until the job ends, fail with the job's reason, and on success point the output
-    artifact `out` at the checkpoint the nodes wrote. A cancelled task deletes the job."""
-    from components.pipelines.trainjob import StageInputs, build_trainjob, stage_checkpoint_dir
+                      settings: LaunchSettings | None = None, submitter: str = "trainjob",
+                      parent_run_id: str = "") -> dict:  # fmt: skip
+    """The task of a multi-process stage: start the node command (trainjob.node_command) through `submitter`,
+    wait for it, and point the output artifact `out` at the checkpoint it wrote.
+
+    - `trainjob`: create (or, on retry, re-attach to) the stage's TrainJob, print the rank-0 node's log until
+      the job ends, fail with the job's reason; a cancelled task deletes the job.
+    - `local`: run the same command here (torchrun, gloo on CPU), with the datasets, tokenizer and checkpoint
+      made local as for a one-process stage (run_stage_step).
+    """
+    from components.pipelines.trainjob import StageInputs
+
+    if submitter not in SUBMITTERS:
+        raise ValueError(f"stage '{stage}': submitter {submitter!r} is not one of {list(SUBMITTERS)}")
+    spec = CurriculumSpec.load(curriculum)
+    parent = None if parent_run_id in ("", "offline") else parent_run_id
+    previous = follow_pointer(Path(init_from)) if init_from else None
+    if submitter == "local":
+        return _run_here(curriculum, spec, stage, datasets, tokenizer, tracking_uri, parent, max_steps, out, previous)
+    from components.pipelines.trainjob import build_trainjob, stage_checkpoint_dir
     from components.pipelines.trainjob_launcher import launch_trainjob
 
-    spec = CurriculumSpec.load(curriculum)
-    inputs = StageInputs(datasets=json.loads(datasets), tokenizer=tokenizer,
-                         init_from=follow_pointer(Path(init_from)) if init_from else None,
-                         tracking_uri=tracking_uri, max_steps=max_steps or None)  # fmt: skip
+    inputs = StageInputs(datasets=json.loads(datasets), tokenizer=tokenizer, init_from=previous,
+                         tracking_uri=tracking_uri, max_steps=max_steps or None, parent_run_id=parent)  # fmt: skip
     manifest = build_trainjob(spec, curriculum, stage, run_name, inputs)
     result = launch_trainjob(manifest, settings)
     checkpoint = stage_checkpoint_dir(spec, run_name, stage)  # the --out every node was given
@@ -118,3 +137,25 @@ def launch_stage_step(curriculum: str, stage: str, run_name: str, datasets: str,
     log.info("stage %s: %s/%s complete; checkpoint %s", stage, result.namespace, result.name, checkpoint)
     return {"stage": stage, "trainjob": result.name, "namespace": result.namespace, "reattached": result.reattached,
             "checkpoint": checkpoint}  # fmt: skip
+
+
+def _run_here(curriculum: str, spec: CurriculumSpec, stage: str, datasets: str, tokenizer: str, tracking_uri: str,
+              parent_run_id: str | None, max_steps: int, out: str, init_from: str | None) -> dict:  # fmt: skip
+    """The local submitter: the node command on this machine, its checkpoint where run_stage_step puts one."""
+    from components.pipelines.local_submitter import run_node_locally
+    from components.pipelines.trainjob import StageInputs, node_command
+    from components.versioning.dataset_cache import local_dataset, local_input_file
+
+    artifact = Path(out)
+    local_out, checkpoint_uri = stage_checkpoint_location(curriculum, stage, artifact)
+    folders = {name: str(local_dataset(location)) for name, location in json.loads(datasets).items()}
+    inputs = StageInputs(datasets=folders, tokenizer=str(local_input_file(tokenizer)), init_from=init_from,
+                         tracking_uri=tracking_uri or None, max_steps=max_steps or None, parent_run_id=parent_run_id,
+                         checkpoint_uri=checkpoint_uri)  # fmt: skip
+    stage_spec = spec.stage(stage)
+    run_node_locally(node_command(str(Path(curriculum).resolve()), stage_spec, inputs, str(local_out)), stage_spec,
+                     where=curriculum)  # fmt: skip
+    checkpoint = checkpoint_uri or str(local_out.resolve())
+    if local_out != artifact:
+        write_checkpoint_pointer(artifact, checkpoint)
+    return {"stage": stage, "processes": stage_spec.resources.processes(), "checkpoint": checkpoint}

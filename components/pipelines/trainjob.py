@@ -1,4 +1,5 @@
-"""A multi-node curriculum stage as a Kubeflow Trainer v2 TrainJob (trainer.kubeflow.org/v1alpha1).
+"""A curriculum stage of several processes (nodes x processes per node) as a Kubeflow Trainer v2 TrainJob
+(trainer.kubeflow.org/v1alpha1).
 
 The TrainJob references the ClusterTrainingRuntime `omnistage-megatron` (infra/k8s/trainer/), which holds
 what every stage shares: the torch ML policy (Trainer injects torchrun's PET_* rendezvous variables into
@@ -10,8 +11,8 @@ runs.
     manifest = build_trainjob(CurriculumSpec.load(path), path, "stage0-text", run_name="run-1")
     omnistage pipeline trainjob --curriculum data_specs/curriculum/longcat_omni.yaml --stage stage0-text
 
-The command is `omnistage train ... --nproc-per-node N`; that flag (torchrun under the stage entry point)
-arrives with issue 13, so a node of this TrainJob fails on the flag until then. Creating the job on a
+The command is `omnistage train ... --nproc-per-node N` (torchrun under the stage entry point), built by
+node_command, which the local submitter (local_submitter.py) runs on this machine too. Creating the job on a
 cluster, re-attaching, streaming its logs and deleting it is trainjob_launcher.py's work: it creates exactly
 this manifest, and re-attaches to an existing job only when its `omnistage.io/spec-hash` annotation equals
 this manifest's.
@@ -54,6 +55,10 @@ class StageInputs:
     init_from: str | None = None
     tracking_uri: str | None = None
     max_steps: int | None = None
+    parent_run_id: str | None = None
+    """The curriculum's MLflow parent run: rank 0 tracks the stage as its child."""
+    checkpoint_uri: str | None = None
+    """An s3:// or gs:// URI the nodes also publish the checkpoint to."""
 
     @classmethod
     def on_checkpoint_volume(cls, curriculum: CurriculumSpec, stage: StageSpec, run_name: str) -> StageInputs:
@@ -102,13 +107,15 @@ def _in_image(curriculum_file: Path | str) -> str:
     return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(curriculum_file)
 
 
-def node_command(curriculum_file: Path | str, stage: StageSpec, inputs: StageInputs, out: str) -> list[str]:
-    """What every node runs: the stage entry point, which starts one process per GPU under torchrun.
+def node_command(curriculum: str, stage: StageSpec, inputs: StageInputs, out: str) -> list[str]:
+    """What every node runs: the stage entry point, which starts the node's processes under torchrun.
 
-    `--nproc-per-node` is the flag issue 13 adds; torchrun reads the node count, rank and master address
-    from the PET_* variables Trainer sets, so they are not on the command line.
+    The one builder for both submitters: a TrainJob's nodes run it (build_trainjob), and so does this machine
+    under kfp.local (local_submitter.py). On a cluster torchrun reads the node count, rank and master address
+    from the PET_* variables Trainer sets, so they are not on the command line; on one machine the entry point
+    adds `--standalone` itself (components/cli/train.py).
     """
-    command = ["omnistage", "train", "--curriculum", _in_image(curriculum_file), "--stage", stage.name]
+    command = ["omnistage", "train", "--curriculum", curriculum, "--stage", stage.name]
     for name, folder in sorted(inputs.datasets.items()):
         command += ["--dataset", f"{name}={folder}"]
     command += ["--tokenizer", inputs.tokenizer, "--out", out]
@@ -116,18 +123,24 @@ def node_command(curriculum_file: Path | str, stage: StageSpec, inputs: StageInp
         command += ["--init-from", inputs.init_from]
     if inputs.max_steps:
         command += ["--max-steps", str(inputs.max_steps)]
+    if inputs.checkpoint_uri:
+        command += ["--checkpoint-uri", inputs.checkpoint_uri]
+    if inputs.tracking_uri:  # rank 0 tracks the stage in MLflow, under the curriculum's parent run when given
+        command += ["--tracking-uri", inputs.tracking_uri]
+        command += ["--parent-run-id", inputs.parent_run_id] if inputs.parent_run_id else []
     # --resume: a node group that Trainer restarts (node failure, preemption) continues from the stage's own
     # last checkpoint; before the first save the stage starts from --init-from.
-    return command + ["--resume", "--nproc-per-node", str(stage.resources.gpus_per_node)]
+    return command + ["--resume", "--nproc-per-node", str(stage.resources.processes())]
 
 
 def _refuse_unless_launchable(curriculum: CurriculumSpec, where: str, stage: StageSpec, run_name: str) -> None:
     at = f"{where}: stage '{stage.name}'"
     if not runs_as_trainjob(stage):
-        raise TrainJobError(f"{at}: resources.nodes is 1; a one-node stage runs as a KFP task pod, not a "
-                            "TrainJob (set nodes > 1 to run it on several nodes)")  # fmt: skip
+        raise TrainJobError(f"{at}: runs in one process (resources.nodes 1, gpus_per_node <= 1, no "
+                            "processes_per_node); a one-process stage is a KFP task pod, not a TrainJob (set "
+                            "nodes, gpus_per_node or processes_per_node above 1 to run it data parallel)")  # fmt: skip
     if curriculum.checkpoint_storage is None:
-        raise TrainJobError(f"{at}: a multi-node stage writes its checkpoint from every node; set "
+        raise TrainJobError(f"{at}: a multi-process stage writes its checkpoint from every node; set "
                             "checkpoint_storage (a ReadWriteMany PVC) in the curriculum")  # fmt: skip
     if stage.resources.max_duration_hours is None:
         raise TrainJobError(f"{at}: resources.max_duration_hours is not set; a TrainJob holding "
@@ -140,7 +153,7 @@ def _refuse_unless_launchable(curriculum: CurriculumSpec, where: str, stage: Sta
 
 def build_trainjob(curriculum: CurriculumSpec, curriculum_file: Path | str, stage_name: str, run_name: str,
                    inputs: StageInputs | None = None) -> dict:  # fmt: skip
-    """The TrainJob manifest (a plain dict, ready for YAML or the Kubernetes API) for one multi-node stage."""
+    """The TrainJob manifest (a plain dict, ready for YAML or the Kubernetes API) for one multi-process stage."""
     stage = curriculum.stage(stage_name)
     _refuse_unless_launchable(curriculum, str(curriculum_file), stage, run_name)
     inputs = inputs or StageInputs.on_checkpoint_volume(curriculum, stage, run_name)
@@ -149,10 +162,11 @@ def build_trainjob(curriculum: CurriculumSpec, curriculum_file: Path | str, stag
         raise TrainJobError(f"stage '{stage.name}': no folder given for dataset(s) {missing} that data.datasets names")
     res, storage = stage.resources, curriculum.checkpoint_storage
     try:  # checked when the spec loaded; this is the plan the nodes' numbers must satisfy
-        stage.parallel.data_parallel(res.nodes * res.gpus_per_node)
+        stage.parallel.data_parallel(res.world_size())
     except ValueError as exc:
         raise TrainJobError(f"{curriculum_file}: stage '{stage.name}': {exc}") from None
-    per_node = {GPU_RESOURCE: str(res.gpus_per_node), "cpu": res.cpu, "memory": res.memory}
+    per_node = {GPU_RESOURCE: str(res.gpus_per_node)} if res.gpus_per_node else {}
+    per_node.update(cpu=res.cpu, memory=res.memory)
     mount = {"name": CHECKPOINT_VOLUME, "mountPath": storage.mount_path}
     pod_patch = {
         "nodeSelector": node_selector(res),
@@ -175,15 +189,15 @@ def build_trainjob(curriculum: CurriculumSpec, curriculum_file: Path | str, stag
         "activeDeadlineSeconds": int(res.max_duration_hours * 3600),
         "trainer": {
             "numNodes": res.nodes,
-            "numProcPerNode": res.gpus_per_node,
+            "numProcPerNode": res.processes(),
             "resourcesPerNode": {"requests": dict(per_node), "limits": dict(per_node)},
-            "command": node_command(curriculum_file, stage, inputs, out),
+            "command": node_command(_in_image(curriculum_file), stage, inputs, out),
         },
         "runtimePatches": [
             {"manager": PATCH_MANAGER, "trainingRuntimeSpec": {"template": {"spec": {"replicatedJobs": [node_job]}}}}
         ],
     }
-    if inputs.tracking_uri:  # with the runtime's credentials from the Secret; rank 0 tracks (issue 13)
+    if inputs.tracking_uri:  # with the runtime's credentials from the Secret; rank 0 tracks (--tracking-uri)
         spec["trainer"]["env"] = [{"name": "MLFLOW_TRACKING_URI", "value": inputs.tracking_uri}]
     if curriculum.cluster.queue:
         metadata["labels"] = {KUEUE_QUEUE_LABEL: curriculum.cluster.queue}

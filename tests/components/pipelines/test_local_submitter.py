@@ -1,0 +1,73 @@
+"""Local parity: under kfp.local a stage of 2 processes runs the node command a TrainJob's nodes run on a
+cluster (`omnistage train ... --nproc-per-node 2`: torchrun, 2 gloo ranks on CPU), only the submitter
+differs; its checkpoint chains to the next stage and rank 0 tracks it under the curriculum's parent run."""
+
+import json
+
+import pytest
+import yaml
+
+from components.pipelines.curriculum_pipeline import compile_pipeline, run_locally
+from tests.conftest import REPO_ROOT
+
+TINY = REPO_ROOT / "data_specs" / "curriculum" / "tiny.yaml"
+FULL = REPO_ROOT / "data_specs" / "curriculum" / "longcat_omni.yaml"
+
+
+def _two_process_curriculum(folder):
+    """tiny.yaml's first two stages; stage0 on 2 processes (global batch 2: one sequence per rank)."""
+    doc = yaml.safe_load(TINY.read_text())
+    doc["name"], doc["stages"] = "tiny-2proc", doc["stages"][:2]
+    doc["stages"][0]["global_batch_size"] = 2
+    doc["stages"][0]["resources"]["processes_per_node"] = 2
+    path = folder / "tiny_2proc.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="module")
+def local_run(tiny_dataset, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("parity")
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    run_locally(_two_process_curriculum(tmp), {"demo": tiny_dataset}, tiny_dataset / "tokenizer.json", uri,
+                tmp / "pipeline", max_steps=1)  # fmt: skip
+    return tmp, uri
+
+
+@pytest.mark.slow
+def test_a_two_process_stage_runs_two_ranks_under_kfp_local_and_chains_to_the_next(local_run):
+    import mlflow
+
+    from components.tracking.experiments import CURRICULUM_EXPERIMENT
+
+    tmp, uri = local_run
+    metas = {}
+    for path in (tmp / "pipeline").rglob("meta.json"):
+        meta = json.loads(path.read_text())
+        metas[meta["stage"]] = (meta, path.parent)
+    assert metas["stage0-text"][0]["data_parallel"] == 2  # written by a 2-rank run only
+    assert metas["stage1-text-speech"][0]["data_parallel"] == 1 and metas["stage1-text-speech"][0]["step"] == 1
+    client = mlflow.MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name(CURRICULUM_EXPERIMENT).experiment_id])
+    stages = {r.data.tags["omnistage.stage"]: r for r in runs if r.data.tags.get("omnistage.stage")}
+    assert sorted(stages) == ["stage0-text", "stage1-text-speech"]  # rank 1 opened no run of its own
+    assert len({r.data.tags.get("mlflow.parentRunId") for r in stages.values()} - {None}) == 1
+    assert [m.step for m in client.get_metric_history(stages["stage0-text"].info.run_id, "loss")] == [1]
+    # The next stage initialised from the 2-rank checkpoint (the pointer/artifact the launch task wrote).
+    assert stages["stage1-text-speech"].data.tags["omnistage.init_from"] == str(metas["stage0-text"][1].resolve())
+
+
+def test_compiled_for_a_cluster_the_same_stage_is_a_trainjob_launcher(tmp_path):
+    spec = next(yaml.safe_load_all(compile_pipeline(_two_process_curriculum(tmp_path), tmp_path / "p.yaml")
+                                   .read_text()))  # fmt: skip
+    tasks = {t["taskInfo"]["name"]: t for t in spec["root"]["dag"]["tasks"].values()}
+    launcher = tasks["stage0-text"]
+    assert launcher["componentRef"]["name"] == "comp-launch-stage"
+    assert launcher["inputs"]["parameters"]["submitter"]["runtimeValue"]["constant"] == "trainjob"
+    assert tasks["stage1-text-speech"]["componentRef"]["name"] == "comp-train-next-stage"  # one process: a pod
+
+
+def test_a_multi_node_stage_is_refused_locally_before_anything_runs(tmp_path):
+    with pytest.raises(ValueError, match=r"stage 'stage0-text' asks for resources.nodes 64; a local run"):
+        run_locally(FULL, {}, tmp_path / "tokenizer.json", "sqlite:///x.db", tmp_path / "pipeline")
+    assert not (tmp_path / "pipeline").exists()
