@@ -52,11 +52,11 @@ def pipeline_compile(
 @pipeline_app.command("trainjob")
 def pipeline_trainjob(
     curriculum: Annotated[Path, typer.Option(help="Curriculum YAML.")],
-    stage: Annotated[str, typer.Option(help="A multi-node stage (resources.nodes > 1).")],
+    stage: Annotated[str, typer.Option(help="A stage of several processes (nodes x processes per node > 1).")],
     run_name: Annotated[str, typer.Option(help="Pipeline run; with the stage it names the job.")] = "manual",
 ) -> None:
-    """Print, as YAML, the Kubeflow Trainer TrainJob a multi-node stage's launcher creates (datasets and
-    tokenizer on the checkpoint volume; the nodes' --nproc-per-node arrives with issue 13)."""
+    """Print, as YAML, the Kubeflow Trainer TrainJob a multi-process stage's launcher creates (datasets and
+    tokenizer on the checkpoint volume)."""
     import yaml
 
     from components.pipelines.trainjob import build_trainjob

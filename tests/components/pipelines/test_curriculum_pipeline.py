@@ -24,10 +24,11 @@ def _compiled(curriculum_path, out):
 
 
 def _one_node_first_stage(tmp_path):
-    """The full recipe with stage0 on one 8-GPU node (parallel plan shrunk to fit): a plain GPU task."""
+    """The full recipe with stage0 on one GPU (parallel plan shrunk to fit): a plain GPU task. (One node of 8
+    GPUs is 8 processes: a one-node TrainJob.)"""
     doc = yaml.safe_load(FULL.read_text())
-    doc["stages"][0]["resources"]["nodes"] = 1
-    doc["stages"][0]["parallel"] = {"pipeline": 4, "context": 2}
+    doc["stages"][0]["resources"].update(nodes=1, gpus_per_node=1)
+    doc["stages"][0]["parallel"] = {}
     path = tmp_path / "one_node_stage0.yaml"
     path.write_text(yaml.safe_dump(doc))
     return path
@@ -40,7 +41,8 @@ def test_multi_node_stages_compile_to_cpu_launchers_chained_by_checkpoints(tmp_p
     executors = spec["deploymentSpec"]["executors"]
     for stage in curriculum.stages:
         task, executor = stage_tasks[stage.name], executor_of[stage.name]
-        assert task["componentRef"]["name"].startswith("comp-launch-stage-trainjob")
+        assert task["componentRef"]["name"] == "comp-launch-stage"
+        assert task["inputs"]["parameters"]["submitter"]["runtimeValue"]["constant"] == "trainjob"
         container = executors[executor]["container"]
         assert "accelerator" not in container["resources"]  # the TrainJob requests the GPUs, not this pod
         assert container["image"] == CPU_IMAGE
@@ -55,7 +57,7 @@ def test_multi_node_stages_compile_to_cpu_launchers_chained_by_checkpoints(tmp_p
         assert name_of[artifact["producerTask"]] == earlier and artifact["outputArtifactKey"] == "checkpoint"
 
 
-def test_a_one_node_gpu_stage_is_one_pod_with_nvidia_gpu_its_pool_model_taint_and_deadline(tmp_path):
+def test_a_one_gpu_stage_is_one_pod_with_nvidia_gpu_its_pool_model_taint_and_deadline(tmp_path):
     path = _one_node_first_stage(tmp_path)
     spec, platform, _, stage_tasks, executor_of = _compiled(path, tmp_path / "pipeline.yaml")
     stage = CurriculumSpec.load(path).stages[0]

@@ -103,7 +103,8 @@ def test_the_curriculums_checkpoint_claim_replaces_the_runtimes(tmp_path):
 
 def test_launcher_inputs_reach_the_command_and_env():
     inputs = StageInputs(datasets={"text_corpus": "/data/text", "extra": "/data/x"}, tokenizer="/data/tok.json",
-                         init_from="/ckpt/prev", tracking_uri="http://mlflow:5000", max_steps=20)  # fmt: skip
+                         init_from="/ckpt/prev", tracking_uri="http://mlflow:5000", max_steps=20,
+                         parent_run_id="abc123")  # fmt: skip
     job = build_trainjob(FULL, FULL_PATH, "stage0-text", "run-1", inputs)
     validate_trainer_manifest(job)
     command = job["spec"]["trainer"]["command"]
@@ -111,7 +112,26 @@ def test_launcher_inputs_reach_the_command_and_env():
     assert command[command.index("--tokenizer") + 1] == "/data/tok.json"
     assert command[command.index("--init-from") + 1] == "/ckpt/prev"
     assert command[command.index("--max-steps") + 1] == "20"
+    # rank 0 tracks the stage as a child of the curriculum's run, as a one-process stage's task does
+    assert command[command.index("--tracking-uri") + 1] == "http://mlflow:5000"
+    assert command[command.index("--parent-run-id") + 1] == "abc123"
     assert job["spec"]["trainer"]["env"] == [{"name": "MLFLOW_TRACKING_URI", "value": "http://mlflow:5000"}]
+
+
+def test_a_one_node_stage_of_several_cpu_processes_is_a_one_node_trainjob_without_gpus(tmp_path):
+    doc = yaml.safe_load((REPO_ROOT / "data_specs" / "curriculum" / "tiny.yaml").read_text())
+    doc["checkpoint_storage"] = {"pvc": "checkpoints"}
+    doc["stages"][0].update(global_batch_size=2)
+    doc["stages"][0]["resources"].update(processes_per_node=2, max_duration_hours=1)
+    path = tmp_path / "tiny_2proc.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    job = build_trainjob(CurriculumSpec.load(path), path, "stage0-text", "run-1")
+    validate_trainer_manifest(job)
+    validate_pod(trainjob_node_pod(load_runtime(), job), "cpu")
+    trainer = job["spec"]["trainer"]
+    assert (trainer["numNodes"], trainer["numProcPerNode"]) == (1, 2)
+    assert trainer["resourcesPerNode"]["limits"] == {"cpu": "2", "memory": "8Gi"}  # no GPU asked for
+    assert trainer["command"][-2:] == ["--nproc-per-node", "2"]
 
 
 def _curriculum(tmp_path, change) -> tuple[CurriculumSpec, str]:
@@ -133,15 +153,15 @@ def test_a_named_kueue_queue_labels_the_job_and_leaves_admission_to_kueue(tmp_pa
 @pytest.mark.parametrize(
     ("change", "stage", "message"),
     [
-        (lambda d: d["stages"][0].update(parallel={"pipeline": 4, "context": 2}, resources={**d["stages"][0][
-            "resources"], "nodes": 1}), "stage0-text",
-         "stage 'stage0-text': resources.nodes is 1"),
-        (lambda d: d.pop("checkpoint_storage"), "stage0-text", "stage 'stage0-text': a multi-node stage writes its "
+        (lambda d: d["stages"][0].update(parallel={}, resources={**d["stages"][0]["resources"], "nodes": 1,
+                                                                 "gpus_per_node": 1}), "stage0-text",
+         "stage 'stage0-text': runs in one process"),
+        (lambda d: d.pop("checkpoint_storage"), "stage0-text", "stage 'stage0-text': a multi-process stage writes its "
          "checkpoint from every node; set checkpoint_storage"),
         (lambda d: d["stages"][1]["resources"].pop("max_duration_hours"), "stage1-text-speech",
          "stage 'stage1-text-speech': resources.max_duration_hours is not set"),
     ],
-    ids=["single-node", "no-checkpoint-volume", "no-deadline"],
+    ids=["one-process", "no-checkpoint-volume", "no-deadline"],
 )  # fmt: skip
 def test_what_a_trainjob_cannot_honour_is_refused_with_file_stage_and_field(tmp_path, change, stage, message):
     curriculum, path = _curriculum(tmp_path, change)
@@ -216,4 +236,4 @@ def test_cli_refuses_a_single_node_stage_with_the_reason():
     tiny = REPO_ROOT / "data_specs" / "curriculum" / "tiny.yaml"
     proc = subprocess.run([sys.executable, "-m", "components.cli", "pipeline", "trainjob", "--curriculum", str(tiny),
                            "--stage", "sft"], capture_output=True, text=True, cwd=REPO_ROOT, timeout=60)  # fmt: skip
-    assert proc.returncode != 0 and "resources.nodes is 1" in proc.stderr and not proc.stdout
+    assert proc.returncode != 0 and "runs in one process" in proc.stderr and not proc.stdout
