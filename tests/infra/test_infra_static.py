@@ -44,7 +44,8 @@ def test_kustomizations_list_files_that_exist():
     for kustomization in (INFRA / "k8s").rglob("kustomization.yaml"):
         doc = yaml.safe_load(kustomization.read_text())
         for resource in doc["resources"]:
-            assert (kustomization.parent / resource).is_file(), f"{kustomization}: {resource} missing"
+            target = kustomization.parent / resource  # a file, or a base directory with its own kustomization
+            assert target.is_file() or (target / "kustomization.yaml").is_file(), f"{kustomization}: {resource} missing"
 
 
 def test_airflow_helm_values_use_the_kubernetes_executor_and_the_cluster_runner():
