@@ -22,9 +22,9 @@ INFRA = REPO_ROOT / "infra"
 K8S_VERSION = "1.30.0"
 MANIFESTS = sorted(p for p in (INFRA / "k8s").rglob("*.yaml") if p.name != "kustomization.yaml")
 # Kinds from CRDs have no schema in kubernetes-validate: tests/infra/test_trainer_runtime.py checks them with
-# the Trainer API models, tests/infra/test_rayjob.py against KubeRay's CRD schema, and both their pod
-# templates against the Kubernetes schemas.
-CRD_GROUPS = ("trainer.kubeflow.org/", "ray.io/")
+# the Trainer API models, tests/infra/test_rayjob.py against KubeRay's CRD schema (both their pod templates
+# against the Kubernetes schemas), tests/infra/test_kueue.py against Kueue's CRD schemas.
+CRD_GROUPS = ("trainer.kubeflow.org/", "ray.io/", "kueue.x-k8s.io/")
 TERRAFORM = sorted((INFRA / "terraform").rglob("*.tf"))
 NODE_POOL_KINDS = ("google_container_node_pool", "aws_eks_node_group")
 
