@@ -23,6 +23,7 @@ from pathlib import Path, PurePosixPath
 
 import yaml
 
+from components.images import DEFAULT_CPU_IMAGE, image_problem
 from components.orchestration.object_store import S3_SECRET, is_object_store_uri, require_object_store, s3_env
 from components.pipelines.cluster import DATA_POOL, POOL_LABEL
 from components.specs.dataset import DatasetSpec
@@ -32,12 +33,10 @@ RAY_VERSION = "2.60.0"  # the image's Ray (pyproject.toml's pin); KubeRay config
 REPO_ROOT = Path(__file__).resolve().parents[2]
 IMAGE_WORKDIR = PurePosixPath("/opt/omnistage")  # infra/docker/cpu.Dockerfile: WORKDIR, holds data_specs/
 # Placeholder like the Trainer runtime's: replace with the digest the push of infra/docker/cpu.Dockerfile reports.
-DEFAULT_IMAGE = "ghcr.io/omnistage/omnistage-cpu@sha256:" + "0" * 64
+DEFAULT_IMAGE = DEFAULT_CPU_IMAGE
 HEAD_CONTAINER, WORKER_CONTAINER = "ray-head", "ray-worker"
 # KubeRay names the cluster <rayjob>-<5 chars> and its services after the cluster; it rejects longer names.
 MAX_NAME = 47
-_DIGEST = re.compile(r"^[a-z0-9][a-z0-9._\-/:]*@sha256:[0-9a-f]{64}$")
-_TAG = re.compile(r"^[a-z0-9][a-z0-9._\-/:]*:([\w][\w.-]{0,127})$")
 _QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|K|M|G|T)?$")
 # Ray keeps its object store in /dev/shm; a container's default is 64 MiB, too small for decoded frames.
 SHM = "dshm"
@@ -99,10 +98,10 @@ class RayJobConfig:
     """Retries of the submitter pod (`ray job submit`) when it cannot reach the head yet."""
 
     def __post_init__(self) -> None:
-        tag = _TAG.match(self.image)
-        if not _DIGEST.match(self.image) and (not tag or tag.group(1) == "latest"):
-            raise RayJobError(f"--image {self.image!r}: give the CPU image by digest (name@sha256:<64 hex>) or an "
-                              "explicit tag other than latest, so every Ray node runs the same code")  # fmt: skip
+        problem = image_problem(self.image)
+        if problem:
+            raise RayJobError(f"--image {self.image!r} {problem}: give the CPU image by digest (name@sha256:<64 hex>) "
+                              "or an explicit tag other than latest, so every Ray node runs the same code")  # fmt: skip
         if self.num_workers < 1:
             raise RayJobError(f"--workers must be at least 1 worker pod, got {self.num_workers}")
         for name in ("active_deadline_s", "pre_running_deadline_s"):

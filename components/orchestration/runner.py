@@ -30,6 +30,7 @@ import sys
 import threading
 from pathlib import Path
 
+from components.images import CPU_IMAGE_VAR, DEFAULT_CPU_IMAGE, cluster_image
 from components.orchestration.ray_cluster import expand_ray_executor
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -151,7 +152,7 @@ def kubernetes_step(task_id: str, args: list[str], **overrides):
         task_id=task_id,
         name=f"omnistage-{task_id}".replace("_", "-"),
         namespace=os.environ.get("OMNISTAGE_NAMESPACE", "omnistage"),
-        image=os.environ.get("OMNISTAGE_IMAGE", "ghcr.io/omnistage/omnistage-cpu:latest"),
+        image=cluster_image(CPU_IMAGE_VAR, DEFAULT_CPU_IMAGE),  # refuses latest, naming OMNISTAGE_IMAGE
         cmds=["sh", "-c"],
         arguments=[shell_command(args)],
         env_vars=pod_env(),

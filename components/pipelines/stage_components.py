@@ -5,14 +5,16 @@ No `from __future__ import annotations` here: KFP reads the annotations to type 
 have no internet).
 """
 
-import os
 from typing import NamedTuple
 
 from kfp import dsl
 from kfp.dsl import Input, Model, Output
 
-TRAIN_IMAGE = os.environ.get("OMNISTAGE_TRAIN_IMAGE", "ghcr.io/omnistage/omnistage-train:latest")
-CPU_IMAGE = os.environ.get("OMNISTAGE_IMAGE", "ghcr.io/omnistage/omnistage-cpu:latest")  # as the Airflow steps
+from components.images import CPU_IMAGE_VAR, DEFAULT_CPU_IMAGE, DEFAULT_TRAIN_IMAGE, TRAIN_IMAGE_VAR, cluster_image
+
+# By digest (components/images.py): compiling with OMNISTAGE_TRAIN_IMAGE/OMNISTAGE_IMAGE set to `latest` fails.
+TRAIN_IMAGE = cluster_image(TRAIN_IMAGE_VAR, DEFAULT_TRAIN_IMAGE)
+CPU_IMAGE = cluster_image(CPU_IMAGE_VAR, DEFAULT_CPU_IMAGE)  # as the Airflow steps
 
 
 @dsl.component(base_image=TRAIN_IMAGE, install_kfp_package=False)

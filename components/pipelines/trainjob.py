@@ -5,8 +5,8 @@ The TrainJob references the ClusterTrainingRuntime `omnistage-megatron` (infra/k
 what every stage shares: the torch ML policy (Trainer injects torchrun's PET_* rendezvous variables into
 each node), the training image by digest, the checkpoint volume and the MLflow credentials. The TrainJob
 adds what the curriculum says about one stage: nodes, GPUs/CPU/memory per node, the GPU pool's node
-selector and toleration, the checkpoint claim, the Kueue queue, the deadline, and the command every node
-runs.
+selector and toleration, the inter-node network profile's resources and env (`cluster.network`,
+network.py), the checkpoint claim, the Kueue queue, the deadline, and the command every node runs.
 
     manifest = build_trainjob(CurriculumSpec.load(path), path, "stage0-text", run_name="run-1")
     omnistage pipeline trainjob --curriculum data_specs/curriculum/longcat_omni.yaml --stage stage0-text
@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from components.pipelines.cluster import GPU_RESOURCE, TRAINING_RUNTIME, node_selector, runs_as_trainjob, tolerations
+from components.pipelines.network import network_profile
 from components.specs.curriculum import CurriculumSpec, StageSpec
 
 API_VERSION = "trainer.kubeflow.org/v1alpha1"
@@ -165,8 +166,9 @@ def build_trainjob(curriculum: CurriculumSpec, curriculum_file: Path | str, stag
         stage.parallel.data_parallel(res.world_size())
     except ValueError as exc:
         raise TrainJobError(f"{curriculum_file}: stage '{stage.name}': {exc}") from None
+    network = network_profile(curriculum.cluster.network)
     per_node = {GPU_RESOURCE: str(res.gpus_per_node)} if res.gpus_per_node else {}
-    per_node.update(cpu=res.cpu, memory=res.memory)
+    per_node.update(cpu=res.cpu, memory=res.memory, **network.resources)
     mount = {"name": CHECKPOINT_VOLUME, "mountPath": storage.mount_path}
     pod_patch = {
         "nodeSelector": node_selector(res),
@@ -197,8 +199,11 @@ def build_trainjob(curriculum: CurriculumSpec, curriculum_file: Path | str, stag
             {"manager": PATCH_MANAGER, "trainingRuntimeSpec": {"template": {"spec": {"replicatedJobs": [node_job]}}}}
         ],
     }
+    env = [{"name": name, "value": value} for name, value in network.env.items()]
     if inputs.tracking_uri:  # with the runtime's credentials from the Secret; rank 0 tracks (--tracking-uri)
-        spec["trainer"]["env"] = [{"name": "MLFLOW_TRACKING_URI", "value": inputs.tracking_uri}]
+        env.append({"name": "MLFLOW_TRACKING_URI", "value": inputs.tracking_uri})
+    if env:
+        spec["trainer"]["env"] = env
     if curriculum.cluster.queue:
         metadata["labels"] = {KUEUE_QUEUE_LABEL: curriculum.cluster.queue}
         spec["suspend"] = True  # Kueue admits the job by unsuspending it once the queue has quota for every node

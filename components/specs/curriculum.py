@@ -162,6 +162,12 @@ class ClusterSpec(_Strict):
         pattern=_LABEL_VALUE,
         description="node pool (omnistage.io/pool) of the small CPU task that launches a multi-node stage",
     )
+    network: Literal["none", "efa"] = Field(
+        "none",
+        description="inter-node fabric of multi-node stages (components/pipelines/network.py): none (NCCL over "
+        "the pod network) or efa (AWS EFA: vpc.amazonaws.com/efa, hugepages and libfabric/NCCL env on every "
+        "node); GKE's GPUDirect settings are documented in infra/README.md",
+    )
 
 
 class StageSpec(_Strict):

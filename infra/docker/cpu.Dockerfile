@@ -1,7 +1,8 @@
 # The CPU image: data-plane and orchestration steps (ingest, validate, DVC, evaluate, promote) run as
 # `omnistage ...` in KubernetesPodOperator pods (OMNISTAGE_IMAGE); it also runs the MLflow server
 # (PostgreSQL driver and boto3 for the S3 artifact store included). Build from the repository root:
-#   docker build -f infra/docker/cpu.Dockerfile -t ghcr.io/omnistage/omnistage-cpu:latest .
+#   docker build -f infra/docker/cpu.Dockerfile -t ghcr.io/omnistage/omnistage-cpu:$(git rev-parse --short HEAD) .
+#   docker push ...  # then use the digest it prints (name@sha256:...): cluster settings refuse latest
 FROM python:3.11-slim-bookworm
 RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
         ffmpeg espeak-ng git \

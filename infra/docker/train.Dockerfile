@@ -1,6 +1,7 @@
 # The training image: curriculum stages as KFP components on GPU node pools (OMNISTAGE_TRAIN_IMAGE).
 # megatron-core with Transformer Engine (fused attention for context parallel, grouped GEMM for experts).
-#   docker build -f infra/docker/train.Dockerfile -t ghcr.io/omnistage/omnistage-train:latest .
+#   docker build -f infra/docker/train.Dockerfile -t ghcr.io/omnistage/omnistage-train:$(git rev-parse --short HEAD) .
+#   docker push ...  # then use the digest it prints (name@sha256:...): cluster settings refuse latest
 FROM nvcr.io/nvidia/pytorch:25.10-py3
 RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
         ffmpeg espeak-ng \

@@ -11,6 +11,7 @@ import yaml
 
 from components.pipelines.cluster import ACCELERATOR_LABEL, GPU_TAINT, POOL_LABEL
 from components.pipelines.curriculum_pipeline import compile_pipeline
+from components.pipelines.network import EFA_RESOURCE, network_profile
 from components.pipelines.trainjob import build_trainjob
 from components.specs.curriculum import CurriculumSpec
 from tests.conftest import REPO_ROOT
@@ -21,10 +22,11 @@ INFRA = REPO_ROOT / "infra"
 K8S_VERSION = "1.30.0"
 MANIFESTS = sorted(p for p in (INFRA / "k8s").rglob("*.yaml") if p.name != "kustomization.yaml")
 # Kinds from CRDs have no schema in kubernetes-validate: tests/infra/test_trainer_runtime.py checks them with
-# the Trainer API models, tests/infra/test_rayjob.py against KubeRay's CRD schema, and both their pod
-# templates against the Kubernetes schemas.
-CRD_GROUPS = ("trainer.kubeflow.org/", "ray.io/")
+# the Trainer API models, tests/infra/test_rayjob.py against KubeRay's CRD schema (both their pod templates
+# against the Kubernetes schemas), tests/infra/test_kueue.py against Kueue's CRD schemas.
+CRD_GROUPS = ("trainer.kubeflow.org/", "ray.io/", "kueue.x-k8s.io/")
 TERRAFORM = sorted((INFRA / "terraform").rglob("*.tf"))
+NODE_POOL_KINDS = ("google_container_node_pool", "aws_eks_node_group")
 
 
 def _unquote(value):
@@ -44,7 +46,8 @@ def test_kustomizations_list_files_that_exist():
     for kustomization in (INFRA / "k8s").rglob("kustomization.yaml"):
         doc = yaml.safe_load(kustomization.read_text())
         for resource in doc["resources"]:
-            assert (kustomization.parent / resource).is_file(), f"{kustomization}: {resource} missing"
+            target = kustomization.parent / resource  # a file, or a base directory with its own kustomization
+            assert target.is_file() or (target / "kustomization.yaml").is_file(), f"{kustomization}: {resource} missing"
 
 
 def test_airflow_helm_values_use_the_kubernetes_executor_and_the_cluster_runner():
@@ -58,7 +61,9 @@ def _node_pools():
     pools = {}
     for path in TERRAFORM:
         for block in hcl2.load(path.open())["resource"]:
-            for resources in block.values():
+            for kind, resources in block.items():
+                if _unquote(kind) not in NODE_POOL_KINDS:
+                    continue
                 for name, body in resources.items():
                     config = body.get("node_config", [body])[0]
                     labels = {_unquote(k): _unquote(v) for k, v in config.get("labels", {}).items()}
@@ -123,3 +128,21 @@ def test_dockerfiles_copy_files_that_exist(dockerfile):
     text = dockerfile.read_text()
     workdir = re.search(r"^WORKDIR\s+(\S+)$", text, flags=re.MULTILINE).group(1)
     assert re.search(rf"^COPY\s+data_specs\s+(\./data_specs|{workdir}/data_specs)$", text, flags=re.MULTILINE)
+
+
+def test_the_eks_gpu_pool_has_the_efa_interfaces_the_efa_profile_requests():
+    doc = hcl2.load((INFRA / "terraform" / "eks" / "main.tf").open())
+    variables = {_unquote(k): v for block in doc["variable"] for k, v in block.items()}
+    resources = {(_unquote(kind), _unquote(name)): body for block in doc["resource"]
+                 for kind, named in block.items() for name, body in named.items()}  # fmt: skip
+    template = resources[("aws_launch_template", "gpu_h100")]
+    (dynamic,) = template["dynamic"]
+    (interfaces,) = [v for k, v in dynamic.items() if _unquote(k) == "network_interfaces"]
+    assert interfaces["for_each"] == "${range(var.efa_interfaces)}"
+    assert _unquote(interfaces["content"][0]["interface_type"]) == "efa"
+    # One interface per network card: the profile's vpc.amazonaws.com/efa count is what a node advertises.
+    assert variables["efa_interfaces"]["default"] == int(network_profile("efa").resources[EFA_RESOURCE])
+    node_group = resources[("aws_eks_node_group", "gpu_h100")]
+    assert node_group["launch_template"][0]["id"] == "${aws_launch_template.gpu_h100.id}"
+    assert "disk_size" not in node_group  # EKS rejects disk_size beside a launch template
+    assert template["placement"][0]["group_name"] == "${aws_placement_group.gpu_h100.name}"

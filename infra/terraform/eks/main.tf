@@ -1,7 +1,8 @@
 # EKS GPU node groups for omnistage, with the same labels and taints as the GKE pools:
 #   omnistage.io/pool=<node_pool>; on GPU nodes omnistage.io/accelerator=<GPU model> and
 #   nvidia.com/gpu=present:NoSchedule.
-# terraform init && terraform apply -var cluster=... -var node_role_arn=... -var 'subnet_ids=[...]'
+# terraform init && terraform apply -var cluster=... -var node_role_arn=... -var 'subnet_ids=[...]' \
+#   -var efa_security_group_id=sg-...
 
 terraform {
   required_version = ">= 1.6"
@@ -35,6 +36,18 @@ variable "h100_nodes" {
   default = 64
 }
 
+# EFA (curriculum cluster.network: efa; components/pipelines/network.py requests this many
+# vpc.amazonaws.com/efa per node): one EFA interface per network card of p5.48xlarge.
+variable "efa_interfaces" {
+  type    = number
+  default = 32
+}
+
+variable "efa_security_group_id" {
+  type        = string
+  description = "Security group of the GPU nodes' interfaces: EFA needs all traffic allowed to and from the group itself, plus what the cluster needs"
+}
+
 provider "aws" {
   region = var.region
 }
@@ -58,14 +71,55 @@ resource "aws_eks_node_group" "cpu_data" {
   }
 }
 
+# All GPU nodes in one cluster placement group: EFA traffic stays within a spine (one AZ: give subnet_ids
+# of one AZ).
+resource "aws_placement_group" "gpu_h100" {
+  name     = "omnistage-gpu-h100"
+  strategy = "cluster"
+}
+
+# The GPU nodes' launch template: the root disk (a node group with a launch template takes none of its
+# own) and the EFA interfaces. The NVIDIA AL2023 AMI holds the EFA driver; the EFA device plugin
+# (infra/README.md) advertises the interfaces as vpc.amazonaws.com/efa.
+resource "aws_launch_template" "gpu_h100" {
+  name_prefix = "omnistage-gpu-h100-"
+
+  block_device_mappings {
+    device_name = "/dev/xvda"
+    ebs {
+      volume_size = 2000
+      volume_type = "gp3"
+    }
+  }
+
+  placement {
+    group_name = aws_placement_group.gpu_h100.name
+  }
+
+  dynamic "network_interfaces" {
+    for_each = range(var.efa_interfaces)
+    content {
+      network_card_index    = network_interfaces.value
+      device_index          = network_interfaces.value == 0 ? 0 : 1
+      interface_type        = "efa"
+      security_groups       = [var.efa_security_group_id]
+      delete_on_termination = true
+    }
+  }
+}
+
 resource "aws_eks_node_group" "gpu_h100" {
   cluster_name    = var.cluster
   node_group_name = "gpu-h100"
   node_role_arn   = var.node_role_arn
   subnet_ids      = var.subnet_ids
-  instance_types  = ["p5.48xlarge"] # 8 x H100 80GB
+  instance_types  = ["p5.48xlarge"] # 8 x H100 80GB, 32 EFA network cards
   ami_type        = "AL2023_x86_64_NVIDIA"
-  disk_size       = 2000
+
+  launch_template {
+    id      = aws_launch_template.gpu_h100.id
+    version = aws_launch_template.gpu_h100.latest_version
+  }
 
   scaling_config {
     min_size     = 0

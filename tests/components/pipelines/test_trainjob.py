@@ -15,8 +15,10 @@ import pytest
 import yaml
 
 from components.pipelines.cluster import ACCELERATOR_LABEL, GPU_RESOURCE, GPU_TAINT, POOL_LABEL
+from components.pipelines.network import EFA_INTERFACES_P5, EFA_RESOURCE, network_profile
 from components.pipelines.trainjob import KUEUE_QUEUE_LABEL, StageInputs, TrainJobError, build_trainjob, trainjob_name
 from components.specs.curriculum import CurriculumSpec
+from components.specs.loading import SpecError
 from tests.conftest import REPO_ROOT
 from tests.infra.trainer_manifests import (
     TORCHRUN_ENV,
@@ -237,3 +239,29 @@ def test_cli_refuses_a_single_node_stage_with_the_reason():
     proc = subprocess.run([sys.executable, "-m", "components.cli", "pipeline", "trainjob", "--curriculum", str(tiny),
                            "--stage", "sft"], capture_output=True, text=True, cwd=REPO_ROOT, timeout=60)  # fmt: skip
     assert proc.returncode != 0 and "runs in one process" in proc.stderr and not proc.stdout
+
+
+def test_the_efa_network_profile_reaches_every_node_and_still_validates(tmp_path):
+    curriculum, path = _curriculum(tmp_path, lambda d: d.update(cluster={"network": "efa"}))
+    efa = network_profile("efa")
+    for stage_name in ("stage0-text", "stage5-audio-encoder"):
+        job = build_trainjob(curriculum, path, stage_name, "run-1")
+        validate_trainer_manifest(job)
+        pod = trainjob_node_pod(load_runtime(), job)
+        validate_pod(pod, f"{job['metadata']['name']}-node-0-0-abcde")
+        (node,) = pod["containers"]
+        gpus = str(curriculum.stage(stage_name).resources.gpus_per_node)
+        for amounts in (node["resources"]["requests"], node["resources"]["limits"]):  # hugepages: requests = limits
+            assert amounts[EFA_RESOURCE] == str(EFA_INTERFACES_P5) and amounts["hugepages-2Mi"] == "5120Mi"
+            assert amounts[GPU_RESOURCE] == gpus
+        env = {e["name"]: e.get("value") for e in node["env"]}
+        assert env.items() >= efa.env.items() and env["FI_PROVIDER"] == "efa"
+        assert "MLFLOW_TRACKING_USERNAME" in env  # the runtime's Secret env is kept beside the profile's
+    without = build_trainjob(FULL, FULL_PATH, "stage0-text", "run-1")  # network: none (the default)
+    assert EFA_RESOURCE not in without["spec"]["trainer"]["resourcesPerNode"]["limits"]
+    assert "env" not in without["spec"]["trainer"]
+
+
+def test_an_unknown_network_profile_is_refused_with_the_choices(tmp_path):
+    with pytest.raises(SpecError, match=r"cluster\.network.*'none' or 'efa'"):
+        _curriculum(tmp_path, lambda d: d.update(cluster={"network": "gpudirect-tcpxo"}))
