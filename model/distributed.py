@@ -10,6 +10,7 @@ import torch
 import torch.distributed as dist
 
 from model.megatron_compat import enable_cpu_compat, model_parallel_cpu_manual_seed
+from model.pg_timeout import process_group_timeout
 
 
 @dataclass(frozen=True)
@@ -37,13 +38,14 @@ def init_parallel(sizes: ParallelSizes = ParallelSizes(), seed: int = 1234) -> N
     cpu = enable_cpu_compat()
     if not dist.is_initialized():
         backend = "gloo" if cpu else "nccl"
+        timeout = process_group_timeout()
         if "RANK" in os.environ:  # started by torchrun
-            dist.init_process_group(backend=backend)
+            dist.init_process_group(backend=backend, timeout=timeout)
         else:
             # One process: an explicit address, not os.environ, so child processes (the CLI, KFP's local
             # runner) do not inherit a RANK/MASTER_PORT that points at this process's group.
             init = f"tcp://127.0.0.1:{_free_port()}"
-            dist.init_process_group(backend=backend, init_method=init, rank=0, world_size=1)
+            dist.init_process_group(backend=backend, init_method=init, rank=0, world_size=1, timeout=timeout)
     if not cpu:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
     parallel_state.destroy_model_parallel()

@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from components.cli.common import REPO_ROOT, fail, parse_datasets
+from model.pg_timeout import DEFAULT_PG_TIMEOUT_S, PG_TIMEOUT_ENV
 
 app = typer.Typer()
 NPROC_HELP = "Processes on this machine; > 1 re-launches this command under torchrun, data parallel (gloo on CPU)."
@@ -52,12 +53,27 @@ def train(
     parent_run_id: Annotated[
         str | None, typer.Option(help="MLflow run of the curriculum run: the stage's run becomes its child.")
     ] = None,
+    checkpoint_every: Annotated[int, typer.Option(min=1, help="Save a checkpoint every this many steps.")] = 10,
+    sample_log: Annotated[
+        Path | None, typer.Option(help="Append each step's global batch (sample keys, JSON lines) here; rank 0.")
+    ] = None,
+    pg_timeout: Annotated[
+        float | None,
+        typer.Option(help=f"Seconds a collective waits for the other ranks before failing (sets ${PG_TIMEOUT_ENV}; "
+                          f"default {DEFAULT_PG_TIMEOUT_S:g})."),  # fmt: skip
+    ] = None,
 ) -> None:
     """Train one curriculum stage (see components/training/stage_runner.py).
 
     Under torchrun (this command with --nproc-per-node, or a cluster launcher starting it on every node)
-    each process is one rank; only rank 0 prints the result.
+    each process is one rank; only rank 0 prints the result. When a rank dies, torchrun stops the others
+    and this command exits non-zero (torchrun's "Root Cause" names the rank); `--resume` continues from the
+    last checkpoint.
     """
+    if pg_timeout is not None:
+        if not pg_timeout > 0:
+            fail(f"--pg-timeout {pg_timeout:g}: expected seconds > 0")
+        os.environ[PG_TIMEOUT_ENV] = f"{pg_timeout:g}"  # read by model.distributed here and in the ranks
     if nproc_per_node > 1 and "RANK" not in os.environ:
         args = ["--curriculum", str(curriculum), "--stage", stage, "--tokenizer", str(tokenizer), "--out", str(out)]
         args += [a for item in dataset for a in ("--dataset", item)]
@@ -67,10 +83,17 @@ def train(
         args += ["--checkpoint-uri", checkpoint_uri] if checkpoint_uri else []
         args += ["--tracking-uri", tracking_uri] if tracking_uri else []
         args += ["--parent-run-id", parent_run_id] if parent_run_id else []
+        args += ["--checkpoint-every", str(checkpoint_every)]
+        args += ["--sample-log", str(sample_log)] if sample_log else []
         # One thread per rank: N ranks x all cores each oversubscribes the machine (ENVIRONMENT.md).
         env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
-        raise typer.Exit(code=subprocess.run(torchrun_command(nproc_per_node, args, env), env=env).returncode)
+        code = subprocess.run(torchrun_command(nproc_per_node, args, env), env=env).returncode
+        if code:
+            print(f"omnistage train: stage '{stage}' failed under torchrun (exit {code}); its report above names "
+                  f"the rank that failed first. Rerun with --resume to continue from the last checkpoint in {out}",
+                  file=sys.stderr)  # fmt: skip
+        raise typer.Exit(code=code)
 
     from components.specs.curriculum import CurriculumSpec
     from components.specs.loading import SpecError
@@ -82,7 +105,8 @@ def train(
     try:
         spec = CurriculumSpec.load(curriculum)
         run = StageRun(spec, stage, datasets, tokenizer, out, init_from, resume, max_steps,
-                       checkpoint_uri=checkpoint_uri)  # fmt: skip
+                       checkpoint_every=checkpoint_every, checkpoint_uri=checkpoint_uri,
+                       sample_log=sample_log)  # fmt: skip
         if tracking_uri:  # the KFP stage components' tracking: under torchrun, rank 0 only
             from components.tracking.mlflow_stage import tracked_stage
 

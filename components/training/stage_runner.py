@@ -72,6 +72,9 @@ class StageRun:
     # tests: (step, named gradients after the data-parallel reduction, before the optimizer step)
     inspect_grads: Callable[[int, dict[str, torch.Tensor]], None] | None = None
     checkpoint_uri: str | None = None  # publish every save there too (components.training.checkpoint_store)
+    # append each step's global batch ({"step", "keys"} per JSON line) here, rank 0 only: which samples
+    # trained when, across restarts (a resumed run repeats the steps after its checkpoint, with equal keys)
+    sample_log: Path | None = None
 
 
 @dataclass
@@ -283,6 +286,9 @@ def run_stage(run: StageRun) -> StageResult:
                    **{f"data/{k}": v for k, v in problems.items()},
                    **{f"loss/family/{f}": float(t / n) for f, (t, n) in zip(families, per_family) if n}}  # fmt: skip
         history.append(metrics)
+        if run.sample_log and plan.rank == 0:
+            with open(run.sample_log, "a") as ledger:
+                ledger.write(json.dumps({"step": step, "keys": order[-1]}) + "\n")
         if run.on_step:
             run.on_step(step, metrics)
         if step % run.checkpoint_every == 0 or step == last_steps:
