@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -78,7 +79,8 @@ def _steps(log: Path) -> dict[int, list[str]]:
     steps: dict[int, list[str]] = {}
     for line in log.read_text().splitlines():
         entry = json.loads(line)
-        assert steps.setdefault(entry["step"], entry["keys"]) == entry["keys"], f"step {entry['step']} redone differently"
+        redone = steps.setdefault(entry["step"], entry["keys"])
+        assert redone == entry["keys"], f"step {entry['step']} was redone on other samples"
     return steps
 
 
@@ -121,7 +123,8 @@ def test_a_killed_rank_fails_the_job_and_resume_ends_where_an_uninterrupted_run_
     saved = _checkpoint_step(out)
     print(f"failed {failed_after:.2f} s after the kill; checkpoint at step {saved}")
     assert code != 0 and failed_after < FAIL_WITHIN_S
-    assert "rank: 1 (local_rank: 1)" in report and "Signal 9 (SIGKILL)" in report, report[-3000:]
+    # torchrun's report: the first failure is rank 1, killed by SIGKILL (rank 0 was stopped by torchrun)
+    assert re.search(r"Root Cause.*?rank\s*: 1 \(local_rank: 1\)\s*exitcode\s*: -9", report, re.S), report[-3000:]
     assert "Rerun with --resume" in report
     assert EVERY <= saved < STEPS, "the kill came after the last step: nothing left to resume"
 
