@@ -87,13 +87,15 @@ def retrain_omni():
 
     @task
     def resolve_data_versions(params=None, triggering_asset_events=None) -> dict:
-        """The Asset events' versions; else the `dataset_version` param; else the folder's (stats.json)."""
+        """The Asset events' versions; else the `dataset_version` param; else the folder's (stats.json), when
+        it was versioned (an unversioned folder pins nothing: retrain keys it as unversioned)."""
         versions = versions_from_events(triggering_asset_events or {})
         if not versions and params["dataset_version"]:
             versions = {params["dataset"]: params["dataset_version"]}
         if not versions:
             shown = run_omnistage(["dataset", "show", params["dataset_dir"], "--json"], cwd=params["repo"])
-            versions = {params["dataset"]: shown["version"]["version"]}
+            if on_disk := (shown.get("version") or {}).get("version"):
+                versions = {params["dataset"]: on_disk}
         print(f"data versions: {versions}")
         return versions
 

@@ -110,8 +110,9 @@ def test_a_local_ray_listens_on_loopback_only(ray_pool):
 
     listening = set()
     for proc in psutil.Process().children(recursive=True):
-        try:  # only Ray's processes: other session fixtures (moto_server, MLflow) have their own sockets
-            if "ray" not in " ".join(proc.cmdline()) and proc.name() not in ("gcs_server", "raylet"):
+        try:  # only Ray's processes: other session fixtures (moto_server, MLflow, Airflow) have their own sockets
+            ray_code = any("/site-packages/ray/" in part for part in proc.cmdline())
+            if not (ray_code or proc.name().startswith("ray::") or proc.name() in ("gcs_server", "raylet")):
                 continue
             conns = proc.net_connections("tcp")
         except (psutil.NoSuchProcess, psutil.AccessDenied):  # a worker that ended while we looked
