@@ -106,15 +106,9 @@ def pipeline_status(
     kfp_namespace: Annotated[str, KfpNamespace] = "",
 ) -> None:
     """Print a KFP run's state as JSON (`final` is true once it succeeded, failed, was cancelled or skipped)."""
-    from components.orchestration.kfp_runs import KfpRunError, run_state
+    from components.orchestration.kfp_runs import run_state
 
-    target = _target(kfp_host, kfp_namespace)
-    try:
-        with stdout_to_stderr():
-            result = run_state(target, run_id)
-    except KfpRunError as exc:
-        fail(str(exc))
-    _print(result)
+    _on_run(run_state, run_id, kfp_host, kfp_namespace)
 
 
 @pipeline_app.command("cancel")
@@ -124,12 +118,19 @@ def pipeline_cancel(
     kfp_namespace: Annotated[str, KfpNamespace] = "",
 ) -> None:
     """Terminate a live KFP run (a finished one is left alone); prints JSON."""
-    from components.orchestration.kfp_runs import KfpRunError, cancel_run
+    from components.orchestration.kfp_runs import cancel_run
+
+    _on_run(cancel_run, run_id, kfp_host, kfp_namespace)
+
+
+def _on_run(action, run_id: str, kfp_host: str, kfp_namespace: str) -> None:
+    """Apply `action(target, run_id)` to one KFP run and print its JSON answer; API errors end the command."""
+    from components.orchestration.kfp_runs import KfpRunError
 
     target = _target(kfp_host, kfp_namespace)
     try:
-        with stdout_to_stderr():
-            result = cancel_run(target, run_id)
+        with stdout_to_stderr():  # kfp prints on stdout; stdout must hold only the JSON (Airflow's XCom)
+            result = action(target, run_id)
     except KfpRunError as exc:
         fail(str(exc))
     _print(result)
