@@ -137,7 +137,11 @@ def _decode_media(
             if skip_unreferenced and can_skip_unreferenced(vstream.codec_context.name, rate, frame_times):
                 vstream.codec_context.skip_frame = "NONREF"
             picker = _NearestFramePicker(frame_times, frame_size)
-        resampler = av.AudioResampler(format="s16", layout="mono", rate=audio_rate) if astream else None
+        # One-second output frames: the same samples as frame-by-frame output, with ~40x fewer Python calls
+        # to collect them (an AAC stream decodes into ~43 frames per second).
+        resampler = (
+            av.AudioResampler(format="s16", layout="mono", rate=audio_rate, frame_size=audio_rate) if astream else None
+        )
         pcm: list[np.ndarray] = []
         last_t = 0.0
         # Only the chosen streams are demuxed: data, subtitle and attachment streams never reach a decoder.
@@ -150,12 +154,15 @@ def _decode_media(
                 if packet.size == 0 and packet.buffer_ptr:
                     continue
                 for frame in packet.decode():
-                    if frame.time is not None:
-                        last_t = max(last_t, float(frame.time))
-                    if isinstance(frame, av.VideoFrame) and frame.time is not None:
-                        picker.feed(frame, float(frame.time))
-                    else:
-                        pcm.extend(f.to_ndarray().reshape(-1) for f in resampler.resample(frame))
+                    if isinstance(frame, av.VideoFrame):
+                        if frame.time is not None:
+                            t = float(frame.time)
+                            last_t = max(last_t, t)
+                            picker.feed(frame, t)
+                        continue
+                    if frame.pts is not None:  # a float product: `frame.time` builds a Fraction per audio frame
+                        last_t = max(last_t, frame.pts * float(frame.time_base))
+                    pcm.extend(f.to_ndarray().reshape(-1) for f in resampler.resample(frame))
         except av.FFmpegError as exc:
             raise DecodeError(f"{_io_prefix(exc)}decode error at {last_t:.2f} s: {exc}") from exc
     frames: list[np.ndarray] = []

@@ -206,7 +206,10 @@ def fingerprint_media(url: str, duration_s: float, with_video: bool, with_audio:
         vstream = container.streams.video[0] if with_video and container.streams.video else None
         astream = container.streams.audio[0] if with_audio and container.streams.audio else None
         thumbs = _InterpolatedThumbnails(frame_times(duration_s or WINDOW_S)) if vstream else None
-        resampler = av.AudioResampler(format="s16", layout="mono", rate=AUDIO_RATE) if astream else None
+        # One-second output frames: the same samples, fewer Python calls (decode.py says why); flushed below.
+        resampler = None
+        if astream is not None:
+            resampler = av.AudioResampler(format="s16", layout="mono", rate=AUDIO_RATE, frame_size=AUDIO_RATE)
         if vstream is not None:
             vstream.codec_context.thread_count = 1  # no CPU spent on frame threads; workers parallelise
             if vstream.codec_context.name in _SKIP_NONREF_CODECS:
@@ -226,6 +229,8 @@ def fingerprint_media(url: str, duration_s: float, with_video: bool, with_audio:
                         num_samples += pcm[-1].size
             if (thumbs is None or thumbs.done) and (resampler is None or num_samples >= max_samples):
                 break
+        if resampler is not None and num_samples < max_samples:  # the last, partial output frame
+            pcm.extend(out.to_ndarray().reshape(-1) for out in resampler.resample(None))
     frames = _frames_part(thumbs.finish()) if thumbs is not None else _frames_part([])
     samples = np.concatenate(pcm)[:max_samples] if pcm else np.zeros(0, np.int16)
     return Fingerprint(*frames, *audio_codes(samples))
