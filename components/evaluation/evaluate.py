@@ -13,17 +13,18 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from components.evaluation.contamination import check_contamination
-from components.evaluation.items import dataset_version, load_eval_samples, manifest_fingerprints
+from components.evaluation.items import dataset_version, load_eval_samples, manifest_fingerprints, split_metadata
 from components.evaluation.records import latest_evaluation
 from components.evaluation.report import write_report
-from components.evaluation.scoring import SuiteResult, load_checkpoint_model, score_suite, write_results
-from components.progress import track
-from components.specs.evals import EVALS_DIR, load_suites
+from components.evaluation.results import SuiteResult, write_results
+from components.evaluation.scoring import load_checkpoint_model, score_suite
+from components.specs.evals import EVALS_DIR, EvalSuiteSpec, load_suites
 from components.tracking.experiments import EVALUATION_EXPERIMENT, use_experiment
 from components.tracking.lineage import lineage_back
 from components.tracking.models import ResolvedModel, resolve_model
@@ -44,11 +45,27 @@ class Evaluation:
 
 
 def suite_metrics(results: list[SuiteResult]) -> dict[str, float]:
+    """The MLflow metrics of an evaluation run: `SUITE` is the value, `SUITE.FIELD` the rest
+    (components.evaluation.records reads them back)."""
     out = {}
     for r in results:
         out |= {r.suite: r.value, f"{r.suite}.ci_low": r.ci_low, f"{r.suite}.ci_high": r.ci_high,
-                f"{r.suite}.chance": r.chance}  # fmt: skip
+                f"{r.suite}.chance": r.chance, f"{r.suite}.num_items": r.num_items, f"{r.suite}.min_items": r.min_items,
+                f"{r.suite}.higher_is_better": float(r.higher_is_better)}  # fmt: skip
+        if r.blanked is not None:
+            out |= {f"{r.suite}.blanked.{k}": v for k, v in r.blanked.__dict__.items()}
+        for kind, row in r.breakdown.items():
+            name = f"{r.suite}.type.{re.sub(r'[^A-Za-z0-9_]', '_', kind)}"  # MLflow's metric-name alphabet
+            out |= {name: row["value"], f"{name}.num_items": row["num_items"]}
     return out
+
+
+def _train_transcripts(spec: EvalSuiteSpec, datasets: dict[str, Path]) -> list[str]:
+    """The training split's transcripts, for a blind-prior (best constant transcript) chance."""
+    if spec.chance != "blind_prior":
+        return []
+    metas = split_metadata(Path(datasets[spec.data.dataset]), spec.family, "train")
+    return [m["labels"]["transcript"] for m in metas if m.get("labels", {}).get("transcript")]
 
 
 def evaluate_model(model_uri: str, datasets: dict[str, Path], tracking_uri: str, suites: list[str] | None = None,
@@ -71,7 +88,11 @@ def evaluate_model(model_uri: str, datasets: dict[str, Path], tracking_uri: str,
     vocab = loaded.tokenizer.get_vocab_size()
     results = []
     for spec in specs:
-        results.append(score_suite(loaded, spec, track(samples[spec.name], f"eval {spec.name}"), vocab))
+        result = score_suite(loaded, spec, samples[spec.name], vocab, _train_transcripts(spec, datasets))
+        if not result.enough_items:
+            log.warning("suite %s: %d items, fewer than its min_items %d: the gate's min_items rule will fail it",
+                        spec.name, result.num_items, result.min_items)  # fmt: skip
+        results.append(result)
     client = MlflowClient(tracking_uri)
     champion: dict[str, dict] = {}
     if model.name:

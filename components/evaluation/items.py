@@ -44,3 +44,19 @@ def load_eval_samples(suite: EvalSuiteSpec, datasets: dict[str, Path]) -> list[d
             samples.append({**raw, "json": meta})
     samples.sort(key=lambda s: s["json"]["key"])
     return samples[: suite.max_items] if suite.max_items else samples
+
+
+def split_metadata(folder: Path, family: str, split: str) -> list[dict]:
+    """The parsed JSON of every sample of one task family and split, sorted by key; reads only the JSON
+    members of the shards (no media), e.g. the training transcripts a blind-prior baseline draws from."""
+    import tarfile
+
+    metas = []
+    for shard in sorted((Path(folder) / "shards").glob("*.tar")):
+        with tarfile.open(shard) as tar:
+            for member in tar:
+                if member.name.endswith(".json"):
+                    meta = json.loads(tar.extractfile(member).read())
+                    if meta.get("split") == split and meta.get("task_family", meta.get("modality")) == family:
+                        metas.append(meta)
+    return sorted(metas, key=lambda m: m["key"])

@@ -1,25 +1,37 @@
-"""Score a checkpoint on one eval suite: per-item results, the suite metric and its bootstrap 95% CI.
+"""Score a checkpoint on one eval suite: per-item records, then components.evaluation.results.summarise.
 
 - accuracy: multiple choice by likelihood. Every choice is written as the answer after the item's
-  prompt (media + question); the choice whose answer tokens (and end-of-sequence) the model finds most
-  likely is its pick. All choices of an item run as one batch.
+  prompt (media + question), tokenised exactly as training renders answers (components.training.render:
+  a leading space, then `<eos>`); the choice with the highest mean log-probability per answer token wins
+  (`choice_scoring: mean_logprob`, the default). A sum over tokens would favour the choice with fewer
+  tokens: with a byte-level BPE a rare or multi-digit answer (" 12", " magenta") splits into more pieces than
+  a common one (" 3", " red"), and every extra piece adds a negative log-probability. All choices of an
+  item run as one batch. Option-in-prompt scoring (listing the choices and asking for a letter) is not
+  offered: training never shows a list of options, so it would measure a format the model never learnt.
 - wer: greedy transcription of the audio, word error rate = word edits / reference words.
 - perplexity: exp(total next-token NLL / tokens) over held-out documents.
-The CI resamples items (not tokens) with replacement, so it reflects how few items a suite has.
+Suites with media are scored twice: as given, and with the media blanked (components.evaluation.blanking).
+Scoring runs with torch's deterministic algorithms and no randomness, items sorted by key, so the same
+checkpoint and data give identical numbers on a rerun on the same machine.
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
 import re
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from components.evaluation.baselines import best_constant_transcript
+from components.evaluation.blanking import blank_media, has_media
+from components.evaluation.metrics import word_errors
+from components.evaluation.results import SuiteResult, summarise
+from components.progress import track
 from components.specs.evals import EvalSuiteSpec
 from components.training.render import answer_ids, question_ids, render_prompt
 from model import tokenizer as tok
@@ -54,58 +66,6 @@ def load_checkpoint_model(checkpoint: Path) -> LoadedModel:
     return LoadedModel(model, tokenizer, preset, meta)
 
 
-@dataclass
-class SuiteResult:
-    suite: str
-    metric: str
-    value: float
-    ci_low: float
-    ci_high: float
-    chance: float
-    higher_is_better: bool
-    n_items: int
-    items: list[dict] = field(default_factory=list)  # per item: key, sha256 and what was scored
-
-    @property
-    def above_chance(self) -> bool:
-        """The whole CI is on the better side of chance."""
-        return self.ci_low > self.chance if self.higher_is_better else self.ci_high < self.chance
-
-    def summary(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k != "items"} | {"above_chance": self.above_chance}
-
-
-# ------------------------------------------------------------------------------------------------ metrics
-def _normalise(text: str) -> list[str]:
-    return re.sub(r"[^a-z0-9' ]+", " ", text.lower()).split()
-
-
-def word_errors(reference: str, hypothesis: str) -> tuple[int, int]:
-    """(Levenshtein distance over words, reference word count)."""
-    ref, hyp = _normalise(reference), _normalise(hypothesis)
-    row = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, 1):
-        prev, row[0] = row[0], i
-        for j, h in enumerate(hyp, 1):
-            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (r != h))
-    return row[len(hyp)], len(ref)
-
-
-def aggregate(metric: str, items: list[dict]) -> float:
-    if metric == "accuracy":
-        return float(np.mean([i["correct"] for i in items]))
-    if metric == "wer":
-        return sum(i["errors"] for i in items) / max(1, sum(i["words"] for i in items))
-    return float(np.exp(sum(i["nll"] for i in items) / max(1, sum(i["tokens"] for i in items))))
-
-
-def bootstrap_ci(metric: str, items: list[dict], samples: int, seed: int = 0) -> tuple[float, float]:
-    rng = np.random.default_rng(seed)
-    stats = [aggregate(metric, [items[i] for i in rng.integers(0, len(items), len(items))]) for _ in range(samples)]
-    low, high = np.percentile(stats, [2.5, 97.5])
-    return float(low), float(high)
-
-
 # ------------------------------------------------------------------------------------------------ scoring
 def _batch(rows: list[list[int]], labels: list[list[int]], prompt, pad: int) -> OmniBatch:
     width = max(map(len, rows))
@@ -116,8 +76,9 @@ def _batch(rows: list[list[int]], labels: list[list[int]], prompt, pad: int) -> 
 
 
 @torch.no_grad()
-def _choice_scores(loaded: LoadedModel, prompt, question: list[int], choices: list[str]) -> list[float]:
-    """Sum of log-probabilities of each choice's answer tokens after prompt + question."""
+def _choice_scores(loaded: LoadedModel, prompt, question: list[int], choices: list[str], mean: bool) -> list[float]:
+    """Log-probability of each choice's answer tokens (and `<eos>`) after prompt + question: the mean per
+    token when `mean`, else the sum."""
     head = prompt.ids + question
     rows, labels = [], []
     for choice in choices:
@@ -127,8 +88,10 @@ def _choice_scores(loaded: LoadedModel, prompt, question: list[int], choices: li
     batch = _batch(rows, labels, prompt, tok.special_id(loaded.tokenizer, tok.EOS))
     logp = F.log_softmax(loaded.model.text_logits(batch).float(), dim=-1)
     target = batch.labels.clamp(min=0)
-    picked = logp.gather(-1, target[..., None])[..., 0] * (batch.labels != IGNORE)
-    return picked.sum(-1).tolist()
+    scored = batch.labels != IGNORE
+    picked = logp.gather(-1, target[..., None])[..., 0] * scored
+    total = picked.sum(-1)
+    return (total / scored.sum(-1) if mean else total).tolist()
 
 
 @torch.no_grad()
@@ -146,68 +109,94 @@ def _greedy(loaded: LoadedModel, prompt, max_new: int = 32) -> str:
     return loaded.tokenizer.decode(out)
 
 
-def _items_of(sample: dict, suite: EvalSuiteSpec) -> list[tuple[str, str, list[str]]]:
-    """(question, answer, choices) per scored question of one sample."""
+def _items_of(sample: dict, suite: EvalSuiteSpec) -> list[tuple[str, str, list[str], str | None]]:
+    """(question, answer, choices, question type) per scored question of one sample."""
     labels = sample["json"].get("labels", {})
     if suite.classify:
         truth, caption = labels[suite.classify], labels.get("caption", "")
-        return [("", caption, [re.sub(rf"\b{re.escape(truth)}\b", c, caption) for c in suite.choices])]
+        return [("", caption, [re.sub(rf"\b{re.escape(truth)}\b", c, caption) for c in suite.choices], None)]
     out = []
     for qa in labels.get("qa") or []:
         choices = [str(c) for c in (qa.get("choices") or suite.choices or [])]
         if str(qa["answer"]) not in choices:
             raise ValueError(f"suite {suite.name}: answer {qa['answer']!r} of {sample['json']['key']} is not among "
                              f"its choices {choices}: add it to the suite's choices")  # fmt: skip
-        out.append((qa["question"], str(qa["answer"]), choices))
+        out.append((qa["question"], str(qa["answer"]), choices, qa.get("type")))
     return out
 
 
-def score_suite(loaded: LoadedModel, suite: EvalSuiteSpec, samples: Iterable[dict], vocab_size: int) -> SuiteResult:
+@torch.no_grad()
+def _perplexity_item(loaded: LoadedModel, sample: dict) -> dict:
+    text = sample["txt"].decode("utf-8")
+    ids = [tok.special_id(loaded.tokenizer, tok.BOS)] + loaded.tokenizer.encode(text).ids
+    ids.append(tok.special_id(loaded.tokenizer, tok.EOS))
+    batch = OmniBatch(torch.tensor([ids]), torch.tensor([ids[1:] + [IGNORE]]))
+    logits = loaded.model.text_logits(batch)[0].float()
+    nll = F.cross_entropy(logits[:-1], batch.input_ids[0, 1:], reduction="sum")
+    return {"nll": float(nll), "tokens": len(ids) - 1}
+
+
+def score_items(loaded: LoadedModel, suite: EvalSuiteSpec, samples: Iterator[dict]) -> list[dict]:
+    """Per-item records of one pass over the samples (see components.evaluation.results)."""
     items: list[dict] = []
-    chances: list[float] = []
     for sample in samples:
         meta = sample["json"]
-        base = {"key": meta["key"], "sha256": meta["sha256"]}
+        base = {"id": meta["key"], "key": meta["key"], "sha256": meta["sha256"]}
         if suite.metric == "perplexity":
-            text = sample["txt"].decode("utf-8")
-            ids = [tok.special_id(loaded.tokenizer, tok.BOS)] + loaded.tokenizer.encode(text).ids
-            ids.append(tok.special_id(loaded.tokenizer, tok.EOS))
-            batch = OmniBatch(torch.tensor([ids]), torch.tensor([ids[1:] + [IGNORE]]))
-            with torch.no_grad():
-                logits = loaded.model.text_logits(batch)[0].float()
-            nll = F.cross_entropy(logits[:-1], batch.input_ids[0, 1:], reduction="sum")
-            items.append(base | {"nll": float(nll), "tokens": len(ids) - 1})
-        else:
-            prompt = render_prompt(sample, loaded.tokenizer, loaded.preset.vit, loaded.preset.audio_encoder)
-            if suite.metric == "wer":
-                hypothesis = _greedy(loaded, prompt)
-                errors, words = word_errors(meta["labels"]["transcript"], hypothesis)
-                items.append(base | {"errors": errors, "words": words, "hypothesis": hypothesis})
+            items.append(base | _perplexity_item(loaded, sample))
+            continue
+        prompt = render_prompt(sample, loaded.tokenizer, loaded.preset.vit, loaded.preset.audio_encoder)
+        if suite.metric == "wer":
+            hypothesis = _greedy(loaded, prompt)
+            errors, words = word_errors(meta["labels"]["transcript"], hypothesis)
+            items.append(base | {"errors": errors, "words": words, "hypothesis": hypothesis})
+            continue
+        family = meta.get("task_family")
+        for number, (question, answer, choices, kind) in enumerate(_items_of(sample, suite)):
+            qids = question_ids(loaded.tokenizer, family, question) if question else []
+            scores = _choice_scores(loaded, prompt, qids, choices, suite.choice_scoring == "mean_logprob")
+            best = int(np.argmax(scores))
+            if suite.classify:  # report the class, not the whole caption
+                truth, pick = meta["labels"][suite.classify], suite.choices[best]
             else:
-                family = meta.get("task_family")
-                for question, answer, choices in _items_of(sample, suite):
-                    qids = question_ids(loaded.tokenizer, family, question) if question else []
-                    scores = _choice_scores(loaded, prompt, qids, choices)
-                    best = int(np.argmax(scores))
-                    if suite.classify:  # report the class, not the whole caption
-                        truth, pick = meta["labels"][suite.classify], suite.choices[best]
-                    else:
-                        truth, pick = answer, choices[best]
-                    items.append(base | {"question": question, "truth": truth, "pick": pick,
-                                         "correct": float(pick == truth), "choices": len(choices)})  # fmt: skip
-                    chances.append(1 / len(choices))
-    if not items:
-        raise ValueError(f"suite {suite.name}: no eval items of family {suite.family} in the dataset")
-    value = aggregate(suite.metric, items)
-    low, high = bootstrap_ci(suite.metric, items, suite.bootstrap_samples)
+                truth, pick = answer, choices[best]
+            items.append(base | {"id": f"{meta['key']}#{number}", "question": question, "type": kind,
+                                 "truth": truth, "pick": pick, "correct": float(pick == truth),
+                                 "choices": len(choices)})  # fmt: skip
+    return items
+
+
+@contextlib.contextmanager
+def deterministic() -> Iterator[None]:
+    """Torch's deterministic kernels for the duration (an op without one raises instead of varying)."""
+    before = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before)
+
+
+def suite_chance(suite: EvalSuiteSpec, items: list[dict], vocab_size: int, train_transcripts: list[str]) -> float:
     if suite.chance == "uniform":
-        chance = float(np.mean(chances))
-    elif suite.chance == "vocabulary":
-        chance = float(vocab_size)
-    else:
-        chance = float(suite.chance)
-    return SuiteResult(suite.name, suite.metric, value, low, high, chance, suite.higher_is_better, len(items), items)
+        return float(np.mean([1 / i["choices"] for i in items]))
+    if suite.chance == "vocabulary":
+        return float(vocab_size)
+    if suite.chance == "blind_prior":
+        return best_constant_transcript(train_transcripts, [i["reference"] for i in items])[1]
+    return float(suite.chance)
 
 
-def write_results(results: list[SuiteResult], path: Path) -> None:
-    path.write_text(json.dumps([r.summary() | {"items": r.items} for r in results], indent=1))
+def score_suite(loaded: LoadedModel, suite: EvalSuiteSpec, samples: list[dict], vocab_size: int,
+                train_transcripts: list[str] = ()) -> SuiteResult:  # fmt: skip
+    """Score the samples, and (for a suite with media and `blanked_control`) the same samples blanked."""
+    with deterministic():
+        items = score_items(loaded, suite, track(samples, f"eval {suite.name}"))
+        blanked = None
+        if suite.blanked_control and any(has_media(s) for s in samples):
+            blanked = score_items(loaded, suite, track(map(blank_media, samples), f"eval {suite.name} (media blanked)",
+                                                       total=len(samples)))  # fmt: skip
+    if suite.metric == "wer":
+        references = {s["json"]["key"]: s["json"]["labels"]["transcript"] for s in samples}
+        items = [i | {"reference": references[i["key"]]} for i in items]
+    return summarise(suite, items, suite_chance(suite, items, vocab_size, list(train_transcripts)), blanked)

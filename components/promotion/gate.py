@@ -1,12 +1,19 @@
 """The promotion gate as pure functions: a candidate's suite results, the champion's, a gate spec and
 whether a human approved -> a decision with each rule's outcome.
 
-Rules, in order:
+Rules, per suite the gate runs, in order:
+- min_items (when `require_min_items`): the suite scored at least its spec's `min_items` items. A suite
+  too small to mean anything fails the gate rather than the evaluation: the evaluation still reports
+  (useful on a smoke corpus, and its wide CI is honest), but no promotion rests on it;
 - floor (per suite in `floors`): accuracy >= floor, wer / perplexity <= floor, on the point estimate;
-- no regression (per suite, when there is a champion with results for it): the candidate may be worse
-  than the champion by at most `tolerance`, *judged with the CI*: the rule fails only when even the
-  better end of the candidate's 95% CI is worse than champion - tolerance (a regression the data shows,
-  not one noise could explain); with no champion this rule is skipped and the floors alone decide;
+- above_chance (suites in `above_chance`): the whole 95% CI strictly better than chance (for WER the
+  blind prior: the best constant training transcript);
+- above_blanked (suites in `above_blanked`; 'all' = every suite with media): the paired 95% CI of
+  (score - media-blanked score) on the same items wholly on the better side of 0: the model uses the media;
+- no_regression (when there is a champion with results for the suite): paired bootstrap of
+  (candidate - champion) over the items both evaluations scored (matched by item id); the rule fails
+  only when the whole 95% CI of that difference is worse than -tolerance (a regression the data shows,
+  not one noise could explain). Needs both evaluations' per-item records; with no champion it is skipped;
 - approval (when `require_approval`): a recorded human approval.
 `missing` results for a suite the gate runs fail that suite's rules.
 """
@@ -15,6 +22,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from components.evaluation.metrics import paired_delta_ci
 from components.specs.evals import HIGHER_IS_BETTER, GateSpec
 
 PROMOTED, REJECTED, AWAITING = "promoted", "rejected", "awaiting-approval"
@@ -22,7 +30,7 @@ PROMOTED, REJECTED, AWAITING = "promoted", "rejected", "awaiting-approval"
 
 @dataclass(frozen=True)
 class RuleOutcome:
-    rule: str  # floor | no_regression | approval | result
+    rule: str  # result | min_items | floor | above_chance | above_blanked | no_regression | approval
     suite: str | None
     passed: bool
     detail: str
@@ -50,9 +58,71 @@ def _better_or_equal(a: float, b: float, higher: bool) -> bool:
     return a >= b if higher else a <= b
 
 
+def _min_items(suite: str, result: dict) -> RuleOutcome:
+    num, least = result.get("num_items"), result.get("min_items")
+    if num is None or least is None:
+        return RuleOutcome("min_items", suite, False, f"{suite}: the evaluation recorded no item count; re-evaluate")
+    ok = num >= least
+    return RuleOutcome("min_items", suite, ok, f"{suite}: {num} items {'>=' if ok else '<'} the minimum {least}"
+                       + ("" if ok else " (add eval items; the CI of so few says little)"))  # fmt: skip
+
+
+def _floor(suite: str, result: dict, floor: float, higher: bool) -> RuleOutcome:
+    ok = _better_or_equal(result["value"], floor, higher)
+    sign = ">=" if higher else "<="
+    return RuleOutcome("floor", suite, ok, f"{suite}: {result['value']:.4g} {'meets' if ok else 'misses'} "
+                       f"the floor ({sign} {floor:g})")  # fmt: skip
+
+
+def _above_chance(suite: str, result: dict, higher: bool) -> RuleOutcome:
+    chance = result.get("chance")
+    if chance is None:
+        return RuleOutcome("above_chance", suite, False, f"{suite}: the evaluation recorded no chance; re-evaluate")
+    low, high = result["ci_low"], result["ci_high"]
+    ok = low > chance if higher else high < chance
+    side = "above" if higher else "below"
+    return RuleOutcome("above_chance", suite, ok, f"{suite}: 95% CI [{low:.4g}, {high:.4g}] "
+                       f"{'is' if ok else 'is not'} strictly {side} chance {chance:.4g}")  # fmt: skip
+
+
+def _above_blanked(suite: str, result: dict, higher: bool) -> RuleOutcome:
+    blanked = result.get("blanked")
+    if not blanked:
+        return RuleOutcome("above_blanked", suite, False, f"{suite}: no media-blanked control was scored "
+                           "(set blanked_control: true in its eval spec and re-evaluate)")  # fmt: skip
+    low, high = blanked["delta_ci_low"], blanked["delta_ci_high"]
+    ok = low > 0 if higher else high < 0
+    return RuleOutcome("above_blanked", suite, ok, f"{suite}: {result['value']:.4g} vs {blanked['value']:.4g} with "
+                       f"the media blanked; paired 95% CI of the difference [{low:+.4g}, {high:+.4g}] "
+                       f"{'excludes' if ok else 'does not exclude'} no effect")  # fmt: skip
+
+
+def _no_regression(suite: str, result: dict, champ: dict, metric: str, tolerance: float,
+                   samples: int) -> RuleOutcome:  # fmt: skip
+    higher = HIGHER_IS_BETTER[metric]
+    if not result.get("items") or not champ.get("items"):
+        which = "candidate" if not result.get("items") else "champion"
+        return RuleOutcome("no_regression", suite, False, f"{suite}: the {which}'s evaluation has no per-item scores "
+                           "to pair; re-evaluate it (omnistage evaluate --model models:/NAME/VERSION)")  # fmt: skip
+    try:
+        delta, low, high, paired = paired_delta_ci(metric, result["items"], champ["items"], samples)
+    except ValueError:
+        return RuleOutcome("no_regression", suite, False, f"{suite}: the candidate and the champion were scored on "
+                           "different items; re-evaluate the champion on the candidate's data")  # fmt: skip
+    # better-side end of the difference's CI must not be beyond -tolerance (worse side)
+    best = high if higher else low
+    ok = best >= -tolerance if higher else best <= tolerance
+    return RuleOutcome("no_regression", suite, ok,
+                       f"{suite}: candidate - champion {delta:+.4g} over {paired} paired items, 95% CI "
+                       f"[{low:+.4g}, {high:+.4g}] {'is within' if ok else 'is wholly beyond'} "
+                       f"tolerance {tolerance:g}")  # fmt: skip
+
+
 def decide(gate: GateSpec, candidate: dict[str, dict], champion: dict[str, dict] | None, metrics: dict[str, str],
-           approved: bool = False) -> Decision:  # fmt: skip
-    """candidate/champion: suite -> {value, ci_low, ci_high}; metrics: suite -> metric name; champion None = none."""
+           approved: bool = False, without_media: frozenset[str] = frozenset()) -> Decision:  # fmt: skip
+    """candidate/champion: suite -> record (components.evaluation.records: value, ci_low, ci_high, chance,
+    blanked, num_items, min_items, and `items` for the paired bootstrap); champion None = none yet;
+    metrics: suite -> metric name; without_media: suites with no media to blank (skipped by above_blanked: all)."""
     outcomes: list[RuleOutcome] = []
     for suite in gate.suites:
         result = candidate.get(suite)
@@ -60,25 +130,23 @@ def decide(gate: GateSpec, candidate: dict[str, dict], champion: dict[str, dict]
             outcomes.append(RuleOutcome("result", suite, False, f"{suite}: no evaluation result for the candidate"))
             continue
         higher = HIGHER_IS_BETTER[metrics[suite]]
+        if gate.require_min_items:
+            outcomes.append(_min_items(suite, result))
         if suite in gate.floors:
-            floor, value = gate.floors[suite], result["value"]
-            ok = _better_or_equal(value, floor, higher)
-            sign = ">=" if higher else "<="
-            outcomes.append(RuleOutcome("floor", suite, ok, f"{suite}: {value:.4g} {'meets' if ok else 'misses'} "
-                                        f"the floor ({sign} {floor:g})"))  # fmt: skip
-        if champion is not None and gate.no_regression is not None and suite not in champion:
+            outcomes.append(_floor(suite, result, gate.floors[suite], higher))
+        if gate.applies("above_chance", suite):
+            outcomes.append(_above_chance(suite, result, higher))
+        if gate.applies("above_blanked", suite) and not (gate.above_blanked == "all" and suite in without_media):
+            outcomes.append(_above_blanked(suite, result, higher))
+        if champion is None or gate.no_regression is None:
+            continue
+        if suite not in champion:
             outcomes.append(RuleOutcome("no_regression", suite, True,
                                         f"{suite}: the champion has no result for it; not judged"))  # fmt: skip
-        elif champion is not None and gate.no_regression is not None:
-            tol = gate.no_regression.for_suite(suite)
-            best_case = result["ci_high"] if higher else result["ci_low"]
-            limit = champion[suite]["value"] - tol if higher else champion[suite]["value"] + tol
-            ok = _better_or_equal(best_case, limit, higher)
-            delta = result["value"] - champion[suite]["value"]
-            outcomes.append(RuleOutcome("no_regression", suite, ok,
-                                        f"{suite}: delta {delta:+.4g} vs champion {champion[suite]['value']:.4g}; "
-                                        f"best end of the candidate's CI {best_case:.4g} "
-                                        f"{'is within' if ok else 'is beyond'} tolerance {tol:g}"))  # fmt: skip
+        else:
+            rule = gate.no_regression
+            outcomes.append(_no_regression(suite, result, champion[suite], metrics[suite], rule.for_suite(suite),
+                                           rule.bootstrap_samples))  # fmt: skip
     rules_pass = all(o.passed for o in outcomes)
     if gate.require_approval:
         outcomes.append(RuleOutcome("approval", None, approved,

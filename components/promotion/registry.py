@@ -10,14 +10,17 @@ version's evaluation run.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 
-from components.evaluation.records import latest_evaluation
+from components.evaluation.records import latest_evaluation, latest_evaluation_run, latest_evaluation_with_items
 from components.promotion.gate import PROMOTED, REJECTED, Decision, decide
 from components.specs.evals import EVALS_DIR, GateSpec, load_suites
 from components.tracking.experiments import mlflow_client
 from components.tracking.models import parse_models_uri
+
+log = logging.getLogger(__name__)
 
 CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous-champion"
 CHECKPOINT_URI_TAG = "omnistage.checkpoint_uri"  # set by components.tracking.mlflow_stage on published stages
@@ -67,21 +70,24 @@ def _provenance_tags(run) -> dict[str, str]:
             "omnistage.data_versions": json.dumps(data, sort_keys=True)}  # fmt: skip
 
 
-def _metrics_of(gate: GateSpec, evals_dir: Path) -> dict[str, str]:
-    return {s.name: s.metric for s in load_suites(evals_dir, gate.suites)}
+def _suite_facts(gate: GateSpec, evals_dir: Path) -> tuple[dict[str, str], frozenset[str]]:
+    """(suite -> metric name, the suites without media) of the suites a gate runs."""
+    specs = load_suites(evals_dir, gate.suites)
+    return {s.name: s.metric for s in specs}, frozenset(s.name for s in specs if not s.has_media)
 
 
 def judge(name: str, version: str, gate: GateSpec, tracking_uri: str, evals_dir: Path = EVALS_DIR) -> Decision:
     """Set `challenger`, decide against the champion from the latest evaluations, record the decision."""
     client = mlflow_client(tracking_uri)
     client.set_registered_model_alias(name, CHALLENGER, version)
-    candidate = latest_evaluation(client, name, version)
+    candidate = latest_evaluation_with_items(client, name, version)
     champion_version = _alias_version(client, name, CHAMPION)
     champion = None
     if champion_version is not None and champion_version != version:
-        champion = latest_evaluation(client, name, champion_version)
+        champion = latest_evaluation_with_items(client, name, champion_version)
     approved = client.get_model_version(name, version).tags.get("omnistage.approved_by") is not None
-    decision = decide(gate, candidate, champion, _metrics_of(gate, evals_dir), approved)
+    metrics, without_media = _suite_facts(gate, evals_dir)
+    decision = decide(gate, candidate, champion, metrics, approved, without_media)
     record = decision.to_dict() | {"gate": gate.name, "model": name, "version": version,
                                    "champion_version": champion_version, "decided_at": time.time()}  # fmt: skip
     tags = {"omnistage.gate.name": gate.name, "omnistage.gate.status": decision.status,
@@ -127,7 +133,33 @@ def promote(model_uri: str, gate: GateSpec, datasets: dict[str, Path], tracking_
     client = mlflow_client(tracking_uri)
     if evaluate or not latest_evaluation(client, name, version):
         evaluate_model(f"models:/{name}/{version}", datasets, tracking_uri, gate.suites, evals_dir)
+    champion = _alias_version(client, name, CHAMPION)
+    if gate.no_regression is not None and champion not in (None, version):
+        _evaluate_champion_on_same_data(client, name, version, champion, datasets, gate, tracking_uri, evals_dir)
     return _judge_and_move(name, version, gate, tracking_uri, evals_dir)
+
+
+def _evaluate_champion_on_same_data(client, name: str, version: str, champion: str, datasets: dict[str, Path],
+                                    gate: GateSpec, tracking_uri: str, evals_dir: Path) -> None:  # fmt: skip
+    """The paired no-regression rule needs the champion scored on the candidate's items: evaluate the
+    champion again when its newest evaluation read other data versions, or ran other suites, or predates
+    per-item records. A champion whose training data overlaps the new eval items cannot be re-scored
+    fairly; the gate then reports that it could not pair the two."""
+    from components.evaluation.contamination import ContaminationError
+    from components.evaluation.evaluate import evaluate_model
+
+    mine, theirs = latest_evaluation_run(client, name, version), latest_evaluation_run(client, name, champion)
+    if theirs is not None:
+        same_data = mine.data.tags.get("omnistage.data_versions") == theirs.data.tags.get("omnistage.data_versions")
+        suites_done = set(gate.suites) <= set(theirs.data.params.get("suites", "").split(","))
+        records = latest_evaluation_with_items(client, name, champion)
+        has_items = all("items" in records.get(suite, {}) for suite in gate.suites)
+        if same_data and suites_done and has_items:
+            return
+    try:
+        evaluate_model(f"models:/{name}/{champion}", datasets, tracking_uri, gate.suites, evals_dir)
+    except ContaminationError as exc:
+        log.warning("champion v%s not re-evaluated on the candidate's data: %s", champion, exc)
 
 
 def approve(name: str, version: str, approver: str, gate: GateSpec, tracking_uri: str,
@@ -157,7 +189,9 @@ def _version_or_none(tag: str | None) -> str | None:
 
 
 def registry_status(name: str, tracking_uri: str) -> dict:
-    """The champion (with the curriculum run and data version it came from) and the last gate decision."""
+    """The champion (with the curriculum run and data version it came from, and per suite its newest
+    evaluation: value, ci_low, ci_high, chance, blanked, num_items, min_items, higher_is_better) and the
+    last gate decision."""
     client = mlflow_client(tracking_uri, must_exist=True)
     try:
         versions = client.search_model_versions(f"name = '{name}'")
@@ -172,7 +206,8 @@ def registry_status(name: str, tracking_uri: str) -> dict:
         champion = {"name": name, "version": champion_version, "checkpoint": mv.source,
                     "run_id": tags["omnistage.curriculum_run"],
                     "stage_run_id": mv.run_id, "data_version": next(iter(data.values()), None),
-                    "data_versions": data, "eval_run_id": mv.tags.get("omnistage.eval_run")}  # fmt: skip
+                    "data_versions": data, "eval_run_id": mv.tags.get("omnistage.eval_run"),
+                    "suites": latest_evaluation(client, name, champion_version)}  # fmt: skip
     decided = [v for v in versions if "omnistage.gate.decided_at" in v.tags]
     last = None
     if decided:

@@ -6,15 +6,21 @@ An eval suite mirrors one benchmark family of REFERENCE.md section 8 on held-out
     name: video_qa                # also the metric's name in MLflow (eval/video_qa)
     family: video_qa              # task family of the items
     metric: accuracy              # accuracy (multiple choice) | wer | perplexity
-    chance: uniform               # a number, or 'uniform' = mean of 1/len(choices) over the items
+    chance: uniform               # a number; 'uniform' = mean of 1/len(choices) over the items;
+                                  # 'blind_prior' (wer) = the best constant training transcript
     data: {dataset: demo, version: latest, split: eval}
+    min_items: 50                 # fewer eval items: flagged, and the gate's min_items rule fails
+    blanked_control: true         # also score the items with their media blanked (components.evaluation.blanking)
 
 A gate says when a candidate may replace the `champion`:
 
     model_name: omnistage-omni-tiny
     suites: [text, image, ...]
     floors: {image: 0.3, text: 200}         # accuracy >= floor; wer / perplexity <= floor
-    no_regression: {tolerance: {default: 0.0, text: 5.0}}
+    above_chance: all                       # or a list of suites: the 95% CI strictly better than chance
+    above_blanked: all                      # suites with media: CI of (score - blanked) strictly better than 0
+    require_min_items: true                 # each suite scored at least its spec's min_items items
+    no_regression: {tolerance: {default: 0.0, text: 5.0}}   # paired bootstrap vs the champion, same items
     require_approval: false
 """
 
@@ -31,6 +37,7 @@ EVALS_DIR = Path(__file__).resolve().parents[2] / "data_specs" / "evals"  # the 
 
 METRICS = ("accuracy", "wer", "perplexity")
 HIGHER_IS_BETTER = {"accuracy": True, "wer": False, "perplexity": False}
+TEXT_ONLY_FAMILIES = frozenset({"text"})  # no media to blank: no media-blanked control
 
 
 class _Strict(BaseModel):
@@ -48,11 +55,16 @@ class EvalSuiteSpec(_Strict):
     description: str = ""
     family: Literal["text", "image_caption", "video_qa", "av_qa", "voice_qa", "asr"]
     metric: Literal["accuracy", "wer", "perplexity"]
-    chance: float | Literal["uniform", "vocabulary"]
+    chance: float | Literal["uniform", "vocabulary", "blind_prior"]
     data: EvalData
     choices: list[str] | None = Field(None, description="answer choices when the items carry none")
     classify: str | None = Field(None, description="label field whose value is swapped in the target text")
     max_items: int | None = Field(None, gt=0)
+    min_items: int = Field(50, ge=1, description="fewer scored items than this fail the gate's min_items rule")
+    choice_scoring: Literal["mean_logprob", "sum_logprob"] = Field(
+        "mean_logprob", description="multiple choice: mean log-probability per answer token (length-normalised) "
+        "or the sum (favours short answers; kept to compare with older evaluations)")
+    blanked_control: bool = Field(True, description="also score the items with their media blanked")
     bootstrap_samples: int = Field(1000, ge=100)
 
     @model_validator(mode="after")
@@ -61,6 +73,11 @@ class EvalSuiteSpec(_Strict):
             raise ValueError("chance 'uniform' is for accuracy suites; give a number")
         if self.chance == "vocabulary" and self.metric != "perplexity":
             raise ValueError("chance 'vocabulary' (the perplexity of a uniform guess) is for perplexity suites")
+        if self.chance == "blind_prior" and self.metric != "wer":
+            raise ValueError("chance 'blind_prior' (the best constant training transcript) is for wer suites")
+        if self.max_items is not None and self.max_items < self.min_items:
+            raise ValueError(f"max_items {self.max_items} is below min_items {self.min_items}: every evaluation "
+                             "would be flagged too small; raise max_items or lower min_items")
         if self.classify and not self.choices:
             raise ValueError(f"classify: {self.classify} needs the list of choices")
         return self
@@ -69,13 +86,21 @@ class EvalSuiteSpec(_Strict):
     def higher_is_better(self) -> bool:
         return HIGHER_IS_BETTER[self.metric]
 
+    @property
+    def has_media(self) -> bool:
+        return self.family not in TEXT_ONLY_FAMILIES
+
     @classmethod
     def load(cls, path: Path | str) -> EvalSuiteSpec:
         return load_yaml_model(path, cls)
 
 
 class NoRegression(_Strict):
+    """Fails a suite when the paired-bootstrap 95% CI of (candidate - champion) on the same items lies wholly
+    on the worse side of -tolerance (in the metric's units)."""
+
     tolerance: dict[str, float] = Field(default_factory=lambda: {"default": 0.0})
+    bootstrap_samples: int = Field(1000, ge=100)
 
     def for_suite(self, suite: str) -> float:
         return self.tolerance.get(suite, self.tolerance.get("default", 0.0))
@@ -86,6 +111,12 @@ class GateSpec(_Strict):
     model_name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     suites: list[str] = Field(min_length=1)
     floors: dict[str, float] = Field(default_factory=dict)
+    above_chance: list[str] | Literal["all"] = Field(
+        default_factory=list, description="suites whose 95% CI must be strictly better than chance")
+    above_blanked: list[str] | Literal["all"] = Field(
+        default_factory=list, description="suites whose CI of (score - media-blanked score) must be better than 0; "
+        "'all' = every suite that has media")
+    require_min_items: bool = Field(True, description="fail a suite scored on fewer items than its min_items")
     no_regression: NoRegression | None = NoRegression()
     require_approval: bool = False
 
@@ -94,11 +125,20 @@ class GateSpec(_Strict):
         unknown = sorted(set(self.floors) - set(self.suites))
         if unknown:
             raise ValueError(f"floors for suites the gate does not run: {unknown}; add them to suites")
+        for rule in ("above_chance", "above_blanked"):
+            listed = getattr(self, rule)
+            unknown = sorted(set(listed) - set(self.suites)) if listed != "all" else []
+            if unknown:
+                raise ValueError(f"{rule} names suites the gate does not run: {unknown}; add them to suites")
         if self.no_regression is not None:
             extra = sorted(set(self.no_regression.tolerance) - set(self.suites) - {"default"})
             if extra:
                 raise ValueError(f"no_regression.tolerance names unknown suites: {extra}")
         return self
+
+    def applies(self, rule: str, suite: str) -> bool:
+        listed = getattr(self, rule)
+        return listed == "all" or suite in listed
 
     @classmethod
     def load(cls, path: Path | str) -> GateSpec:
