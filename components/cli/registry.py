@@ -55,11 +55,13 @@ def evaluate(
     from rich.table import Table
 
     table = Table(title=f"evaluation of {model}")
-    for column in ("suite", "metric", "value", "95% CI", "chance", "above chance", "items"):
+    for column in ("suite", "metric", "value", "95% CI", "chance", "above chance", "media blanked", "items"):
         table.add_column(column)
     for r in result.results:
+        blanked = f"{r.blanked.value:.4g} [{r.blanked.ci_low:.4g}, {r.blanked.ci_high:.4g}]" if r.blanked else "-"
+        items = str(r.num_items) if r.enough_items else f"{r.num_items} (< {r.min_items})"
         table.add_row(r.suite, r.metric, f"{r.value:.4g}", f"[{r.ci_low:.4g}, {r.ci_high:.4g}]", f"{r.chance:.4g}",
-                      "yes" if r.above_chance else "no", str(r.n_items))  # fmt: skip
+                      "yes" if r.above_chance else "no", blanked, items)  # fmt: skip
     console.print(table)
     console.print(f"report: {result.report}  (MLflow run {result.run_id})")
 
@@ -162,6 +164,11 @@ def status(
     else:
         console.print(f"champion: {champ['name']} v{champ['version']}  curriculum run {champ['run_id']}  "
                       f"data version {champ['data_version']}")  # fmt: skip
+        for suite, r in champ.get("suites", {}).items():
+            blanked = f"  blanked {r['blanked']['value']:.4g}" if r.get("blanked") else ""
+            chance = f"  chance {r['chance']:.4g}" if r.get("chance") is not None else ""
+            console.print(f"  {suite}: {r['value']:.4g} [{r['ci_low']:.4g}, {r['ci_high']:.4g}]{chance}{blanked}"
+                          f"  ({r['num_items']} items)")  # fmt: skip
     last = result["last_decision"]
     if last:
         against = f"v{last['judged_against']}" if last["judged_against"] else "no previous champion"

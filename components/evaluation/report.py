@@ -1,7 +1,9 @@
 """The evaluation report: a markdown page with PNG plots, stored as an MLflow artifact.
 
 - `suites.png`: one panel per suite, candidate and champion bars with their 95% CIs and the chance line;
-- `confusion-<suite>.png`: truth vs pick for classification suites (a fixed list of choices).
+- `confusion-<suite>.png`: truth vs pick for classification suites (a fixed list of choices);
+- the table: value, CI, chance, the media-blanked control with its CI and the paired CI of the difference,
+  item counts (flagged below the suite's min_items), and a per-question-type breakdown where items carry a type.
 """
 
 from __future__ import annotations
@@ -14,13 +16,16 @@ matplotlib.use("Agg")  # files only; no display on servers
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from components.evaluation.scoring import SuiteResult  # noqa: E402
+from components.evaluation.results import SuiteResult  # noqa: E402
 
 
 def _suites_plot(results: list[SuiteResult], champion: dict[str, dict], path: Path) -> None:
     fig, axes = plt.subplots(1, len(results), figsize=(2.6 * len(results), 3.2), squeeze=False)
     for ax, result in zip(axes[0], results):
         bars = [("candidate", result.value, result.ci_low, result.ci_high, "tab:blue")]
+        if result.blanked is not None:
+            b = result.blanked
+            bars.append(("blanked", b.value, b.ci_low, b.ci_high, "tab:orange"))
         if result.suite in champion:
             c = champion[result.suite]
             bars.append(("champion", c["value"], c["ci_low"], c["ci_high"], "tab:gray"))
@@ -65,13 +70,30 @@ def write_report(folder: Path, title: str, results: list[SuiteResult], champion:
     folder.mkdir(parents=True, exist_ok=True)
     _suites_plot(results, champion, folder / "suites.png")
     lines = [f"# {title}", ""] + [f"- **{k}**: {v}" for k, v in facts.items()] + ["", "![suites](suites.png)", ""]
-    lines += ["| suite | metric | value | 95% CI | chance | above chance | items | champion |",
-              "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines += ["| suite | metric | value | 95% CI | chance | above chance | media blanked (95% CI) "
+              "| score - blanked (paired 95% CI) | items | champion |",
+              "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in results:
         champ = champion.get(r.suite)
         champ_text = f"{champ['value']:.4g}" if champ else "-"
+        blanked = delta = "-"
+        if r.blanked is not None:
+            b = r.blanked
+            blanked = f"{b.value:.4g} [{b.ci_low:.4g}, {b.ci_high:.4g}]"
+            delta = f"{b.delta:+.4g} [{b.delta_ci_low:+.4g}, {b.delta_ci_high:+.4g}]"
+        items = f"{r.num_items}" if r.enough_items else f"{r.num_items} (< {r.min_items}: too few)"
+        above = "yes" if r.above_chance else "no"
         lines.append(f"| {r.suite} | {r.metric} | {r.value:.4g} | [{r.ci_low:.4g}, {r.ci_high:.4g}] | {r.chance:.4g} "
-                     f"| {'yes' if r.above_chance else 'no'} | {r.n_items} | {champ_text} |")  # fmt: skip
+                     f"| {above} | {blanked} | {delta} | {items} | {champ_text} |")  # fmt: skip
+    typed = [r for r in results if r.breakdown]
+    if typed:
+        lines += ["", "Per question type:", "", "| suite | type | value | 95% CI | media blanked | items |",
+                  "|---|---|---|---|---|---|"]  # fmt: skip
+        for r in typed:
+            for kind, row in r.breakdown.items():
+                blank = f"{row['blanked']:.4g}" if "blanked" in row else "-"
+                lines.append(f"| {r.suite} | {kind} | {row['value']:.4g} | [{row['ci_low']:.4g}, {row['ci_high']:.4g}] "
+                             f"| {blank} | {row['num_items']} |")  # fmt: skip
     for r in results:
         if r.suite in classes:
             _confusion_plot(r, classes[r.suite], folder / f"confusion-{r.suite}.png")

@@ -133,14 +133,12 @@ def promote(model_uri: str, gate: GateSpec, datasets: dict[str, Path], tracking_
     client = mlflow_client(tracking_uri)
     if evaluate or not latest_evaluation(client, name, version):
         evaluate_model(f"models:/{name}/{version}", datasets, tracking_uri, gate.suites, evals_dir)
-    champion = _alias_version(client, name, CHAMPION)
-    if gate.no_regression is not None and champion not in (None, version):
-        _evaluate_champion_on_same_data(client, name, version, champion, datasets, gate, tracking_uri, evals_dir)
+    evaluate_champion_on_same_data(name, version, gate, datasets, tracking_uri, evals_dir)
     return _judge_and_move(name, version, gate, tracking_uri, evals_dir)
 
 
-def _evaluate_champion_on_same_data(client, name: str, version: str, champion: str, datasets: dict[str, Path],
-                                    gate: GateSpec, tracking_uri: str, evals_dir: Path) -> None:  # fmt: skip
+def evaluate_champion_on_same_data(name: str, version: str, gate: GateSpec, datasets: dict[str, Path],
+                                   tracking_uri: str, evals_dir: Path = EVALS_DIR) -> None:  # fmt: skip
     """The paired no-regression rule needs the champion scored on the candidate's items: evaluate the
     champion again when its newest evaluation read other data versions, or ran other suites, or predates
     per-item records. A champion whose training data overlaps the new eval items cannot be re-scored
@@ -148,6 +146,10 @@ def _evaluate_champion_on_same_data(client, name: str, version: str, champion: s
     from components.evaluation.contamination import ContaminationError
     from components.evaluation.evaluate import evaluate_model
 
+    client = mlflow_client(tracking_uri)
+    champion = _alias_version(client, name, CHAMPION)
+    if gate.no_regression is None or champion in (None, version):
+        return
     mine, theirs = latest_evaluation_run(client, name, version), latest_evaluation_run(client, name, champion)
     if theirs is not None:
         same_data = mine.data.tags.get("omnistage.data_versions") == theirs.data.tags.get("omnistage.data_versions")

@@ -39,7 +39,7 @@ def mini_run(tiny_dataset, tmp_path_factory):
     assert migrate.returncode == 0, migrate.stderr[-2000:]
     gate = root / "gate.yaml"  # lenient floors: one training step per stage still promotes the first model
     gate.write_text(yaml.safe_dump({"name": "dag-test", "model_name": MODEL, "suites": ["text", "image"],
-                                    "floors": {"text": 1e6}}))  # fmt: skip
+                                    "floors": {"text": 1e6}, "require_min_items": False}))  # tiny corpus  # fmt: skip
     conf = {"dataset": "demo", "dataset_dir": str(tiny_dataset), "tokenizer": str(tiny_dataset / "tokenizer.json"),
             "gate": str(gate), "pipeline_root": str(root / "pipeline"), "max_steps": 1,
             "repo": str(REPO_ROOT)}  # fmt: skip
