@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ from components.evaluation.contamination import check_contamination
 from components.evaluation.items import dataset_version, load_eval_samples, manifest_fingerprints, split_metadata
 from components.evaluation.records import latest_evaluation
 from components.evaluation.report import write_report
-from components.evaluation.results import SuiteResult, write_results
+from components.evaluation.results import SuiteResult, suite_metrics, write_results
 from components.evaluation.scoring import load_checkpoint_model, score_suite
 from components.specs.evals import EVALS_DIR, EvalSuiteSpec, load_suites
 from components.tracking.experiments import EVALUATION_EXPERIMENT, use_experiment
@@ -42,22 +41,6 @@ class Evaluation:
     def summary(self) -> dict:
         return {"model": self.model.uri, "name": self.model.name, "version": self.model.version,
                 "eval_run_id": self.run_id, "suites": {r.suite: r.summary() for r in self.results}}  # fmt: skip
-
-
-def suite_metrics(results: list[SuiteResult]) -> dict[str, float]:
-    """The MLflow metrics of an evaluation run: `SUITE` is the value, `SUITE.FIELD` the rest
-    (components.evaluation.records reads them back)."""
-    out = {}
-    for r in results:
-        out |= {r.suite: r.value, f"{r.suite}.ci_low": r.ci_low, f"{r.suite}.ci_high": r.ci_high,
-                f"{r.suite}.chance": r.chance, f"{r.suite}.num_items": r.num_items, f"{r.suite}.min_items": r.min_items,
-                f"{r.suite}.higher_is_better": float(r.higher_is_better)}  # fmt: skip
-        if r.blanked is not None:
-            out |= {f"{r.suite}.blanked.{k}": v for k, v in r.blanked.__dict__.items()}
-        for kind, row in r.breakdown.items():
-            name = f"{r.suite}.type.{re.sub(r'[^A-Za-z0-9_]', '_', kind)}"  # MLflow's metric-name alphabet
-            out |= {name: row["value"], f"{name}.num_items": row["num_items"]}
-    return out
 
 
 def _train_transcripts(spec: EvalSuiteSpec, datasets: dict[str, Path]) -> list[str]:

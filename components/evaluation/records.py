@@ -29,7 +29,7 @@ def latest_evaluation_run(client, name: str, version: str):
 
 def suite_records(metrics: dict[str, float]) -> dict[str, dict]:
     """Suite -> {value, ci_low, ci_high, chance, blanked, num_items, min_items, higher_is_better} from an
-    evaluation run's metrics (components.evaluation.evaluate.suite_metrics); fields an older evaluation
+    evaluation run's metrics (components.evaluation.results.suite_metrics); fields an older evaluation
     did not log are None."""
     out = {}
     for suite in sorted(k for k in metrics if "." not in k):

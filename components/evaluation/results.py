@@ -14,6 +14,7 @@ with its CI, the paired CI of (score - blanked), and a per-type breakdown. numpy
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -108,6 +109,22 @@ def summarise(suite: EvalSuiteSpec, items: list[dict], chance: float,
     return SuiteResult(suite.name, metric, aggregate(metric, items), low, high, float(chance), suite.higher_is_better,
                        len(items), suite.min_items, blanked, _breakdown(metric, items, blanked_items, samples),
                        items, blanked_items or [])  # fmt: skip
+
+
+def suite_metrics(results: list[SuiteResult]) -> dict[str, float]:
+    """The MLflow metrics of an evaluation run: `SUITE` is the value, `SUITE.FIELD` the rest
+    (components.evaluation.records reads them back)."""
+    out = {}
+    for r in results:
+        out |= {r.suite: r.value, f"{r.suite}.ci_low": r.ci_low, f"{r.suite}.ci_high": r.ci_high,
+                f"{r.suite}.chance": r.chance, f"{r.suite}.num_items": r.num_items, f"{r.suite}.min_items": r.min_items,
+                f"{r.suite}.higher_is_better": float(r.higher_is_better)}  # fmt: skip
+        if r.blanked is not None:
+            out |= {f"{r.suite}.blanked.{k}": v for k, v in r.blanked.__dict__.items()}
+        for kind, row in r.breakdown.items():
+            name = f"{r.suite}.type.{re.sub(r'[^A-Za-z0-9_]', '_', kind)}"  # MLflow's metric-name alphabet
+            out |= {name: row["value"], f"{name}.num_items": row["num_items"]}
+    return out
 
 
 def write_results(results: list[SuiteResult], path: Path) -> None:

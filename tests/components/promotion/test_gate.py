@@ -1,56 +1,120 @@
-"""The gate's decision table: pass, floor, regression, tie within tolerance, no champion, approval."""
+"""The gate's decision table: every rule passing and failing, on records built the way an evaluation
+writes them (per-item scores -> summarise -> MLflow metrics -> records read back, plus the items)."""
 
 import pytest
 
+from components.evaluation.records import suite_records
+from components.evaluation.results import suite_metrics, summarise
 from components.promotion.gate import AWAITING, PROMOTED, REJECTED, decide
-from components.specs.evals import GateSpec
+from components.specs.evals import EvalSuiteSpec, GateSpec
 
 METRICS = {"acc": "accuracy", "ppl": "perplexity"}
+WITHOUT_MEDIA = frozenset({"ppl"})
+N = 40
 
 
 def _gate(**kw):
     base = dict(name="t", model_name="m", suites=["acc", "ppl"], floors={"acc": 0.5, "ppl": 100.0},
+                above_chance="all", above_blanked="all",
                 no_regression={"tolerance": {"default": 0.02, "ppl": 5.0}})  # fmt: skip
     return GateSpec.model_validate(base | kw)
 
 
-def _r(value, low=None, high=None):
-    return {"value": value, "ci_low": value if low is None else low, "ci_high": value if high is None else high}
+def _spec(name, metric, chance, min_items=N):
+    family = "text" if metric == "perplexity" else "video_qa"
+    return EvalSuiteSpec(name=name, family=family, metric=metric, chance=chance, min_items=min_items,
+                         data={"dataset": "demo"})  # fmt: skip
 
 
-CHAMP = {"acc": _r(0.70, 0.60, 0.80), "ppl": _r(40.0, 35.0, 45.0)}
+def _record(spec, items, blanked_items=None, with_items=True):
+    """What records.latest_evaluation_with_items returns for one suite of an evaluation."""
+    result = summarise(spec, items, float(spec.chance), blanked_items)
+    record = suite_records(suite_metrics([result]))[spec.name]
+    return record | ({"items": items} if with_items else {})
+
+
+def _acc(correct, blanked=10, chance=0.25, ids=None, min_items=N, with_items=True, control=True):
+    """`correct` of the N items right (the first ones), `blanked` of them right with the media blanked."""
+    ids = ids or [f"clip{i}#0" for i in range(N)]
+    items = [{"id": k, "correct": float(i < correct)} for i, k in enumerate(ids)]
+    blanked_items = [{"id": k, "correct": float(i < blanked)} for i, k in enumerate(ids)] if control else None
+    return _record(_spec("acc", "accuracy", chance, min_items), items, blanked_items, with_items)
+
+
+def _ppl(perplexity):
+    import math
+
+    items = [{"id": f"doc{i}", "nll": 10 * math.log(perplexity) * (1 + (i % 3 - 1) * 0.05), "tokens": 10}
+             for i in range(N)]  # fmt: skip
+    return _record(_spec("ppl", "perplexity", 1000.0), items)
+
+
+CHAMP = {"acc": _acc(28), "ppl": _ppl(40.0)}
+GOOD = {"acc": _acc(32), "ppl": _ppl(30.0)}
 
 CASES = [
-    # (name, candidate, champion, gate overrides, approved, status, failing rule)
-    ("better on both", {"acc": _r(0.80, 0.7, 0.9), "ppl": _r(30.0, 25, 35)}, CHAMP, {}, False, PROMOTED, None),
-    ("misses the accuracy floor", {"acc": _r(0.40, 0.3, 0.5), "ppl": _r(30.0)}, None, {}, False, REJECTED, "floor"),
-    ("perplexity above its floor", {"acc": _r(0.9), "ppl": _r(150.0)}, None, {}, False, REJECTED, "floor"),
-    ("clear regression", {"acc": _r(0.55, 0.50, 0.60), "ppl": _r(40.0)}, CHAMP, {}, False, REJECTED,
-     "no_regression"),
-    ("worse but CI reaches the champion", {"acc": _r(0.62, 0.50, 0.75), "ppl": _r(40.0)}, CHAMP, {}, False,
-     PROMOTED, None),
-    ("tie within tolerance", {"acc": _r(0.69), "ppl": _r(44.0)}, CHAMP, {}, False, PROMOTED, None),
-    ("perplexity regression beyond tolerance", {"acc": _r(0.7), "ppl": _r(60.0, 50.0, 70.0)}, CHAMP, {}, False,
-     REJECTED, "no_regression"),
-    ("no champion: floors alone", {"acc": _r(0.51, 0.2, 0.8), "ppl": _r(99.0)}, None, {}, False, PROMOTED, None),
-    ("approval missing", {"acc": _r(0.8), "ppl": _r(30.0)}, CHAMP, {"require_approval": True}, False, AWAITING,
-     "approval"),
-    ("approval given", {"acc": _r(0.8), "ppl": _r(30.0)}, CHAMP, {"require_approval": True}, True, PROMOTED, None),
-    ("result missing", {"acc": _r(0.8)}, None, {}, False, REJECTED, "result"),
+    # (name, candidate, champion, gate overrides, approved, status, failing rules)
+    ("better on both", GOOD, CHAMP, {}, False, PROMOTED, []),
+    ("misses the accuracy floor", {"acc": _acc(18, blanked=2), "ppl": _ppl(30.0)}, None, {}, False, REJECTED,
+     ["floor"]),
+    ("perplexity above its floor", {"acc": _acc(32), "ppl": _ppl(150.0)}, None, {}, False, REJECTED, ["floor"]),
+    ("clear regression on the same items", {"acc": _acc(20, blanked=2), "ppl": _ppl(40.0)}, CHAMP, {}, False,
+     REJECTED, ["no_regression"]),
+    ("one item lost: within noise", {"acc": _acc(27), "ppl": _ppl(40.0)}, CHAMP, {}, False, PROMOTED, []),
+    ("perplexity regression beyond tolerance", {"acc": _acc(28), "ppl": _ppl(60.0)}, CHAMP, {}, False, REJECTED,
+     ["no_regression"]),
+    ("no champion: no regression rule", GOOD, None, {}, False, PROMOTED, []),
+    ("approval missing", GOOD, CHAMP, {"require_approval": True}, False, AWAITING, ["approval"]),
+    ("approval given", GOOD, CHAMP, {"require_approval": True}, True, PROMOTED, []),
+    ("result missing", {"acc": _acc(32)}, None, {}, False, REJECTED, ["result"]),
+    ("too few items", {"acc": _acc(32, min_items=50), "ppl": _ppl(30.0)}, None, {}, False, REJECTED, ["min_items"]),
+    ("too few items, rule off", {"acc": _acc(32, min_items=50), "ppl": _ppl(30.0)}, None,
+     {"require_min_items": False}, False, PROMOTED, []),
+    ("CI reaches chance", {"acc": _acc(26, blanked=2, chance=0.5), "ppl": _ppl(30.0)}, None, {"floors": {}}, False,
+     REJECTED, ["above_chance"]),
+    ("above chance only where listed", {"acc": _acc(26, blanked=2, chance=0.5), "ppl": _ppl(30.0)}, None,
+     {"floors": {}, "above_chance": ["ppl"]}, False, PROMOTED, []),
+    ("no better than with the media blanked", {"acc": _acc(32, blanked=31), "ppl": _ppl(30.0)}, None, {}, False,
+     REJECTED, ["above_blanked"]),
+    ("media suite without a blanked control", {"acc": _acc(32, control=False), "ppl": _ppl(30.0)}, None, {}, False,
+     REJECTED, ["above_blanked"]),
+    ("champion without per-item scores", GOOD, {"acc": _acc(28, with_items=False), "ppl": _ppl(40.0)}, {}, False,
+     REJECTED, ["no_regression"]),
+    ("champion scored other items", {"acc": _acc(32, ids=[f"new{i}" for i in range(N)]), "ppl": _ppl(30.0)}, CHAMP,
+     {}, False, REJECTED, ["no_regression"]),
 ]  # fmt: skip
 
 
 @pytest.mark.parametrize("name,candidate,champion,overrides,approved,status,failing", CASES, ids=[c[0] for c in CASES])
 def test_gate_decision_table(name, candidate, champion, overrides, approved, status, failing):
-    decision = decide(_gate(**overrides), candidate, champion, METRICS, approved)
+    decision = decide(_gate(**overrides), candidate, champion, METRICS, approved, WITHOUT_MEDIA)
     assert decision.status == status, decision.to_dict()
-    failed = [o.rule for o in decision.outcomes if not o.passed]
-    assert failed == ([failing] if failing else [])
+    assert [o.rule for o in decision.outcomes if not o.passed] == failing, decision.to_dict()
     assert decision.passed == (status == PROMOTED)
     if failing:
         assert decision.reasons and all(isinstance(r, str) for r in decision.reasons)
 
 
+def test_every_rule_is_judged_for_every_suite_it_names():
+    decision = decide(_gate(), GOOD, CHAMP, METRICS, False, WITHOUT_MEDIA)
+    judged = {(o.rule, o.suite) for o in decision.outcomes}
+    assert judged == {("min_items", "acc"), ("floor", "acc"), ("above_chance", "acc"), ("above_blanked", "acc"),
+                      ("no_regression", "acc"), ("min_items", "ppl"), ("floor", "ppl"), ("above_chance", "ppl"),
+                      ("no_regression", "ppl")}  # text has no media: above_blanked 'all' skips it  # fmt: skip
+
+
+def test_old_point_comparison_would_have_missed_this_paired_regression():
+    """The candidate's CI reaches the champion's value (the old rule passed it), yet on the same items it is
+    wrong on 6 the champion got right and right on none the champion missed: a regression the pairing shows."""
+    candidate, champion = _acc(22, blanked=2), _acc(28)
+    assert candidate["ci_high"] >= champion["value"] - 0.02
+    gate = _gate(suites=["acc"], floors={}, no_regression={"tolerance": {"default": 0.02}})
+    decision = decide(gate, {"acc": candidate}, {"acc": champion}, METRICS)
+    assert [o.rule for o in decision.outcomes if not o.passed] == ["no_regression"]
+
+
 def test_gate_spec_errors_name_the_field():
     with pytest.raises(ValueError, match="floors for suites the gate does not run"):
         _gate(floors={"wer": 0.3})
+    with pytest.raises(ValueError, match="above_blanked names suites the gate does not run"):
+        _gate(above_blanked=["asr"])
