@@ -82,8 +82,28 @@ def registry_store(tmp_path_factory):
         "omnistage.gate.decided_at": "1.0",
     }.items():
         client.set_model_version_tag(MODEL, "1", key, value)
+    _log_evaluation(mlflow, uri)
     mlflow.set_tracking_uri("")  # keep the test process's global state as it was
     return {"uri": uri, "root": root, "raw": raw, "sha": sha, "dataset": dataset}
+
+
+def _log_evaluation(mlflow, uri: str) -> None:
+    """An evaluation run of v1 as components.evaluation.evaluate logs one: a voice_qa suite with its
+    media-blanked control (60 items, 45 right; 12 right with the audio silent) and a text suite."""
+    from components.evaluation.results import suite_metrics, summarise
+    from components.specs.evals import EvalSuiteSpec
+    from components.tracking.experiments import EVALUATION_EXPERIMENT, use_experiment
+
+    data = {"dataset": "demo"}
+    voice = EvalSuiteSpec(name="voice_qa", family="voice_qa", metric="accuracy", chance="uniform", data=data)
+    text = EvalSuiteSpec(name="text", family="text", metric="perplexity", chance="vocabulary", data=data, min_items=3)
+    items = [{"id": f"v{i}", "correct": float(i < 45)} for i in range(60)]
+    blanked = [{"id": f"v{i}", "correct": float(i < 12)} for i in range(60)]
+    results = [summarise(voice, items, 1 / 19, blanked),
+               summarise(text, [{"id": f"t{i}", "nll": 20.0 + i, "tokens": 10} for i in range(3)], 400.0)]  # fmt: skip
+    use_experiment(mlflow, EVALUATION_EXPERIMENT, uri)
+    with mlflow.start_run(tags={"omnistage.model_name": MODEL, "omnistage.model_version": "1"}):
+        mlflow.log_metrics(suite_metrics(results))
 
 
 def _probe(commands: list[list[str]]) -> list[dict]:
@@ -123,8 +143,15 @@ def test_status_names_the_champion_and_says_when_there_was_none_before(registry_
     assert f"champion: {MODEL} v1" in proc.stderr and "data version abc123.dir" in proc.stderr
     assert "judged against no previous champion" in proc.stderr
     assert "vnone" not in proc.stderr and "Transformer Engine" not in proc.stderr
+    assert "voice_qa: 0.75" in proc.stderr and "blanked 0.2" in proc.stderr
     status = json.loads(_cli("status", "--name", MODEL, "--tracking-uri", registry_store["uri"], "--json").stdout)
     assert status["last_decision"]["judged_against"] is None
+    voice, text = status["champion"]["suites"]["voice_qa"], status["champion"]["suites"]["text"]
+    assert voice["value"] == 0.75 and voice["ci_low"] < 0.75 < voice["ci_high"]
+    assert voice["chance"] == pytest.approx(1 / 19) and voice["num_items"] == 60 and voice["higher_is_better"]
+    assert voice["blanked"]["value"] == 0.2 and voice["blanked"]["ci_low"] < 0.2 < voice["blanked"]["ci_high"]
+    assert voice["blanked"]["delta_ci_low"] > 0
+    assert text["blanked"] is None and text["higher_is_better"] is False and text["chance"] == 400.0
 
 
 def test_status_before_any_run_says_what_to_do_and_creates_nothing(tmp_path):
