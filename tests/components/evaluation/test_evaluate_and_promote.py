@@ -1,5 +1,6 @@
 """Evaluation and promotion against a real MLflow registry (SQLite store) with a tracked tiny checkpoint:
-scores with CIs and a report, the contamination check, promote / reject / approve / rollback aliases."""
+scores with CIs, media-blanked controls and a report, identical numbers on a rerun, length-normalised choice
+scores, the contamination check, promote / reject / approve / rollback aliases."""
 
 import json
 import shutil
@@ -17,7 +18,7 @@ from components.training.stage_runner import StageRun
 from tests.conftest import REPO_ROOT
 
 CURRICULUM = CurriculumSpec.load(REPO_ROOT / "data_specs" / "curriculum" / "tiny.yaml")
-SUITES = ["text", "image", "video_qa", "voice_qa"]
+SUITES = ["text", "image", "video_qa", "omni_av", "voice_qa", "asr"]
 
 
 def _train(dataset, out, uri):
@@ -50,11 +51,82 @@ def test_evaluate_scores_suites_with_cis_and_logs_a_report(trained):
     assert by_suite["image"].chance == pytest.approx(1 / 8)
     assert by_suite["text"].chance > 100  # the vocabulary size
     assert by_suite["text"].value < by_suite["text"].chance  # 15 text steps already beat a uniform guess
+    assert by_suite["text"].blanked is None  # no media to blank
+    for name in ("image", "video_qa", "omni_av", "voice_qa", "asr"):
+        b = by_suite[name].blanked
+        assert b is not None and b.ci_low <= b.value <= b.ci_high and len(by_suite[name].blanked_items) > 0
+    assert 0 < by_suite["asr"].chance <= 1.0  # the best constant training transcript, at worst the empty one
+    assert not by_suite["image"].enough_items  # the tiny corpus has a handful of eval items, fewer than 50
     client = mlflow.MlflowClient(trained["uri"])
     run = client.get_run(result.run_id)
     assert run.data.metrics["image.chance"] == pytest.approx(1 / 8) and "text.ci_high" in run.data.metrics
+    assert "image.blanked.delta_ci_low" in run.data.metrics and run.data.metrics["image.min_items"] == 50
     names = {a.path for a in client.list_artifacts(result.run_id, "report")}
     assert {"report/report.md", "report/suites.png", "report/confusion-image.png"} <= names
+
+
+def _results_json(client, run_id, root):
+    return json.loads(open(client.download_artifacts(run_id, "results.json", str(root))).read())
+
+
+@pytest.mark.slow
+def test_a_rerun_gives_identical_numbers(trained, tmp_path):
+    import mlflow
+
+    datasets, client = {"demo": trained["dataset"]}, mlflow.MlflowClient(trained["uri"])
+    first = evaluate_model(str(trained["checkpoint"]), datasets, trained["uri"], SUITES)
+    second = evaluate_model(str(trained["checkpoint"]), datasets, trained["uri"], SUITES)
+    a, b = _results_json(client, first.run_id, tmp_path / "a"), _results_json(client, second.run_id, tmp_path / "b")
+    assert a == b  # every suite's value, CI, chance, blanked control and every item's record, bit for bit
+    assert client.get_run(first.run_id).data.metrics == client.get_run(second.run_id).data.metrics
+
+
+@pytest.mark.slow
+def test_choice_scores_are_the_mean_log_probability_per_answer_token(trained):
+    """Each choice's score is its summed answer log-probability over its own token count (the captions
+    differ in length: ' magenta' and ' red' are not the same number of tokens for every tokenizer), and
+    scoring all choices as one padded batch gives what each choice scores alone."""
+    from components.evaluation.items import load_eval_samples
+    from components.evaluation.scoring import _choice_scores, _items_of, load_checkpoint_model
+    from components.specs.evals import EVALS_DIR, load_suites
+    from components.training.render import answer_ids, render_prompt
+
+    loaded = load_checkpoint_model(trained["checkpoint"])
+    spec = load_suites(EVALS_DIR, ["image"])[0]
+    sample = load_eval_samples(spec, {"demo": trained["dataset"]})[0]
+    prompt = render_prompt(sample, loaded.tokenizer, loaded.preset.vit, loaded.preset.audio_encoder)
+    _, _, choices, _ = _items_of(sample, spec)[0]
+    lengths = [len(answer_ids(loaded.tokenizer, c)) for c in choices]
+    assert len(set(lengths)) > 1, lengths  # otherwise this test could not tell a mean from a sum
+    means = _choice_scores(loaded, prompt, [], choices, mean=True)
+    sums = _choice_scores(loaded, prompt, [], choices, mean=False)
+    for choice, mean, total, count in zip(choices, means, sums, lengths):
+        assert mean == pytest.approx(total / count, rel=1e-5)
+        assert _choice_scores(loaded, prompt, [], [choice], mean=False)[0] == pytest.approx(total, abs=1e-3)
+
+
+@pytest.mark.slow
+def test_blanking_keeps_the_prompt_and_removes_the_content(trained):
+    import torch
+
+    from components.evaluation.blanking import blank_media
+    from components.evaluation.items import load_eval_samples
+    from components.specs.evals import EVALS_DIR, load_suites
+    from components.training.render import render_prompt
+    from model import tokenizer as tok
+    from model.config import get_preset
+
+    tokenizer = tok.load_tokenizer(trained["dataset"] / "tokenizer.json")
+    preset = get_preset(CURRICULUM.preset)
+    spec = load_suites(EVALS_DIR, ["omni_av"])[0]  # video frames and audio
+    sample = load_eval_samples(spec, {"demo": trained["dataset"]})[0]
+    shown = render_prompt(sample, tokenizer, preset.vit, preset.audio_encoder)
+    blank = render_prompt(blank_media(sample), tokenizer, preset.vit, preset.audio_encoder)
+    assert shown.ids == blank.ids  # same layout: same placeholders, same positions
+    frames, grey = shown.visuals[0].pixels, blank.visuals[0].pixels
+    assert frames.shape == grey.shape and frames.std() > 0.05 and grey.std() < 0.01
+    audio, silent = shown.audio_features[0], blank.audio_features[0]
+    assert audio.shape == silent.shape and audio.std() > 0.5 and torch.all(silent == silent.flatten()[0])
 
 
 @pytest.mark.slow
@@ -95,6 +167,9 @@ def test_promote_reject_approve_and_rollback_move_aliases(trained):
     assert status["champion"]["version"] == waiting["version"]
     assert status["aliases"]["previous-champion"] == first["version"]
     assert status["champion"]["data_version"] and status["champion"]["run_id"]
+    image = status["champion"]["suites"]["image"]
+    assert set(image) >= {"value", "ci_low", "ci_high", "chance", "blanked", "num_items", "higher_is_better"}
+    assert image["blanked"]["ci_low"] <= image["blanked"]["value"] <= image["blanked"]["ci_high"]
     back = rollback("omni-test", uri)
     assert back["champion"] == first["version"] and back["demoted"] == waiting["version"]
     assert registry_status("omni-test", uri)["champion"]["version"] == first["version"]
