@@ -185,3 +185,24 @@ def test_promote_reject_approve_and_rollback_move_aliases(trained):
     decision = json.loads(open(path).read())
     failed = [(r["rule"], r["suite"]) for r in decision["rules"] if not r["passed"]]
     assert decision["status"] == "rejected" and failed == [("floor", "image")]
+
+
+@pytest.mark.slow
+def test_promote_re_evaluates_a_champion_scored_on_other_data_and_pairs_the_items(trained):
+    import mlflow
+
+    from components.evaluation.records import latest_evaluation_run
+
+    uri, ckpt, datasets = trained["uri"], str(trained["checkpoint"]), {"demo": trained["dataset"]}
+    gate = _gate(model_name="omni-pair", floors={"text": 1e6})
+    first = promote(ckpt, gate, datasets, uri)
+    assert first["decision"]["status"] == "promoted"
+    client = mlflow.MlflowClient(uri)
+    stale = latest_evaluation_run(client, "omni-pair", first["version"])
+    client.set_tag(stale.info.run_id, "omnistage.data_versions", json.dumps({"demo": "an-older-version"}))
+    second = promote(ckpt, gate, datasets, uri)
+    fresh = latest_evaluation_run(client, "omni-pair", first["version"])
+    assert fresh.info.run_id != stale.info.run_id  # the champion was scored again on the candidate's data
+    rules = {r["suite"]: r for r in second["decision"]["rules"] if r["rule"] == "no_regression"}
+    assert rules.keys() == {"text", "image"} and all(r["passed"] for r in rules.values())
+    assert "paired items" in rules["image"]["detail"] and "+0 " in rules["image"]["detail"]  # same model: no change
