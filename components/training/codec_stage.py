@@ -9,7 +9,7 @@ tracking, retries and caching for free.
 
 The loop: log-mel frames of every training clip of the stage's mixture families (once), the residual VQ
 initialised by k-means on the untrained encoder's latents (model.codec.ResidualVQ.init_from_data), then
-`budget.steps` Adam steps of reconstruction + commitment loss (AudioCodec.mel_loss) on random crops of
+`budget.steps` AdamW steps of reconstruction + commitment loss (AudioCodec.mel_loss) on random crops of
 `CROP_FRAMES` frames from `CLIPS_PER_STEP` clips. One process (the tiny codec is a few hundred thousand
 parameters); `--resume` retrains the stage from the start (it takes about a minute).
 """
@@ -64,7 +64,20 @@ def _crop(mel: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 
 
 def run_codec_stage(run):
-    """Train `model.codec` for the stage's budget; returns a `StageResult` like `run_stage`."""
+    """Train `model.codec` for the stage's budget; returns a `StageResult` like `run_stage`.
+
+    Runs with one intra-op thread: the codec's convolutions are too small to split, and on the 2-core
+    machine under load 40 steps took 204 s with torch's default threads and 10 s with one.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _train_codec(run)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train_codec(run):
     from components.training.checkpoint import load_weights
     from components.training.checkpoint_store import local_checkpoint
     from components.training.data_parallel import launch_world
