@@ -163,6 +163,10 @@ def _items_of(sample: dict, suite: EvalSuiteSpec) -> list[tuple[str, str, list[s
 
 
 def score_suite(loaded: LoadedModel, suite: EvalSuiteSpec, samples: Iterable[dict], vocab_size: int) -> SuiteResult:
+    if suite.output == "speech":
+        from components.evaluation.speech_output import score_speech_output
+
+        return score_speech_output(loaded, suite, samples)
     items: list[dict] = []
     chances: list[float] = []
     for sample in samples:

@@ -48,7 +48,10 @@ class EvalSuiteSpec(_Strict):
     description: str = ""
     family: Literal["text", "image_caption", "video_qa", "av_qa", "voice_qa", "asr"]
     metric: Literal["accuracy", "wer", "perplexity"]
-    chance: float | Literal["uniform", "vocabulary"]
+    chance: float | Literal["uniform", "vocabulary", "majority"]
+    output: Literal["text", "speech"] = Field(
+        "text", description="what the model produces: text, or speech as codec tokens (asr clips said back; "
+        "components/evaluation/speech_output.py, chance: majority)")
     data: EvalData
     choices: list[str] | None = Field(None, description="answer choices when the items carry none")
     classify: str | None = Field(None, description="label field whose value is swapped in the target text")
@@ -61,6 +64,10 @@ class EvalSuiteSpec(_Strict):
             raise ValueError("chance 'uniform' is for accuracy suites; give a number")
         if self.chance == "vocabulary" and self.metric != "perplexity":
             raise ValueError("chance 'vocabulary' (the perplexity of a uniform guess) is for perplexity suites")
+        if (self.chance == "majority") != (self.output == "speech"):
+            raise ValueError("chance 'majority' (the best constant semantic code) goes with output: speech, and only")
+        if self.output == "speech" and (self.metric != "accuracy" or self.family != "asr"):
+            raise ValueError("output: speech scores semantic-token accuracy on asr clips: family asr, metric accuracy")
         if self.classify and not self.choices:
             raise ValueError(f"classify: {self.classify} needs the list of choices")
         return self
