@@ -145,7 +145,10 @@ class AudioCodec(nn.Module):
 
     def loss(self, waveform: torch.Tensor) -> tuple[torch.Tensor, dict]:
         """Reconstruction (L1 on log-mel) + commitment: what the codec's own training stage minimises."""
-        mel = self.mel(waveform)
+        return self.mel_loss(self.mel(waveform))
+
+    def mel_loss(self, mel: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """`loss` from precomputed log-mel frames [frames, mel] (a training loop computes them once)."""
         quantised, _, commit = self.quantizer(self.encode_latents(mel))
         recon = F.l1_loss(self.decode_mel(quantised), mel)
         return recon + self.cfg.commitment_weight * commit, {"mel_l1": recon.detach(), "commit": commit.detach()}

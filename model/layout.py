@@ -2,7 +2,8 @@
 
 For each 1-second chunk of the sample's layout: `second{t}:` as text, then that second's vision
 placeholders (one per LLM vision token of its frame pair), then that second's audio placeholders (12 or
-13 encoder steps at 12.5 Hz), the whole audio-visual stream wrapped in audio start/end markers. The
+13 encoder steps at 12.5 Hz, or 16-17 codec frames at 16.67 Hz when speech is fed as codec tokens), the
+whole audio-visual stream wrapped in audio start/end markers. The
 placeholders are later replaced by ViT / audio-encoder features (`model.omni.OmniModel`).
 """
 
@@ -30,13 +31,15 @@ def audio_steps_per_chunk(num_chunks: int, total_steps: int, rate_hz: float = 12
 
 
 def interleave_chunks(
-    tokenizer: Tokenizer, layout: list[dict], vision_tokens_per_frame_pair: int, num_audio_steps: int
-) -> InterleavedSequence:
-    """`num_audio_steps`: encoder steps of the clip's audio (0 without audio)."""
+    tokenizer: Tokenizer, layout: list[dict], vision_tokens_per_frame_pair: int, num_audio_steps: int,
+    audio_rate_hz: float = 12.5, audio_token: str = tok.AUDIO_PAD,
+) -> InterleavedSequence:  # fmt: skip
+    """`num_audio_steps`: audio positions of the clip (0 without audio): audio-encoder steps at 12.5 Hz
+    as `<|audio_pad|>` (the default), or codec frames at 16.67 Hz as `<|speech|>` (speech as codec tokens)."""
     has_audio = num_audio_steps > 0
     ids = [tok.special_id(tokenizer, tok.AUDIO_START)] if has_audio else []
-    vision_pad, audio_pad = tok.special_id(tokenizer, tok.VISION_PAD), tok.special_id(tokenizer, tok.AUDIO_PAD)
-    steps = audio_steps_per_chunk(len(layout), num_audio_steps)
+    vision_pad, audio_pad = tok.special_id(tokenizer, tok.VISION_PAD), tok.special_id(tokenizer, audio_token)
+    steps = audio_steps_per_chunk(len(layout), num_audio_steps, audio_rate_hz)
     num_vision = num_audio = 0
     for chunk, audio_steps in zip(layout, steps):
         ids += tokenizer.encode(f"second{chunk['second']}:").ids

@@ -7,6 +7,20 @@ placeholders in order (see `model.layout`). Output = the text head plus 4 audio 
 
 The LLM's decoder is called directly with the assembled embeddings, so this assembly runs with
 pipeline size 1; the encoders are plain modules (sharded with FSDP2 on clusters).
+
+Losses (REFERENCE.md section 6) partition the targets explicitly; each is a sum over its targets with its
+own denominator (`loss_terms` / `loss_counts`, `mean_losses` divides):
+
+| loss | targets | where it comes from |
+|---|---|---|
+| text | text labels of class `text` (text-only samples) | `OmniBatch.loss_classes` == 0 (or no classes) |
+| audio_text | text labels conditioned on speech input (ASR transcripts, voice_qa answers) | loss_classes == 1 |
+| vision | text labels conditioned on images / video (captions, video and av QA answers) | loss_classes == 2 |
+| audio | codebook labels: `audio_semantic` (book 0) + `audio_acoustic` (mean of books 1-3) | `audio_labels` |
+| first_audio_token | the semantic label of each speech response's first frame (also in `audio`) | `first_audio` |
+
+The renderer (components.training.render) decides each sample's class; text and the two conditioned
+classes are balanced per packed sample (`sample_balanced_loss`), codebook losses are token means.
 """
 
 from __future__ import annotations
@@ -18,12 +32,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from model.audio_encoder import StreamingAudioEncoder
+from model.codec import AudioCodec
 from model.config import ModelPreset
 from model.distributed import ParallelSizes
 from model.llm.model import build_llm
 from model.vit import LongCatViT, VisualInput
 
 IGNORE = -100
+# Classes of text targets (values of OmniBatch.loss_classes): the loss each text label belongs to.
+TEXT_LOSS_CLASSES = ("text", "audio_text", "vision")
 
 
 def offset_audio_codes(codes: torch.Tensor) -> torch.Tensor:
@@ -43,6 +60,8 @@ class OmniBatch:
     visuals: list[VisualInput] | None = None  # in placeholder order
     audio_features: list[torch.Tensor] | None = None  # spliced fbank [steps, 640] per clip, in order
     document_ids: torch.Tensor | None = None  # [B, S] packed-sample index; attention stays inside a sample
+    loss_classes: torch.Tensor | None = None  # [B, S] index into TEXT_LOSS_CLASSES per text label; None = text
+    first_audio: torch.Tensor | None = None  # [B, S] True where audio_labels[..., 0] opens a speech response
 
 
 def document_mask(document_ids: torch.Tensor) -> torch.Tensor:
@@ -79,22 +98,40 @@ def _sample_balanced_terms(per_token, counted, documents) -> tuple[torch.Tensor,
     return (sums[present] / counts[present]).sum(), present.sum().to(per_token.dtype)
 
 
+def _text_targets(batch: OmniBatch) -> dict[str, torch.Tensor]:
+    """Flat boolean masks of the text targets of each class present in the batch's partition."""
+    counted = batch.labels.flatten() != IGNORE
+    if batch.loss_classes is None:
+        return {"text": counted}
+    classes = batch.loss_classes.flatten()
+    return {name: counted & (classes == i) for i, name in enumerate(TEXT_LOSS_CLASSES)}
+
+
+def loss_names(num_codebooks: int) -> list[str]:
+    """Every term `loss_terms` may return, in a fixed order (ranks all-reduce them by position)."""
+    return [*TEXT_LOSS_CLASSES, *(f"audio_book{i}" for i in range(num_codebooks)), "first_audio_token"]
+
+
 def loss_counts(batch: OmniBatch) -> dict[str, torch.Tensor]:
     """The denominators of `OmniModel.loss_terms`, from the labels alone (known before the forward pass).
 
-    text: packed samples with a target (sample-balanced, see `sample_balanced_loss`), or target tokens
-    without document ids; audio_book{i}: target tokens of codebook i.
+    text / audio_text / vision: packed samples with a target of that class (sample-balanced, see
+    `sample_balanced_loss`), or target tokens without document ids; audio_book{i}: target tokens of
+    codebook i; first_audio_token: speech responses.
     """
-    counted = batch.labels.flatten() != IGNORE
-    if batch.document_ids is None:
-        counts = {"text": counted.sum().double()}
-    else:
-        docs = batch.document_ids.flatten().clamp(min=0)
-        per_doc = torch.zeros(int(docs.max()) + 1, dtype=torch.float64).index_add(0, docs, counted.double())
-        counts = {"text": (per_doc > 0).sum().double()}
+    counts = {}
+    for name, mask in _text_targets(batch).items():
+        if batch.document_ids is None:
+            counts[name] = mask.sum().double()
+        else:
+            docs = batch.document_ids.flatten().clamp(min=0)
+            per_doc = torch.zeros(int(docs.max()) + 1, dtype=torch.float64).index_add(0, docs, mask.double())
+            counts[name] = (per_doc > 0).sum().double()
     if batch.audio_labels is not None:
         for i in range(batch.audio_labels.shape[-1]):
             counts[f"audio_book{i}"] = (batch.audio_labels[..., i] != IGNORE).sum().double()
+    if batch.first_audio is not None:
+        counts["first_audio_token"] = batch.first_audio.sum().double()
     return counts
 
 
@@ -114,6 +151,9 @@ class OmniModel(nn.Module):
         sizes = preset.codec.codebook_sizes
         self.audio_embeddings = nn.ModuleList(nn.Embedding(size, hidden) for size in sizes)
         self.audio_heads = nn.ModuleList(nn.Linear(hidden, size, bias=False) for size in sizes)
+        # Carried in every checkpoint so later stages encode speech (and decode speech output) with the
+        # codec its own stage trained (components.training.codec_stage); never part of the LLM's graph.
+        self.codec = AudioCodec(preset.codec)
 
     def embed(self, batch: OmniBatch) -> torch.Tensor:
         """[S, B, H] input embeddings (megatron's sequence-first layout)."""
@@ -166,6 +206,11 @@ class OmniModel(nn.Module):
         """[B, S, vocab] next-token logits of the text head (evaluation and decoding)."""
         return self.llm.output_layer(self._decode(batch))[0].transpose(0, 1)
 
+    def audio_logits(self, batch: OmniBatch) -> list[torch.Tensor]:
+        """[B, S, codebook size] next-step logits of each audio head (speech decoding and evaluation)."""
+        hidden = self._decode(batch).transpose(0, 1)
+        return [head(hidden) for head in self.audio_heads]
+
     def set_input_tensor(self, input_tensor) -> None:
         """Megatron's schedules call this on every model; the omni model runs as one pipeline stage."""
         self.llm.set_input_tensor(input_tensor)
@@ -180,30 +225,34 @@ class OmniModel(nn.Module):
         text_logits, _ = self.llm.output_layer(hidden)
         per_token = F.cross_entropy(text_logits.transpose(0, 1).flatten(0, 1).float(), batch.labels.flatten(),
                                     ignore_index=IGNORE, reduction="none")  # fmt: skip
-        counted = batch.labels.flatten() != IGNORE
-        if batch.document_ids is None:
-            terms = {"text": per_token.sum()}
-        else:
-            terms = {"text": _sample_balanced_terms(per_token, counted, batch.document_ids.flatten())[0]}
+        terms = {}
+        for name, mask in _text_targets(batch).items():
+            if batch.document_ids is None:
+                terms[name] = (per_token * mask).sum()
+            else:
+                terms[name] = _sample_balanced_terms(per_token, mask, batch.document_ids.flatten())[0]
         self.last_text_token_losses = per_token.detach().view(batch.labels.shape)  # per-task metrics read this
         if batch.audio_labels is not None:
             h = hidden.transpose(0, 1)
             for i, head in enumerate(self.audio_heads):
-                terms[f"audio_book{i}"] = F.cross_entropy(head(h).flatten(0, 1).float(),
-                                                          batch.audio_labels[..., i].flatten(),
-                                                          ignore_index=IGNORE, reduction="sum")  # fmt: skip
+                per_code = F.cross_entropy(head(h).flatten(0, 1).float(), batch.audio_labels[..., i].flatten(),
+                                           ignore_index=IGNORE, reduction="none")  # fmt: skip
+                terms[f"audio_book{i}"] = per_code.sum()
+                if i == 0 and batch.first_audio is not None:
+                    terms["first_audio_token"] = (per_code * batch.first_audio.flatten()).sum()
         return terms
 
     def forward(self, batch: OmniBatch, sums: bool = False) -> dict[str, torch.Tensor]:
-        """Mean losses (text, audio_semantic, audio_acoustic); `sums=True`: `loss_terms` instead."""
+        """Mean losses (see `mean_losses`); `sums=True`: `loss_terms` instead."""
         terms = self.loss_terms(batch)
         return terms if sums else mean_losses(terms, loss_counts(batch))
 
 
 def mean_losses(terms: dict[str, torch.Tensor], counts: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Loss sums over their counts: text, audio_semantic (codebook 0), audio_acoustic (mean of the other books)."""
+    """Loss sums over their counts: the text classes and first_audio_token as they are, audio_semantic
+    (codebook 0) and audio_acoustic (mean of the other books)."""
     means = {name: terms[name] / counts[name].clamp(min=1).to(terms[name].dtype) for name in terms}
-    losses = {"text": means["text"]}
+    losses = {name: means[name] for name in (*TEXT_LOSS_CLASSES, "first_audio_token") if name in means}
     if "audio_book0" in means:
         losses["audio_semantic"] = means["audio_book0"]
         acoustic = [means[name] for name in sorted(means) if name.startswith("audio_book") and name != "audio_book0"]

@@ -190,6 +190,10 @@ def suite_chance(suite: EvalSuiteSpec, items: list[dict], vocab_size: int, train
 def score_suite(loaded: LoadedModel, suite: EvalSuiteSpec, samples: list[dict], vocab_size: int,
                 train_transcripts: list[str] = ()) -> SuiteResult:  # fmt: skip
     """Score the samples, and (for a suite with media and `blanked_control`) the same samples blanked."""
+    if suite.output == "speech":
+        from components.evaluation.speech_output import score_speech_output
+
+        return score_speech_output(loaded, suite, samples)
     with deterministic():
         items = score_items(loaded, suite, track(samples, f"eval {suite.name}"))
         blanked = None

@@ -184,6 +184,11 @@ class StageSpec(_Strict):
     optimizer: OptimizerSpec
     schedule: ScheduleSpec = ScheduleSpec()
     loss_weights: dict[str, float] = Field(default_factory=lambda: {"text": 1.0})
+    speech_input: Literal["encoder", "codec"] = Field(
+        "encoder",
+        description="how input speech reaches the LLM: 'codec' tokens in the 1-second layout (stages 1-4, needs an "
+        "earlier stage that trains the codec) or 'encoder' features from the audio encoder (stage 5 on)",
+    )
     budget: BudgetSpec
     parallel: ParallelSpec = ParallelSpec()
     resources: ResourcesSpec
@@ -206,6 +211,9 @@ class StageSpec(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> StageSpec:
+        if "codec" in self.train and self.train != ["codec"]:
+            raise ValueError(f"stage '{self.name}': the codec trains in a stage of its own (train: [codec]); "
+                             f"split {self.train} into a codec stage and the rest")  # fmt: skip
         both = sorted(set(self.train) & set(self.freeze))
         if both:
             raise ValueError(f"modules both trained and frozen: {both}")
@@ -262,6 +270,14 @@ class CurriculumSpec(_Strict):
         for stage in self.stages:
             if stage.name in seen:
                 raise ValueError(f"stage name '{stage.name}' is used twice")
+            speech_codes = stage.speech_input == "codec" or "speech_response" in stage.data.mixture
+            if speech_codes and not any("codec" in s.train for s in self.stages[: len(seen)]):
+                raise ValueError(
+                    f"stage '{stage.name}' turns speech into codec tokens (speech_input: codec or a speech_response "
+                    "mixture) but no earlier stage trains the codec; add a stage with train: [codec] before it"
+                )
+            if stage.train == ["codec"] and stage.speech_input == "codec":
+                raise ValueError(f"stage '{stage.name}' trains the codec on waveforms: set speech_input: encoder")
             if stage.init_from is not None and stage.init_from not in seen:
                 raise ValueError(
                     f"stage '{stage.name}' initialises from '{stage.init_from}', which is not an earlier stage "

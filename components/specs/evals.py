@@ -55,7 +55,10 @@ class EvalSuiteSpec(_Strict):
     description: str = ""
     family: Literal["text", "image_caption", "video_qa", "av_qa", "voice_qa", "asr"]
     metric: Literal["accuracy", "wer", "perplexity"]
-    chance: float | Literal["uniform", "vocabulary", "blind_prior"]
+    chance: float | Literal["uniform", "vocabulary", "blind_prior", "majority"]
+    output: Literal["text", "speech"] = Field(
+        "text", description="what the model produces: text, or speech as codec tokens (asr clips said back; "
+        "components/evaluation/speech_output.py, chance: majority)")
     data: EvalData
     choices: list[str] | None = Field(None, description="answer choices when the items carry none")
     classify: str | None = Field(None, description="label field whose value is swapped in the target text")
@@ -78,6 +81,10 @@ class EvalSuiteSpec(_Strict):
         if self.max_items is not None and self.max_items < self.min_items:
             raise ValueError(f"max_items {self.max_items} is below min_items {self.min_items}: every evaluation "
                              "would be flagged too small; raise max_items or lower min_items")
+        if (self.chance == "majority") != (self.output == "speech"):
+            raise ValueError("chance 'majority' (the best constant semantic code) goes with output: speech, and only")
+        if self.output == "speech" and (self.metric != "accuracy" or self.family != "asr"):
+            raise ValueError("output: speech scores semantic-token accuracy on asr clips: family asr, metric accuracy")
         if self.classify and not self.choices:
             raise ValueError(f"classify: {self.classify} needs the list of choices")
         return self

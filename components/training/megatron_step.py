@@ -28,14 +28,42 @@ from functools import partial
 import torch
 
 from components.specs.curriculum import StageSpec
-from model.omni import OmniBatch, OmniModel, loss_counts, mean_losses
+from model.omni import OmniBatch, OmniModel, loss_counts, loss_names, mean_losses
+
+# Stage loss weight -> the mean losses (model.omni.mean_losses) it multiplies. A weight multiplies the sum
+# of its parts; `codec` is trained by its own stage loop (components.training.codec_stage), not here.
+WEIGHTED_LOSSES: dict[str, tuple[str, ...]] = {
+    "text": ("text",),
+    "audio_text": ("audio_text",),
+    "vision": ("vision",),
+    "audio": ("audio_semantic", "audio_acoustic"),
+    "first_audio_token": ("first_audio_token",),
+}
+
+
+def check_loss_weights(stage_name: str, weights: dict[str, float]) -> None:
+    """Refuse a stage whose loss weights name a loss this trainer does not compute."""
+    unknown = sorted(set(weights) - set(WEIGHTED_LOSSES))
+    if unknown:
+        raise ValueError(f"stage '{stage_name}': loss_weights {unknown} are not implemented by the omni trainer; "
+                         f"implemented: {list(WEIGHTED_LOSSES)} (data_specs/curriculum: remove the weight or "
+                         f"train it in a stage of its own)")  # fmt: skip
 
 
 def weighted_loss(losses: dict[str, torch.Tensor], weights: dict[str, float]) -> torch.Tensor:
-    """The stage's objective from its mean losses (REFERENCE.md section 6 loss weights)."""
-    total = weights.get("text", 1.0) * losses["text"]
-    if "audio_semantic" in losses and "audio" in weights:
-        total = total + weights["audio"] * (losses["audio_semantic"] + losses["audio_acoustic"])
+    """The stage's objective from its mean losses (REFERENCE.md section 6 loss weights).
+
+    Exactly the named weights count: a loss the stage does not name weighs 0, and a named loss whose
+    targets are absent from the batch contributes 0 (its mean over no targets).
+    """
+    # 0 x every loss keeps a micro-batch without any weighted target in the graph (megatron runs backward on it).
+    total = sum(0.0 * loss for loss in losses.values())
+    for name, weight in weights.items():
+        if name not in WEIGHTED_LOSSES:
+            raise ValueError(f"loss weight '{name}' is not implemented; implemented: {list(WEIGHTED_LOSSES)}")
+        for part in WEIGHTED_LOSSES[name]:
+            if part in losses:
+                total = total + weight * losses[part]
     return total
 
 
@@ -106,7 +134,7 @@ def train_step(ddp, optimizer, scheduler, microbatches: list[OmniBatch], weights
     from megatron.core.pipeline_parallel import get_forward_backward_func
 
     # Fixed names on every rank (a rank whose micro-batches have no audio still joins the all-reduce).
-    names = ["text", *(f"audio_book{i}" for i in range(len(ddp.module.audio_heads)))]
+    names = loss_names(len(ddp.module.audio_heads))
     local = torch.zeros(len(names), dtype=torch.float64)
     for batch in microbatches:
         for name, count in loss_counts(batch).items():

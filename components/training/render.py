@@ -11,6 +11,13 @@ ViT and spliced fbank features for the audio encoder.
 | asr | audio stream, transcript `<eos>` | the transcript |
 
 QA samples with several questions pick one by a stable hash of the key and `seed`.
+
+Each sample's text targets belong to one loss class (model.omni.TEXT_LOSS_CLASSES, `text_loss`):
+`text` for text-only samples, `vision` when the sample shows an image or video (image_caption,
+video_qa, av_qa), `audio_text` when it carries speech but no picture (asr, voice_qa). Speech input is
+either spliced fbank for the audio encoder (`audio_features`, from stage 5 on) or, when a `SpeechCoder`
+is given (stages 1-4, REFERENCE.md section 4), codec tokens at `<|speech|>` positions of the same
+1-second layout (`audio_codes`). Speech *output* samples are built in components.training.speech_render.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import hashlib
 import io
 import json
 import wave
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -41,6 +49,10 @@ class RenderedSample:
     labels: list[int]
     visuals: list[VisualInput] = field(default_factory=list)
     audio_features: list[torch.Tensor] = field(default_factory=list)
+    text_loss: str = "text"  # the loss class of its text targets (model.omni.TEXT_LOSS_CLASSES)
+    audio_codes: torch.Tensor | None = None  # [len, 4] codec codes at its positions, -1 = none
+    audio_labels: torch.Tensor | None = None  # [len, 4] next-step code targets, IGNORE = none
+    first_audio: int | None = None  # position whose semantic target opens its speech response
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -54,12 +66,30 @@ def _frames(sample: dict) -> torch.Tensor | None:
     return torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2)  # [T, 3, H, W]
 
 
-def _audio_features(sample: dict, cfg: AudioEncoderConfig) -> torch.Tensor | None:
+@dataclass(frozen=True)
+class SpeechCoder:
+    """Speech as codec tokens: `encode` maps a 16 kHz waveform to codes [frames, books] at `frame_rate` Hz
+    (model.codec.AudioCodec.encode, 16.67 Hz)."""
+
+    encode: Callable[[torch.Tensor], torch.Tensor]
+    frame_rate: float
+
+
+def waveform(sample: dict, sample_rate: int) -> torch.Tensor | None:
+    """The sample's mono 16-bit audio as float samples; None without audio."""
     if "wav" not in sample:
         return None
     with wave.open(io.BytesIO(sample["wav"])) as w:
+        if w.getframerate() != sample_rate:
+            raise ValueError(f"sample {sample['json'].get('key')}: audio at {w.getframerate()} Hz, the models take "
+                             f"{sample_rate} Hz; re-ingest with the dataset spec's audio.sample_rate = {sample_rate}")
         pcm = np.frombuffer(w.readframes(w.getnframes()), np.int16).astype(np.float32) / 32768.0
-    return splice_frames(fbank(torch.from_numpy(pcm), cfg), cfg.splice)
+    return torch.from_numpy(pcm)
+
+
+def _audio_features(sample: dict, cfg: AudioEncoderConfig) -> torch.Tensor | None:
+    pcm = waveform(sample, cfg.sample_rate)
+    return None if pcm is None else splice_frames(fbank(pcm, cfg), cfg.splice)
 
 
 def _pick_qa(meta: dict, seed: int) -> dict | None:
@@ -77,13 +107,20 @@ class Prompt:
     ids: list[int]
     visuals: list[VisualInput]
     audio_features: list[torch.Tensor]
+    audio_codes: torch.Tensor | None = None  # [len(ids), 4] speech input as codec codes, -1 = none
 
 
-def render_prompt(sample: dict, tokenizer: Tokenizer, vit: ViTConfig, audio: AudioEncoderConfig) -> Prompt:
+def render_prompt(sample: dict, tokenizer: Tokenizer, vit: ViTConfig, audio: AudioEncoderConfig,
+                  speech_coder: SpeechCoder | None = None) -> Prompt:  # fmt: skip
     """The media part of a non-text sample: vision placeholders for an image, the 1-second interleaved
-    audio/video stream for clips (see model.layout)."""
+    audio/video stream for clips (see model.layout); with `speech_coder` its audio as codec tokens."""
     meta = sample["json"]
-    frames, features = _frames(sample), _audio_features(sample, audio)
+    frames, features, codes = _frames(sample), None, None
+    if speech_coder is not None and "wav" in sample:
+        with torch.no_grad():
+            codes = speech_coder.encode(waveform(sample, audio.sample_rate))
+    else:
+        features = _audio_features(sample, audio)
     visuals = [VisualInput(frames if frames.shape[0] > 1 else frames[0])] if frames is not None else []
     per_pair = 0
     if frames is not None:
@@ -93,9 +130,16 @@ def render_prompt(sample: dict, tokenizer: Tokenizer, vit: ViTConfig, audio: Aud
         ids.append(tok.special_id(tokenizer, tok.VISION_END))
     else:
         layout = meta.get("layout") or []
-        steps = 0 if features is None else features.shape[0]
-        ids = interleave_chunks(tokenizer, layout, per_pair, steps).input_ids
-    return Prompt(ids, visuals, [features] if features is not None else [])
+        if codes is None:
+            ids = interleave_chunks(tokenizer, layout, per_pair, 0 if features is None else features.shape[0]).input_ids
+        else:  # one `<|speech|>` position per codec frame, carrying that frame's 4 codes
+            ids = interleave_chunks(tokenizer, layout, per_pair, codes.shape[0], audio_rate_hz=speech_coder.frame_rate,
+                                    audio_token=tok.SPEECH_OUT).input_ids  # fmt: skip
+            at = torch.tensor(ids) == tok.special_id(tokenizer, tok.SPEECH_OUT)
+            placed = torch.full((len(ids), codes.shape[1]), -1, dtype=torch.long)
+            placed[at] = codes.long()
+            codes = placed
+    return Prompt(ids, visuals, [features] if features is not None else [], codes)
 
 
 def question_ids(tokenizer: Tokenizer, family: str, question: str) -> list[int]:
@@ -107,8 +151,15 @@ def answer_ids(tokenizer: Tokenizer, answer: str) -> list[int]:
     return tokenizer.encode(" " + str(answer)).ids + [tok.special_id(tokenizer, tok.EOS)]
 
 
+def text_loss_class(prompt: Prompt) -> str:
+    """The loss class of targets conditioned on this prompt (see the module docstring)."""
+    if prompt.visuals:
+        return "vision"
+    return "audio_text" if prompt.audio_features or prompt.audio_codes is not None else "text"
+
+
 def render_sample(sample: dict, tokenizer: Tokenizer, vit: ViTConfig, audio: AudioEncoderConfig,
-                  seed: int = 0) -> RenderedSample | None:  # fmt: skip
+                  seed: int = 0, speech_coder: SpeechCoder | None = None) -> RenderedSample | None:  # fmt: skip
     """None when the sample carries nothing its task family can train on (e.g. a QA clip without QA)."""
     meta = sample["json"] if isinstance(sample["json"], dict) else json.loads(sample["json"])
     sample = {**sample, "json": meta}
@@ -126,11 +177,16 @@ def render_sample(sample: dict, tokenizer: Tokenizer, vit: ViTConfig, audio: Aud
         question, target = question_ids(tokenizer, family, qa["question"]), qa["answer"]
     else:
         return None
-    prompt = render_prompt(sample, tokenizer, vit, audio)
+    prompt = render_prompt(sample, tokenizer, vit, audio, speech_coder)
     answer = answer_ids(tokenizer, target)
     ids = prompt.ids + question + answer
     labels = [IGNORE] * len(ids)
     start = len(prompt.ids) + len(question) - 1  # the position before each answer token predicts it
     for offset, token in enumerate(answer):
         labels[start + offset] = token
-    return RenderedSample(meta["key"], family, ids, labels, prompt.visuals, prompt.audio_features)
+    codes = None
+    if prompt.audio_codes is not None:
+        codes = torch.full((len(ids), prompt.audio_codes.shape[1]), -1, dtype=torch.long)
+        codes[: len(prompt.ids)] = prompt.audio_codes
+    return RenderedSample(meta["key"], family, ids, labels, prompt.visuals, prompt.audio_features,
+                          text_loss_class(prompt), codes)  # fmt: skip

@@ -44,15 +44,23 @@ from components.training.checkpoint import checkpoint_dir, load_train_state, loa
 from components.training.checkpoint_layout import CHECKPOINT_DIR
 from components.training.checkpoint_store import local_checkpoint, publish_from_rank0, restore_for_resume
 from components.training.data_parallel import launch_world, plan_data_parallel, total_steps
-from components.training.megatron_step import all_reduce_sum, build_optimizer, train_step, wrap_model
+from components.training.megatron_step import (
+    all_reduce_sum,
+    build_optimizer,
+    check_loss_weights,
+    train_step,
+    wrap_model,
+)
 from components.training.mixture import MixtureSampler
 from components.training.packing import CarryOverPacker
-from components.training.render import RenderedSample, render_sample
+from components.training.render import RenderedSample, SpeechCoder, render_sample, waveform
+from components.training.speech_render import SPEECH_RESPONSE, render_speech_response
 from model import tokenizer as tok
+from model.codec import AudioCodec
 from model.config import get_preset
 from model.distributed import init_parallel
 from model.llm.moe import BiasControllerConfig, ExpertBiasController
-from model.omni import IGNORE, OmniBatch, OmniModel
+from model.omni import IGNORE, TEXT_LOSS_CLASSES, OmniBatch, OmniModel
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +114,7 @@ def module_groups(model: OmniModel) -> dict[str, list[torch.nn.Parameter]]:
         "audio_encoder_projector": list(model.audio_encoder.projector.parameters()),
         "audio_embeddings": list(model.audio_embeddings.parameters()),
         "audio_heads": list(model.audio_heads.parameters()),
-        "codec": [],  # trained by its own stage outside the omni model
+        "codec": list(model.codec.parameters()),  # trained by its own stage (components.training.codec_stage)
     }
 
 
@@ -121,10 +129,19 @@ def apply_freezing(model: OmniModel, stage: StageSpec) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def load_samples(datasets: dict[str, Path], stage: StageSpec, tokenizer, preset,
-                 seed: int) -> tuple[dict[str, RenderedSample], dict, dict]:  # fmt: skip
-    """Render the stage's training samples; returns (samples by key, keys by family, problem counts)."""
+def load_samples(datasets: dict[str, Path], stage: StageSpec, tokenizer, preset, seed: int,
+                 codec: AudioCodec | None = None) -> tuple[dict[str, RenderedSample], dict, dict]:  # fmt: skip
+    """Render the stage's training samples; returns (samples by key, keys by family, problem counts).
+
+    `codec` (the model's, trained by the codec stage) turns speech into codec tokens where the stage asks
+    for them: speech input with `speech_input: codec`, and the `speech_response` family built from ASR clips.
+    """
     samples: dict[str, RenderedSample] = {}
+    wants_codes = stage.speech_input == "codec" or SPEECH_RESPONSE in stage.data.mixture
+    if wants_codes and codec is None:
+        raise ValueError(f"stage '{stage.name}' feeds speech as codec tokens: load_samples needs the model's codec")
+    coder = SpeechCoder(codec.eval().encode, codec.cfg.frame_rate) if wants_codes else None
+    input_coder = coder if stage.speech_input == "codec" else None
     problems = {"skipped_corrupt": 0, "missing_shards": 0}
 
     def skip(exc: Exception) -> bool:  # webdataset's handler: count, warn, go on with the next sample
@@ -153,16 +170,30 @@ def load_samples(datasets: dict[str, Path], stage: StageSpec, tokenizer, preset,
                 raw["json"] = json.loads(raw["json"])  # parsed once; render_sample takes the dict
                 if raw["json"].get("split") != "train":
                     continue
-                rendered = render_sample(raw, tokenizer, preset.vit, preset.audio_encoder, seed=seed)
+                rendered = render_sample(raw, tokenizer, preset.vit, preset.audio_encoder, seed=seed,
+                                         speech_coder=input_coder)  # fmt: skip
+                spoken = _speech_response(raw, tokenizer, preset, coder) if coder is not None else None
             except Exception as exc:  # a damaged member inside a readable tar (bad JSON, JPEG, WAV)
                 skip(exc)
                 continue
-            if rendered is not None and rendered.task_family in stage.data.mixture:
-                samples[rendered.key] = rendered
+            for sample in (rendered, spoken):
+                if sample is not None and sample.task_family in stage.data.mixture:
+                    samples[sample.key] = sample
     by_family: dict[str, list[str]] = {}
     for key, sample in samples.items():
         by_family.setdefault(sample.task_family, []).append(key)
     return samples, by_family, problems
+
+
+def _speech_response(raw: dict, tokenizer, preset, coder: SpeechCoder) -> RenderedSample | None:
+    """An ASR clip as a speech-response sample (components.training.speech_render); None for other clips."""
+    meta = raw["json"]
+    transcript = meta.get("labels", {}).get("transcript")
+    if meta.get("task_family") != "asr" or not transcript or "wav" not in raw:
+        return None
+    with torch.no_grad():
+        codes = coder.encode(waveform(raw, preset.audio_encoder.sample_rate))
+    return render_speech_response(meta["key"], transcript, codes, tokenizer)
 
 
 def make_batch(parts: list[RenderedSample]) -> OmniBatch:
@@ -171,22 +202,44 @@ def make_batch(parts: list[RenderedSample]) -> OmniBatch:
 
 
 def make_microbatch(rows: list[list[RenderedSample]], pad_id: int = 0) -> OmniBatch:
-    """Packed sequences as one [rows, S] batch; shorter rows are padded (no targets, their own document)."""
+    """Packed sequences as one [rows, S] batch; shorter rows are padded (no targets, their own document).
+
+    Carries each text label's loss class (the renderer's `text_loss`) and, when any sample has them, the
+    codec codes, their next-step targets and the first-audio-token positions (model.omni's loss table).
+    """
     width = max(sum(len(p) for p in parts) for parts in rows)
-    ids, labels, documents, visuals, audio = [], [], [], [], []
+    ids, labels, documents, classes, visuals, audio = [], [], [], [], [], []
+    books = next((p.audio_codes.shape[1] for parts in rows for p in parts if p.audio_codes is not None), 0)
+    codes = torch.full((len(rows), width, max(books, 1)), -1, dtype=torch.long)
+    code_labels = torch.full_like(codes, IGNORE)
+    first_audio = torch.zeros(len(rows), width, dtype=torch.bool)
     document = 0
-    for parts in rows:
+    for row, parts in enumerate(rows):
         row_ids = [i for p in parts for i in p.input_ids]
         row_docs = [document + i for i, p in enumerate(parts) for _ in range(len(p))]
         document += len(parts) + 1  # numbered across rows: the loss sums per document over the whole batch
         pad = width - len(row_ids)
         ids.append(row_ids + [pad_id] * pad)
         labels.append([t for p in parts for t in p.labels] + [IGNORE] * pad)
+        classes.append([TEXT_LOSS_CLASSES.index(p.text_loss) for p in parts for _ in range(len(p))] + [0] * pad)
         documents.append(row_docs + [document - 1] * pad)
         visuals += [v for p in parts for v in p.visuals]
         audio += [a for p in parts for a in p.audio_features]
-    return OmniBatch(torch.tensor(ids), torch.tensor(labels), visuals=visuals or None, audio_features=audio or None,
-                     document_ids=torch.tensor(documents))  # fmt: skip
+        offset = 0
+        for part in parts:
+            if part.audio_codes is not None:
+                codes[row, offset : offset + len(part)] = part.audio_codes
+            if part.audio_labels is not None:
+                code_labels[row, offset : offset + len(part)] = part.audio_labels
+            if part.first_audio is not None:
+                first_audio[row, offset + part.first_audio] = True
+            offset += len(part)
+    speech = books > 0
+    return OmniBatch(torch.tensor(ids), torch.tensor(labels), audio_codes=codes if speech else None,
+                     audio_labels=code_labels if speech and bool((code_labels != IGNORE).any()) else None,
+                     visuals=visuals or None, audio_features=audio or None, document_ids=torch.tensor(documents),
+                     loss_classes=torch.tensor(classes),
+                     first_audio=first_audio if bool(first_audio.any()) else None)  # fmt: skip
 
 
 def _family_sums(rows: list[list[RenderedSample]], token_losses: torch.Tensor, families: list[str]) -> torch.Tensor:
@@ -204,6 +257,11 @@ def _family_sums(rows: list[list[RenderedSample]], token_losses: torch.Tensor, f
 
 def run_stage(run: StageRun) -> StageResult:
     curriculum, stage = run.curriculum, run.curriculum.stage(run.stage)
+    if stage.train == ["codec"]:
+        from components.training.codec_stage import run_codec_stage
+
+        return run_codec_stage(run)
+    check_loss_weights(stage.name, stage.loss_weights)
     plan = plan_data_parallel(stage, *launch_world())
     stage_steps = total_steps(stage)
     preset = get_preset(curriculum.preset, llm={"rope_theta": stage.rope_theta, "seq_length": stage.seq_length})
@@ -223,7 +281,8 @@ def run_stage(run: StageRun) -> StageResult:
     dp_group = parallel_state.get_data_parallel_group(with_context_parallel=True) if plan.dp > 1 else None
     controller = ExpertBiasController(model.llm, BiasControllerConfig(preset.llm.target_ffn_experts_per_token),
                                       group=dp_group)  # fmt: skip
-    samples, by_family, problems = load_samples(run.datasets, stage, tokenizer, preset, curriculum.seed)
+    samples, by_family, problems = load_samples(run.datasets, stage, tokenizer, preset, curriculum.seed,
+                                                codec=model.codec)  # fmt: skip
     if not samples:
         raise ValueError(f"stage '{stage.name}': no readable training samples of {sorted(stage.data.mixture)} in "
                          f"{[str(run.datasets[d]) for d in stage.data.datasets]}")  # fmt: skip

@@ -59,8 +59,8 @@ def _broken(tmp_path, change) -> Path:
             "stage 'stage0-text' (16 node(s) x 8 GPUs): expert parallel size 32 x tensor 2 does not divide",
         ),
         (
-            lambda d: d["stages"][2]["resources"].update(accelerator="nvidia-h100-80gb", gpus_per_node=3),
-            "field 'stages.2': Value error, stage 'stage2-multimodal': resources.gpus_per_node is 3; use one of "
+            lambda d: d["stages"][3]["resources"].update(accelerator="nvidia-h100-80gb", gpus_per_node=3),
+            "field 'stages.3': Value error, stage 'stage2-multimodal': resources.gpus_per_node is 3; use one of "
             "[0, 1, 2, 4, 8, 16]",
         ),
         (lambda d: d["stages"][0]["resources"].update(gpus_per_node=8), "accelerator is 'cpu'"),

@@ -71,7 +71,7 @@ def plain_first_step_grads(curriculum, dataset: Path) -> dict[str, torch.Tensor]
     from model.distributed import init_parallel
     from model.omni import OmniModel
 
-    stage = curriculum.stages[0]
+    stage = curriculum.stage("stage0-text")
     preset = get_preset(curriculum.preset, llm={"rope_theta": stage.rope_theta, "seq_length": stage.seq_length})
     init_parallel(seed=curriculum.seed)  # the same initialisation order as run_stage
     torch.manual_seed(curriculum.seed)

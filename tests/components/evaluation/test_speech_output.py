@@ -1,0 +1,34 @@
+"""The speech-output suite scores held-out ASR clips said back in codec tokens, against a blind prior."""
+
+import pytest
+
+from components.evaluation.items import load_eval_samples
+from components.evaluation.scoring import LoadedModel, score_suite
+from components.specs.evals import EVALS_DIR, EvalSuiteSpec
+from model import tokenizer as tok
+from model.config import get_preset
+from model.omni import OmniModel
+
+SUITE = EvalSuiteSpec.load(EVALS_DIR / "speech_output.yaml")
+
+
+@pytest.mark.slow
+def test_speech_output_suite_scores_every_eval_clip(tiny_dataset, single_process):
+    tokenizer = tok.load_tokenizer(tiny_dataset / "tokenizer.json")
+    preset = get_preset("tiny")
+    model = OmniModel(preset, tok.special_id(tokenizer, tok.VISION_PAD), tok.special_id(tokenizer, tok.AUDIO_PAD))
+    samples = load_eval_samples(SUITE, {"demo": tiny_dataset})
+    result = score_suite(LoadedModel(model.eval(), tokenizer, preset, {}), SUITE, samples, 0)
+    assert result.n_items == len(samples) > 0
+    assert 0 < result.chance <= 1 and 0 <= result.ci_low <= result.value <= result.ci_high <= 1
+    assert all(item["tokens"] > 5 and item["first_correct"] in (0.0, 1.0) for item in result.items)
+    # an untrained model is not above the best constant code
+    assert not result.above_chance
+
+
+def test_majority_chance_only_for_speech_output():
+    data = SUITE.model_dump()
+    with pytest.raises(ValueError, match="chance 'majority'"):
+        EvalSuiteSpec.model_validate(data | {"output": "text"})
+    with pytest.raises(ValueError, match="family asr, metric accuracy"):
+        EvalSuiteSpec.model_validate(data | {"family": "voice_qa"})
