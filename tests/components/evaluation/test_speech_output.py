@@ -19,11 +19,12 @@ def test_speech_output_suite_scores_every_eval_clip(tiny_dataset, single_process
     model = OmniModel(preset, tok.special_id(tokenizer, tok.VISION_PAD), tok.special_id(tokenizer, tok.AUDIO_PAD))
     samples = load_eval_samples(SUITE, {"demo": tiny_dataset})
     result = score_suite(LoadedModel(model.eval(), tokenizer, preset, {}), SUITE, samples, 0)
-    assert result.n_items == len(samples) > 0
+    assert result.num_items == len(samples) > 0
     assert 0 < result.chance <= 1 and 0 <= result.ci_low <= result.value <= result.ci_high <= 1
     assert all(item["tokens"] > 5 and item["first_correct"] in (0.0, 1.0) for item in result.items)
-    # an untrained model is not above the best constant code
+    # an untrained model is not above the best constant code; the control asks for the same clips with no text
     assert not result.above_chance
+    assert result.blanked is not None and len(result.blanked_items) == result.num_items
 
 
 def test_majority_chance_only_for_speech_output():
