@@ -2,20 +2,24 @@
 token ids with placeholders, labels (IGNORE except on what the task should produce), frames for the
 ViT and spliced fbank features for the audio encoder.
 
-| task family | sequence | trained on |
-|---|---|---|
-| text | `<bos>` text `<eos>` | every next token |
-| image_caption | vision placeholders, caption `<eos>` | the caption |
-| video_qa, av_qa | 1-second interleaved stream, question, answer `<eos>` | the answer |
-| voice_qa | audio stream (spoken question), answer `<eos>` | the answer |
-| asr | audio stream, transcript `<eos>` | the transcript |
+Non-text samples follow the chat template of `components.training.chat_template`:
+`<bos><user>` media, instruction (and question), `<assistant>` target `<eos>`.
 
-QA samples with several questions pick one by a stable hash of the key and `seed`.
+| task family | media | user text | trained on |
+|---|---|---|---|
+| text | - (`<bos>` text `<eos>`) | - | every next token |
+| image_caption | vision placeholders | "Describe the image." | the caption |
+| video_qa, av_qa | 1-second interleaved stream | instruction + question | the answer |
+| voice_qa | audio stream (spoken question) | "Answer the spoken question." | the answer |
+| asr | audio stream | "Transcribe the speech." | the transcript |
+
+A clip with several questions renders one sample per question (`KEY/qN`), all sharing the clip's media
+tensors: every question is trained each time its clip is drawn, and each sample is exactly what
+evaluation scores (media + one question), which a multi-turn sample with earlier answers would not be.
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import wave
@@ -26,6 +30,7 @@ import torch
 from PIL import Image
 from tokenizers import Tokenizer
 
+from components.training.chat_template import FIXED_REQUEST, answer_ids, request_ids, user_turn_start
 from model import tokenizer as tok
 from model.audio_encoder import AudioEncoderConfig, fbank, splice_frames
 from model.layout import interleave_chunks
@@ -62,14 +67,6 @@ def _audio_features(sample: dict, cfg: AudioEncoderConfig) -> torch.Tensor | Non
     return splice_frames(fbank(torch.from_numpy(pcm), cfg), cfg.splice)
 
 
-def _pick_qa(meta: dict, seed: int) -> dict | None:
-    qa = meta.get("labels", {}).get("qa") or []
-    if not qa:
-        return None
-    index = int(hashlib.sha256(f"{seed}:{meta['key']}".encode()).hexdigest()[:8], 16) % len(qa)
-    return qa[index]
-
-
 @dataclass
 class Prompt:
     """What a sample shows the model before its question: token ids with placeholders, and the media."""
@@ -80,57 +77,66 @@ class Prompt:
 
 
 def render_prompt(sample: dict, tokenizer: Tokenizer, vit: ViTConfig, audio: AudioEncoderConfig) -> Prompt:
-    """The media part of a non-text sample: vision placeholders for an image, the 1-second interleaved
-    audio/video stream for clips (see model.layout)."""
+    """The user turn up to the media's end: vision placeholders for an image, the 1-second interleaved
+    audio/video stream for clips (see model.layout). Families with a fixed request (asr, image_caption)
+    get it here, so the prompt ends at `<assistant>`; QA families continue with `question_ids`."""
     meta = sample["json"]
     frames, features = _frames(sample), _audio_features(sample, audio)
     visuals = [VisualInput(frames if frames.shape[0] > 1 else frames[0])] if frames is not None else []
     per_pair = 0
     if frames is not None:
         per_pair = (frames.shape[2] // vit.patch_size) * (frames.shape[3] // vit.patch_size) // vit.merge
+    ids = user_turn_start(tokenizer)
     if meta["modality"] == "image":
-        ids = [tok.special_id(tokenizer, tok.VISION_START)] + [tok.special_id(tokenizer, tok.VISION_PAD)] * per_pair
+        ids += [tok.special_id(tokenizer, tok.VISION_START)] + [tok.special_id(tokenizer, tok.VISION_PAD)] * per_pair
         ids.append(tok.special_id(tokenizer, tok.VISION_END))
     else:
         layout = meta.get("layout") or []
         steps = 0 if features is None else features.shape[0]
-        ids = interleave_chunks(tokenizer, layout, per_pair, steps).input_ids
+        ids += interleave_chunks(tokenizer, layout, per_pair, steps).input_ids
+    family = meta.get("task_family") or meta["modality"]
+    if family in FIXED_REQUEST:
+        ids += request_ids(tokenizer, family)
     return Prompt(ids, visuals, [features] if features is not None else [])
 
 
 def question_ids(tokenizer: Tokenizer, family: str, question: str) -> list[int]:
-    """A spoken question (voice_qa) is already in the audio; other families ask it in text."""
-    return tokenizer.encode(" " + question).ids if family != "voice_qa" else []
+    """The user turn after a QA family's media: its instruction, the question unless it is spoken, and
+    `<assistant>`."""
+    return request_ids(tokenizer, family, question)
 
 
-def answer_ids(tokenizer: Tokenizer, answer: str) -> list[int]:
-    return tokenizer.encode(" " + str(answer)).ids + [tok.special_id(tokenizer, tok.EOS)]
-
-
-def render_sample(sample: dict, tokenizer: Tokenizer, vit: ViTConfig, audio: AudioEncoderConfig,
-                  seed: int = 0) -> RenderedSample | None:  # fmt: skip
-    """None when the sample carries nothing its task family can train on (e.g. a QA clip without QA)."""
-    meta = sample["json"] if isinstance(sample["json"], dict) else json.loads(sample["json"])
-    sample = {**sample, "json": meta}
-    family = meta.get("task_family") or meta.get("modality")
-    if meta["modality"] == "text":
-        eos = tok.special_id(tokenizer, tok.EOS)
-        ids = [tok.special_id(tokenizer, tok.BOS)] + tokenizer.encode(sample["txt"].decode("utf-8")).ids + [eos]
-        return RenderedSample(meta["key"], family, ids, ids[1:] + [IGNORE])
-    labels_meta = meta.get("labels", {})
-    if family in ("asr",) and labels_meta.get("transcript"):
-        question, target = [], labels_meta["transcript"]
-    elif family == "image_caption" and labels_meta.get("caption"):
-        question, target = [], labels_meta["caption"]
-    elif (qa := _pick_qa(meta, seed)) is not None:
-        question, target = question_ids(tokenizer, family, qa["question"]), qa["answer"]
-    else:
-        return None
-    prompt = render_prompt(sample, tokenizer, vit, audio)
+def _rendered(key: str, family: str, prompt: Prompt, question: list[int], target: str,
+              tokenizer: Tokenizer) -> RenderedSample:  # fmt: skip
     answer = answer_ids(tokenizer, target)
     ids = prompt.ids + question + answer
     labels = [IGNORE] * len(ids)
     start = len(prompt.ids) + len(question) - 1  # the position before each answer token predicts it
     for offset, token in enumerate(answer):
         labels[start + offset] = token
-    return RenderedSample(meta["key"], family, ids, labels, prompt.visuals, prompt.audio_features)
+    return RenderedSample(key, family, ids, labels, prompt.visuals, prompt.audio_features)
+
+
+def render_samples(sample: dict, tokenizer: Tokenizer, vit: ViTConfig,
+                   audio: AudioEncoderConfig) -> list[RenderedSample]:  # fmt: skip
+    """What one ingested sample trains: one rendered sample, or one per question of a QA clip (keys
+    `KEY/qN`); empty when it carries nothing its task family can train on (e.g. a clip without QA)."""
+    meta = sample["json"] if isinstance(sample["json"], dict) else json.loads(sample["json"])
+    sample = {**sample, "json": meta}
+    family = meta.get("task_family") or meta.get("modality")
+    if meta["modality"] == "text":
+        eos = tok.special_id(tokenizer, tok.EOS)
+        ids = [tok.special_id(tokenizer, tok.BOS)] + tokenizer.encode(sample["txt"].decode("utf-8")).ids + [eos]
+        return [RenderedSample(meta["key"], family, ids, ids[1:] + [IGNORE])]
+    labels_meta = meta.get("labels", {})
+    if family in FIXED_REQUEST:
+        target = labels_meta.get("transcript" if family == "asr" else "caption")
+        if not target:
+            return []
+        return [_rendered(meta["key"], family, render_prompt(sample, tokenizer, vit, audio), [], target, tokenizer)]
+    questions = labels_meta.get("qa") or []
+    if not questions:
+        return []
+    prompt = render_prompt(sample, tokenizer, vit, audio)  # media decoded once, shared by every question
+    return [_rendered(f"{meta['key']}/q{i}", family, prompt, question_ids(tokenizer, family, qa["question"]),
+                      qa["answer"], tokenizer) for i, qa in enumerate(questions)]  # fmt: skip

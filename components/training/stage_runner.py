@@ -47,7 +47,7 @@ from components.training.data_parallel import launch_world, plan_data_parallel, 
 from components.training.megatron_step import all_reduce_sum, build_optimizer, train_step, wrap_model
 from components.training.mixture import MixtureSampler
 from components.training.packing import CarryOverPacker
-from components.training.render import RenderedSample, render_sample
+from components.training.render import RenderedSample, render_samples
 from model import tokenizer as tok
 from model.config import get_preset
 from model.distributed import init_parallel
@@ -150,15 +150,16 @@ def load_samples(datasets: dict[str, Path], stage: StageSpec, tokenizer, preset,
             try:
                 if "json" not in raw:
                     continue
-                raw["json"] = json.loads(raw["json"])  # parsed once; render_sample takes the dict
+                raw["json"] = json.loads(raw["json"])  # parsed once; render_samples takes the dict
                 if raw["json"].get("split") != "train":
                     continue
-                rendered = render_sample(raw, tokenizer, preset.vit, preset.audio_encoder, seed=seed)
+                rendered = render_samples(raw, tokenizer, preset.vit, preset.audio_encoder)
             except Exception as exc:  # a damaged member inside a readable tar (bad JSON, JPEG, WAV)
                 skip(exc)
                 continue
-            if rendered is not None and rendered.task_family in stage.data.mixture:
-                samples[rendered.key] = rendered
+            for one in rendered:  # one per question of a QA clip
+                if one.task_family in stage.data.mixture:
+                    samples[one.key] = one
     by_family: dict[str, list[str]] = {}
     for key, sample in samples.items():
         by_family.setdefault(sample.task_family, []).append(key)
