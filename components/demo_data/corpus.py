@@ -29,7 +29,7 @@ EVAL_PARTITION = 5  # a parameter set belongs to eval when its hash is 0 modulo 
 @dataclass(frozen=True)
 class Family:
     name: str
-    draw: Callable[[random.Random], object]
+    draw: Callable[[random.Random, list[str]], object]  # (rng, the split's speakers) -> parameters
     render: Callable[[object, Path, Path], tuple[Path, dict]]
 
 
@@ -72,17 +72,24 @@ def in_partition(partition_key: str, split: str) -> bool:
     return (bucket == 0) == (split == "eval")
 
 
-def draw_split(family: Family, seed: int, split: str, count: int) -> list:
-    """`count` distinct parameter draws whose every partition key (item, speaker) falls in `split`.
+def split_speakers(split: str) -> list[str]:
+    """The espeak-ng speakers of a split: a hash partition, the same for every seed."""
+    return [speaker for speaker in fam.SPEAKERS if in_partition(f"speaker:{speaker}", split)]
 
-    Each index has its own random stream, so index i does not depend on how many draws earlier indices
-    rejected; a draw equal to an earlier one (same content, `compare=False` fields aside) is redrawn."""
+
+def draw_split(family: Family, seed: int, split: str, count: int) -> list:
+    """`count` distinct parameter draws whose every partition key falls in `split`.
+
+    Speech is drawn from the split's own speakers. Each index has its own random stream, so index i
+    does not depend on how many draws earlier indices rejected; a draw equal to an earlier one (same
+    content, `compare=False` fields aside) is redrawn."""
     drawn: list = []
     seen: set = set()
+    speakers = split_speakers(split)
     for index in range(count):
         rng = random.Random(f"{seed}:{family.name}:{split}:{index}")
         for _ in range(10_000):
-            params = family.draw(rng)
+            params = family.draw(rng, speakers)
             if params not in seen and all(in_partition(key, split) for key in params.partition_keys):
                 break
         else:
@@ -123,7 +130,7 @@ def write_demo_corpus(out: Path, seed: int = 0, size: str = "small", workers: in
             for index, params in enumerate(draw_split(family, seed, split, count)):
                 jobs.append((family, split, folder / f"{family.name}-{split}-{index:04d}", params))
     if SIZES[size].long_clip:  # first, so the slowest job does not finish last alone
-        params = fam.video_qa_params(random.Random(f"{seed}:long"), long_clip=True)
+        params = fam.video_qa_params(random.Random(f"{seed}:long"), [], long_clip=True)
         jobs.insert(0, (FAMILIES[0], "train", out / "video_qa" / "train" / "video_qa-train-long", params))
     tmp = Path(tempfile.mkdtemp(prefix="omnistage-demo-"))
     items = []

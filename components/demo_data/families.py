@@ -44,8 +44,8 @@ WORDS = ["apple", "river", "planet", "guitar", "window", "tiger", "candle", "roc
 NUMBER_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
                 "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen"]  # fmt: skip
 
-# espeak-ng speakers: accent x voice variant. Eval speakers are a hash partition of these (corpus.py), so
-# no eval voice is ever heard in training; pitch and speed vary per item on top.
+# espeak-ng speakers: accent x voice variant. Each split draws from its own hash partition of these
+# (corpus.split_speakers), so no eval voice is ever heard in training; pitch and speed vary per item.
 ACCENTS = ["en", "en-us", "en-gb-scotland", "en-gb-x-gbclan", "en-gb-x-rp", "en-gb-x-gbcwmd", "en-029", "en-us-nyc"]
 VARIANTS = ["m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f5"]
 SPEAKERS = [f"{accent}+{variant}" for accent in ACCENTS for variant in VARIANTS]
@@ -58,8 +58,9 @@ class Voice:
     speed: int
 
 
-def draw_voice(rng: random.Random) -> Voice:
-    return Voice(rng.choice(SPEAKERS), rng.randrange(30, 71, 5), rng.randrange(130, 191, 10))
+def draw_voice(rng: random.Random, speakers: list[str]) -> Voice:
+    """A voice of one of `speakers` (the split's own: corpus.split_speakers) at a random pitch and speed."""
+    return Voice(rng.choice(speakers), rng.randrange(30, 71, 5), rng.randrange(130, 191, 10))
 
 
 def _say(text: str, out_wav: Path, voice: Voice) -> Path:
@@ -125,7 +126,7 @@ def _contrasting(rng: random.Random, colours: list[str]) -> tuple[str, str]:
             return colour, background
 
 
-def video_qa_params(rng: random.Random, long_clip: bool = False) -> VideoQAParams:
+def video_qa_params(rng: random.Random, speakers: list[str], long_clip: bool = False) -> VideoQAParams:
     colour, background = _contrasting(rng, COLOURS)
     # Opus in WebM starts with a few ms of priming that lengthen the clip past its last whole second (an
     # empty last chunk), so clips with sound go to MP4 (AAC, edit list) or Matroska (FLAC).
@@ -194,11 +195,11 @@ class AVQAParams:
 
     @property
     def partition_keys(self) -> tuple[str, ...]:
-        visual = f"{self.variant}:{self.colours}:{self.directions}:{self.words}:{self.event_segment}"
-        return (visual,) if self.voice is None else (visual, self.voice.speaker)
+        # the speaker's split is fixed by draw_voice's speaker list
+        return (f"{self.variant}:{self.colours}:{self.directions}:{self.words}:{self.event_segment}",)
 
 
-def av_qa_params(rng: random.Random) -> AVQAParams:
+def av_qa_params(rng: random.Random, speakers: list[str]) -> AVQAParams:
     variant = rng.choice(["beep", "word"])
     num = rng.randint(3, MAX_CLIP_S // SEGMENT_S)
     event = rng.randrange(num)
@@ -213,7 +214,7 @@ def av_qa_params(rng: random.Random) -> AVQAParams:
         directions=tuple(directions),
         words=tuple(rng.sample(WORDS, num)) if variant == "word" else (),
         event_segment=event,
-        voice=draw_voice(rng) if variant == "word" else None,
+        voice=draw_voice(rng, speakers) if variant == "word" else None,
         size=rng.choice(VIDEO_SIZES),
         container=rng.choice(["mp4", "mkv"]),  # not WebM: see video_qa_params
     )
@@ -303,21 +304,21 @@ class SpokenQAParams:
 
     @property
     def partition_keys(self) -> tuple[str, ...]:
-        # By speaker only: the same sums are asked in both splits, by voices the model never heard in
-        # training (the text corpus teaches every sum, the audio teaches how they sound).
-        return (self.voice.speaker,)
+        # By speaker only (draw_voice's speaker list): the same sums are asked in both splits, by voices the
+        # model never heard in training (the text corpus teaches every sum, the audio how they sound).
+        return ()
 
     @property
     def answer(self) -> int:
         return self.a + self.b if self.op == "plus" else self.a - self.b
 
 
-def spoken_qa_params(rng: random.Random) -> SpokenQAParams:
+def spoken_qa_params(rng: random.Random, speakers: list[str]) -> SpokenQAParams:
     a, b = rng.randint(0, 9), rng.randint(0, 9)
     op = rng.choice(["plus", "minus"])
     if op == "minus" and b > a:
         a, b = b, a
-    return SpokenQAParams(a, b, op, draw_voice(rng), rng.choice([".wav", ".flac", ".ogg"]))
+    return SpokenQAParams(a, b, op, draw_voice(rng, speakers), rng.choice([".wav", ".flac", ".ogg"]))
 
 
 def render_spoken_qa(p: SpokenQAParams, stem: Path, tmp: Path) -> tuple[Path, dict]:
@@ -341,12 +342,12 @@ class SpeechParams:
 
     @property
     def partition_keys(self) -> tuple[str, ...]:
-        return (" ".join(self.words), self.voice.speaker)  # unseen sentences by unseen speakers
+        return (" ".join(self.words),)  # unseen sentences, by unseen speakers (draw_voice's speaker list)
 
 
-def speech_params(rng: random.Random) -> SpeechParams:
+def speech_params(rng: random.Random, speakers: list[str]) -> SpeechParams:
     words = tuple(rng.sample(ASR_VOCABULARY, rng.randint(2, 5)))
-    return SpeechParams(words, draw_voice(rng), rng.choice([".wav", ".flac", ".mp3"]))
+    return SpeechParams(words, draw_voice(rng, speakers), rng.choice([".wav", ".flac", ".mp3"]))
 
 
 def render_speech(p: SpeechParams, stem: Path, tmp: Path) -> tuple[Path, dict]:
@@ -389,7 +390,7 @@ _RGB = {
 }
 
 
-def image_params(rng: random.Random) -> ImageParams:
+def image_params(rng: random.Random, speakers: list[str]) -> ImageParams:
     colour, background = _contrasting(rng, COLOURS)
     return ImageParams(
         rng.choice(["circle", "square", "triangle"]),
@@ -431,7 +432,7 @@ class TextParams:
         return (str(self.facts),)
 
 
-def text_params(rng: random.Random) -> TextParams:
+def text_params(rng: random.Random, speakers: list[str]) -> TextParams:
     facts = []
     for _ in range(rng.randint(4, 8)):
         a, b, op = rng.randint(0, 9), rng.randint(0, 9), rng.choice(["plus", "minus"])

@@ -64,7 +64,7 @@ def test_answers_follow_the_parameters_in_number_words():
     p = fam.SpokenQAParams(a=7, b=5, op="minus", voice=fam.Voice("en+m1", 50, 160), ext=".wav")
     assert p.answer == 2
     assert fam.fact_sentence(7, "minus", 5) == "seven minus five is two."
-    params = fam.av_qa_params(random.Random(1))
+    params = fam.av_qa_params(random.Random(1), fam.SPEAKERS)
     if params.variant == "word":
         assert params.directions[params.event_segment] == "left"
 
