@@ -69,8 +69,9 @@ def test_answers_follow_the_parameters_in_number_words():
         assert params.directions[params.event_segment] == "left"
 
 
-def test_generator_design_agrees_with_the_demo_dataset_spec():
-    spec = DatasetSpec.model_validate(yaml.safe_load((REPO_ROOT / "data_specs/datasets/demo.yaml").read_text()))
+@pytest.mark.parametrize("spec_file", ["demo.yaml", "demo_s3.yaml"])
+def test_generator_design_agrees_with_the_demo_dataset_spec(spec_file):
+    spec = DatasetSpec.model_validate(yaml.safe_load((REPO_ROOT / "data_specs/datasets" / spec_file).read_text()))
     assert spec.resize == fam.DEMO_RESIZE
     assert spec.frame_sampling.fps == spec.frame_sampling.max_fps == fam.DEMO_FPS
     assert spec.frame_sampling.max_frames == fam.MAX_FRAMES
