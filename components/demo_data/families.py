@@ -189,6 +189,7 @@ class AVQAParams:
     directions: tuple[str, ...]
     words: tuple[str, ...]
     event_segment: int
+    starts: tuple[float, ...]  # where each segment's square starts (see _motion): segments of clips differ
     voice: Voice | None
     size: tuple[int, int] = field(compare=False)
     container: str = field(compare=False)
@@ -214,6 +215,7 @@ def av_qa_params(rng: random.Random, speakers: list[str]) -> AVQAParams:
         directions=tuple(directions),
         words=tuple(rng.sample(WORDS, num)) if variant == "word" else (),
         event_segment=event,
+        starts=tuple(rng.choice([0.0, 0.1, 0.2, 0.3, 0.4, 0.5]) for _ in range(num)),
         voice=draw_voice(rng, speakers) if variant == "word" else None,
         size=rng.choice(VIDEO_SIZES),
         container=rng.choice(["mp4", "mkv"]),  # not WebM: see video_qa_params
@@ -238,7 +240,7 @@ def render_av_qa(p: AVQAParams, stem: Path, tmp: Path) -> tuple[Path, dict]:
         square = "white" if p.variant == "beep" else colour  # beep backgrounds take every colour but white
         bg = add_input("-f", "lavfi", "-i", f"color=c={background}:s={w}x{h}:r=10:d={d}")
         fg = add_input(*_square_inputs(square, box, 10, d))
-        x, y = _motion(p.directions[j], 0, 1, p.size, box, d, 0.25)
+        x, y = _motion(p.directions[j], 0, 1, p.size, box, d, p.starts[j])
         filters.append(f"[{bg}:v][{fg}:v]overlay=x='{x}':y='{y}':shortest=1,setsar=1[sv{j}]")
         if p.variant == "beep":
             loud = 0.6 if j == p.event_segment else 0.0

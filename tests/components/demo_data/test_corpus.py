@@ -45,6 +45,8 @@ def test_items_are_distinct_and_splits_disjoint_in_items_and_speakers(family):
     eval_params = draw_split(family, 0, "eval", held_out)
     assert len(set(train_params)) == train and len(set(eval_params)) == held_out  # distinct content
     assert not set(train_params) & set(eval_params)
+    if family.unique_keys:  # look-alike clips would be dropped by ingestion's near-duplicate check
+        assert len({p.partition_keys for p in train_params}) == train
     for split, drawn in (("train", train_params), ("eval", eval_params)):
         assert all(in_partition(k, split) for p in drawn for k in p.partition_keys)
     if family.name in SPEECH_FAMILIES:
