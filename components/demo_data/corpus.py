@@ -29,45 +29,46 @@ EVAL_PARTITION = 5  # a parameter set belongs to eval when its hash is 0 modulo 
 @dataclass(frozen=True)
 class Family:
     name: str
-    draw: Callable[[random.Random], object]
+    draw: Callable[[random.Random, list[str]], object]  # (rng, the split's speakers) -> parameters
     render: Callable[[object, Path, Path], tuple[Path, dict]]
+    # At most one item per partition key in a split: clips that share colour, direction, count and
+    # background (or a sentence) look alike enough for ingestion's near-duplicate check to drop one.
+    unique_keys: bool = False
 
 
 FAMILIES = [
-    Family("video_qa", fam.video_qa_params, fam.render_video_qa),
+    Family("video_qa", fam.video_qa_params, fam.render_video_qa, unique_keys=True),
     Family("av_qa", fam.av_qa_params, fam.render_av_qa),
     Family("spoken_qa", fam.spoken_qa_params, fam.render_spoken_qa),
-    Family("speech", fam.speech_params, fam.render_speech),
+    Family("speech", fam.speech_params, fam.render_speech, unique_keys=True),
     Family("image_caption", fam.image_params, fam.render_image),
     Family("text", fam.text_params, fam.render_text),
 ]
 
-# (train, eval) items per family
+
+@dataclass(frozen=True)
+class CorpusSize:
+    """(train, eval) items per family; `long_clip` adds one 5-minute video (no questions) that exercises
+    ingestion's frame cap."""
+
+    counts: dict[str, tuple[int, int]]
+    long_clip: bool = False
+
+    @property
+    def num_files(self) -> int:
+        return sum(train + held_out for train, held_out in self.counts.values()) + int(self.long_clip)
+
+
+def _every_family(train: int, held_out: int) -> dict[str, tuple[int, int]]:
+    return {family.name: (train, held_out) for family in FAMILIES}
+
+
 SIZES = {
-    "tiny": {
-        "video_qa": (3, 1),
-        "av_qa": (2, 2),
-        "spoken_qa": (2, 1),
-        "speech": (2, 1),
-        "image_caption": (2, 1),
-        "text": (2, 1),
-    },  # for tests
-    "small": {
-        "video_qa": (16, 8),
-        "av_qa": (12, 8),
-        "spoken_qa": (24, 12),
-        "speech": (16, 8),
-        "image_caption": (160, 40),  # cheap to make; enough for the tiny model to learn colours in minutes
-        "text": (16, 4),
-    },
-    "medium": {
-        "video_qa": (80, 24),
-        "av_qa": (80, 24),
-        "spoken_qa": (120, 30),
-        "speech": (80, 20),
-        "image_caption": (120, 30),
-        "text": (60, 10),
-    },
+    "tiny": CorpusSize(_every_family(2, 1), long_clip=True),  # for tests: every family, both splits
+    # `make run`: enough distinct items to learn from, and a 5% margin over 300/50 for the items that
+    # ingestion's near-duplicate check may still drop (av_qa clips can share a 2-second segment)
+    "small": CorpusSize(_every_family(315, 53)),
+    "medium": CorpusSize(_every_family(600, 100)),
 }
 
 
@@ -76,17 +77,33 @@ def in_partition(partition_key: str, split: str) -> bool:
     return (bucket == 0) == (split == "eval")
 
 
-def _draw(family: Family, seed: int, split: str, index: int):
-    rng = random.Random(f"{seed}:{family.name}:{split}:{index}")
-    if family.name == "video_qa" and split == "train" and index == 0:
-        draw = lambda r: fam.video_qa_params(r, long_clip=True)  # noqa: E731 - one 5-minute clip per corpus
-    else:
-        draw = family.draw
-    for _ in range(1000):
-        params = draw(rng)
-        if in_partition(params.partition_key, split):
-            return params
-    raise RuntimeError(f"{family.name}: no parameters fall in the {split} partition")  # internal invariant
+def split_speakers(split: str) -> list[str]:
+    """The espeak-ng speakers of a split: a hash partition, the same for every seed."""
+    return [speaker for speaker in fam.SPEAKERS if in_partition(f"speaker:{speaker}", split)]
+
+
+def draw_split(family: Family, seed: int, split: str, count: int) -> list:
+    """`count` distinct parameter draws whose every partition key falls in `split`.
+
+    Speech is drawn from the split's own speakers. Each index has its own random stream, so index i
+    does not depend on how many draws earlier indices rejected; a draw equal to an earlier one (same
+    content, `compare=False` fields aside) is redrawn."""
+    drawn: list = []
+    seen: set = set()
+    speakers = split_speakers(split)
+    for index in range(count):
+        rng = random.Random(f"{seed}:{family.name}:{split}:{index}")
+        for _ in range(10_000):
+            params = family.draw(rng, speakers)
+            keys = params.partition_keys
+            fresh = params not in seen and not (family.unique_keys and keys in seen)
+            if fresh and all(in_partition(key, split) for key in keys):
+                break
+        else:
+            raise RuntimeError(f"{family.name}: no new parameters in the {split} partition")  # internal invariant
+        seen.update((params, params.partition_keys))
+        drawn.append(params)
+    return drawn
 
 
 def existing_corpus(out: Path, seed: int, size: str) -> dict | None:
@@ -99,7 +116,7 @@ def existing_corpus(out: Path, seed: int, size: str) -> dict | None:
     same = (
         summary.get("seed") == seed
         and summary.get("size") == size
-        and summary.get("num_files") == sum(train + held_out for train, held_out in SIZES[size].values())
+        and summary.get("num_files") == SIZES[size].num_files
     )  # a size whose counts changed since (a newer omnistage) is written again
     return summary if complete and same else None
 
@@ -114,13 +131,14 @@ def write_demo_corpus(out: Path, seed: int = 0, size: str = "small", workers: in
     require_tools("ffmpeg", "espeak-ng")
     jobs = []
     for family in FAMILIES:
-        for split, count in zip(("train", "eval"), SIZES[size][family.name]):
+        for split, count in zip(("train", "eval"), SIZES[size].counts[family.name]):
             folder = out / family.name / split
             folder.mkdir(parents=True, exist_ok=True)
-            for index in range(count):
-                jobs.append(
-                    (family, split, folder / f"{family.name}-{split}-{index:04d}", _draw(family, seed, split, index))
-                )
+            for index, params in enumerate(draw_split(family, seed, split, count)):
+                jobs.append((family, split, folder / f"{family.name}-{split}-{index:04d}", params))
+    if SIZES[size].long_clip:  # first, so the slowest job does not finish last alone
+        params = fam.video_qa_params(random.Random(f"{seed}:long"), [], long_clip=True)
+        jobs.insert(0, (FAMILIES[0], "train", out / "video_qa" / "train" / "video_qa-train-long", params))
     tmp = Path(tempfile.mkdtemp(prefix="omnistage-demo-"))
     items = []
 

@@ -2,176 +2,230 @@
 `stem` and returns the labels (questions and answers, captions, transcripts) for the sidecar.
 
 `params(rng)` and `render(params, stem, tmp)` are separate so the corpus can reject parameter draws that
-belong to the other split before spending time on rendering.
+belong to the other split, or repeat an earlier draw, before spending time on rendering. Parameters that
+only change the encoding (container, resolution, frame rate, audio codec) are `compare=False`: two draws
+that differ only there are the same item (ingestion would drop the second as a near-duplicate).
+
+Made to be learnable by the tiny preset after the demo dataset's resize and frame sampling
+(`data_specs/datasets/demo.yaml`, which must agree with `DEMO_RESIZE` / `DEMO_FPS` here):
+- objects span at least `MIN_OBJECT_PATCHES` ViT patches after `native_resolution` shrinks the frame;
+- clips last a whole number of seconds, at most `MAX_CLIP_S`, so 2-fps sampling gives every 1-second
+  chunk a frame pair (the ViT's temporal unit);
+- every QA item carries a question `type` (for per-type evaluation) and answers are words, numbers
+  as number words like the text corpus.
 """
 
 from __future__ import annotations
 
+import math
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from PIL import Image, ImageDraw
 
 from components.demo_data.synth import CONTAINERS, encode_audio, run_ffmpeg, speak
+from components.ingest.sampling import native_resolution
+from components.specs.dataset import ResizeSpec
+
+DEMO_RESIZE = ResizeSpec(patch_size=14, min_patches=16, max_patches=64)
+DEMO_FPS = 2.0  # frames sampled per second: one frame pair per second
+MAX_FRAMES = 16
+MAX_CLIP_S = int(MAX_FRAMES / DEMO_FPS)  # longer clips get fewer than two frames a second
+MIN_OBJECT_PATCHES = 2.2  # side of a moving square after the resize, in patches (2 plus resampling margin)
 
 COLOURS = ["red", "green", "blue", "yellow", "white", "magenta", "cyan", "orange"]
 BACKGROUNDS = ["black", "gray", "navy", "darkgreen", "maroon"]
+LOW_CONTRAST = {("green", "darkgreen"), ("blue", "navy"), ("red", "maroon")}  # hard to see on a small frame
 DIRECTIONS = ["left", "right", "up", "down"]
-RESOLUTIONS = [(320, 240), (480, 270), (640, 360), (256, 256), (426, 240)]
+# Square frames shrink to 8x8 patches, so three squares of 2.2 patches fit side by side with gaps.
+VIDEO_SIZES = [(160, 160), (192, 192), (224, 224), (256, 256)]  # each 112x112 after the resize
 WORDS = ["apple", "river", "planet", "guitar", "window", "tiger", "candle", "rocket", "garden", "pencil"]
-NUMBER_WORDS = [
-    "zero",
-    "one",
-    "two",
-    "three",
-    "four",
-    "five",
-    "six",
-    "seven",
-    "eight",
-    "nine",
-    "ten",
-    "eleven",
-    "twelve",
-    "thirteen",
-    "fourteen",
-    "fifteen",
-    "sixteen",
-    "seventeen",
-    "eighteen",
-]
-VOICES = ["en", "en+f3", "en+m3", "en-us", "en+f2"]
+NUMBER_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
+                "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen"]  # fmt: skip
+
+# espeak-ng speakers: accent x voice variant. Each split draws from its own hash partition of these
+# (corpus.split_speakers), so no eval voice is ever heard in training; pitch and speed vary per item.
+ACCENTS = ["en", "en-us", "en-gb-scotland", "en-gb-x-gbclan", "en-gb-x-rp", "en-gb-x-gbcwmd", "en-029", "en-us-nyc"]
+VARIANTS = ["m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f5"]
+SPEAKERS = [f"{accent}+{variant}" for accent in ACCENTS for variant in VARIANTS]
 
 
-def _motion(
-    direction: str, index: int, count: int, size: tuple[int, int], box: int, duration: float
-) -> tuple[str, str]:
-    """ffmpeg overlay x/y expressions for a square moving across 60% of the frame over the clip."""
+@dataclass(frozen=True)
+class Voice:
+    speaker: str  # espeak-ng `-v`
+    pitch: int
+    speed: int
+
+
+def draw_voice(rng: random.Random, speakers: list[str]) -> Voice:
+    """A voice of one of `speakers` (the split's own: corpus.split_speakers) at a random pitch and speed."""
+    return Voice(rng.choice(speakers), rng.randrange(30, 71, 5), rng.randrange(130, 191, 10))
+
+
+def _say(text: str, out_wav: Path, voice: Voice) -> Path:
+    return speak(text, out_wav, voice=voice.speaker, speed=voice.speed, pitch=voice.pitch)
+
+
+def box_side(size: tuple[int, int]) -> int:
+    """Side (source pixels) of a square that is `MIN_OBJECT_PATCHES` patches wide after the demo resize."""
     w, h = size
-    lane = (index + 1) / (count + 1)
-    if direction in ("left", "right"):
-        span = 0.6 * (w - box)
-        x0 = 0.2 * (w - box) if direction == "right" else 0.8 * (w - box)
-        sign = "+" if direction == "right" else "-"
-        return f"{x0:.1f}{sign}t*{span / duration:.4f}", f"{lane * (h - box):.1f}"
-    span = 0.6 * (h - box)
-    y0 = 0.2 * (h - box) if direction == "down" else 0.8 * (h - box)
-    sign = "+" if direction == "down" else "-"
-    return f"{lane * (w - box):.1f}", f"{y0:.1f}{sign}t*{span / duration:.4f}"
+    new_w, new_h = native_resolution(w, h, DEMO_RESIZE)
+    scale = min(new_w / w, new_h / h)
+    return math.ceil(MIN_OBJECT_PATCHES * DEMO_RESIZE.patch_size / scale)
 
 
-# ---------------------------------------------------------------- video QA: moving coloured shapes
+def _motion(direction: str, index: int, count: int, size: tuple[int, int], box: int, duration: float,
+            start: float) -> tuple[str, str]:  # fmt: skip
+    """ffmpeg overlay x/y expressions for square `index` of `count` moving across half the frame.
+
+    Lanes split the cross axis evenly, so squares never overlap; `start` (0-0.5) is where along the
+    motion axis the squares begin, as a share of the free travel."""
+    w, h = size
+    along, across = (w, h) if direction in ("left", "right") else (h, w)
+    lane = (index + 0.5) * across / count - box / 2
+    if lane < 0 or (across / count) < box:
+        raise ValueError(f"{count} squares of {box}px do not fit across {across}px")  # internal invariant
+    travel = along - box
+    first = start * travel
+    span = 0.5 * travel
+    forward = direction in ("right", "down")
+    p0 = first if forward else travel - first
+    moving = f"{p0:.1f}{'+' if forward else '-'}t*{span / duration:.4f}"
+    return (moving, f"{lane:.1f}") if direction in ("left", "right") else (f"{lane:.1f}", moving)
+
+
+def _square_inputs(colour: str, box: int, fps: int, duration: float) -> list[str]:
+    return ["-f", "lavfi", "-i", f"color=c={colour}:s={box}x{box}:r={fps}:d={duration}"]
+
+
+# ---------------------------------------------------------------- video QA: moving coloured squares
 @dataclass(frozen=True)
 class VideoQAParams:
     colour: str
     background: str
     direction: str
     count: int
-    duration: float
-    size: tuple[int, int]
-    fps: int
-    container: str
-    with_audio: bool
+    duration: int
+    start: float
+    size: tuple[int, int] = field(compare=False)
+    fps: int = field(compare=False)
+    container: str = field(compare=False)
+    with_audio: bool = field(compare=False)
+    long_clip: bool = False
 
     @property
-    def partition_key(self) -> str:
-        return f"{self.colour}:{self.direction}:{self.count}:{self.background}"
+    def partition_keys(self) -> tuple[str, ...]:
+        return (f"{self.colour}:{self.direction}:{self.count}:{self.background}",)
 
 
-def video_qa_params(rng: random.Random, long_clip: bool = False) -> VideoQAParams:
+def _contrasting(rng: random.Random, colours: list[str]) -> tuple[str, str]:
+    while True:
+        colour, background = rng.choice(colours), rng.choice(BACKGROUNDS)
+        if (colour, background) not in LOW_CONTRAST:
+            return colour, background
+
+
+def video_qa_params(rng: random.Random, speakers: list[str], long_clip: bool = False) -> VideoQAParams:
+    colour, background = _contrasting(rng, COLOURS)
+    # Opus in WebM starts with a few ms of priming that lengthen the clip past its last whole second (an
+    # empty last chunk), so clips with sound go to MP4 (AAC, edit list) or Matroska (FLAC).
+    with_audio = rng.random() < 0.4  # a tone that answers nothing: some clips, for ingestion's sake
     return VideoQAParams(
-        colour=rng.choice(COLOURS),
-        background=rng.choice(BACKGROUNDS),
+        colour=colour,
+        background=background,
         direction=rng.choice(DIRECTIONS),
         count=rng.randint(1, 3),
-        duration=300.0 if long_clip else float(rng.choice([2, 3, 4, 5, 6, 8, 10, 12, 15, 20, 30])),
-        size=(160, 120) if long_clip else rng.choice(RESOLUTIONS),
-        fps=rng.choice([10, 15, 24, 25]),
-        container=rng.choice(["mp4", "mp4", "webm", "mkv"]),
-        with_audio=rng.random() < 0.6,
+        duration=300 if long_clip else rng.randint(2, MAX_CLIP_S),
+        start=rng.choice([0.0, 0.1, 0.2, 0.3, 0.4, 0.5]),
+        size=(160, 160) if long_clip else rng.choice(VIDEO_SIZES),
+        fps=rng.choice([10, 20]),  # whole milliseconds per frame: WebM timestamps end on the second
+        container=rng.choice(["mp4", "mkv"] if with_audio else ["mp4", "webm", "mkv"]),
+        with_audio=with_audio,
+        long_clip=long_clip,
     )
 
 
 def render_video_qa(p: VideoQAParams, stem: Path, tmp: Path) -> tuple[Path, dict]:
     w, h = p.size
-    box = max(16, min(w, h) // 8)
+    box = box_side(p.size)
     args = ["-f", "lavfi", "-i", f"color=c={p.background}:s={w}x{h}:r={p.fps}:d={p.duration}"]
     for _ in range(p.count):
-        args += ["-f", "lavfi", "-i", f"color=c={p.colour}:s={box}x{box}:r={p.fps}:d={p.duration}"]
+        args += _square_inputs(p.colour, box, p.fps, p.duration)
     chain, last = [], "0:v"
     for i in range(p.count):
-        x, y = _motion(p.direction, i, p.count, p.size, box, p.duration)
+        x, y = _motion(p.direction, i, p.count, p.size, box, p.duration, p.start)
         chain.append(f"[{last}][{i + 1}:v]overlay=x='{x}':y='{y}':shortest=1[v{i}]")
         last = f"v{i}"
     if p.with_audio:
-        args += ["-f", "lavfi", "-i", f"sine=f=220:sample_rate=44100:d={p.duration}"]
+        args += ["-f", "lavfi", "-i", f"sine=f=220:sample_rate=16000:d={p.duration}"]
     args += ["-filter_complex", ";".join(chain), "-map", f"[{last}]"]
     if p.with_audio:
         args += ["-map", f"{p.count + 1}:a"]
     out = stem.with_suffix("." + p.container)
     run_ffmpeg([*args, *CONTAINERS[p.container], "-t", str(p.duration)], out)
-    noun = "square" if p.count == 1 else "squares"
-    labels = {
-        "task_family": "video_qa",
-        "colour": p.colour,
-        "direction": p.direction,
-        "count": p.count,
-        "qa": [
-            {
-                "question": f"Which direction do the {p.colour} {noun} move?",
-                "answer": p.direction,
-                "choices": DIRECTIONS,
-            },
-            {"question": "What colour are the moving squares?", "answer": p.colour, "choices": COLOURS},
-            {"question": "How many squares are there?", "answer": str(p.count), "choices": ["1", "2", "3"]},
-        ],
-    }
+    labels = {"task_family": "video_qa", "colour": p.colour, "direction": p.direction, "count": p.count,
+              "box_px": box}  # fmt: skip
+    if p.long_clip:  # kept for ingestion's frame cap; past MAX_CLIP_S no second holds a frame pair
+        return out, labels | {"qa": []}
+    labels["qa"] = [
+        {"type": "direction", "question": "Which direction do the squares move?", "answer": p.direction,
+         "choices": DIRECTIONS},
+        {"type": "colour", "question": "What colour are the moving squares?", "answer": p.colour, "choices": COLOURS},
+        {"type": "count", "question": "How many squares are there?", "answer": NUMBER_WORDS[p.count],
+         "choices": NUMBER_WORDS[1:4]},
+    ]  # fmt: skip
     return out, labels
 
 
 # ---------------------------------------------------------------- audio-visual QA: needs both streams
+SEGMENT_S = 2  # two frame pairs per segment at DEMO_FPS
+
+
 @dataclass(frozen=True)
 class AVQAParams:
-    variant: str  # "beep": colour on screen at the beep; "word": word spoken while the square moved left
+    variant: str  # "beep": what was on screen at the beep; "word": the word spoken while the square moved left
     colours: tuple[str, ...]
     directions: tuple[str, ...]
     words: tuple[str, ...]
     event_segment: int
-    segment_s: float
-    size: tuple[int, int]
-    container: str
-    voice: str
+    starts: tuple[float, ...]  # where each segment's square starts (see _motion): segments of clips differ
+    voice: Voice | None
+    size: tuple[int, int] = field(compare=False)
+    container: str = field(compare=False)
 
     @property
-    def partition_key(self) -> str:
-        return f"{self.variant}:{self.colours}:{self.directions}:{self.words}:{self.event_segment}"
+    def partition_keys(self) -> tuple[str, ...]:
+        # the speaker's split is fixed by draw_voice's speaker list
+        return (f"{self.variant}:{self.colours}:{self.directions}:{self.words}:{self.event_segment}",)
 
 
-def av_qa_params(rng: random.Random) -> AVQAParams:
+def av_qa_params(rng: random.Random, speakers: list[str]) -> AVQAParams:
     variant = rng.choice(["beep", "word"])
-    num = rng.randint(3, 4)
+    num = rng.randint(3, MAX_CLIP_S // SEGMENT_S)
     event = rng.randrange(num)
-    directions = [rng.choice(["right", "up", "down"]) for _ in range(num)]
-    if variant == "word":
+    if variant == "word":  # only the event segment moves left, so "while the square moved left" is unique
+        directions = [rng.choice(["right", "up", "down"]) for _ in range(num)]
         directions[event] = "left"
+    else:
+        directions = [rng.choice(DIRECTIONS) for _ in range(num)]
     return AVQAParams(
         variant=variant,
-        colours=tuple(rng.sample(COLOURS, num)),
+        colours=tuple(rng.sample([c for c in COLOURS if c != "white"] if variant == "beep" else COLOURS, num)),
         directions=tuple(directions),
-        words=tuple(rng.sample(WORDS, num)),
+        words=tuple(rng.sample(WORDS, num)) if variant == "word" else (),
         event_segment=event,
-        segment_s=float(rng.choice([1.5, 2.0, 2.5])),
-        size=rng.choice(RESOLUTIONS),
-        container=rng.choice(["mp4", "mkv", "webm"]),
-        voice=rng.choice(VOICES),
+        starts=tuple(rng.choice([0.0, 0.1, 0.2, 0.3, 0.4, 0.5]) for _ in range(num)),
+        voice=draw_voice(rng, speakers) if variant == "word" else None,
+        size=rng.choice(VIDEO_SIZES),
+        container=rng.choice(["mp4", "mkv"]),  # not WebM: see video_qa_params
     )
 
 
 def render_av_qa(p: AVQAParams, stem: Path, tmp: Path) -> tuple[Path, dict]:
     w, h = p.size
-    box = max(16, min(w, h) // 8)
-    d = p.segment_s
+    box = box_side(p.size)
+    d = SEGMENT_S
     inputs: list[list[str]] = []  # one ffmpeg input per entry; its index is its position
     filters: list[str] = []
 
@@ -180,14 +234,14 @@ def render_av_qa(p: AVQAParams, stem: Path, tmp: Path) -> tuple[Path, dict]:
         return len(inputs) - 1
 
     pairs = ""
+    to_mono = "aresample=16000,aformat=sample_rates=16000:channel_layouts=mono"
     for j, colour in enumerate(p.colours):
         background = colour if p.variant == "beep" else "black"
-        square = "black" if p.variant == "beep" else colour  # beep backgrounds take every colour
-        bg = add_input("-f", "lavfi", "-i", f"color=c={background}:s={w}x{h}:r=15:d={d}")
-        fg = add_input("-f", "lavfi", "-i", f"color=c={square}:s={box}x{box}:r=15:d={d}")
-        x, y = _motion(p.directions[j], 0, 1, p.size, box, d)
+        square = "white" if p.variant == "beep" else colour  # beep backgrounds take every colour but white
+        bg = add_input("-f", "lavfi", "-i", f"color=c={background}:s={w}x{h}:r=10:d={d}")
+        fg = add_input(*_square_inputs(square, box, 10, d))
+        x, y = _motion(p.directions[j], 0, 1, p.size, box, d, p.starts[j])
         filters.append(f"[{bg}:v][{fg}:v]overlay=x='{x}':y='{y}':shortest=1,setsar=1[sv{j}]")
-        to_mono = "aresample=16000,aformat=sample_rates=16000:channel_layouts=mono"
         if p.variant == "beep":
             loud = 0.6 if j == p.event_segment else 0.0
             tone = add_input("-f", "lavfi", "-i", f"sine=f=1000:sample_rate=16000:d={d}")
@@ -195,42 +249,48 @@ def render_av_qa(p: AVQAParams, stem: Path, tmp: Path) -> tuple[Path, dict]:
                 f"[{tone}:a]volume='if(between(t,{d * 0.25:.2f},{d * 0.75:.2f}),{loud},0)':eval=frame,{to_mono}[sa{j}]"
             )
         else:
-            wav = speak(p.words[j], tmp / f"{stem.name}.w{j}.wav", voice=p.voice)
+            wav = _say(p.words[j], tmp / f"{stem.name}.w{j}.wav", p.voice)
             word = add_input("-i", str(wav))
             filters.append(f"[{word}:a]{to_mono},apad,atrim=0:{d}[sa{j}]")
         pairs += f"[sv{j}][sa{j}]"
     filters.append(f"{pairs}concat=n={len(p.colours)}:v=1:a=1[v][a]")
     out = stem.with_suffix("." + p.container)
     args = [a for spec in inputs for a in spec]
-    run_ffmpeg(
-        [*args, "-filter_complex", ";".join(filters), "-map", "[v]", "-map", "[a]", *CONTAINERS[p.container]], out
-    )
+    total = d * len(p.colours)
+    run_ffmpeg([*args, "-filter_complex", ";".join(filters), "-map", "[v]", "-map", "[a]",
+                *CONTAINERS[p.container], "-t", str(total)], out)  # fmt: skip
+    e, other = p.event_segment, (p.event_segment + 1) % len(p.colours)
     if p.variant == "beep":
-        qa = {
-            "question": "Which colour was on screen when the beep sounded?",
-            "answer": p.colours[p.event_segment],
-            "choices": list(COLOURS),
-        }
+        qa = [
+            {"type": "colour_at_beep", "question": "Which colour was on screen when the beep sounded?",
+             "answer": p.colours[e], "choices": [c for c in COLOURS if c != "white"]},
+            {"type": "direction_at_beep", "question": "Which way did the square move when the beep sounded?",
+             "answer": p.directions[e], "choices": DIRECTIONS},
+        ]  # fmt: skip
     else:
-        qa = {
-            "question": "Which word was spoken while the square moved left?",
-            "answer": p.words[p.event_segment],
-            "choices": list(p.words),
-        }
+        qa = [
+            {"type": "word_while_left", "question": "Which word was spoken while the square moved left?",
+             "answer": p.words[e], "choices": list(WORDS)},
+            # another segment than the left-moving one, so "the colour of the left-moving square" fails
+            {"type": "colour_at_word", "question": f"What colour was the square when {p.words[other]} was said?",
+             "answer": p.colours[other], "choices": list(p.colours)},
+        ]  # fmt: skip
     labels = {
         "task_family": "av_qa",
         "variant": p.variant,
+        "box_px": box,
+        **({"speaker": p.voice.speaker} if p.voice else {}),
         "segments": [
             {
                 "start_s": j * d,
                 "end_s": (j + 1) * d,
                 "colour": p.colours[j],
                 "direction": p.directions[j],
-                **({"word": p.words[j]} if p.variant == "word" else {"beep": j == p.event_segment}),
+                **({"word": p.words[j]} if p.variant == "word" else {"beep": j == e}),
             }
             for j in range(len(p.colours))
         ],
-        "qa": [qa],
+        "qa": qa,
     }
     return out, labels
 
@@ -241,62 +301,62 @@ class SpokenQAParams:
     a: int
     b: int
     op: str
-    voice: str
-    speed: int
-    ext: str
+    voice: Voice
+    ext: str = field(compare=False)
 
     @property
-    def partition_key(self) -> str:
-        return f"{self.a}{self.op}{self.b}"
+    def partition_keys(self) -> tuple[str, ...]:
+        # By speaker only (draw_voice's speaker list): the same sums are asked in both splits, by voices the
+        # model never heard in training (the text corpus teaches every sum, the audio how they sound).
+        return ()
 
     @property
     def answer(self) -> int:
         return self.a + self.b if self.op == "plus" else self.a - self.b
 
 
-def spoken_qa_params(rng: random.Random) -> SpokenQAParams:
+def spoken_qa_params(rng: random.Random, speakers: list[str]) -> SpokenQAParams:
     a, b = rng.randint(0, 9), rng.randint(0, 9)
     op = rng.choice(["plus", "minus"])
     if op == "minus" and b > a:
         a, b = b, a
-    return SpokenQAParams(
-        a, b, op, rng.choice(VOICES), rng.choice([140, 160, 180]), rng.choice([".wav", ".flac", ".ogg"])
-    )
+    return SpokenQAParams(a, b, op, draw_voice(rng, speakers), rng.choice([".wav", ".flac", ".ogg"]))
 
 
 def render_spoken_qa(p: SpokenQAParams, stem: Path, tmp: Path) -> tuple[Path, dict]:
     question = f"What is {NUMBER_WORDS[p.a]} {p.op} {NUMBER_WORDS[p.b]}?"
-    wav = speak(question, tmp / f"{stem.name}.wav", voice=p.voice, speed=p.speed)
+    wav = _say(question, tmp / f"{stem.name}.wav", p.voice)
     out = encode_audio(wav, stem.with_suffix(p.ext))
-    return out, {
-        "task_family": "voice_qa",
-        "transcript": question,
-        "qa": [{"question": question, "answer": str(p.answer)}],
-    }
+    qa = {"type": "addition" if p.op == "plus" else "subtraction", "question": question,
+          "answer": NUMBER_WORDS[p.answer], "choices": NUMBER_WORDS}  # fmt: skip
+    return out, {"task_family": "voice_qa", "transcript": question, "speaker": p.voice.speaker, "qa": [qa]}
 
 
 # ---------------------------------------------------------------- speech-text pairs (ASR / TTS)
+ASR_VOCABULARY = WORDS + COLOURS + NUMBER_WORDS[:10]
+
+
 @dataclass(frozen=True)
 class SpeechParams:
     words: tuple[str, ...]
-    voice: str
-    speed: int
-    ext: str
+    voice: Voice
+    ext: str = field(compare=False)
 
     @property
-    def partition_key(self) -> str:
-        return " ".join(self.words)
+    def partition_keys(self) -> tuple[str, ...]:
+        return (" ".join(self.words),)  # unseen sentences, by unseen speakers (draw_voice's speaker list)
 
 
-def speech_params(rng: random.Random) -> SpeechParams:
-    words = tuple(rng.sample(WORDS, rng.randint(2, 4)) + [rng.choice(COLOURS)])
-    return SpeechParams(words, rng.choice(VOICES), rng.choice([140, 160, 180]), rng.choice([".wav", ".flac", ".mp3"]))
+def speech_params(rng: random.Random, speakers: list[str]) -> SpeechParams:
+    words = tuple(rng.sample(ASR_VOCABULARY, rng.randint(2, 5)))
+    return SpeechParams(words, draw_voice(rng, speakers), rng.choice([".wav", ".flac", ".mp3"]))
 
 
 def render_speech(p: SpeechParams, stem: Path, tmp: Path) -> tuple[Path, dict]:
     text = " ".join(p.words)
-    wav = speak(text, tmp / f"{stem.name}.wav", voice=p.voice, speed=p.speed)
-    return encode_audio(wav, stem.with_suffix(p.ext)), {"task_family": "asr", "transcript": text}
+    wav = _say(text, tmp / f"{stem.name}.wav", p.voice)
+    return encode_audio(wav, stem.with_suffix(p.ext)), {"task_family": "asr", "transcript": text,
+                                                         "speaker": p.voice.speaker}  # fmt: skip
 
 
 # ---------------------------------------------------------------- image-caption pairs
@@ -305,12 +365,14 @@ class ImageParams:
     shape: str
     colour: str
     background: str
-    size: tuple[int, int]
-    ext: str
+    radius: float  # share of the shorter side
+    offset: tuple[float, float]  # centre, as a share of the free room on each side
+    size: tuple[int, int] = field(compare=False)
+    ext: str = field(compare=False)
 
     @property
-    def partition_key(self) -> str:
-        return f"{self.shape}:{self.colour}:{self.background}"
+    def partition_keys(self) -> tuple[str, ...]:
+        return (f"{self.shape}:{self.colour}:{self.background}",)
 
 
 _RGB = {
@@ -330,12 +392,15 @@ _RGB = {
 }
 
 
-def image_params(rng: random.Random) -> ImageParams:
+def image_params(rng: random.Random, speakers: list[str]) -> ImageParams:
+    colour, background = _contrasting(rng, COLOURS)
     return ImageParams(
         rng.choice(["circle", "square", "triangle"]),
-        rng.choice(COLOURS),
-        rng.choice(BACKGROUNDS),
-        rng.choice([(448, 448), (640, 480), (336, 224), (1024, 768)]),
+        colour,
+        background,
+        rng.choice([0.2, 0.25, 0.3]),
+        (rng.choice([-0.6, -0.3, 0.0, 0.3, 0.6]), rng.choice([-0.6, -0.3, 0.0, 0.3, 0.6])),
+        rng.choice([(448, 448), (640, 480), (336, 224), (1024, 768), (480, 640)]),
         rng.choice([".png", ".jpg"]),
     )
 
@@ -344,8 +409,9 @@ def render_image(p: ImageParams, stem: Path, tmp: Path) -> tuple[Path, dict]:
     w, h = p.size
     img = Image.new("RGB", p.size, _RGB[p.background])
     draw = ImageDraw.Draw(img)
-    r = min(w, h) // 4
-    cx, cy = w // 2, h // 2
+    r = int(min(w, h) * p.radius)
+    cx = w // 2 + int(p.offset[0] * (w // 2 - r))
+    cy = h // 2 + int(p.offset[1] * (h // 2 - r))
     if p.shape == "circle":
         draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=_RGB[p.colour])
     elif p.shape == "square":
@@ -361,19 +427,27 @@ def render_image(p: ImageParams, stem: Path, tmp: Path) -> tuple[Path, dict]:
 # ---------------------------------------------------------------- plain text
 @dataclass(frozen=True)
 class TextParams:
-    facts: tuple[tuple[int, int], ...]
+    facts: tuple[tuple[int, str, int], ...]
 
     @property
-    def partition_key(self) -> str:
-        return str(self.facts)
+    def partition_keys(self) -> tuple[str, ...]:
+        return (str(self.facts),)
 
 
-def text_params(rng: random.Random) -> TextParams:
-    return TextParams(tuple((rng.randint(0, 9), rng.randint(0, 9)) for _ in range(rng.randint(4, 8))))
+def text_params(rng: random.Random, speakers: list[str]) -> TextParams:
+    facts = []
+    for _ in range(rng.randint(4, 8)):
+        a, b, op = rng.randint(0, 9), rng.randint(0, 9), rng.choice(["plus", "minus"])
+        facts.append((max(a, b), op, min(a, b)) if op == "minus" else (a, op, b))
+    return TextParams(tuple(facts))
+
+
+def fact_sentence(a: int, op: str, b: int) -> str:
+    """The text corpus's sentence for a sum; voice_qa answers use the same number words."""
+    return f"{NUMBER_WORDS[a]} {op} {NUMBER_WORDS[b]} is {NUMBER_WORDS[a + b if op == 'plus' else a - b]}."
 
 
 def render_text(p: TextParams, stem: Path, tmp: Path) -> tuple[Path, dict]:
-    lines = [f"{NUMBER_WORDS[a]} plus {NUMBER_WORDS[b]} is {NUMBER_WORDS[a + b]}." for a, b in p.facts]
     out = stem.with_suffix(".txt")
-    out.write_text(" ".join(lines) + "\n")
+    out.write_text(" ".join(fact_sentence(*fact) for fact in p.facts) + "\n")
     return out, {"task_family": "text"}

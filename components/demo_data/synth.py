@@ -78,7 +78,11 @@ def speak(text: str, out_wav: Path, voice: str = "en", speed: int = 160, pitch: 
 
 
 def encode_audio(wav: Path, out: Path) -> Path:
-    """Re-encode speech by the target's extension (wav, flac, ogg/vorbis, mp3)."""
+    """Re-encode speech by the target's extension (wav, flac, ogg/vorbis, mp3); a WAV target is the
+    espeak-ng WAV as is (no ffmpeg process: a third of the speech items)."""
+    if out.suffix == ".wav":
+        shutil.copyfile(wav, out)
+        return out
     codec = {
         ".wav": ["-c:a", "pcm_s16le"],
         ".flac": ["-c:a", "flac"],

@@ -2,15 +2,20 @@
 token ids with placeholders, labels (IGNORE except on what the task should produce), frames for the
 ViT and spliced fbank features for the audio encoder.
 
-| task family | sequence | trained on |
-|---|---|---|
-| text | `<bos>` text `<eos>` | every next token |
-| image_caption | vision placeholders, caption `<eos>` | the caption |
-| video_qa, av_qa | 1-second interleaved stream, question, answer `<eos>` | the answer |
-| voice_qa | audio stream (spoken question), answer `<eos>` | the answer |
-| asr | audio stream, transcript `<eos>` | the transcript |
+Non-text samples follow the chat template of `components.training.chat_template`:
+`<bos><user>` media, instruction (and question), `<assistant>` target `<eos>`.
 
-QA samples with several questions pick one by a stable hash of the key and `seed`.
+| task family | media | user text | trained on |
+|---|---|---|---|
+| text | - (`<bos>` text `<eos>`) | - | every next token |
+| image_caption | vision placeholders | "Describe the image." | the caption |
+| video_qa, av_qa | 1-second interleaved stream | instruction + question | the answer |
+| voice_qa | audio stream (spoken question) | "Answer the spoken question." | the answer |
+| asr | audio stream | "Transcribe the speech." | the transcript |
+
+A clip with several questions renders one sample per question (`KEY/qN`), all sharing the clip's media
+tensors: every question is trained each time its clip is drawn, and each sample is exactly what
+evaluation scores (media + one question), which a multi-turn sample with earlier answers would not be.
 
 Each sample's text targets belong to one loss class (model.omni.TEXT_LOSS_CLASSES, `text_loss`):
 `text` for text-only samples, `vision` when the sample shows an image or video (image_caption,
@@ -22,7 +27,6 @@ is given (stages 1-4, REFERENCE.md section 4), codec tokens at `<|speech|>` posi
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import wave
@@ -34,6 +38,7 @@ import torch
 from PIL import Image
 from tokenizers import Tokenizer
 
+from components.training.chat_template import FIXED_REQUEST, answer_ids, request_ids, user_turn_start
 from model import tokenizer as tok
 from model.audio_encoder import AudioEncoderConfig, fbank, splice_frames
 from model.layout import interleave_chunks
@@ -92,14 +97,6 @@ def _audio_features(sample: dict, cfg: AudioEncoderConfig) -> torch.Tensor | Non
     return None if pcm is None else splice_frames(fbank(pcm, cfg), cfg.splice)
 
 
-def _pick_qa(meta: dict, seed: int) -> dict | None:
-    qa = meta.get("labels", {}).get("qa") or []
-    if not qa:
-        return None
-    index = int(hashlib.sha256(f"{seed}:{meta['key']}".encode()).hexdigest()[:8], 16) % len(qa)
-    return qa[index]
-
-
 @dataclass
 class Prompt:
     """What a sample shows the model before its question: token ids with placeholders, and the media."""
@@ -112,8 +109,10 @@ class Prompt:
 
 def render_prompt(sample: dict, tokenizer: Tokenizer, vit: ViTConfig, audio: AudioEncoderConfig,
                   speech_coder: SpeechCoder | None = None) -> Prompt:  # fmt: skip
-    """The media part of a non-text sample: vision placeholders for an image, the 1-second interleaved
-    audio/video stream for clips (see model.layout); with `speech_coder` its audio as codec tokens."""
+    """The user turn up to the media's end: vision placeholders for an image, the 1-second interleaved
+    audio/video stream for clips (see model.layout), with `speech_coder` its audio as codec tokens.
+    Families with a fixed request (asr, image_caption) get it here, so the prompt ends at `<assistant>`;
+    QA families continue with `question_ids`."""
     meta = sample["json"]
     frames, features, codes = _frames(sample), None, None
     if speech_coder is not None and "wav" in sample:
@@ -125,30 +124,34 @@ def render_prompt(sample: dict, tokenizer: Tokenizer, vit: ViTConfig, audio: Aud
     per_pair = 0
     if frames is not None:
         per_pair = (frames.shape[2] // vit.patch_size) * (frames.shape[3] // vit.patch_size) // vit.merge
+    ids = user_turn_start(tokenizer)
     if meta["modality"] == "image":
-        ids = [tok.special_id(tokenizer, tok.VISION_START)] + [tok.special_id(tokenizer, tok.VISION_PAD)] * per_pair
+        ids += [tok.special_id(tokenizer, tok.VISION_START)] + [tok.special_id(tokenizer, tok.VISION_PAD)] * per_pair
         ids.append(tok.special_id(tokenizer, tok.VISION_END))
     else:
         layout = meta.get("layout") or []
         if codes is None:
-            ids = interleave_chunks(tokenizer, layout, per_pair, 0 if features is None else features.shape[0]).input_ids
+            steps = 0 if features is None else features.shape[0]
+            ids += interleave_chunks(tokenizer, layout, per_pair, steps).input_ids
         else:  # one `<|speech|>` position per codec frame, carrying that frame's 4 codes
-            ids = interleave_chunks(tokenizer, layout, per_pair, codes.shape[0], audio_rate_hz=speech_coder.frame_rate,
-                                    audio_token=tok.SPEECH_OUT).input_ids  # fmt: skip
+            ids += interleave_chunks(tokenizer, layout, per_pair, codes.shape[0], audio_rate_hz=speech_coder.frame_rate,
+                                     audio_token=tok.SPEECH_OUT).input_ids  # fmt: skip
             at = torch.tensor(ids) == tok.special_id(tokenizer, tok.SPEECH_OUT)
             placed = torch.full((len(ids), codes.shape[1]), -1, dtype=torch.long)
             placed[at] = codes.long()
             codes = placed
+    family = meta.get("task_family") or meta["modality"]
+    if family in FIXED_REQUEST:
+        ids += request_ids(tokenizer, family)
+        if codes is not None:
+            codes = torch.cat([codes, torch.full((len(ids) - codes.shape[0], codes.shape[1]), -1, dtype=torch.long)])
     return Prompt(ids, visuals, [features] if features is not None else [], codes)
 
 
 def question_ids(tokenizer: Tokenizer, family: str, question: str) -> list[int]:
-    """A spoken question (voice_qa) is already in the audio; other families ask it in text."""
-    return tokenizer.encode(" " + question).ids if family != "voice_qa" else []
-
-
-def answer_ids(tokenizer: Tokenizer, answer: str) -> list[int]:
-    return tokenizer.encode(" " + str(answer)).ids + [tok.special_id(tokenizer, tok.EOS)]
+    """The user turn after a QA family's media: its instruction, the question unless it is spoken, and
+    `<assistant>`."""
+    return request_ids(tokenizer, family, question)
 
 
 def text_loss_class(prompt: Prompt) -> str:
@@ -158,26 +161,8 @@ def text_loss_class(prompt: Prompt) -> str:
     return "audio_text" if prompt.audio_features or prompt.audio_codes is not None else "text"
 
 
-def render_sample(sample: dict, tokenizer: Tokenizer, vit: ViTConfig, audio: AudioEncoderConfig,
-                  seed: int = 0, speech_coder: SpeechCoder | None = None) -> RenderedSample | None:  # fmt: skip
-    """None when the sample carries nothing its task family can train on (e.g. a QA clip without QA)."""
-    meta = sample["json"] if isinstance(sample["json"], dict) else json.loads(sample["json"])
-    sample = {**sample, "json": meta}
-    family = meta.get("task_family") or meta.get("modality")
-    if meta["modality"] == "text":
-        eos = tok.special_id(tokenizer, tok.EOS)
-        ids = [tok.special_id(tokenizer, tok.BOS)] + tokenizer.encode(sample["txt"].decode("utf-8")).ids + [eos]
-        return RenderedSample(meta["key"], family, ids, ids[1:] + [IGNORE])
-    labels_meta = meta.get("labels", {})
-    if family in ("asr",) and labels_meta.get("transcript"):
-        question, target = [], labels_meta["transcript"]
-    elif family == "image_caption" and labels_meta.get("caption"):
-        question, target = [], labels_meta["caption"]
-    elif (qa := _pick_qa(meta, seed)) is not None:
-        question, target = question_ids(tokenizer, family, qa["question"]), qa["answer"]
-    else:
-        return None
-    prompt = render_prompt(sample, tokenizer, vit, audio, speech_coder)
+def _rendered(key: str, family: str, prompt: Prompt, question: list[int], target: str,
+              tokenizer: Tokenizer) -> RenderedSample:  # fmt: skip
     answer = answer_ids(tokenizer, target)
     ids = prompt.ids + question + answer
     labels = [IGNORE] * len(ids)
@@ -188,5 +173,31 @@ def render_sample(sample: dict, tokenizer: Tokenizer, vit: ViTConfig, audio: Aud
     if prompt.audio_codes is not None:
         codes = torch.full((len(ids), prompt.audio_codes.shape[1]), -1, dtype=torch.long)
         codes[: len(prompt.ids)] = prompt.audio_codes
-    return RenderedSample(meta["key"], family, ids, labels, prompt.visuals, prompt.audio_features,
+    return RenderedSample(key, family, ids, labels, prompt.visuals, prompt.audio_features,
                           text_loss_class(prompt), codes)  # fmt: skip
+
+
+def render_samples(sample: dict, tokenizer: Tokenizer, vit: ViTConfig, audio: AudioEncoderConfig,
+                   speech_coder: SpeechCoder | None = None) -> list[RenderedSample]:  # fmt: skip
+    """What one ingested sample trains: one rendered sample, or one per question of a QA clip (keys
+    `KEY/qN`); empty when it carries nothing its task family can train on (e.g. a clip without QA)."""
+    meta = sample["json"] if isinstance(sample["json"], dict) else json.loads(sample["json"])
+    sample = {**sample, "json": meta}
+    family = meta.get("task_family") or meta.get("modality")
+    if meta["modality"] == "text":
+        eos = tok.special_id(tokenizer, tok.EOS)
+        ids = [tok.special_id(tokenizer, tok.BOS)] + tokenizer.encode(sample["txt"].decode("utf-8")).ids + [eos]
+        return [RenderedSample(meta["key"], family, ids, ids[1:] + [IGNORE])]
+    labels_meta = meta.get("labels", {})
+    if family in FIXED_REQUEST:
+        target = labels_meta.get("transcript" if family == "asr" else "caption")
+        if not target:
+            return []
+        prompt = render_prompt(sample, tokenizer, vit, audio, speech_coder)
+        return [_rendered(meta["key"], family, prompt, [], target, tokenizer)]
+    questions = labels_meta.get("qa") or []
+    if not questions:
+        return []
+    prompt = render_prompt(sample, tokenizer, vit, audio, speech_coder)  # media decoded once, shared by every question
+    return [_rendered(f"{meta['key']}/q{i}", family, prompt, question_ids(tokenizer, family, qa["question"]),
+                      qa["answer"], tokenizer) for i, qa in enumerate(questions)]  # fmt: skip

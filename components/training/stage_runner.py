@@ -53,7 +53,7 @@ from components.training.megatron_step import (
 )
 from components.training.mixture import MixtureSampler
 from components.training.packing import CarryOverPacker
-from components.training.render import RenderedSample, SpeechCoder, render_sample, waveform
+from components.training.render import RenderedSample, SpeechCoder, render_samples, waveform
 from components.training.speech_render import SPEECH_RESPONSE, render_speech_response
 from model import tokenizer as tok
 from model.codec import AudioCodec
@@ -167,18 +167,17 @@ def load_samples(datasets: dict[str, Path], stage: StageSpec, tokenizer, preset,
             try:
                 if "json" not in raw:
                     continue
-                raw["json"] = json.loads(raw["json"])  # parsed once; render_sample takes the dict
+                raw["json"] = json.loads(raw["json"])  # parsed once; render_samples takes the dict
                 if raw["json"].get("split") != "train":
                     continue
-                rendered = render_sample(raw, tokenizer, preset.vit, preset.audio_encoder, seed=seed,
-                                         speech_coder=input_coder)  # fmt: skip
+                rendered = render_samples(raw, tokenizer, preset.vit, preset.audio_encoder, speech_coder=input_coder)
                 spoken = _speech_response(raw, tokenizer, preset, coder) if coder is not None else None
             except Exception as exc:  # a damaged member inside a readable tar (bad JSON, JPEG, WAV)
                 skip(exc)
                 continue
-            for sample in (rendered, spoken):
-                if sample is not None and sample.task_family in stage.data.mixture:
-                    samples[sample.key] = sample
+            for one in [*rendered, spoken]:  # one per question of a QA clip, and the clip said back
+                if one is not None and one.task_family in stage.data.mixture:
+                    samples[one.key] = one
     by_family: dict[str, list[str]] = {}
     for key, sample in samples.items():
         by_family.setdefault(sample.task_family, []).append(key)

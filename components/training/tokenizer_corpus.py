@@ -1,5 +1,6 @@
 """Train the text tokenizer on the text of an ingested dataset: plain texts, captions, transcripts,
-questions and answers from the shards' sample metadata.
+questions and answers from the shards' sample metadata, and the chat template's instruction of each
+sample's task family (so every prompt's instruction is a few tokens, not a byte string).
 
     omnistage tokenizer --dataset work/datasets/demo --out work/tokenizer.json --vocab-size 1024
 """
@@ -11,6 +12,7 @@ import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from components.training.chat_template import INSTRUCTIONS
 from model.tokenizer import SPECIAL_TOKENS, train_tokenizer
 
 
@@ -41,6 +43,8 @@ def corpus_texts(dataset_dir: Path, split: str | None = "train") -> Iterator[str
                 if split is not None and meta.get("split") != split:
                     continue
                 yield from _label_texts(meta.get("labels", {}))
+                if meta.get("task_family") in INSTRUCTIONS:
+                    yield INSTRUCTIONS[meta["task_family"]]
                 text = texts.get(name[: -len("json")] + "txt")
                 if text is not None:
                     yield text.decode("utf-8")

@@ -1,10 +1,13 @@
 """Rendering real ingested samples of every task family into model inputs, then through the tiny model."""
 
+import json
+
 import pytest
 import torch
 import webdataset as wds
 
-from components.training.render import render_sample
+from components.training.chat_template import INSTRUCTIONS
+from components.training.render import render_samples
 from model import tokenizer as tok
 from model.config import get_preset
 from model.omni import IGNORE, OmniBatch, OmniModel
@@ -17,8 +20,7 @@ def rendered(tiny_dataset):
     out = tiny_dataset
     tokenizer = tok.load_tokenizer(out / "tokenizer.json")
     samples = wds.WebDataset(sorted(str(p) for p in (out / "shards").glob("*.tar")), shardshuffle=False)
-    results = [render_sample(s, tokenizer, PRESET.vit, PRESET.audio_encoder) for s in samples]
-    return tokenizer, [r for r in results if r is not None]
+    return tokenizer, [r for s in samples for r in render_samples(s, tokenizer, PRESET.vit, PRESET.audio_encoder)]
 
 
 @pytest.mark.slow
@@ -48,3 +50,33 @@ def test_rendered_samples_run_through_the_tiny_omni_model(rendered, single_proce
                           visuals=sample.visuals or None, audio_features=sample.audio_features or None)  # fmt: skip
         losses = model(batch)
         assert torch.isfinite(losses["text"]), family
+
+
+@pytest.mark.slow
+def test_every_question_of_a_clip_is_a_training_sample(tiny_dataset, rendered):
+    _, samples = rendered
+    keys = {s.key for s in samples}
+    assert len(keys) == len(samples)
+    shards = sorted(str(p) for p in (tiny_dataset / "shards").glob("*.tar"))
+    asked = 0
+    for raw in wds.WebDataset(shards, shardshuffle=False):
+        meta = json.loads(raw["json"])
+        for i, _ in enumerate(meta.get("labels", {}).get("qa") or []):
+            assert f"{meta['key']}/q{i}" in keys
+            asked += 1
+    assert asked > 0 and asked == sum(s.task_family in ("video_qa", "av_qa", "voice_qa") for s in samples)
+
+
+@pytest.mark.slow
+def test_every_prompt_is_a_chat_turn_with_its_instruction(rendered):
+    tokenizer, samples = rendered
+    user, assistant = tok.special_id(tokenizer, tok.USER), tok.special_id(tokenizer, tok.ASSISTANT)
+    for sample in samples:
+        if sample.task_family == "text":
+            continue
+        ids = sample.input_ids
+        assert ids[1] == user and ids.count(assistant) == 1, sample.key
+        turn = ids.index(assistant)
+        assert all(label == IGNORE for label in sample.labels[:turn])  # only the assistant turn is trained
+        user_text = tokenizer.decode(ids[:turn], skip_special_tokens=True)
+        assert INSTRUCTIONS[sample.task_family] in user_text, sample.key
