@@ -24,6 +24,14 @@ from model.llm.model import build_llm
 from model.vit import LongCatViT, VisualInput
 
 IGNORE = -100
+# Losses computed from an encoder alone: a pass that wants only these skips the LLM forward.
+ENCODER_LOSSES = frozenset({"ctc"})
+# What `loss_terms` computes when not told: the LLM's losses (text, audio codebooks).
+DEFAULT_LOSSES = frozenset({"text", "audio"})
+
+
+def _runs_llm(losses: frozenset[str] | set[str]) -> bool:
+    return bool(set(losses) - ENCODER_LOSSES)
 
 
 def offset_audio_codes(codes: torch.Tensor) -> torch.Tensor:
@@ -43,6 +51,7 @@ class OmniBatch:
     visuals: list[VisualInput] | None = None  # in placeholder order
     audio_features: list[torch.Tensor] | None = None  # spliced fbank [steps, 640] per clip, in order
     document_ids: torch.Tensor | None = None  # [B, S] packed-sample index; attention stays inside a sample
+    ctc_targets: list[torch.Tensor] | None = None  # per audio_features clip: transcript token ids, empty = none
 
 
 def document_mask(document_ids: torch.Tensor) -> torch.Tensor:
@@ -79,12 +88,20 @@ def _sample_balanced_terms(per_token, counted, documents) -> tuple[torch.Tensor,
     return (sums[present] / counts[present]).sum(), present.sum().to(per_token.dtype)
 
 
-def loss_counts(batch: OmniBatch) -> dict[str, torch.Tensor]:
-    """The denominators of `OmniModel.loss_terms`, from the labels alone (known before the forward pass).
+def loss_counts(batch: OmniBatch, losses: frozenset[str] | set[str] = DEFAULT_LOSSES) -> dict[str, torch.Tensor]:
+    """The denominators of `OmniModel.loss_terms(batch, losses)`, from the labels alone (known before the forward).
 
     text: packed samples with a target (sample-balanced, see `sample_balanced_loss`), or target tokens
-    without document ids; audio_book{i}: target tokens of codebook i.
+    without document ids; audio_book{i}: target tokens of codebook i; ctc: transcript tokens.
     """
+    counts = {}
+    transcript_tokens = sum(len(t) for t in batch.ctc_targets or [])
+    if "ctc" in losses and transcript_tokens:
+        counts["ctc"] = torch.tensor(float(transcript_tokens), dtype=torch.float64)
+    return {**_llm_loss_counts(batch), **counts} if _runs_llm(losses) else counts
+
+
+def _llm_loss_counts(batch: OmniBatch) -> dict[str, torch.Tensor]:
     counted = batch.labels.flatten() != IGNORE
     if batch.document_ids is None:
         counts = {"text": counted.sum().double()}
@@ -170,12 +187,23 @@ class OmniModel(nn.Module):
         """Megatron's schedules call this on every model; the omni model runs as one pipeline stage."""
         self.llm.set_input_tensor(input_tensor)
 
-    def loss_terms(self, batch: OmniBatch) -> dict[str, torch.Tensor]:
-        """Each loss as a sum whose denominator is `loss_counts(batch)[name]`.
+    def loss_terms(self, batch: OmniBatch, losses: frozenset[str] | set[str] = DEFAULT_LOSSES) -> dict[str, torch.Tensor]:
+        """Each loss as a sum whose denominator is `loss_counts(batch, losses)[name]`.
 
+        `losses`: the curriculum loss names wanted (components.training.losses). Only encoder losses (ctc):
+        the LLM forward is skipped, and `last_text_token_losses` is None.
         Sums and counts add over micro-batches and data-parallel ranks, so a trainer divides the summed
         terms by the global batch's counts and gets the same loss and gradients at any data-parallel size.
         """
+        self.last_text_token_losses = None  # per-task metrics read it; set by the LLM pass
+        terms = self._llm_loss_terms(batch) if _runs_llm(losses) else {}
+        transcribed = [i for i, t in enumerate(batch.ctc_targets or []) if len(t)]
+        if "ctc" in losses and transcribed:
+            terms["ctc"] = self.audio_encoder.ctc_loss_sum([batch.audio_features[i] for i in transcribed],
+                                                           [batch.ctc_targets[i] for i in transcribed])  # fmt: skip
+        return terms
+
+    def _llm_loss_terms(self, batch: OmniBatch) -> dict[str, torch.Tensor]:
         hidden = self._decode(batch)
         text_logits, _ = self.llm.output_layer(hidden)
         per_token = F.cross_entropy(text_logits.transpose(0, 1).flatten(0, 1).float(), batch.labels.flatten(),
@@ -194,16 +222,18 @@ class OmniModel(nn.Module):
                                                           ignore_index=IGNORE, reduction="sum")  # fmt: skip
         return terms
 
-    def forward(self, batch: OmniBatch, sums: bool = False) -> dict[str, torch.Tensor]:
-        """Mean losses (text, audio_semantic, audio_acoustic); `sums=True`: `loss_terms` instead."""
-        terms = self.loss_terms(batch)
-        return terms if sums else mean_losses(terms, loss_counts(batch))
+    def forward(self, batch: OmniBatch, sums: bool = False,
+                losses: frozenset[str] | set[str] = DEFAULT_LOSSES) -> dict[str, torch.Tensor]:  # fmt: skip
+        """Mean losses (text, audio_semantic, audio_acoustic, ctc); `sums=True`: `loss_terms` instead."""
+        terms = self.loss_terms(batch, losses)
+        return terms if sums else mean_losses(terms, loss_counts(batch, losses))
 
 
 def mean_losses(terms: dict[str, torch.Tensor], counts: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Loss sums over their counts: text, audio_semantic (codebook 0), audio_acoustic (mean of the other books)."""
+    """Loss sums over their counts: text, ctc, audio_semantic (codebook 0), audio_acoustic (mean of the other
+    books); each only when its terms were computed."""
     means = {name: terms[name] / counts[name].clamp(min=1).to(terms[name].dtype) for name in terms}
-    losses = {"text": means["text"]}
+    losses = {name: means[name] for name in ("text", "ctc") if name in means}
     if "audio_book0" in means:
         losses["audio_semantic"] = means["audio_book0"]
         acoustic = [means[name] for name in sorted(means) if name.startswith("audio_book") and name != "audio_book0"]

@@ -32,8 +32,12 @@ from model.omni import OmniBatch, OmniModel, loss_counts, mean_losses
 
 
 def weighted_loss(losses: dict[str, torch.Tensor], weights: dict[str, float]) -> torch.Tensor:
-    """The stage's objective from its mean losses (REFERENCE.md section 6 loss weights)."""
-    total = weights.get("text", 1.0) * losses["text"]
+    """The stage's objective from its mean losses (REFERENCE.md section 6 loss weights); a loss the stage
+    does not weight adds nothing (components.training.losses lists the ones a stage may weight)."""
+    total = torch.zeros(())
+    for name in ("text", "ctc"):
+        if name in losses and name in weights:
+            total = total + weights[name] * losses[name]
     if "audio_semantic" in losses and "audio" in weights:
         total = total + weights["audio"] * (losses["audio_semantic"] + losses["audio_acoustic"])
     return total
@@ -84,7 +88,7 @@ def build_optimizer(ddp, stage: StageSpec, steps: int):
 class StepOutput:
     losses: dict[str, float]  # global mean losses (identical on every rank) and "loss", the objective
     grad_norm: float
-    token_losses: list[torch.Tensor]  # per micro-batch [micro, S] text token losses (this rank's sequences)
+    token_losses: list[torch.Tensor | None]  # per micro-batch [micro, S] text token losses; None: LLM not run
 
 
 def _dp_group():
@@ -106,10 +110,11 @@ def train_step(ddp, optimizer, scheduler, microbatches: list[OmniBatch], weights
     from megatron.core.pipeline_parallel import get_forward_backward_func
 
     # Fixed names on every rank (a rank whose micro-batches have no audio still joins the all-reduce).
-    names = ["text", *(f"audio_book{i}" for i in range(len(ddp.module.audio_heads)))]
+    names = ["text", *(f"audio_book{i}" for i in range(len(ddp.module.audio_heads))), "ctc"]
+    wanted = frozenset(name for name, weight in weights.items() if weight)  # only ctc: no LLM forward
     local = torch.zeros(len(names), dtype=torch.float64)
     for batch in microbatches:
-        for name, count in loss_counts(batch).items():
+        for name, count in loss_counts(batch, wanted).items():
             local[names.index(name)] += count
     counts = dict(zip(names, all_reduce_sum(local)))
     token_losses: list[torch.Tensor] = []
@@ -119,8 +124,8 @@ def train_step(ddp, optimizer, scheduler, microbatches: list[OmniBatch], weights
         return loss, torch.tensor(1, dtype=torch.int), {k: v.detach() for k, v in terms.items()}
 
     def forward_step(data_iterator, model):
-        terms = model(next(data_iterator), sums=True)
-        token_losses.append(model.module.last_text_token_losses)
+        terms = model(next(data_iterator), sums=True, losses=wanted)
+        token_losses.append(model.module.last_text_token_losses)  # None without the LLM forward
         return terms, partial(loss_func)
 
     ddp.zero_grad_buffer()

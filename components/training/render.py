@@ -10,7 +10,8 @@ ViT and spliced fbank features for the audio encoder.
 | voice_qa | audio stream (spoken question), answer `<eos>` | the answer |
 | asr | audio stream, transcript `<eos>` | the transcript |
 
-QA samples with several questions pick one by a stable hash of the key and `seed`.
+QA samples with several questions pick one by a stable hash of the key and `seed`. Speech with a
+transcript (asr, voice_qa) also carries the audio encoder's CTC targets (`ctc_target_ids`).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class RenderedSample:
     labels: list[int]
     visuals: list[VisualInput] = field(default_factory=list)
     audio_features: list[torch.Tensor] = field(default_factory=list)
+    ctc_targets: list[list[int]] = field(default_factory=list)  # per audio clip: its transcript's ids ([] = none)
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -107,6 +109,18 @@ def answer_ids(tokenizer: Tokenizer, answer: str) -> list[int]:
     return tokenizer.encode(" " + str(answer)).ids + [tok.special_id(tokenizer, tok.EOS)]
 
 
+def ctc_target_ids(tokenizer: Tokenizer, transcript: str) -> list[int]:
+    """The audio encoder's CTC targets for a transcript: the text tokenizer's ids of its spoken words.
+
+    Case and punctuation are not heard, so they are dropped. Tokenizer ids rather than characters: the
+    encoder emits 12.5 steps per second and CTC needs at least one step per target (more between repeats);
+    at the demo's speaking rates a transcript has about as many characters as its clip has steps, but only
+    ~1 token per word (tests/model/test_audio_encoder_ctc.py measures both).
+    """
+    words = "".join(c if c.isalnum() or c == "'" else " " for c in transcript.lower()).split()
+    return tokenizer.encode(" " + " ".join(words)).ids if words else []
+
+
 def render_sample(sample: dict, tokenizer: Tokenizer, vit: ViTConfig, audio: AudioEncoderConfig,
                   seed: int = 0) -> RenderedSample | None:  # fmt: skip
     """None when the sample carries nothing its task family can train on (e.g. a QA clip without QA)."""
@@ -133,4 +147,6 @@ def render_sample(sample: dict, tokenizer: Tokenizer, vit: ViTConfig, audio: Aud
     start = len(prompt.ids) + len(question) - 1  # the position before each answer token predicts it
     for offset, token in enumerate(answer):
         labels[start + offset] = token
-    return RenderedSample(meta["key"], family, ids, labels, prompt.visuals, prompt.audio_features)
+    transcript = labels_meta.get("transcript")
+    ctc = [ctc_target_ids(tokenizer, transcript) if transcript else []] * len(prompt.audio_features)
+    return RenderedSample(meta["key"], family, ids, labels, prompt.visuals, prompt.audio_features, ctc)

@@ -173,7 +173,7 @@ def make_batch(parts: list[RenderedSample]) -> OmniBatch:
 def make_microbatch(rows: list[list[RenderedSample]], pad_id: int = 0) -> OmniBatch:
     """Packed sequences as one [rows, S] batch; shorter rows are padded (no targets, their own document)."""
     width = max(sum(len(p) for p in parts) for parts in rows)
-    ids, labels, documents, visuals, audio = [], [], [], [], []
+    ids, labels, documents, visuals, audio, transcripts = [], [], [], [], [], []
     document = 0
     for parts in rows:
         row_ids = [i for p in parts for i in p.input_ids]
@@ -185,13 +185,18 @@ def make_microbatch(rows: list[list[RenderedSample]], pad_id: int = 0) -> OmniBa
         documents.append(row_docs + [document - 1] * pad)
         visuals += [v for p in parts for v in p.visuals]
         audio += [a for p in parts for a in p.audio_features]
+        transcripts += [torch.tensor(t, dtype=torch.long) for p in parts
+                        for t in (p.ctc_targets or [[]] * len(p.audio_features))]  # fmt: skip
     return OmniBatch(torch.tensor(ids), torch.tensor(labels), visuals=visuals or None, audio_features=audio or None,
-                     document_ids=torch.tensor(documents))  # fmt: skip
+                     document_ids=torch.tensor(documents), ctc_targets=transcripts or None)  # fmt: skip
 
 
-def _family_sums(rows: list[list[RenderedSample]], token_losses: torch.Tensor, families: list[str]) -> torch.Tensor:
+def _family_sums(rows: list[list[RenderedSample]], token_losses: torch.Tensor | None,
+                 families: list[str]) -> torch.Tensor:  # fmt: skip
     """[families, 2] (text-loss sum, target tokens) of one micro-batch, per task family."""
     sums = torch.zeros(len(families), 2, dtype=torch.float64)
+    if token_losses is None:  # an encoder-only step (ctc) has no text losses to split
+        return sums
     for row, parts in enumerate(rows):
         offset = 0
         for part in parts:
