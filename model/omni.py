@@ -187,7 +187,8 @@ class OmniModel(nn.Module):
         """Megatron's schedules call this on every model; the omni model runs as one pipeline stage."""
         self.llm.set_input_tensor(input_tensor)
 
-    def loss_terms(self, batch: OmniBatch, losses: frozenset[str] | set[str] = DEFAULT_LOSSES) -> dict[str, torch.Tensor]:
+    def loss_terms(self, batch: OmniBatch,
+                   losses: frozenset[str] | set[str] = DEFAULT_LOSSES) -> dict[str, torch.Tensor]:  # fmt: skip
         """Each loss as a sum whose denominator is `loss_counts(batch, losses)[name]`.
 
         `losses`: the curriculum loss names wanted (components.training.losses). Only encoder losses (ctc):

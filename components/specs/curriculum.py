@@ -250,7 +250,6 @@ class StageSpec(_Strict):
                 )
         return self
 
-
     def _losses_producible(self) -> None:
         """Refuse a loss weight the trainer does not implement or the stage's mixture cannot produce:
         either would be silently dropped from the objective."""

@@ -16,8 +16,9 @@ STAGE = "stage0b-audio-ctc"
 @pytest.mark.slow
 def test_the_ctc_stage_trains_the_audio_encoder_on_transcribed_speech_only(tiny_dataset, tmp_path):
     grads = {}
-    result = run_stage(StageRun(CURRICULUM, STAGE, {"demo": tiny_dataset}, tiny_dataset / "tokenizer.json",
-                                tmp_path / "ctc", max_steps=3, inspect_grads=lambda step, g: grads.update(g)))  # fmt: skip
+    run = StageRun(CURRICULUM, STAGE, {"demo": tiny_dataset}, tiny_dataset / "tokenizer.json", tmp_path / "ctc",
+                   max_steps=3, inspect_grads=lambda step, named: grads.update(named))  # fmt: skip
+    result = run_stage(run)
     first, last = result.history[0], result.history[-1]
     assert math.isfinite(first["loss/ctc"]) and first["loss"] == pytest.approx(first["loss/ctc"])
     assert "loss/text" not in last and not any(k.startswith("loss/family/") for k in last)  # the LLM never ran
