@@ -1,6 +1,6 @@
 """CTC pretraining of the streaming audio encoder (REFERENCE.md section 4): the loss reaches exactly the encoder
 and its CTC head; trained on demo-style ASR sentences it transcribes a voice it never heard better than a
-blind transcript does, and its clip features tell words apart where a random encoder's do not.
+blind transcript does, and its clip features identify words of an unheard voice better than a random encoder's.
 
 Run with OMP_NUM_THREADS=1 on a shared 2-core machine (torch's two threads contend there).
 """
@@ -109,18 +109,35 @@ def test_ctc_transcribes_a_held_out_voice_better_than_a_blind_transcript(ctc_tra
     assert wer < blind_wer - 0.15
 
 
-def _mean_pairwise_cosine(encoder: StreamingAudioEncoder, clips) -> float:
+def _clip_averages(encoder: StreamingAudioEncoder, clips) -> torch.Tensor:
+    """Unit-length clip-averaged encoder features [clips, hidden]."""
     with torch.no_grad():
         pooled = torch.stack([encoder(encoder.features(c.waveform)[None])[0].mean(0) for c in clips])
-    unit = torch.nn.functional.normalize(pooled, dim=-1)
-    cosine = unit @ unit.T
-    n = len(clips)
-    return float((cosine.sum() - n) / (n * (n - 1)))
+    return torch.nn.functional.normalize(pooled, dim=-1)
 
 
-def test_after_ctc_the_clip_features_of_different_words_are_not_collapsed(ctc_trained):
+def _mean_pairwise_cosine(features: torch.Tensor) -> float:
+    n = features.shape[0]
+    return float(((features @ features.T).sum() - n) / (n * (n - 1)))
+
+
+def _word_identification(encoder: StreamingAudioEncoder, known, unknown) -> float:
+    """Share of the held-out voice's words whose clip average is nearest (cosine) to the same word's centroid
+    over the training voices: whether the features tell words apart across speakers."""
+    known_features, unknown_features = _clip_averages(encoder, known), _clip_averages(encoder, unknown)
+    names = sorted({c.text for c in known})
+    centroids = torch.stack([known_features[[i for i, c in enumerate(known) if c.text == w]].mean(0) for w in names])
+    nearest = (unknown_features @ torch.nn.functional.normalize(centroids, dim=-1).T).argmax(-1)
+    return sum(names[int(i)] == c.text for i, c in zip(nearest, unknown)) / len(unknown)
+
+
+def test_after_ctc_the_clip_features_of_different_words_are_told_apart(ctc_trained, tmp_path):
     encoder, random_encoder, _, _, _, words = ctc_trained
-    before, after = _mean_pairwise_cosine(random_encoder, words), _mean_pairwise_cosine(encoder, words)
-    print(f"mean pairwise cosine of clip-averaged features over {len(words)} words: random {before:.3f}, "
-          f"CTC-trained {after:.3f}")  # fmt: skip
-    assert before > 0.9 and after < before - 0.2
+    known = speak_all([job for voice in TRAIN_VOICES for job in single_words(voice)], tmp_path / "known")
+    cosines = [_mean_pairwise_cosine(_clip_averages(e, words)) for e in (random_encoder, encoder)]
+    accuracy = [_word_identification(e, known, words) for e in (random_encoder, encoder)]
+    # Measured: mean pairwise cosine 0.920 (random) vs 0.929 (CTC) - a shared offset dominates both, so the cosine
+    # alone does not show collapse here; word identification 0.556 vs 0.722 (chance 1/18).
+    print(f"{len(words)} words, voice {HELD_OUT_VOICE}: mean pairwise cosine of clip averages random {cosines[0]:.3f}, "
+          f"CTC {cosines[1]:.3f}; word identification random {accuracy[0]:.3f}, CTC {accuracy[1]:.3f}")  # fmt: skip
+    assert accuracy[1] >= accuracy[0] + 0.1 and accuracy[1] >= 0.6
