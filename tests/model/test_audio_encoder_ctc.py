@@ -98,6 +98,7 @@ def ctc_trained(tmp_path_factory):
     return encoder, random_encoder, tokenizer, [t for _, _, t in examples], held_out, words
 
 
+@pytest.mark.slow
 def test_ctc_transcribes_a_held_out_voice_better_than_a_blind_transcript(ctc_trained):
     encoder, _, tokenizer, train_texts, held_out, _ = ctc_trained
     # The blind baseline: the one training transcript with the lowest word error rate over the training set.
@@ -131,6 +132,7 @@ def _word_identification(encoder: StreamingAudioEncoder, known, unknown) -> floa
     return sum(names[int(i)] == c.text for i, c in zip(nearest, unknown)) / len(unknown)
 
 
+@pytest.mark.slow
 def test_after_ctc_the_clip_features_of_different_words_are_told_apart(ctc_trained, tmp_path):
     encoder, random_encoder, _, _, _, words = ctc_trained
     known = speak_all([job for voice in TRAIN_VOICES for job in single_words(voice)], tmp_path / "known")
