@@ -17,6 +17,10 @@ from torch import nn
 
 from model.audio_dsp import log_mel
 
+# The CTC blank: index 0 of the CTC vocabulary, which is the text tokenizer's (model.tokenizer): id 0 is its
+# <|pad|> token, never part of a transcript.
+CTC_BLANK = 0
+
 
 @dataclass(frozen=True)
 class AudioEncoderConfig:
@@ -102,6 +106,23 @@ class StreamingAudioEncoder(nn.Module):
 
     def ctc_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.ctc_head(hidden)
+
+    def ctc_loss_sum(self, clips: list[torch.Tensor], targets: list[torch.Tensor]) -> torch.Tensor:
+        """Summed CTC negative log-likelihood of each clip's target ids (blank `CTC_BLANK`).
+
+        Clips run one at a time: padding them into one batch would change the look-ahead layers' output at
+        each clip's last frames. A clip too short for its transcript contributes 0 (zero_infinity), not inf.
+        """
+        log_probs = [F.log_softmax(self.ctc_logits(self(clip[None]))[0].float(), dim=-1) for clip in clips]
+        return F.ctc_loss(nn.utils.rnn.pad_sequence(log_probs), torch.cat(targets).long(),
+                          torch.tensor([lp.shape[0] for lp in log_probs]), torch.tensor([len(t) for t in targets]),
+                          blank=CTC_BLANK, reduction="sum", zero_infinity=True)  # fmt: skip
+
+    @torch.no_grad()
+    def ctc_greedy_decode(self, clip: torch.Tensor) -> list[int]:
+        """Best-path CTC decoding of one clip [steps, splice * mel]: argmax per step, repeats merged, blanks dropped."""
+        best = self.ctc_logits(self(clip[None]))[0].argmax(-1).tolist()
+        return [t for i, t in enumerate(best) if t != CTC_BLANK and (i == 0 or t != best[i - 1])]
 
     def to_llm(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.projector(hidden)

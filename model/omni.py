@@ -41,6 +41,14 @@ from model.vit import LongCatViT, VisualInput
 IGNORE = -100
 # Classes of text targets (values of OmniBatch.loss_classes): the loss each text label belongs to.
 TEXT_LOSS_CLASSES = ("text", "audio_text", "vision")
+# Losses computed from an encoder alone: a pass that wants only these skips the LLM forward.
+ENCODER_LOSSES = frozenset({"ctc"})
+# What `loss_terms` computes when not told: the LLM's losses (text classes, audio codebooks).
+DEFAULT_LOSSES = frozenset({"text", "audio"})
+
+
+def _runs_llm(losses: frozenset[str] | set[str]) -> bool:
+    return bool(set(losses) - ENCODER_LOSSES)
 
 
 def offset_audio_codes(codes: torch.Tensor) -> torch.Tensor:
@@ -62,6 +70,7 @@ class OmniBatch:
     document_ids: torch.Tensor | None = None  # [B, S] packed-sample index; attention stays inside a sample
     loss_classes: torch.Tensor | None = None  # [B, S] index into TEXT_LOSS_CLASSES per text label; None = text
     first_audio: torch.Tensor | None = None  # [B, S] True where audio_labels[..., 0] opens a speech response
+    ctc_targets: list[torch.Tensor] | None = None  # per audio_features clip: transcript token ids, empty = none
 
 
 def document_mask(document_ids: torch.Tensor) -> torch.Tensor:
@@ -109,16 +118,24 @@ def _text_targets(batch: OmniBatch) -> dict[str, torch.Tensor]:
 
 def loss_names(num_codebooks: int) -> list[str]:
     """Every term `loss_terms` may return, in a fixed order (ranks all-reduce them by position)."""
-    return [*TEXT_LOSS_CLASSES, *(f"audio_book{i}" for i in range(num_codebooks)), "first_audio_token"]
+    return [*TEXT_LOSS_CLASSES, *(f"audio_book{i}" for i in range(num_codebooks)), "first_audio_token", "ctc"]
 
 
-def loss_counts(batch: OmniBatch) -> dict[str, torch.Tensor]:
-    """The denominators of `OmniModel.loss_terms`, from the labels alone (known before the forward pass).
+def loss_counts(batch: OmniBatch, losses: frozenset[str] | set[str] = DEFAULT_LOSSES) -> dict[str, torch.Tensor]:
+    """The denominators of `OmniModel.loss_terms(batch, losses)`, from the labels alone (known before the forward).
 
     text / audio_text / vision: packed samples with a target of that class (sample-balanced, see
     `sample_balanced_loss`), or target tokens without document ids; audio_book{i}: target tokens of
-    codebook i; first_audio_token: speech responses.
+    codebook i; first_audio_token: speech responses; ctc: transcript tokens.
     """
+    counts = {}
+    transcript_tokens = sum(len(t) for t in batch.ctc_targets or [])
+    if "ctc" in losses and transcript_tokens:
+        counts["ctc"] = torch.tensor(float(transcript_tokens), dtype=torch.float64)
+    return {**_llm_loss_counts(batch), **counts} if _runs_llm(losses) else counts
+
+
+def _llm_loss_counts(batch: OmniBatch) -> dict[str, torch.Tensor]:
     counts = {}
     for name, mask in _text_targets(batch).items():
         if batch.document_ids is None:
@@ -215,12 +232,24 @@ class OmniModel(nn.Module):
         """Megatron's schedules call this on every model; the omni model runs as one pipeline stage."""
         self.llm.set_input_tensor(input_tensor)
 
-    def loss_terms(self, batch: OmniBatch) -> dict[str, torch.Tensor]:
-        """Each loss as a sum whose denominator is `loss_counts(batch)[name]`.
+    def loss_terms(self, batch: OmniBatch,
+                   losses: frozenset[str] | set[str] = DEFAULT_LOSSES) -> dict[str, torch.Tensor]:  # fmt: skip
+        """Each loss as a sum whose denominator is `loss_counts(batch, losses)[name]`.
 
+        `losses`: the curriculum loss names wanted (components.training.losses). Only encoder losses (ctc):
+        the LLM forward is skipped, and `last_text_token_losses` is None.
         Sums and counts add over micro-batches and data-parallel ranks, so a trainer divides the summed
         terms by the global batch's counts and gets the same loss and gradients at any data-parallel size.
         """
+        self.last_text_token_losses = None  # per-task metrics read it; set by the LLM pass
+        terms = self._llm_loss_terms(batch) if _runs_llm(losses) else {}
+        transcribed = [i for i, t in enumerate(batch.ctc_targets or []) if len(t)]
+        if "ctc" in losses and transcribed:
+            terms["ctc"] = self.audio_encoder.ctc_loss_sum([batch.audio_features[i] for i in transcribed],
+                                                           [batch.ctc_targets[i] for i in transcribed])  # fmt: skip
+        return terms
+
+    def _llm_loss_terms(self, batch: OmniBatch) -> dict[str, torch.Tensor]:
         hidden = self._decode(batch)
         text_logits, _ = self.llm.output_layer(hidden)
         per_token = F.cross_entropy(text_logits.transpose(0, 1).flatten(0, 1).float(), batch.labels.flatten(),
@@ -242,17 +271,18 @@ class OmniModel(nn.Module):
                     terms["first_audio_token"] = (per_code * batch.first_audio.flatten()).sum()
         return terms
 
-    def forward(self, batch: OmniBatch, sums: bool = False) -> dict[str, torch.Tensor]:
+    def forward(self, batch: OmniBatch, sums: bool = False,
+                losses: frozenset[str] | set[str] = DEFAULT_LOSSES) -> dict[str, torch.Tensor]:  # fmt: skip
         """Mean losses (see `mean_losses`); `sums=True`: `loss_terms` instead."""
-        terms = self.loss_terms(batch)
-        return terms if sums else mean_losses(terms, loss_counts(batch))
+        terms = self.loss_terms(batch, losses)
+        return terms if sums else mean_losses(terms, loss_counts(batch, losses))
 
 
 def mean_losses(terms: dict[str, torch.Tensor], counts: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Loss sums over their counts: the text classes and first_audio_token as they are, audio_semantic
-    (codebook 0) and audio_acoustic (mean of the other books)."""
+    """Loss sums over their counts: the text classes, first_audio_token and ctc as they are, audio_semantic
+    (codebook 0) and audio_acoustic (mean of the other books); each only when its terms were computed."""
     means = {name: terms[name] / counts[name].clamp(min=1).to(terms[name].dtype) for name in terms}
-    losses = {name: means[name] for name in (*TEXT_LOSS_CLASSES, "first_audio_token") if name in means}
+    losses = {name: means[name] for name in (*TEXT_LOSS_CLASSES, "first_audio_token", "ctc") if name in means}
     if "audio_book0" in means:
         losses["audio_semantic"] = means["audio_book0"]
         acoustic = [means[name] for name in sorted(means) if name.startswith("audio_book") and name != "audio_book0"]

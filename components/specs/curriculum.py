@@ -16,10 +16,12 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from components.specs.loading import SpecError, load_yaml_model
+from components.training.losses import IMPLEMENTED_LOSSES, PRETRAINED_ELSEWHERE, family_modules, runs_llm
 
 # Names a stage may train or freeze; each maps to a submodule of model.omni.OmniModel.
 MODULES = ("llm", "vit", "vit_projector", "audio_encoder", "audio_encoder_projector", "audio_embeddings",
            "audio_heads", "codec")  # fmt: skip
+# Every loss name the recipe uses; the ones a stage may weight today are components.training.losses.
 LOSSES = ("text", "audio", "audio_text", "first_audio_token", "vision", "ctc", "codec")
 
 
@@ -240,6 +242,7 @@ class StageSpec(_Strict):
             )
         if self.global_batch_size % self.micro_batch_size:
             raise ValueError("global_batch_size must be a multiple of micro_batch_size")
+        self._losses_producible()
         world = res.world_size()
         if res.gpus_per_node or world > 1:  # a one-process CPU stage has no plan to check
             per_node = f"{res.gpus_per_node} GPUs" if res.gpus_per_node else f"{res.processes()} CPU processes"
@@ -254,6 +257,35 @@ class StageSpec(_Strict):
                     f"{self.micro_batch_size} x data parallel {dp}; change the batch sizes or the processes"
                 )
         return self
+
+    def _losses_producible(self) -> None:
+        """Refuse a loss weight the trainer does not implement or the stage's mixture cannot produce:
+        either would be silently dropped from the objective."""
+        implemented = sorted(IMPLEMENTED_LOSSES)
+        families = sorted(f for f, w in self.data.mixture.items() if w > 0)
+        for name in self.loss_weights:
+            source = IMPLEMENTED_LOSSES.get(name)
+            if source is None:
+                raise ValueError(
+                    f"stage '{self.name}': loss_weights.{name} is not implemented by the trainer (implemented losses: "
+                    f"{implemented}); remove the weight or implement the loss (components/training/losses.py)"
+                )
+            if source.families is not None and not set(source.families) & set(families):
+                raise ValueError(
+                    f"stage '{self.name}': loss_weights.{name} needs {source.needs} from task families "
+                    f"{list(source.families)}, but data.mixture has only {families}; add one of them to the mixture "
+                    f"or remove the weight (implemented losses: {implemented})"
+                )
+
+    def used_modules(self) -> set[str]:
+        """Modules the stage's forward pass runs: the LLM and each family's path into it
+        (components.training.losses.family_modules) unless only encoder losses are weighted, and what those run."""
+        weighted = [IMPLEMENTED_LOSSES[name] for name, w in self.loss_weights.items() if w]
+        used = {m for loss in weighted for m in loss.modules}
+        if runs_llm(self.loss_weights):
+            fed = [f for f, w in self.data.mixture.items() if w > 0]
+            used |= {"llm"} | {m for f in fed for m in family_modules(f, self.speech_input)}
+        return used
 
 
 class CurriculumSpec(_Strict):
@@ -284,7 +316,29 @@ class CurriculumSpec(_Strict):
                     f"(earlier: {seen or 'none'})"
                 )
             seen.append(stage.name)
+        self._no_random_module_frozen()
         return self
+
+    def _no_random_module_frozen(self) -> None:
+        """Refuse a stage that freezes, or feeds data through without training, a module that no stage of its
+        init_from chain trained: it would stay at its random initialisation and tell the LLM nothing."""
+        trained_by: dict[str, dict[str, str]] = {}  # stage -> module -> the stage that trained it
+        for stage in self.stages:
+            earlier = dict(trained_by[stage.init_from]) if stage.init_from else {}
+            trained_by[stage.name] = {**earlier, **{m: stage.name for m in stage.train}}
+            chain = f"init_from chain ({stage.init_from})" if stage.init_from else "(it initialises from no stage)"
+            untrained = [(m, "freezes") for m in stage.freeze if m not in earlier]
+            untrained += [(m, "feeds data through") for m in sorted(stage.used_modules())
+                          if m not in earlier and m not in stage.train]  # fmt: skip
+            for module, how in untrained:
+                if module in PRETRAINED_ELSEWHERE:
+                    continue
+                raise ValueError(
+                    f"stage '{stage.name}' {how} '{module}', which no earlier stage of its {chain} trained: it would "
+                    f"stay randomly initialised; add '{module}' to the train list of this stage or of an earlier one"
+                    + (" (e.g. a CTC stage on the asr family: train [audio_encoder], loss_weights {ctc: 1.0})"
+                       if module == "audio_encoder" else "")
+                )  # fmt: skip
 
     def stage(self, name: str) -> StageSpec:
         for stage in self.stages:

@@ -28,17 +28,12 @@ from functools import partial
 import torch
 
 from components.specs.curriculum import StageSpec
+from components.training.losses import IMPLEMENTED_LOSSES
 from model.omni import OmniBatch, OmniModel, loss_counts, loss_names, mean_losses
 
-# Stage loss weight -> the mean losses (model.omni.mean_losses) it multiplies. A weight multiplies the sum
-# of its parts; `codec` is trained by its own stage loop (components.training.codec_stage), not here.
-WEIGHTED_LOSSES: dict[str, tuple[str, ...]] = {
-    "text": ("text",),
-    "audio_text": ("audio_text",),
-    "vision": ("vision",),
-    "audio": ("audio_semantic", "audio_acoustic"),
-    "first_audio_token": ("first_audio_token",),
-}
+# Stage loss weight -> the mean losses (model.omni.mean_losses) it multiplies; `codec` trains in a loop of
+# its own (components.training.codec_stage), not here.
+WEIGHTED_LOSSES: dict[str, tuple[str, ...]] = {name: src.parts for name, src in IMPLEMENTED_LOSSES.items() if src.parts}
 
 
 def check_loss_weights(stage_name: str, weights: dict[str, float]) -> None:
@@ -112,7 +107,7 @@ def build_optimizer(ddp, stage: StageSpec, steps: int):
 class StepOutput:
     losses: dict[str, float]  # global mean losses (identical on every rank) and "loss", the objective
     grad_norm: float
-    token_losses: list[torch.Tensor]  # per micro-batch [micro, S] text token losses (this rank's sequences)
+    token_losses: list[torch.Tensor | None]  # per micro-batch [micro, S] text token losses; None: LLM not run
 
 
 def _dp_group():
@@ -135,9 +130,10 @@ def train_step(ddp, optimizer, scheduler, microbatches: list[OmniBatch], weights
 
     # Fixed names on every rank (a rank whose micro-batches have no audio still joins the all-reduce).
     names = loss_names(len(ddp.module.audio_heads))
+    wanted = frozenset(name for name, weight in weights.items() if weight)  # only ctc: no LLM forward
     local = torch.zeros(len(names), dtype=torch.float64)
     for batch in microbatches:
-        for name, count in loss_counts(batch).items():
+        for name, count in loss_counts(batch, wanted).items():
             local[names.index(name)] += count
     counts = dict(zip(names, all_reduce_sum(local)))
     token_losses: list[torch.Tensor] = []
@@ -147,8 +143,8 @@ def train_step(ddp, optimizer, scheduler, microbatches: list[OmniBatch], weights
         return loss, torch.tensor(1, dtype=torch.int), {k: v.detach() for k, v in terms.items()}
 
     def forward_step(data_iterator, model):
-        terms = model(next(data_iterator), sums=True)
-        token_losses.append(model.module.last_text_token_losses)
+        terms = model(next(data_iterator), sums=True, losses=wanted)
+        token_losses.append(model.module.last_text_token_losses)  # None without the LLM forward
         return terms, partial(loss_func)
 
     ddp.zero_grad_buffer()

@@ -23,6 +23,7 @@ video_qa, av_qa), `audio_text` when it carries speech but no picture (asr, voice
 either spliced fbank for the audio encoder (`audio_features`, from stage 5 on) or, when a `SpeechCoder`
 is given (stages 1-4, REFERENCE.md section 4), codec tokens at `<|speech|>` positions of the same
 1-second layout (`audio_codes`). Speech *output* samples are built in components.training.speech_render.
+Speech with a transcript (asr, voice_qa) also carries the audio encoder's CTC targets (`ctc_target_ids`).
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ class RenderedSample:
     audio_codes: torch.Tensor | None = None  # [len, 4] codec codes at its positions, -1 = none
     audio_labels: torch.Tensor | None = None  # [len, 4] next-step code targets, IGNORE = none
     first_audio: int | None = None  # position whose semantic target opens its speech response
+    ctc_targets: list[list[int]] = field(default_factory=list)  # per audio clip: its transcript's ids ([] = none)
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -161,8 +163,20 @@ def text_loss_class(prompt: Prompt) -> str:
     return "audio_text" if prompt.audio_features or prompt.audio_codes is not None else "text"
 
 
+def ctc_target_ids(tokenizer: Tokenizer, transcript: str) -> list[int]:
+    """The audio encoder's CTC targets for a transcript: the text tokenizer's ids of its spoken words.
+
+    Case and punctuation are not heard, so they are dropped. Tokenizer ids rather than characters: the
+    encoder emits 12.5 steps per second and CTC needs at least one step per target (more between repeats);
+    at the demo's speaking rates a transcript has about as many characters as its clip has steps, but only
+    ~1 token per word (tests/model/test_audio_encoder_ctc.py measures both).
+    """
+    words = "".join(c if c.isalnum() or c == "'" else " " for c in transcript.lower()).split()
+    return tokenizer.encode(" " + " ".join(words)).ids if words else []
+
+
 def _rendered(key: str, family: str, prompt: Prompt, question: list[int], target: str,
-              tokenizer: Tokenizer) -> RenderedSample:  # fmt: skip
+              tokenizer: Tokenizer, transcript: str | None = None) -> RenderedSample:  # fmt: skip
     answer = answer_ids(tokenizer, target)
     ids = prompt.ids + question + answer
     labels = [IGNORE] * len(ids)
@@ -173,8 +187,9 @@ def _rendered(key: str, family: str, prompt: Prompt, question: list[int], target
     if prompt.audio_codes is not None:
         codes = torch.full((len(ids), prompt.audio_codes.shape[1]), -1, dtype=torch.long)
         codes[: len(prompt.ids)] = prompt.audio_codes
+    ctc = [ctc_target_ids(tokenizer, transcript) if transcript else []] * len(prompt.audio_features)
     return RenderedSample(key, family, ids, labels, prompt.visuals, prompt.audio_features,
-                          text_loss_class(prompt), codes)  # fmt: skip
+                          text_loss_class(prompt), codes, ctc_targets=ctc)  # fmt: skip
 
 
 def render_samples(sample: dict, tokenizer: Tokenizer, vit: ViTConfig, audio: AudioEncoderConfig,
@@ -194,10 +209,11 @@ def render_samples(sample: dict, tokenizer: Tokenizer, vit: ViTConfig, audio: Au
         if not target:
             return []
         prompt = render_prompt(sample, tokenizer, vit, audio, speech_coder)
-        return [_rendered(meta["key"], family, prompt, [], target, tokenizer)]
+        return [_rendered(meta["key"], family, prompt, [], target, tokenizer, labels_meta.get("transcript"))]
     questions = labels_meta.get("qa") or []
     if not questions:
         return []
     prompt = render_prompt(sample, tokenizer, vit, audio, speech_coder)  # media decoded once, shared by every question
     return [_rendered(f"{meta['key']}/q{i}", family, prompt, question_ids(tokenizer, family, qa["question"]),
-                      qa["answer"], tokenizer) for i, qa in enumerate(questions)]  # fmt: skip
+                      qa["answer"], tokenizer, labels_meta.get("transcript"))
+            for i, qa in enumerate(questions)]  # fmt: skip

@@ -207,7 +207,7 @@ def make_microbatch(rows: list[list[RenderedSample]], pad_id: int = 0) -> OmniBa
     codec codes, their next-step targets and the first-audio-token positions (model.omni's loss table).
     """
     width = max(sum(len(p) for p in parts) for parts in rows)
-    ids, labels, documents, classes, visuals, audio = [], [], [], [], [], []
+    ids, labels, documents, classes, visuals, audio, transcripts = [], [], [], [], [], [], []
     books = next((p.audio_codes.shape[1] for parts in rows for p in parts if p.audio_codes is not None), 0)
     codes = torch.full((len(rows), width, max(books, 1)), -1, dtype=torch.long)
     code_labels = torch.full_like(codes, IGNORE)
@@ -233,17 +233,23 @@ def make_microbatch(rows: list[list[RenderedSample]], pad_id: int = 0) -> OmniBa
             if part.first_audio is not None:
                 first_audio[row, offset + part.first_audio] = True
             offset += len(part)
+        transcripts += [torch.tensor(t, dtype=torch.long) for p in parts
+                        for t in (p.ctc_targets or [[]] * len(p.audio_features))]  # fmt: skip
     speech = books > 0
     return OmniBatch(torch.tensor(ids), torch.tensor(labels), audio_codes=codes if speech else None,
                      audio_labels=code_labels if speech and bool((code_labels != IGNORE).any()) else None,
                      visuals=visuals or None, audio_features=audio or None, document_ids=torch.tensor(documents),
                      loss_classes=torch.tensor(classes),
-                     first_audio=first_audio if bool(first_audio.any()) else None)  # fmt: skip
+                     first_audio=first_audio if bool(first_audio.any()) else None,
+                     ctc_targets=transcripts or None)  # fmt: skip
 
 
-def _family_sums(rows: list[list[RenderedSample]], token_losses: torch.Tensor, families: list[str]) -> torch.Tensor:
+def _family_sums(rows: list[list[RenderedSample]], token_losses: torch.Tensor | None,
+                 families: list[str]) -> torch.Tensor:  # fmt: skip
     """[families, 2] (text-loss sum, target tokens) of one micro-batch, per task family."""
     sums = torch.zeros(len(families), 2, dtype=torch.float64)
+    if token_losses is None:  # an encoder-only step (ctc) has no text losses to split
+        return sums
     for row, parts in enumerate(rows):
         offset = 0
         for part in parts:

@@ -15,7 +15,8 @@ FULL = REPO_ROOT / "data_specs" / "curriculum" / "longcat_omni.yaml"
 
 
 def _two_process_curriculum(folder):
-    """tiny.yaml's first two stages; stage0 on 2 processes (global batch 2: one sequence per rank)."""
+    """tiny.yaml's first two stages (text, then the audio encoder's CTC stage); stage0 on 2 processes (global batch 2:
+    one sequence per rank)."""
     doc = yaml.safe_load(TINY.read_text())
     doc["name"], doc["stages"] = "tiny-2proc", doc["stages"][:2]
     doc["stages"][0]["global_batch_size"] = 2
@@ -46,15 +47,15 @@ def test_a_two_process_stage_runs_two_ranks_under_kfp_local_and_chains_to_the_ne
         meta = json.loads(path.read_text())
         metas[meta["stage"]] = (meta, path.parent)
     assert metas["stage0-text"][0]["data_parallel"] == 2  # written by a 2-rank run only
-    assert metas["stage1-text-speech"][0]["data_parallel"] == 1 and metas["stage1-text-speech"][0]["step"] == 1
+    assert metas["stage0b-audio-ctc"][0]["data_parallel"] == 1 and metas["stage0b-audio-ctc"][0]["step"] == 1
     client = mlflow.MlflowClient(uri)
     runs = client.search_runs([client.get_experiment_by_name(CURRICULUM_EXPERIMENT).experiment_id])
     stages = {r.data.tags["omnistage.stage"]: r for r in runs if r.data.tags.get("omnistage.stage")}
-    assert sorted(stages) == ["stage0-text", "stage1-text-speech"]  # rank 1 opened no run of its own
+    assert sorted(stages) == ["stage0-text", "stage0b-audio-ctc"]  # rank 1 opened no run of its own
     assert len({r.data.tags.get("mlflow.parentRunId") for r in stages.values()} - {None}) == 1
     assert [m.step for m in client.get_metric_history(stages["stage0-text"].info.run_id, "loss")] == [1]
     # The next stage initialised from the 2-rank checkpoint (the pointer/artifact the launch task wrote).
-    assert stages["stage1-text-speech"].data.tags["omnistage.init_from"] == str(metas["stage0-text"][1].resolve())
+    assert stages["stage0b-audio-ctc"].data.tags["omnistage.init_from"] == str(metas["stage0-text"][1].resolve())
 
 
 def test_compiled_for_a_cluster_the_same_stage_is_a_trainjob_launcher(tmp_path):
@@ -64,7 +65,7 @@ def test_compiled_for_a_cluster_the_same_stage_is_a_trainjob_launcher(tmp_path):
     launcher = tasks["stage0-text"]
     assert launcher["componentRef"]["name"].startswith("comp-launch-stage")
     assert launcher["inputs"]["parameters"]["submitter"]["runtimeValue"]["constant"] == "trainjob"
-    assert tasks["stage1-text-speech"]["componentRef"]["name"] == "comp-train-next-stage"  # one process: a pod
+    assert tasks["stage0b-audio-ctc"]["componentRef"]["name"] == "comp-train-next-stage"  # one process: a pod
 
 
 def test_a_multi_node_stage_is_refused_locally_before_anything_runs(tmp_path):

@@ -35,7 +35,7 @@ RFC1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 
 
 def test_the_full_recipe_has_multi_node_stages():
-    assert len(MULTI_NODE) == len(FULL.stages) == 8  # every full-size stage runs on 32-64 nodes
+    assert len(MULTI_NODE) == len(FULL.stages) == 9  # every full-size stage runs on 32-64 nodes
 
 
 @pytest.mark.parametrize("stage_name", MULTI_NODE)
@@ -160,7 +160,7 @@ def test_a_named_kueue_queue_labels_the_job_and_leaves_admission_to_kueue(tmp_pa
          "stage 'stage0-text': runs in one process"),
         (lambda d: d.pop("checkpoint_storage"), "stage0-text", "stage 'stage0-text': a multi-process stage writes its "
          "checkpoint from every node; set checkpoint_storage"),
-        (lambda d: d["stages"][1]["resources"].pop("max_duration_hours"), "stage1-text-speech",
+        (lambda d: d["stages"][2]["resources"].pop("max_duration_hours"), "stage1-text-speech",
          "stage 'stage1-text-speech': resources.max_duration_hours is not set"),
     ],
     ids=["one-process", "no-checkpoint-volume", "no-deadline"],

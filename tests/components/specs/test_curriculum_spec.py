@@ -23,8 +23,9 @@ def test_every_shipped_curriculum_loads(path):
 def test_full_recipe_carries_the_paper_numbers():
     full = CurriculumSpec.load(REPO / "data_specs" / "curriculum" / "longcat_omni.yaml")
     assert full.stage("stage0-text").budget.tokens == 1.6e13
-    assert full.stage("stage1-text-speech").loss_weights == {"text": 1.75, "audio": 0.25, "audio_text": 1.5,
-                                                             "first_audio_token": 0.1}  # fmt: skip
+    # The paper's other stage-1 weights (audio 0.25, audio_text 1.5, first_audio_token 0.1) return with their losses.
+    assert full.stage("stage1-text-speech").loss_weights["text"] == 1.75
+    assert full.stage("stage0b-audio-ctc").loss_weights == {"ctc": 1.0}
     assert (
         full.stage("stage4b-context-128k").rope_theta == 1e7 and full.stage("stage4b-context-128k").seq_length == 131072
     )
@@ -79,6 +80,26 @@ def _broken(tmp_path, change) -> Path:
         (lambda d: d["stages"][0].update(init_from="stage9"), "not an earlier stage"),
         (lambda d: d["stages"][0].update(loss_weights={"smell": 1.0}), "unknown loss(es)"),
         (lambda d: d["stages"][0].update(budget={"steps": 1, "tokens": 5}), "exactly one of steps or tokens"),
+        (
+            lambda d: d["stages"][0].update(loss_weights={"text": 1.0, "codec": 0.5}),
+            "stage 'stage0-text': loss_weights.codec is not implemented by the trainer (implemented losses: [",
+        ),
+        (
+            lambda d: d["stages"][0].update(loss_weights={"text": 1.0, "ctc": 0.5}),
+            "stage 'stage0-text': loss_weights.ctc needs speech with its transcript from task families ['asr', "
+            "'voice_qa'], but data.mixture has only ['text']; add one of them to the mixture or remove the weight",
+        ),
+        (
+            # Without the CTC stage, stage 1 would freeze the audio encoder at its random initialisation.
+            lambda d: d.update(stages=[d["stages"][0], {**d["stages"][2], "init_from": "stage0-text"}]),
+            "stage 'stage1-text-speech' freezes 'audio_encoder', which no earlier stage of its init_from chain "
+            "(stage0-text) trained: it would stay randomly initialised; add 'audio_encoder' to the train list of "
+            "this stage or of an earlier one (e.g. a CTC stage on the asr family",
+        ),
+        (
+            lambda d: d["stages"][2].update(train=["llm", "audio_embeddings", "audio_heads"]),
+            "stage 'stage1-text-speech' feeds data through 'audio_encoder_projector', which no earlier stage",
+        ),
     ],
     ids=[
         "unknown-module",
@@ -95,6 +116,10 @@ def _broken(tmp_path, change) -> Path:
         "bad-init-from",
         "unknown-loss",
         "budget",
+        "unimplemented-loss",
+        "unproducible-loss",
+        "freezes-untrained-module",
+        "uses-untrained-module",
     ],
 )
 def test_wrong_curriculum_fails_with_file_field_and_fix(tmp_path, change, message):
