@@ -20,14 +20,17 @@ import logging
 import os
 import subprocess
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from components.object_storage import is_remote
 from components.tracking.experiments import CURRICULUM_EXPERIMENT, use_experiment
 from components.training.checkpoint_layout import checkpoint_dir
 from components.training.data_parallel import launch_world
-from components.training.stage_runner import StageResult, StageRun, run_stage
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from components.training.stage_runner import StageResult, StageRun
 
 log = logging.getLogger(__name__)
 FALLBACK_NAME = "tracking_fallback.jsonl"
@@ -53,6 +56,8 @@ def _flatten(prefix: str, value, out: dict) -> dict:
 
 def dataset_input(folder: Path) -> tuple[pd.DataFrame, str, str]:
     """(manifest, digest, name) of an ingested dataset: the digest is its DVC version when versioned."""
+    import pandas as pd
+
     stats = json.loads((folder / "stats.json").read_text())
     manifest = pd.read_parquet(folder / "manifest.parquet", columns=["path", "sha256", "split", "task_family"])
     version = (stats.get("version") or {}).get("version")
@@ -85,6 +90,10 @@ def tracked_stage(run: StageRun, tracking_uri: str, parent_run_id: str | None = 
     Under torchrun only rank 0 tracks (the stage runner all-reduces the metrics it passes to `on_step`);
     the other ranks train without opening MLflow and return run id 'rank-N'.
     """
+    # Imported here, not at module level: the stage runner brings torch and megatron-core (~5 CPU-s), which
+    # the pipeline's start-curriculum-run step (start_parent_run) does not need.
+    from components.training.stage_runner import run_stage
+
     rank = launch_world()[1]
     if rank != 0:
         run.on_step = None

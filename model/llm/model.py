@@ -19,6 +19,7 @@ def transformer_config(
     sequence_parallel: bool | None = None,
     dispatcher: str = "allgather",
     params_dtype: torch.dtype = torch.float32,
+    perform_initialization: bool = True,
 ) -> MLATransformerConfig:
     sequence_parallel = parallel.tensor > 1 if sequence_parallel is None else sequence_parallel
     return MLATransformerConfig(
@@ -55,6 +56,7 @@ def transformer_config(
         context_parallel_size=parallel.context,
         sequence_parallel=sequence_parallel,
         use_cpu_initialization=True,
+        perform_initialization=perform_initialization,
         params_dtype=params_dtype,
         pipeline_dtype=params_dtype,
         bf16=params_dtype == torch.bfloat16,
