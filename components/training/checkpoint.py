@@ -45,12 +45,18 @@ def _fork_results_queue():
 
 
 def sharded_state_dict(model: nn.Module) -> dict:
-    """The omni model's weights as sharded tensors: the LLM's own (TP/EP-aware) plus replicated encoders."""
+    """The omni model's weights as sharded tensors: the LLM's own (TP/EP/PP-aware), the column-parallel audio
+    heads' own, and the replicated encoders and embeddings (present on the stage that holds them)."""
     from megatron.core.transformer.utils import make_sharded_tensors_for_checkpoint
 
     state = model.llm.sharded_state_dict(prefix="llm.")
     for name, module in model.named_children():
-        if name != "llm":
+        if name == "llm":
+            continue
+        if isinstance(module, nn.ModuleList) and all(hasattr(m, "sharded_state_dict") for m in module):
+            for index, part in enumerate(module):  # tensor-parallel layers describe their own sharding
+                state.update(part.sharded_state_dict(prefix=f"{name}.{index}."))
+        else:
             state.update(make_sharded_tensors_for_checkpoint(module.state_dict(keep_vars=True), f"{name}.", {}, ()))
     return state
 

@@ -14,9 +14,11 @@ packed sequences; each data-parallel rank trains on its slice as micro-batches o
 (components.training.data_parallel), and the step runs on Megatron-Core's DDP, optimizer, LR scheduler
 and schedule with a globally normalised loss (components.training.megatron_step): the same losses and
 gradients as one process on the same global batch. A token budget becomes
-`budget.tokens // (global_batch_size * seq_length)` steps. Tensor/pipeline/expert/context parallel
-stages are refused at start (not built for the omni model yet); so is a world size the plan does not
-divide. Metrics are all-reduced, so `on_step` sees global values; call it (tracking) on rank 0 only.
+`budget.tokens // (global_batch_size * seq_length)` steps. The stage's `parallel` block sets tensor
+(with sequence parallel), expert and pipeline parallelism (model.omni.OmniModel); data parallel is what
+the world size leaves. Context parallel is refused at start (not built); so is a world size the plan does
+not divide. Micro-batches are padded to the stage's sequence length (fixed shapes between pipeline
+stages). Metrics are all-reduced, so `on_step` sees global values; call it (tracking) on rank 0 only.
 
 A corrupt sample or shard is skipped and counted (`data/skipped_corrupt`, `data/missing_shards`), never a
 crash. Checkpoints: see components.training.checkpoint (Megatron dist_checkpointing weights + per-rank
@@ -44,13 +46,13 @@ from components.training.checkpoint import checkpoint_dir, load_train_state, loa
 from components.training.checkpoint_layout import CHECKPOINT_DIR
 from components.training.checkpoint_store import local_checkpoint, publish_from_rank0, restore_for_resume
 from components.training.data_parallel import launch_world, plan_data_parallel, total_steps
-from components.training.megatron_step import all_reduce_sum, build_optimizer, train_step, wrap_model
+from components.training.megatron_step import all_reduce_sum, build_optimizer, from_last_stage, train_step, wrap_model
 from components.training.mixture import MixtureSampler
 from components.training.packing import CarryOverPacker
 from components.training.render import RenderedSample, render_sample
 from model import tokenizer as tok
 from model.config import get_preset
-from model.distributed import init_parallel
+from model.distributed import ParallelSizes, init_parallel
 from model.llm.moe import BiasControllerConfig, ExpertBiasController
 from model.omni import IGNORE, OmniBatch, OmniModel
 
@@ -95,17 +97,23 @@ class StageResult:
 
 
 def module_groups(model: OmniModel) -> dict[str, list[torch.nn.Parameter]]:
-    """Curriculum module names -> parameters (see components.specs.curriculum.MODULES)."""
-    vit_body = [p for n, p in model.vit.named_parameters() if not n.startswith("projector.")]
-    audio_body = [p for n, p in model.audio_encoder.named_parameters() if not n.startswith("projector.")]
+    """Curriculum module names -> parameters (see components.specs.curriculum.MODULES); a module this
+    pipeline stage does not hold has none here."""
+
+    def params(module, exclude_projector: bool | None = None) -> list[torch.nn.Parameter]:
+        if module is None:
+            return []
+        return [p for n, p in module.named_parameters()
+                if exclude_projector is None or n.startswith("projector.") != exclude_projector]  # fmt: skip
+
     return {
-        "llm": list(model.llm.parameters()),
-        "vit": vit_body,
-        "vit_projector": list(model.vit.projector.parameters()),
-        "audio_encoder": audio_body,
-        "audio_encoder_projector": list(model.audio_encoder.projector.parameters()),
-        "audio_embeddings": list(model.audio_embeddings.parameters()),
-        "audio_heads": list(model.audio_heads.parameters()),
+        "llm": params(model.llm),
+        "vit": params(model.vit, exclude_projector=True),
+        "vit_projector": params(model.vit, exclude_projector=False),
+        "audio_encoder": params(model.audio_encoder, exclude_projector=True),
+        "audio_encoder_projector": params(model.audio_encoder, exclude_projector=False),
+        "audio_embeddings": params(model.audio_embeddings),
+        "audio_heads": params(model.audio_heads),
         "codec": [],  # trained by its own stage outside the omni model
     }
 
@@ -170,9 +178,10 @@ def make_batch(parts: list[RenderedSample]) -> OmniBatch:
     return make_microbatch([parts])
 
 
-def make_microbatch(rows: list[list[RenderedSample]], pad_id: int = 0) -> OmniBatch:
-    """Packed sequences as one [rows, S] batch; shorter rows are padded (no targets, their own document)."""
-    width = max(sum(len(p) for p in parts) for parts in rows)
+def make_microbatch(rows: list[list[RenderedSample]], pad_id: int = 0, width: int | None = None) -> OmniBatch:
+    """Packed sequences as one [rows, S] batch; shorter rows are padded (no targets, their own document)
+    to the longest row, or to `width` (the stage's sequence length: pipeline stages exchange fixed shapes)."""
+    width = max([sum(len(p) for p in parts) for parts in rows] + [width or 0])
     ids, labels, documents, visuals, audio = [], [], [], [], []
     document = 0
     for parts in rows:
@@ -207,10 +216,13 @@ def run_stage(run: StageRun) -> StageResult:
     plan = plan_data_parallel(stage, *launch_world())
     stage_steps = total_steps(stage)
     preset = get_preset(curriculum.preset, llm={"rope_theta": stage.rope_theta, "seq_length": stage.seq_length})
-    init_parallel(seed=curriculum.seed)
+    sizes = ParallelSizes(**stage.parallel.model_dump())
+    init_parallel(sizes, seed=curriculum.seed)
+    assert plan.dp_rank == parallel_state.get_data_parallel_rank(), "rank order differs from megatron's"
     torch.manual_seed(curriculum.seed)
     tokenizer = tok.load_tokenizer(run.tokenizer)
-    model = OmniModel(preset, tok.special_id(tokenizer, tok.VISION_PAD), tok.special_id(tokenizer, tok.AUDIO_PAD))
+    model = OmniModel(preset, tok.special_id(tokenizer, tok.VISION_PAD), tok.special_id(tokenizer, tok.AUDIO_PAD),
+                      sizes)  # fmt: skip
     if run.resume and run.checkpoint_uri and not _has_checkpoint(run.out):  # a retried pod on a fresh node
         restore_for_resume(run.checkpoint_uri, Path(run.out) / CHECKPOINT_DIR)
     resuming = run.resume and _has_checkpoint(run.out)
@@ -219,10 +231,12 @@ def run_stage(run: StageRun) -> StageResult:
     trainable = apply_freezing(model, stage)
     ddp = wrap_model(model)
     optimizer, scheduler = build_optimizer(ddp, stage, stage_steps)
-    # Router load counts are summed over data parallel, so every rank moves its biases identically.
-    dp_group = parallel_state.get_data_parallel_group(with_context_parallel=True) if plan.dp > 1 else None
+    # Router load counts are summed over tensor x data x context parallel (the ranks that route disjoint
+    # tokens through the same layers: sequence slices and data slices), so every rank moves its biases
+    # identically and the biases follow the global batch's load.
+    routing_group = parallel_state.get_tensor_and_data_parallel_group(with_context_parallel=True)
     controller = ExpertBiasController(model.llm, BiasControllerConfig(preset.llm.target_ffn_experts_per_token),
-                                      group=dp_group)  # fmt: skip
+                                      group=routing_group if routing_group.size() > 1 else None)  # fmt: skip
     samples, by_family, problems = load_samples(run.datasets, stage, tokenizer, preset, curriculum.seed)
     if not samples:
         raise ValueError(f"stage '{stage.name}': no readable training samples of {sorted(stage.data.mixture)} in "
@@ -273,12 +287,15 @@ def run_stage(run: StageRun) -> StageResult:
         used_now = sum(len(p) for parts in global_batch for p in parts)
         used, capacity = used + used_now, capacity + stage.seq_length * plan.global_batch
         started = time.perf_counter()
-        out = train_step(ddp, optimizer, scheduler, [make_microbatch(rows) for rows in mine], stage.loss_weights,
+        batches = [make_microbatch(rows, width=stage.seq_length) for rows in mine]
+        out = train_step(ddp, optimizer, scheduler, batches, stage.loss_weights,
                          partial(run.inspect_grads, step + 1) if run.inspect_grads else None)  # fmt: skip
         ffn_experts = controller.step()
         step, sequences = step + 1, sequences + plan.global_batch
-        per_family = all_reduce_sum(sum(_family_sums(rows, losses, families)
-                                        for rows, losses in zip(mine, out.token_losses)))  # fmt: skip
+        family_sums = torch.zeros(len(families), 2, dtype=torch.float64)  # token losses live on the last stage
+        for rows, losses in zip(mine, out.token_losses):
+            family_sums += _family_sums(rows, losses, families)
+        per_family = from_last_stage(all_reduce_sum(family_sums))
         metrics = {"loss": out.losses["loss"], **{f"loss/{k}": v for k, v in out.losses.items() if k != "loss"},
                    "lr": optimizer.param_groups[0]["lr"], "grad_norm": out.grad_norm,
                    "packing_efficiency": used / capacity, "ffn_experts_per_token": ffn_experts, "tokens": used,
