@@ -42,7 +42,13 @@ from megatron.core import parallel_state
 from megatron.core.tensor_parallel import get_cuda_rng_tracker
 
 from components.specs.curriculum import CurriculumSpec, StageSpec
-from components.training.checkpoint import checkpoint_dir, load_train_state, load_weights, save_checkpoint
+from components.training.checkpoint import (
+    checkpoint_dir,
+    load_optimizer,
+    load_train_state,
+    load_weights,
+    save_checkpoint,
+)
 from components.training.checkpoint_layout import CHECKPOINT_DIR
 from components.training.checkpoint_store import local_checkpoint, publish_from_rank0, restore_for_resume
 from components.training.data_parallel import launch_world, plan_data_parallel, total_steps
@@ -247,7 +253,7 @@ def run_stage(run: StageRun) -> StageResult:
     if resuming:
         load_weights(run.out, model, curriculum.preset)
         state = load_train_state(run.out)
-        optimizer.load_state_dict(state["optimizer"])
+        load_optimizer(run.out, model, optimizer)
         scheduler.load_state_dict(state["scheduler"])
         sampler.load_state_dict(state["sampler"])
         packer.load_state_dict(state["packer"])
@@ -309,7 +315,7 @@ def run_stage(run: StageRun) -> StageResult:
         if run.on_step:
             run.on_step(step, metrics)
         if step % run.checkpoint_every == 0 or step == last_steps:
-            train_state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            train_state = {"scheduler": scheduler.state_dict(),
                            "sampler": sampler.state_dict(), "packer": packer.state_dict(),
                            "rng": torch.get_rng_state(), "megatron_rng": get_cuda_rng_tracker().get_states(),
                            "step": step, "bias_controller": controller.state_dict(),
@@ -319,7 +325,8 @@ def run_stage(run: StageRun) -> StageResult:
             meta = {"preset": curriculum.preset, "preset_overrides": {"rope_theta": stage.rope_theta,
                     "seq_length": stage.seq_length}, "curriculum": curriculum.name, "stage": stage.name,
                     "step": step, "global_sequences": sequences, "data_parallel": plan.dp}  # fmt: skip
-            saved = save_checkpoint(run.out, model, train_state, meta, files={"tokenizer.json": run.tokenizer})
+            saved = save_checkpoint(run.out, model, train_state, meta, files={"tokenizer.json": run.tokenizer},
+                                    optimizer=optimizer)  # fmt: skip
             if run.checkpoint_uri:
                 publish_from_rank0(saved, run.checkpoint_uri)
     return StageResult(stage.name, step, history[-1]["loss"] if history else float("nan"), checkpoint_dir(run.out),
