@@ -133,7 +133,7 @@ def load_optimizer(path: Path, model: nn.Module, optimizer) -> None:
     folder = checkpoint_dir(path) / "optimizer"
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder.parent} has no optimizer state (written by an older version): resume "
-                                "is not possible; start the stage again or initialise from it with init_from")  # fmt: skip
+                                "is not possible; start the stage again or initialise from it (init_from)")  # fmt: skip
     sharded = optimizer.sharded_state_dict(sharded_state_dict(model), is_loading=True)
     optimizer.load_state_dict(dist_checkpointing.load(sharded, str(folder)))
 
