@@ -130,6 +130,10 @@ class OmniModel(nn.Module):
         self.last_stage = parallel_state.is_pipeline_last_stage()
         self.llm = build_llm(preset.llm, parallel, pre_process=self.first_stage, post_process=self.last_stage)
         self.model_type = self.llm.model_type  # megatron's schedules read it from the model they run
+        # megatron's finalize_model_grads reads these from the outermost model holding them (for tied
+        # embeddings across pipeline stages; the omni model's are untied, as the LLM's).
+        self.pre_process, self.post_process = self.first_stage, self.last_stage
+        self.share_embeddings_and_output_weights = self.llm.share_embeddings_and_output_weights
         hidden, config = preset.llm.hidden_size, self.llm.config
         # Modules a stage does not run are not built (None): no memory, no gradient buffer, no checkpoint key.
         self.vit = self.audio_encoder = self.audio_embeddings = self.audio_heads = None
