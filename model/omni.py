@@ -172,6 +172,7 @@ class OmniModel(nn.Module):
                 emb = emb + table(codes[..., i].clamp(min=0)) * present[..., None]
         emb = self._scatter(emb, batch.input_ids, self.vision_pad_id, self._vision_features(batch), "vision")
         emb = self._scatter(emb, batch.input_ids, self.audio_pad_id, self._audio_features(batch), "audio")
+        emb = emb.contiguous()  # [B, S, H] transposed above; megatron's layers view it as [S * B, H]
         if self.llm.config.sequence_parallel:  # forward: this rank's slice; backward: all-gather (exact)
             emb = scatter_to_sequence_parallel_region(emb)
         return emb

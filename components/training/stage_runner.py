@@ -9,7 +9,7 @@ freezes what the stage does not train, streams the stage's task-family mixture f
 samples into fixed-length sequences, and trains with the stage's loss weights. Deterministic for a seed.
 
 One process or many: started by torchrun (`omnistage train --nproc-per-node N`, or a cluster launcher
-on every node) the same loop trains data parallel. Each optimizer step consumes `global_batch_size`
+on every node) the same loop trains in parallel. Each optimizer step consumes `global_batch_size`
 packed sequences; each data-parallel rank trains on its slice as micro-batches of `micro_batch_size`
 (components.training.data_parallel), and the step runs on Megatron-Core's DDP, optimizer, LR scheduler
 and schedule with a globally normalised loss (components.training.megatron_step): the same losses and
