@@ -160,6 +160,8 @@ def main() -> None:
             for name, param in holder.named_parameters():
                 param.copy_(grads[name].to(param.dtype))
         record["replica_grad_diff"] = replica_grad_diff(holder, grads)
+        layers = holder.llm.decoder.layers
+        record["dense_layer_numbers"] = [dense.layer_number for layer in layers for dense in layer.dense_layers]
         save_as_checkpoint(Path(f"{args.result}.grads"), holder, curriculum, tokenizer)
         audio_grads, audio_model = audio_step_grads(curriculum, stage, tokenizer, args.init)
         with torch.no_grad():

@@ -107,6 +107,8 @@ def test_layout_matches_one_process(layout, parallel_run, reference, tiny_datase
         assert any(part in n and kind[n].abs().max() > 0 for n in kind), f"no trained {part} gradient"
     # router biases: equal on every rank that holds the layer, and equal to one process's
     if layout == "pp2":
+        # dense sub-layers are numbered over the whole model (2 ScMoE layers = dense layers 1-4)
+        assert [r["dense_layer_numbers"] for r in ranks] == [[1, 2], [3, 4]]
         assert [len(r["biases"]) for r in ranks] == [1, 1]
         held = [ranks[0]["biases"][0], ranks[1]["biases"][0]]
     else:
