@@ -5,8 +5,11 @@ Input embedding at each position = text embedding + the embeddings of its 4 audi
 placeholders in order (see `model.layout`). Output = the text head plus 4 audio heads; audio targets use
 `offset_audio_codes`, which puts the acoustic codes one step after their semantic code.
 
-The LLM's decoder is called directly with the assembled embeddings, so this assembly runs with
-pipeline size 1; the encoders are plain modules (sharded with FSDP2 on clusters).
+The assembled embeddings enter megatron's GPTModel as its `decoder_input` (the first pipeline stage
+builds them over the full sequence, then scatters them to the sequence-parallel region); the last stage
+computes the losses (vocab-parallel cross entropy for the text and the column-parallel audio heads).
+Tensor (with sequence), expert and pipeline parallelism come from megatron; the encoders are plain
+modules replicated over tensor parallel.
 
 Losses (REFERENCE.md section 6) partition the targets explicitly; each is a sum over its targets with its
 own denominator (`loss_terms` / `loss_counts`, `mean_losses` divides):
@@ -28,7 +31,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from model.audio_encoder import StreamingAudioEncoder
@@ -153,37 +155,85 @@ def _llm_loss_counts(batch: OmniBatch) -> dict[str, torch.Tensor]:
 
 
 class OmniModel(nn.Module):
+    """The LLM (a megatron GPTModel) with the encoders and audio interface around it, at any TP/EP/PP layout.
+
+    The first pipeline stage holds the encoders and audio-code embeddings and assembles the input over the
+    full sequence (`embed`); the last holds the audio heads and computes every per-token loss from the
+    decoder's hidden states and the text logits (`_loss_terms`). Middle stages run decoder layers only.
+    """
+
     def __init__(self, preset: ModelPreset, vision_pad_id: int, audio_pad_id: int,
                  parallel: ParallelSizes = ParallelSizes()):  # fmt: skip
         super().__init__()
-        if parallel.pipeline != 1:
-            raise ValueError("OmniModel assembles embeddings itself: use pipeline size 1 (see module docstring)")
+        from megatron.core import parallel_state
+        from megatron.core.tensor_parallel import ColumnParallelLinear
+
+        if parallel.context != 1:
+            raise ValueError(f"OmniModel: parallel.context {parallel.context} is not built (needs Transformer Engine "
+                             "attention and a context-parallel split of the assembled sequence); set parallel.context "
+                             "to 1")  # fmt: skip
+        sizes = preset.codec.codebook_sizes
+        heads = {"llm.vocab_size": preset.llm.vocab_size, **{f"codec codebook {i}": n for i, n in enumerate(sizes)}}
+        for what, size in heads.items():
+            if size % parallel.tensor:
+                raise ValueError(f"preset {preset.name!r}: {what} ({size}) is not divisible by parallel.tensor "
+                                 f"{parallel.tensor} (vocab-parallel heads); change parallel.tensor")  # fmt: skip
         self.preset = preset
         self.vision_pad_id, self.audio_pad_id = vision_pad_id, audio_pad_id
-        self.llm = build_llm(preset.llm, parallel)
+        self.first_stage = parallel_state.is_pipeline_first_stage()
+        self.last_stage = parallel_state.is_pipeline_last_stage()
+        self.llm = build_llm(preset.llm, parallel, pre_process=self.first_stage, post_process=self.last_stage)
         self.model_type = self.llm.model_type  # megatron's schedules read it from the model they run
-        self.vit = LongCatViT(preset.vit)
-        self.audio_encoder = StreamingAudioEncoder(preset.audio_encoder)
-        hidden = preset.llm.hidden_size
-        sizes = preset.codec.codebook_sizes
-        self.audio_embeddings = nn.ModuleList(nn.Embedding(size, hidden) for size in sizes)
-        self.audio_heads = nn.ModuleList(nn.Linear(hidden, size, bias=False) for size in sizes)
-        # Carried in every checkpoint so later stages encode speech (and decode speech output) with the
-        # codec its own stage trained (components.training.codec_stage); never part of the LLM's graph.
+        # megatron's finalize_model_grads reads these from the outermost model holding them (for tied
+        # embeddings across pipeline stages; the omni model's are untied, as the LLM's).
+        self.pre_process, self.post_process = self.first_stage, self.last_stage
+        self.share_embeddings_and_output_weights = self.llm.share_embeddings_and_output_weights
+        hidden, config = preset.llm.hidden_size, self.llm.config
+        # Modules a stage does not run are not built (None): no memory, no gradient buffer, no checkpoint key.
+        self.vit = self.audio_encoder = self.audio_embeddings = self.audio_heads = None
+        if self.first_stage:
+            # The text embedding is all-reduced over TP (full sequence on every TP rank) instead of
+            # reduce-scattered: encoder features replace placeholders anywhere in the sequence, then
+            # `embed` scatters the assembled input to the sequence-parallel region itself.
+            self.llm.embedding.word_embeddings.reduce_scatter_embeddings = False
+            self.vit = LongCatViT(preset.vit)
+            self.audio_encoder = StreamingAudioEncoder(preset.audio_encoder)
+            self.audio_embeddings = nn.ModuleList(nn.Embedding(size, hidden) for size in sizes)
+        if self.last_stage:
+            # Column-parallel like the text head: each TP rank holds a slice of every codebook's logits and
+            # the cross entropy is vocab-parallel, so no rank materialises full audio logits.
+            self.audio_heads = nn.ModuleList(
+                ColumnParallelLinear(hidden, size, config=config, init_method=config.init_method, bias=False,
+                                     gather_output=False)  # fmt: skip
+                for size in sizes
+            )
+            # GPTModel returns the text logits only; the audio heads read the final hidden states, kept here.
+            self.llm.decoder.register_forward_hook(self._keep_hidden)
+        self._hidden: torch.Tensor | None = None
+        # Carried in every checkpoint (on every pipeline stage: each renders the codes of its batches) so later
+        # stages encode speech, and decode speech output, with the codec its own stage trained
+        # (components.training.codec_stage); never part of the LLM's graph.
         self.codec = AudioCodec(preset.codec)
 
+    def _keep_hidden(self, module, inputs, output) -> None:
+        self._hidden = output
+
     def embed(self, batch: OmniBatch) -> torch.Tensor:
-        """[S, B, H] input embeddings (megatron's sequence-first layout)."""
-        b, s = batch.input_ids.shape
-        positions = torch.arange(s)[None].expand(b, -1)
-        emb = self.llm.embedding(input_ids=batch.input_ids, position_ids=positions)  # [S, B, H]
+        """Input embeddings in megatron's layout: [S, B, H], or [S/TP, B, H] under sequence parallelism."""
+        from megatron.core.tensor_parallel import scatter_to_sequence_parallel_region
+
+        emb = self.llm.embedding.word_embeddings(batch.input_ids).transpose(0, 1)  # [S, B, H], full on each TP rank
         if batch.audio_codes is not None:
             codes = batch.audio_codes.transpose(0, 1)  # [S, B, 4]
             for i, table in enumerate(self.audio_embeddings):
                 present = codes[..., i] >= 0
                 emb = emb + table(codes[..., i].clamp(min=0)) * present[..., None]
         emb = self._scatter(emb, batch.input_ids, self.vision_pad_id, self._vision_features(batch), "vision")
-        return self._scatter(emb, batch.input_ids, self.audio_pad_id, self._audio_features(batch), "audio")
+        emb = self._scatter(emb, batch.input_ids, self.audio_pad_id, self._audio_features(batch), "audio")
+        emb = emb.contiguous()  # [B, S, H] transposed above; megatron's layers view it as [S * B, H]
+        if self.llm.config.sequence_parallel:  # forward: this rank's slice; backward: all-gather (exact)
+            emb = scatter_to_sequence_parallel_region(emb)
+        return emb
 
     def _vision_features(self, batch: OmniBatch) -> torch.Tensor | None:
         if not batch.visuals:
@@ -215,26 +265,35 @@ class OmniModel(nn.Module):
         flat[order] = features.to(flat.dtype)
         return flat.view(emb.shape[1], emb.shape[0], -1).transpose(0, 1)
 
-    def _decode(self, batch: OmniBatch) -> torch.Tensor:
+    def _run_llm(self, batch: OmniBatch) -> torch.Tensor:
+        """Through GPTModel: [B, S, vocab/TP] text logits on the last stage, hidden states elsewhere."""
         mask = document_mask(batch.document_ids) if batch.document_ids is not None else None
-        return self.llm.decoder(hidden_states=self.embed(batch), attention_mask=mask)  # [S, B, H]
+        decoder_input = self.embed(batch) if self.first_stage else None  # later stages: set_input_tensor
+        return self.llm(input_ids=None, position_ids=None, attention_mask=mask, decoder_input=decoder_input)
 
     def text_logits(self, batch: OmniBatch) -> torch.Tensor:
-        """[B, S, vocab] next-token logits of the text head (evaluation and decoding)."""
-        return self.llm.output_layer(self._decode(batch))[0].transpose(0, 1)
+        """[B, S, vocab] next-token logits of the text head (evaluation and decoding; one pipeline stage)."""
+        from megatron.core.tensor_parallel import gather_from_tensor_model_parallel_region
+
+        if not (self.first_stage and self.last_stage):
+            raise ValueError("text_logits runs the whole model: load the checkpoint at pipeline size 1")
+        return gather_from_tensor_model_parallel_region(self._run_llm(batch))
 
     def audio_logits(self, batch: OmniBatch) -> list[torch.Tensor]:
         """[B, S, codebook size] next-step logits of each audio head (speech decoding and evaluation)."""
-        hidden = self._decode(batch).transpose(0, 1)
-        return [head(hidden) for head in self.audio_heads]
+        from megatron.core.tensor_parallel import gather_from_tensor_model_parallel_region
+
+        self.text_logits(batch)  # runs the model; the decoder hook keeps the final hidden states
+        hidden, self._hidden = self._hidden, None
+        return [gather_from_tensor_model_parallel_region(head(hidden)[0]).transpose(0, 1) for head in self.audio_heads]
 
     def set_input_tensor(self, input_tensor) -> None:
-        """Megatron's schedules call this on every model; the omni model runs as one pipeline stage."""
+        """Megatron's schedules hand a later pipeline stage its input (the previous stage's output) here."""
         self.llm.set_input_tensor(input_tensor)
 
     def loss_terms(self, batch: OmniBatch,
                    losses: frozenset[str] | set[str] = DEFAULT_LOSSES) -> dict[str, torch.Tensor]:  # fmt: skip
-        """Each loss as a sum whose denominator is `loss_counts(batch, losses)[name]`.
+        """Each loss as a sum whose denominator is `loss_counts(batch, losses)[name]` (the whole model: one stage).
 
         `losses`: the curriculum loss names wanted (components.training.losses). Only encoder losses (ctc):
         the LLM forward is skipped, and `last_text_token_losses` is None.
@@ -242,18 +301,32 @@ class OmniModel(nn.Module):
         terms by the global batch's counts and gets the same loss and gradients at any data-parallel size.
         """
         self.last_text_token_losses = None  # per-task metrics read it; set by the LLM pass
-        terms = self._llm_loss_terms(batch) if _runs_llm(losses) else {}
-        transcribed = [i for i, t in enumerate(batch.ctc_targets or []) if len(t)]
-        if "ctc" in losses and transcribed:
-            terms["ctc"] = self.audio_encoder.ctc_loss_sum([batch.audio_features[i] for i in transcribed],
-                                                           [batch.ctc_targets[i] for i in transcribed])  # fmt: skip
-        return terms
+        terms = self._loss_terms(batch, self._run_llm(batch)) if _runs_llm(losses) else {}
+        return terms | self._encoder_loss_terms(batch, losses)
 
-    def _llm_loss_terms(self, batch: OmniBatch) -> dict[str, torch.Tensor]:
-        hidden = self._decode(batch)
-        text_logits, _ = self.llm.output_layer(hidden)
-        per_token = F.cross_entropy(text_logits.transpose(0, 1).flatten(0, 1).float(), batch.labels.flatten(),
-                                    ignore_index=IGNORE, reduction="none")  # fmt: skip
+    def _encoder_loss_terms(self, batch: OmniBatch, losses: frozenset[str] | set[str]) -> dict[str, torch.Tensor]:
+        """Losses of an encoder alone (ctc): computed where the encoder lives, the first pipeline stage."""
+        transcribed = [i for i, t in enumerate(batch.ctc_targets or []) if len(t)]
+        if "ctc" not in losses or not transcribed:
+            return {}
+        if not (self.first_stage and self.last_stage):
+            raise ValueError("the ctc loss trains the audio encoder alone: run its stage at pipeline size 1")
+        return {"ctc": self.audio_encoder.ctc_loss_sum([batch.audio_features[i] for i in transcribed],
+                                                       [batch.ctc_targets[i] for i in transcribed])}  # fmt: skip
+
+    def _loss_terms(self, batch: OmniBatch, text_logits: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Every per-token loss, on the last pipeline stage, from the text logits and the final hidden states.
+
+        Logits are vocab-parallel (each TP rank holds a slice of the vocabulary for the whole sequence);
+        `vocab_parallel_cross_entropy` gives every TP rank the full per-token losses. Targets of IGNORE are
+        looked up as token 0 and multiplied out. Text targets split into the loss classes of the module
+        docstring.
+        """
+        from megatron.core.tensor_parallel import vocab_parallel_cross_entropy
+
+        hidden, self._hidden = self._hidden, None  # [S(/TP), B, H], after the final norm
+        per_token = vocab_parallel_cross_entropy(text_logits.float(), batch.labels.clamp(min=0))  # [B, S]
+        per_token = (per_token * (batch.labels != IGNORE)).flatten()
         terms = {}
         for name, mask in _text_targets(batch).items():
             if batch.document_ids is None:
@@ -262,19 +335,29 @@ class OmniModel(nn.Module):
                 terms[name] = _sample_balanced_terms(per_token, mask, batch.document_ids.flatten())[0]
         self.last_text_token_losses = per_token.detach().view(batch.labels.shape)  # per-task metrics read this
         if batch.audio_labels is not None:
-            h = hidden.transpose(0, 1)
             for i, head in enumerate(self.audio_heads):
-                per_code = F.cross_entropy(head(h).flatten(0, 1).float(), batch.audio_labels[..., i].flatten(),
-                                           ignore_index=IGNORE, reduction="none")  # fmt: skip
+                book_logits, _ = head(hidden)  # [S, B, size/TP] (sequence-parallel input gathered inside)
+                targets = batch.audio_labels[..., i].transpose(0, 1)
+                kept = targets != IGNORE
+                per_code = vocab_parallel_cross_entropy(book_logits.float(), targets.clamp(min=0)) * kept  # [S, B]
                 terms[f"audio_book{i}"] = per_code.sum()
                 if i == 0 and batch.first_audio is not None:
-                    terms["first_audio_token"] = (per_code * batch.first_audio.flatten()).sum()
+                    terms["first_audio_token"] = (per_code * batch.first_audio.transpose(0, 1)).sum()
         return terms
 
-    def forward(self, batch: OmniBatch, sums: bool = False,
-                losses: frozenset[str] | set[str] = DEFAULT_LOSSES) -> dict[str, torch.Tensor]:  # fmt: skip
-        """Mean losses (see `mean_losses`); `sums=True`: `loss_terms` instead."""
-        terms = self.loss_terms(batch, losses)
+    def forward(self, batch: OmniBatch, sums: bool = False, losses: frozenset[str] | set[str] = DEFAULT_LOSSES):
+        """Mean losses (see `mean_losses`); `sums=True`: `loss_terms` instead.
+
+        Before the last pipeline stage: this stage's output hidden states (megatron's schedule sends them on).
+        """
+        if not _runs_llm(losses):
+            self.last_text_token_losses = None
+            terms = self._encoder_loss_terms(batch, losses)
+        else:
+            output = self._run_llm(batch)
+            if not self.last_stage:
+                return output
+            terms = self._loss_terms(batch, output) | self._encoder_loss_terms(batch, losses)
         return terms if sums else mean_losses(terms, loss_counts(batch, losses))
 
 

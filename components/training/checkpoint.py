@@ -1,7 +1,8 @@
 """Stage checkpoints: the weights as a Megatron `dist_checkpointing` checkpoint, the training state beside it.
 
-    OUT/checkpoint/weights/          dist_checkpointing (sharded tensors: loads at another TP/EP layout)
-    OUT/checkpoint/train_state.rankN.pt  optimizer, scheduler, data position and global sample cursor,
+    OUT/checkpoint/weights/          dist_checkpointing (sharded tensors: loads at another TP/EP/PP layout)
+    OUT/checkpoint/optimizer/        the optimizer state the same way, sharded like the weights it belongs to
+    OUT/checkpoint/train_state.rankN.pt  scheduler, data position and global sample cursor,
                                      RNG (torch and megatron's tracker), counters: one file per rank
     OUT/checkpoint/meta.json         preset, the preset overrides the stage used, stage, step
     OUT/checkpoint/tokenizer.json    the tokenizer it was trained with (evaluation and serving need it)
@@ -11,8 +12,9 @@ leaves one complete checkpoint. With several processes every rank writes its wei
 training state into the new folder; rank 0 alone creates the folder and swaps it in, with barriers
 around both. Training state is loaded with `weights_only=True` (tensors and plain containers only: no
 pickled objects from files another task wrote). After a change of data-parallel size a rank without
-its own file reads rank 0's: the optimizer state is replicated over data parallel (no distributed
-optimizer on CPU), and the data position is the global cursor, the same on every rank.
+its own file reads rank 0's: what it holds is the same on every rank (the data position is the global
+cursor); the optimizer state, which differs per tensor/pipeline/expert shard, is resharded by
+dist_checkpointing like the weights, so a stage saved at TP=2 resumes at TP=1 with its Adam moments.
 `checkpoint_dir(folder)` accepts either a stage output folder or the checkpoint folder itself.
 """
 
@@ -45,19 +47,32 @@ def _fork_results_queue():
 
 
 def sharded_state_dict(model: nn.Module) -> dict:
-    """The omni model's weights as sharded tensors: the LLM's own (TP/EP-aware) plus replicated encoders."""
-    from megatron.core.transformer.utils import make_sharded_tensors_for_checkpoint
+    """The omni model's weights as sharded tensors: the LLM's own (TP/EP/PP-aware), the column-parallel audio
+    heads' own, and the replicated encoders and embeddings (present on the stage that holds them)."""
+    from megatron.core import parallel_state
+    from megatron.core.transformer.utils import ensure_metadata_has_dp_cp_group, make_sharded_tensors_for_checkpoint
 
     state = model.llm.sharded_state_dict(prefix="llm.")
+    metadata = ensure_metadata_has_dp_cp_group(None)
     for name, module in model.named_children():
-        if name != "llm":
-            state.update(make_sharded_tensors_for_checkpoint(module.state_dict(keep_vars=True), f"{name}.", {}, ()))
+        if name == "llm":
+            continue
+        if isinstance(module, nn.ModuleList) and all(hasattr(m, "sharded_state_dict") for m in module):
+            for index, part in enumerate(module):  # tensor-parallel layers describe their own sharding
+                state.update(part.sharded_state_dict(prefix=f"{name}.{index}.", metadata=metadata))
+        else:
+            tensors = make_sharded_tensors_for_checkpoint(module.state_dict(keep_vars=True), f"{name}.", {}, ())
+            if name == "codec":  # held by every pipeline stage (each renders codes): one stage's copy is the main one
+                for tensor in tensors.values():
+                    tensor.replica_id = (parallel_state.get_pipeline_model_parallel_rank(), *tensor.replica_id[1:])
+            state.update(tensors)
     return state
 
 
 def save_checkpoint(out: Path, model: nn.Module, train_state: dict, meta: dict,
-                    files: dict[str, Path] | None = None) -> Path:  # fmt: skip
-    """Write OUT/checkpoint atomically (with copies of `files`, name -> path); returns its folder."""
+                    files: dict[str, Path] | None = None, optimizer=None) -> Path:  # fmt: skip
+    """Write OUT/checkpoint atomically (with copies of `files`, name -> path, and the megatron `optimizer`'s
+    state when given); returns its folder."""
     from megatron.core import dist_checkpointing
     from megatron.core.dist_checkpointing.strategies import filesystem_async
 
@@ -67,9 +82,13 @@ def save_checkpoint(out: Path, model: nn.Module, train_state: dict, meta: dict,
     if rank == 0:
         shutil.rmtree(tmp, ignore_errors=True)
         (tmp / "weights").mkdir(parents=True)
+        if optimizer is not None:
+            (tmp / "optimizer").mkdir()
     _barrier()  # the folder exists before any rank writes into it
     filesystem_async._get_write_results_queue = _fork_results_queue
     dist_checkpointing.save(sharded_state_dict(model), str(tmp / "weights"))
+    if optimizer is not None:
+        dist_checkpointing.save(optimizer.sharded_state_dict(sharded_state_dict(model)), str(tmp / "optimizer"))
     torch.save(train_state, tmp / f"train_state.rank{rank}.pt")
     _barrier()  # every rank's shards and state are written before the swap
     if rank == 0:
@@ -110,6 +129,18 @@ def load_weights(path: Path, model: nn.Module, expected_preset: str) -> dict:
         raise ValueError(f"{folder}: weights do not match the model (missing {real_missing[:5]}, "
                          f"unexpected {unexpected[:5]})")  # fmt: skip
     return meta
+
+
+def load_optimizer(path: Path, model: nn.Module, optimizer) -> None:
+    """Load a checkpoint's optimizer state into the megatron `optimizer` (any parallel layout)."""
+    from megatron.core import dist_checkpointing
+
+    folder = checkpoint_dir(path) / "optimizer"
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder.parent} has no optimizer state (written by an older version): resume "
+                                "is not possible; start the stage again or initialise from it (init_from)")  # fmt: skip
+    sharded = optimizer.sharded_state_dict(sharded_state_dict(model), is_loading=True)
+    optimizer.load_state_dict(dist_checkpointing.load(sharded, str(folder)))
 
 
 def load_train_state(path: Path) -> dict:

@@ -8,10 +8,10 @@ curriculum), so each knows the whole global batch without communication. Global 
 sample cursor (sequences consumed = steps x G) is therefore independent of the number of processes,
 which is what lets a checkpoint written at DP=2 resume at DP=1 on the very next sequence.
 
-Only data parallelism is wired into the stage loop. Tensor, pipeline, expert and context parallelism of
-the omni model are not (the LLM's own TP/EP/PP work in tests/model/llm, the omni model's embedding
-assembly and losses do not yet): a stage asking for them is refused here, by name, instead of silently
-running replicated.
+Tensor, pipeline and expert parallelism come from the stage's `parallel` block; the data-parallel rank
+follows Megatron's rank order (tensor fastest, then context, data, pipeline), so every tensor- and
+pipeline-parallel rank of one replica trains on the same sequences. Context parallelism is refused by
+name (it needs Transformer Engine attention and a context split of the assembled omni sequence).
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from typing import TypeVar
 from components.specs.curriculum import StageSpec
 
 T = TypeVar("T")
-MODEL_PARALLEL_FIELDS = ("tensor", "pipeline", "expert", "context")
 
 
 @dataclass(frozen=True)
@@ -60,13 +59,11 @@ def plan_data_parallel(stage: StageSpec, world: int, rank: int) -> DataParallelP
         dp = parallel.data_parallel(world)
     except ValueError as exc:
         raise ValueError(f"stage '{stage.name}' started with {world} process(es): {exc}") from None
-    unsupported = {name: getattr(parallel, name) for name in MODEL_PARALLEL_FIELDS if getattr(parallel, name) > 1}
-    if unsupported:
-        fields = ", ".join(f"parallel.{name}: {size}" for name, size in unsupported.items())
+    if parallel.context > 1:
         raise ValueError(
-            f"stage '{stage.name}' asks for {fields}: the stage runner trains data parallel only (any number "
-            "of processes, data parallel = world size); tensor/pipeline/expert/context parallelism of the omni "
-            "model is not built yet (issue 13). Set those fields to 1 to train this stage data parallel"
+            f"stage '{stage.name}' asks for parallel.context: {parallel.context}: context parallelism of the omni "
+            "model is not built (it needs Transformer Engine attention, GPU only, and a context-parallel split of the "
+            "assembled sequence). Set parallel.context to 1 (tensor, pipeline, expert and data parallel are supported)"
         )
     per_step = stage.micro_batch_size * dp
     if stage.global_batch_size % per_step:
@@ -75,7 +72,9 @@ def plan_data_parallel(stage: StageSpec, world: int, rank: int) -> DataParallelP
             f"micro_batch_size {stage.micro_batch_size} x data parallel {dp} = {per_step}; change the batch "
             f"sizes or the number of processes (--nproc-per-node)"
         )
-    return DataParallelPlan(world, rank, dp, rank, stage.micro_batch_size, stage.global_batch_size)
+    # Megatron's default order "tp-cp-ep-dp-pp": rank = tp + TP * (cp + CP * (dp + DP * pp)).
+    dp_rank = (rank // (parallel.tensor * parallel.context)) % dp
+    return DataParallelPlan(world, rank, dp, dp_rank, stage.micro_batch_size, stage.global_batch_size)
 
 
 def total_steps(stage: StageSpec) -> int:

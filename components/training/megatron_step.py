@@ -123,13 +123,27 @@ def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
     return values
 
 
+def from_last_stage(values: torch.Tensor) -> torch.Tensor:
+    """`values` as the last pipeline stage has them (where the losses are computed), on every stage."""
+    from megatron.core import parallel_state
+
+    if parallel_state.get_pipeline_model_parallel_world_size() > 1:
+        values = values.contiguous()
+        torch.distributed.broadcast(values, src=parallel_state.get_pipeline_model_parallel_last_rank(),
+                                    group=parallel_state.get_pipeline_model_parallel_group())  # fmt: skip
+    return values
+
+
 def train_step(ddp, optimizer, scheduler, microbatches: list[OmniBatch], weights: dict[str, float],
                inspect_grads: Callable[[dict[str, torch.Tensor]], None] | None = None) -> StepOutput:  # fmt: skip
-    """Forward/backward over this rank's micro-batches, reduce gradients over DP, step optimizer and LR."""
+    """Forward/backward over this rank's micro-batches, reduce gradients over DP, step optimizer and LR.
+
+    Micro-batches must share one shape when pipeline stages exchange activations (megatron sends fixed
+    [S(/TP), micro, hidden] tensors); `token_losses` is filled on the last pipeline stage only."""
     from megatron.core.pipeline_parallel import get_forward_backward_func
 
     # Fixed names on every rank (a rank whose micro-batches have no audio still joins the all-reduce).
-    names = loss_names(len(ddp.module.audio_heads))
+    names = loss_names(len(ddp.module.preset.codec.codebook_sizes))
     wanted = frozenset(name for name, weight in weights.items() if weight)  # only ctc: no LLM forward
     local = torch.zeros(len(names), dtype=torch.float64)
     for batch in microbatches:
@@ -143,9 +157,11 @@ def train_step(ddp, optimizer, scheduler, microbatches: list[OmniBatch], weights
         return loss, torch.tensor(1, dtype=torch.int), {k: v.detach() for k, v in terms.items()}
 
     def forward_step(data_iterator, model):
-        terms = model(next(data_iterator), sums=True, losses=wanted)
-        token_losses.append(model.module.last_text_token_losses)  # None without the LLM forward
-        return terms, partial(loss_func)
+        # loss sums on the last stage, hidden states before it
+        output = model(next(data_iterator), sums=True, losses=wanted)
+        if model.module.last_stage:
+            token_losses.append(model.module.last_text_token_losses)  # None without the LLM forward
+        return output, partial(loss_func)
 
     ddp.zero_grad_buffer()
     optimizer.zero_grad()
@@ -159,7 +175,7 @@ def train_step(ddp, optimizer, scheduler, microbatches: list[OmniBatch], weights
     _, grad_norm, _ = optimizer.step()
     scheduler.step(increment=1)
     local_sums = torch.tensor([float(sum(r.get(n, 0.0) for r in reported)) for n in names])
-    sums = all_reduce_sum(local_sums)
+    sums = from_last_stage(all_reduce_sum(local_sums))
     means = mean_losses({n: sums[i] for i, n in enumerate(names) if counts[n] > 0}, counts)
     losses = {k: float(v) for k, v in means.items()}
     losses["loss"] = float(weighted_loss(means, weights))

@@ -9,14 +9,16 @@ freezes what the stage does not train, streams the stage's task-family mixture f
 samples into fixed-length sequences, and trains with the stage's loss weights. Deterministic for a seed.
 
 One process or many: started by torchrun (`omnistage train --nproc-per-node N`, or a cluster launcher
-on every node) the same loop trains data parallel. Each optimizer step consumes `global_batch_size`
+on every node) the same loop trains in parallel. Each optimizer step consumes `global_batch_size`
 packed sequences; each data-parallel rank trains on its slice as micro-batches of `micro_batch_size`
 (components.training.data_parallel), and the step runs on Megatron-Core's DDP, optimizer, LR scheduler
 and schedule with a globally normalised loss (components.training.megatron_step): the same losses and
 gradients as one process on the same global batch. A token budget becomes
-`budget.tokens // (global_batch_size * seq_length)` steps. Tensor/pipeline/expert/context parallel
-stages are refused at start (not built for the omni model yet); so is a world size the plan does not
-divide. Metrics are all-reduced, so `on_step` sees global values; call it (tracking) on rank 0 only.
+`budget.tokens // (global_batch_size * seq_length)` steps. The stage's `parallel` block sets tensor
+(with sequence parallel), expert and pipeline parallelism (model.omni.OmniModel); data parallel is what
+the world size leaves. Context parallel is refused at start (not built); so is a world size the plan does
+not divide. Micro-batches are padded to the stage's sequence length (fixed shapes between pipeline
+stages). Metrics are all-reduced, so `on_step` sees global values; call it (tracking) on rank 0 only.
 
 A corrupt sample or shard is skipped and counted (`data/skipped_corrupt`, `data/missing_shards`), never a
 crash. Checkpoints: see components.training.checkpoint (Megatron dist_checkpointing weights + per-rank
@@ -40,7 +42,13 @@ from megatron.core import parallel_state
 from megatron.core.tensor_parallel import get_cuda_rng_tracker
 
 from components.specs.curriculum import CurriculumSpec, StageSpec
-from components.training.checkpoint import checkpoint_dir, load_train_state, load_weights, save_checkpoint
+from components.training.checkpoint import (
+    checkpoint_dir,
+    load_optimizer,
+    load_train_state,
+    load_weights,
+    save_checkpoint,
+)
 from components.training.checkpoint_layout import CHECKPOINT_DIR
 from components.training.checkpoint_store import local_checkpoint, publish_from_rank0, restore_for_resume
 from components.training.data_parallel import launch_world, plan_data_parallel, total_steps
@@ -48,6 +56,7 @@ from components.training.megatron_step import (
     all_reduce_sum,
     build_optimizer,
     check_loss_weights,
+    from_last_stage,
     train_step,
     wrap_model,
 )
@@ -58,7 +67,7 @@ from components.training.speech_render import SPEECH_RESPONSE, render_speech_res
 from model import tokenizer as tok
 from model.codec import AudioCodec
 from model.config import get_preset
-from model.distributed import init_parallel
+from model.distributed import ParallelSizes, init_parallel
 from model.llm.moe import BiasControllerConfig, ExpertBiasController
 from model.omni import IGNORE, TEXT_LOSS_CLASSES, OmniBatch, OmniModel
 
@@ -103,18 +112,24 @@ class StageResult:
 
 
 def module_groups(model: OmniModel) -> dict[str, list[torch.nn.Parameter]]:
-    """Curriculum module names -> parameters (see components.specs.curriculum.MODULES)."""
-    vit_body = [p for n, p in model.vit.named_parameters() if not n.startswith("projector.")]
-    audio_body = [p for n, p in model.audio_encoder.named_parameters() if not n.startswith("projector.")]
+    """Curriculum module names -> parameters (see components.specs.curriculum.MODULES); a module this
+    pipeline stage does not hold has none here."""
+
+    def params(module, exclude_projector: bool | None = None) -> list[torch.nn.Parameter]:
+        if module is None:
+            return []
+        return [p for n, p in module.named_parameters()
+                if exclude_projector is None or n.startswith("projector.") != exclude_projector]  # fmt: skip
+
     return {
-        "llm": list(model.llm.parameters()),
-        "vit": vit_body,
-        "vit_projector": list(model.vit.projector.parameters()),
-        "audio_encoder": audio_body,
-        "audio_encoder_projector": list(model.audio_encoder.projector.parameters()),
-        "audio_embeddings": list(model.audio_embeddings.parameters()),
-        "audio_heads": list(model.audio_heads.parameters()),
-        "codec": list(model.codec.parameters()),  # trained by its own stage (components.training.codec_stage)
+        "llm": params(model.llm),
+        "vit": params(model.vit, exclude_projector=True),
+        "vit_projector": params(model.vit, exclude_projector=False),
+        "audio_encoder": params(model.audio_encoder, exclude_projector=True),
+        "audio_encoder_projector": params(model.audio_encoder, exclude_projector=False),
+        "audio_embeddings": params(model.audio_embeddings),
+        "audio_heads": params(model.audio_heads),
+        "codec": params(model.codec),  # trained by its own stage (components.training.codec_stage)
     }
 
 
@@ -200,13 +215,14 @@ def make_batch(parts: list[RenderedSample]) -> OmniBatch:
     return make_microbatch([parts])
 
 
-def make_microbatch(rows: list[list[RenderedSample]], pad_id: int = 0) -> OmniBatch:
-    """Packed sequences as one [rows, S] batch; shorter rows are padded (no targets, their own document).
+def make_microbatch(rows: list[list[RenderedSample]], pad_id: int = 0, width: int | None = None) -> OmniBatch:
+    """Packed sequences as one [rows, S] batch; shorter rows are padded (no targets, their own document)
+    to the longest row, or to `width` (the stage's sequence length: pipeline stages exchange fixed shapes).
 
     Carries each text label's loss class (the renderer's `text_loss`) and, when any sample has them, the
     codec codes, their next-step targets and the first-audio-token positions (model.omni's loss table).
     """
-    width = max(sum(len(p) for p in parts) for parts in rows)
+    width = max([sum(len(p) for p in parts) for parts in rows] + [width or 0])
     ids, labels, documents, classes, visuals, audio, transcripts = [], [], [], [], [], [], []
     books = next((p.audio_codes.shape[1] for parts in rows for p in parts if p.audio_codes is not None), 0)
     codes = torch.full((len(rows), width, max(books, 1)), -1, dtype=torch.long)
@@ -270,10 +286,13 @@ def run_stage(run: StageRun) -> StageResult:
     plan = plan_data_parallel(stage, *launch_world())
     stage_steps = total_steps(stage)
     preset = get_preset(curriculum.preset, llm={"rope_theta": stage.rope_theta, "seq_length": stage.seq_length})
-    init_parallel(seed=curriculum.seed)
+    sizes = ParallelSizes(**stage.parallel.model_dump())
+    init_parallel(sizes, seed=curriculum.seed)
+    assert plan.dp_rank == parallel_state.get_data_parallel_rank(), "rank order differs from megatron's"
     torch.manual_seed(curriculum.seed)
     tokenizer = tok.load_tokenizer(run.tokenizer)
-    model = OmniModel(preset, tok.special_id(tokenizer, tok.VISION_PAD), tok.special_id(tokenizer, tok.AUDIO_PAD))
+    model = OmniModel(preset, tok.special_id(tokenizer, tok.VISION_PAD), tok.special_id(tokenizer, tok.AUDIO_PAD),
+                      sizes)  # fmt: skip
     if run.resume and run.checkpoint_uri and not _has_checkpoint(run.out):  # a retried pod on a fresh node
         restore_for_resume(run.checkpoint_uri, Path(run.out) / CHECKPOINT_DIR)
     resuming = run.resume and _has_checkpoint(run.out)
@@ -282,10 +301,12 @@ def run_stage(run: StageRun) -> StageResult:
     trainable = apply_freezing(model, stage)
     ddp = wrap_model(model)
     optimizer, scheduler = build_optimizer(ddp, stage, stage_steps)
-    # Router load counts are summed over data parallel, so every rank moves its biases identically.
-    dp_group = parallel_state.get_data_parallel_group(with_context_parallel=True) if plan.dp > 1 else None
+    # Router load counts are summed over tensor x data x context parallel (the ranks that route disjoint
+    # tokens through the same layers: sequence slices and data slices), so every rank moves its biases
+    # identically and the biases follow the global batch's load.
+    routing_group = parallel_state.get_tensor_and_data_parallel_group(with_context_parallel=True)
     controller = ExpertBiasController(model.llm, BiasControllerConfig(preset.llm.target_ffn_experts_per_token),
-                                      group=dp_group)  # fmt: skip
+                                      group=routing_group if routing_group.size() > 1 else None)  # fmt: skip
     samples, by_family, problems = load_samples(run.datasets, stage, tokenizer, preset, curriculum.seed,
                                                 codec=model.codec)  # fmt: skip
     if not samples:
@@ -297,7 +318,7 @@ def run_stage(run: StageRun) -> StageResult:
     if resuming:
         load_weights(run.out, model, curriculum.preset)
         state = load_train_state(run.out)
-        optimizer.load_state_dict(state["optimizer"])
+        load_optimizer(run.out, model, optimizer)
         scheduler.load_state_dict(state["scheduler"])
         sampler.load_state_dict(state["sampler"])
         packer.load_state_dict(state["packer"])
@@ -337,12 +358,15 @@ def run_stage(run: StageRun) -> StageResult:
         used_now = sum(len(p) for parts in global_batch for p in parts)
         used, capacity = used + used_now, capacity + stage.seq_length * plan.global_batch
         started = time.perf_counter()
-        out = train_step(ddp, optimizer, scheduler, [make_microbatch(rows) for rows in mine], stage.loss_weights,
+        batches = [make_microbatch(rows, width=stage.seq_length) for rows in mine]
+        out = train_step(ddp, optimizer, scheduler, batches, stage.loss_weights,
                          partial(run.inspect_grads, step + 1) if run.inspect_grads else None)  # fmt: skip
         ffn_experts = controller.step()
         step, sequences = step + 1, sequences + plan.global_batch
-        per_family = all_reduce_sum(sum(_family_sums(rows, losses, families)
-                                        for rows, losses in zip(mine, out.token_losses)))  # fmt: skip
+        family_sums = torch.zeros(len(families), 2, dtype=torch.float64)  # token losses live on the last stage
+        for rows, losses in zip(mine, out.token_losses):
+            family_sums += _family_sums(rows, losses, families)
+        per_family = from_last_stage(all_reduce_sum(family_sums))
         metrics = {"loss": out.losses["loss"], **{f"loss/{k}": v for k, v in out.losses.items() if k != "loss"},
                    "lr": optimizer.param_groups[0]["lr"], "grad_norm": out.grad_norm,
                    "packing_efficiency": used / capacity, "ffn_experts_per_token": ffn_experts, "tokens": used,
@@ -356,7 +380,7 @@ def run_stage(run: StageRun) -> StageResult:
         if run.on_step:
             run.on_step(step, metrics)
         if step % run.checkpoint_every == 0 or step == last_steps:
-            train_state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            train_state = {"scheduler": scheduler.state_dict(),
                            "sampler": sampler.state_dict(), "packer": packer.state_dict(),
                            "rng": torch.get_rng_state(), "megatron_rng": get_cuda_rng_tracker().get_states(),
                            "step": step, "bias_controller": controller.state_dict(),
@@ -366,7 +390,8 @@ def run_stage(run: StageRun) -> StageResult:
             meta = {"preset": curriculum.preset, "preset_overrides": {"rope_theta": stage.rope_theta,
                     "seq_length": stage.seq_length}, "curriculum": curriculum.name, "stage": stage.name,
                     "step": step, "global_sequences": sequences, "data_parallel": plan.dp}  # fmt: skip
-            saved = save_checkpoint(run.out, model, train_state, meta, files={"tokenizer.json": run.tokenizer})
+            saved = save_checkpoint(run.out, model, train_state, meta, files={"tokenizer.json": run.tokenizer},
+                                    optimizer=optimizer)  # fmt: skip
             if run.checkpoint_uri:
                 publish_from_rank0(saved, run.checkpoint_uri)
     return StageResult(stage.name, step, history[-1]["loss"] if history else float("nan"), checkpoint_dir(run.out),

@@ -41,12 +41,15 @@ class ScMoELayer(MegatronModule, BaseTransformerLayer):
 
         pg_collection = pg_collection or ProcessGroupCollection.use_mpu_process_groups()
         # Like TransformerLayer: the block passes a local number, the layer knows its global one.
-        self.layer_number = layer_number + get_transformer_layer_offset(config, vp_stage, get_pg_rank(pg_collection.pp))
+        offset = get_transformer_layer_offset(config, vp_stage, get_pg_rank(pg_collection.pp))
+        self.layer_number = layer_number + offset
+        # Dense sub-layers are numbered 2L-1 and 2L over the whole model (L = global ScMoE number). Each
+        # TransformerLayer adds the pipeline offset itself, so it is given 2L-1+i minus that offset.
         self.dense_layers = torch.nn.ModuleList(
             build_module(
                 submodules.dense_layer,
                 config=config,
-                layer_number=2 * layer_number - 1 + i,
+                layer_number=2 * self.layer_number - 1 + i - offset,
                 hidden_dropout=hidden_dropout,
                 pg_collection=pg_collection,
                 vp_stage=vp_stage,

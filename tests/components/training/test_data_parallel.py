@@ -4,15 +4,13 @@ The worker (dp_worker.py) runs `run_stage` on stage0-text with global_batch_size
 """
 
 import collections
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
 
 from components.specs.curriculum import CurriculumSpec
 from components.training.data_parallel import plan_data_parallel, total_steps
+from tests.components.training.torchrun import run_worker
 from tests.conftest import REPO_ROOT
 
 WORKER = REPO_ROOT / "tests" / "components" / "training" / "dp_worker.py"
@@ -23,12 +21,7 @@ GRAD_RTOL, GRAD_ATOL, LOSS_ATOL = 1e-5, 1e-7, 1e-5
 
 
 def _worker(nproc: int, dataset, out, result, *args: str) -> list[dict]:
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO_ROOT))
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
-    cmd = [*launcher, str(WORKER), "--dataset", str(dataset), "--out", str(out), "--result", str(result), *args]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240, cwd=REPO_ROOT)
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-5000:]
-    return [torch.load(f"{result}.rank{r}.pt") for r in range(nproc)]
+    return run_worker(WORKER, nproc, result, "--dataset", dataset, "--out", out, *args, timeout=240)
 
 
 @pytest.fixture(scope="module")
@@ -90,10 +83,13 @@ def test_a_world_size_the_plan_does_not_divide_is_refused():
         plan_data_parallel(uneven, world=2, rank=0)
 
 
-def test_model_parallel_stages_are_refused_by_name():
-    stage = STAGE.model_copy(update={"parallel": STAGE.parallel.model_copy(update={"tensor": 2})})
-    with pytest.raises(ValueError, match=r"stage 'stage0-text' asks for parallel.tensor: 2.*data parallel only"):
+def test_context_parallel_is_refused_by_name_and_replicas_follow_megatrons_rank_order():
+    stage = STAGE.model_copy(update={"parallel": STAGE.parallel.model_copy(update={"context": 2})})
+    with pytest.raises(ValueError, match=r"asks for parallel.context: 2.*Set parallel.context to 1"):
         plan_data_parallel(stage, world=2, rank=0)
+    tp2 = STAGE.model_copy(update={"global_batch_size": 4, "parallel": STAGE.parallel.model_copy(update={"tensor": 2})})
+    # tensor-parallel ranks are adjacent: ranks 0,1 are replica 0 and ranks 2,3 replica 1, each with its own data
+    assert [plan_data_parallel(tp2, world=4, rank=r).dp_rank for r in range(4)] == [0, 0, 1, 1]
 
 
 def test_plan_slices_each_global_batch_and_token_budgets_become_steps():
