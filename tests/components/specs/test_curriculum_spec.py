@@ -60,8 +60,8 @@ def _broken(tmp_path, change) -> Path:
             "stage 'stage0-text' (16 node(s) x 8 GPUs): expert parallel size 32 x tensor 2 does not divide",
         ),
         (
-            lambda d: d["stages"][3]["resources"].update(accelerator="nvidia-h100-80gb", gpus_per_node=3),
-            "field 'stages.3': Value error, stage 'stage2-multimodal': resources.gpus_per_node is 3; use one of "
+            lambda d: d["stages"][4]["resources"].update(accelerator="nvidia-h100-80gb", gpus_per_node=3),
+            "field 'stages.4': Value error, stage 'stage2-multimodal': resources.gpus_per_node is 3; use one of "
             "[0, 1, 2, 4, 8, 16]",
         ),
         (lambda d: d["stages"][0]["resources"].update(gpus_per_node=8), "accelerator is 'cpu'"),
@@ -81,8 +81,8 @@ def _broken(tmp_path, change) -> Path:
         (lambda d: d["stages"][0].update(loss_weights={"smell": 1.0}), "unknown loss(es)"),
         (lambda d: d["stages"][0].update(budget={"steps": 1, "tokens": 5}), "exactly one of steps or tokens"),
         (
-            lambda d: d["stages"][0].update(loss_weights={"text": 1.0, "codec": 0.5}),
-            "stage 'stage0-text': loss_weights.codec is not implemented by the trainer (implemented losses: [",
+            lambda d: d["stages"][0].update(train=["llm", "codec"]),
+            "stage 'stage0-text': the codec trains in a stage of its own (train: [codec])",
         ),
         (
             lambda d: d["stages"][0].update(loss_weights={"text": 1.0, "ctc": 0.5}),
@@ -91,13 +91,29 @@ def _broken(tmp_path, change) -> Path:
         ),
         (
             # Without the CTC stage, stage 1 would freeze the audio encoder at its random initialisation.
-            lambda d: d.update(stages=[d["stages"][0], {**d["stages"][2], "init_from": "stage0-text"}]),
+            lambda d: d.update(
+                stages=[
+                    d["stages"][0],
+                    {
+                        **d["stages"][3],
+                        "init_from": "stage0-text",
+                        "speech_input": "encoder",
+                        "freeze": ["audio_encoder"],
+                        "train": ["llm", "audio_encoder_projector"],
+                        "loss_weights": {"text": 1.75, "audio_text": 1.5},
+                        "data": {
+                            "datasets": {"demo": "latest"},
+                            "mixture": {"text": 0.5, "asr": 0.25, "voice_qa": 0.25},
+                        },
+                    },
+                ]
+            ),
             "stage 'stage1-text-speech' freezes 'audio_encoder', which no earlier stage of its init_from chain "
             "(stage0-text) trained: it would stay randomly initialised; add 'audio_encoder' to the train list of "
             "this stage or of an earlier one (e.g. a CTC stage on the asr family",
         ),
         (
-            lambda d: d["stages"][2].update(train=["llm", "audio_embeddings", "audio_heads"]),
+            lambda d: d["stages"][3].update(speech_input="encoder"),  # speech through the encoder's new projector
             "stage 'stage1-text-speech' feeds data through 'audio_encoder_projector', which no earlier stage",
         ),
     ],
@@ -116,7 +132,7 @@ def _broken(tmp_path, change) -> Path:
         "bad-init-from",
         "unknown-loss",
         "budget",
-        "unimplemented-loss",
+        "codec-with-others",
         "unproducible-loss",
         "freezes-untrained-module",
         "uses-untrained-module",

@@ -22,9 +22,9 @@ def test_codec_stage_learns_and_its_codes_reach_stage1(tiny_dataset, tmp_path):
     codec = _run(tiny_dataset, tmp_path / "codec", "codec", max_steps=30)
     mel = [h["loss/codec_mel_l1"] for h in codec.history]
     assert sum(mel[-5:]) / 5 < 0.8 * sum(mel[:5]) / 5, mel
-    stage1 = _run(tiny_dataset, tmp_path / "s1", "stage1-text-speech", init_from=codec.checkpoint, max_steps=2)
-    last = stage1.history[-1]
-    assert {"loss/audio_semantic", "loss/audio_acoustic", "loss/first_audio_token"} <= set(last), last
+    stage1 = _run(tiny_dataset, tmp_path / "s1", "stage1-text-speech", init_from=codec.checkpoint, max_steps=3)
+    audio = {"loss/audio_semantic", "loss/audio_acoustic", "loss/first_audio_token"}
+    assert any(audio <= set(step) for step in stage1.history), stage1.history  # a step drew a speech response
     # the trained codec rides in the checkpoint: stage-1 samples carry its codes
     spec = CURRICULUM.stage("stage1-text-speech")
     tokenizer = tok.load_tokenizer(tiny_dataset / "tokenizer.json")
