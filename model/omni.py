@@ -235,20 +235,49 @@ class OmniModel(nn.Module):
             emb = scatter_to_sequence_parallel_region(emb)
         return emb
 
+    # Set by model.encoder_parallel.shard_encoders: the encoders are FSDP-sharded and the batch's inputs
+    # are encoded through this model.modality_bridge.ModalityBridge (split over the ranks sharing a batch).
+    encoder_bridge = None
+
     def _vision_features(self, batch: OmniBatch) -> torch.Tensor | None:
-        if not batch.visuals:
-            return None
         # The same input object repeated (rows of one prompt with different answers) is encoded once.
-        unique = list({id(v): v for v in batch.visuals}.values())
-        features = dict(zip(map(id, unique), self.vit(unique)))
-        return torch.cat([features[id(v)] for v in batch.visuals])
+        unique = list({id(v): v for v in batch.visuals or []}.values())
+        if self.encoder_bridge is not None:  # runs on every rank, even with nothing to encode (FSDP)
+            encoded = self.encoder_bridge.encode(unique, self.vit, self._vision_probe)
+        elif unique:
+            encoded = self.vit(unique)
+        else:
+            return None
+        return self._in_batch_order(unique, encoded, batch.visuals)
 
     def _audio_features(self, batch: OmniBatch) -> torch.Tensor | None:
-        if not batch.audio_features:
+        unique = list({id(f): f for f in batch.audio_features or []}.values())
+
+        def encode(clips: list[torch.Tensor]) -> list[torch.Tensor]:
+            return [self.audio_encoder.to_llm(self.audio_encoder(f[None]))[0] for f in clips]
+
+        if self.encoder_bridge is not None:
+            encoded = self.encoder_bridge.encode(unique, encode, self._audio_probe, calls_per_item=True)
+        elif unique:
+            encoded = encode(unique)
+        else:
             return None
-        unique = list({id(f): f for f in batch.audio_features}.values())
-        features = {id(f): self.audio_encoder.to_llm(self.audio_encoder(f[None]))[0] for f in unique}
-        return torch.cat([features[id(f)] for f in batch.audio_features])
+        return self._in_batch_order(unique, encoded, batch.audio_features)
+
+    @staticmethod
+    def _in_batch_order(unique: list, encoded: list[torch.Tensor], items: list | None) -> torch.Tensor:
+        if not unique:
+            return encoded[0]  # zero rows from the sharded encoders' probe (see ModalityBridge.encode)
+        features = dict(zip(map(id, unique), encoded))
+        return torch.cat([features[id(item)] for item in items])
+
+    def _vision_probe(self) -> list[VisualInput]:
+        side = self.preset.vit.patch_size * self.preset.vit.merge
+        return [VisualInput(torch.zeros(self.preset.vit.in_channels, side, side))]
+
+    def _audio_probe(self) -> list[torch.Tensor]:
+        cfg = self.preset.audio_encoder
+        return [torch.zeros(1, cfg.splice * cfg.num_mel_bins)]
 
     @staticmethod
     def _scatter(emb, input_ids, pad_id, features, what):
@@ -263,7 +292,8 @@ class OmniModel(nn.Module):
         order = mask.transpose(0, 1).reshape(-1).nonzero().squeeze(-1)
         flat = emb.transpose(0, 1).reshape(-1, emb.shape[-1]).clone()
         flat[order] = features.to(flat.dtype)
-        return flat.view(emb.shape[1], emb.shape[0], -1).transpose(0, 1)
+        # contiguous: megatron's MoE router views its input flat, which a [S, B>1, H] transpose cannot give
+        return flat.view(emb.shape[1], emb.shape[0], -1).transpose(0, 1).contiguous()
 
     def _run_llm(self, batch: OmniBatch) -> torch.Tensor:
         """Through GPTModel: [B, S, vocab/TP] text logits on the last stage, hidden states elsewhere."""

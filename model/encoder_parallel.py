@@ -1,0 +1,91 @@
+"""Modality-decoupled parallelism, encoder side: FSDP2/HSDP sharding of the ViT and the audio encoder.
+
+REFERENCE.md section 7: the encoders share ranks with the LLM but are parallelised apart from it, with
+hybrid-sharded data parallel and full activation recomputation, whatever the LLM's TP/PP/EP layout.
+
+    mesh = encoder_mesh(EncoderParallelConfig(shard_size=8))     # (replicate, shard) over every rank
+    shard_encoders(model, mesh, EncoderParallelConfig(), ModalityBridge(tp_cp_group))  # in place, pre-optimizer
+
+- Each transformer block / FSMN layer is its own FSDP unit (parameters gathered just in time, freed after
+  use) and is recomputed in backward (composable `checkpoint`, which keeps parameter names unchanged, so
+  checkpoints and the curriculum's module groups still match). The projectors are units of their own: the
+  audio projector is called outside the encoder's `forward` (`to_llm`), so the root unit would not gather it.
+- The mesh is 2-D `(replicate, shard)`: parameters are sharded within a shard group and replicated across
+  groups (HSDP); `shard_size = world` is plain FSDP, `shard_size = 1` plain replication.
+- Gradients are *summed* over the mesh, not averaged: the trainer's loss is already normalised by the
+  global batch (components.training.megatron_step), as megatron DDP is told with `calculate_per_token_loss`.
+  Sum-only collectives are also what gloo supports: FSDP2's default reduce-scatter uses AVG (world > 1) or
+  PREMUL_SUM (a custom divide factor), and gloo rejects both ("Cannot use ReduceOp.PREMUL_SUM with Gloo"),
+  so `set_force_sum_reduction_for_comms(True)` makes the same code run on CPU (gloo) and GPUs (NCCL).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch.distributed as dist
+from torch import nn
+
+from model.modality_bridge import ModalityBridge
+
+
+@dataclass(frozen=True)
+class EncoderParallelConfig:
+    shard_size: int | None = None
+    """Ranks one parameter is sharded over (HSDP's inner dimension); None = all ranks (plain FSDP)."""
+    activation_checkpointing: bool = True
+    """Recompute every block's activations in backward (the report's "full activation recomputation")."""
+
+    def mesh_shape(self, world: int) -> tuple[int, int]:
+        """(replicate, shard) sizes at `world` ranks; ValueError when the shard size does not divide it."""
+        shard = world if self.shard_size is None else self.shard_size
+        if shard < 1 or world % shard:
+            raise ValueError(f"encoder shard_size {shard} does not divide the world size {world}: use a divisor "
+                             f"of {world} (or None for all ranks)")  # fmt: skip
+        return world // shard, shard
+
+
+def encoder_mesh(config: EncoderParallelConfig):
+    """The encoders' own 2-D device mesh over every rank, independent of megatron's groups."""
+    from torch.distributed.device_mesh import init_device_mesh
+
+    device = "cuda" if dist.get_backend() == "nccl" else "cpu"
+    return init_device_mesh(device, config.mesh_shape(dist.get_world_size()), mesh_dim_names=("replicate", "shard"))
+
+
+def _units(model) -> list[nn.Module]:
+    """The FSDP units inside the omni model's encoders, innermost first (fully_shard wants children first)."""
+    vit, audio = model.vit, model.audio_encoder
+    return [*vit.blocks, vit.projector, *audio.layers, audio.projector]
+
+
+def _recomputed(model) -> list[nn.Module]:
+    return [*model.vit.blocks, *model.audio_encoder.layers]
+
+
+def shard_encoders(model, mesh, config: EncoderParallelConfig, bridge: ModalityBridge) -> list[nn.Module]:
+    """Shard `model.vit` and `model.audio_encoder` in place over `mesh`; returns every FSDP unit.
+
+    From then on the model encodes through `bridge` (model.modality_bridge): its group is the ranks that
+    hold the same batch in the LLM's layout (tensor x context parallel; one rank at pure data parallel),
+    and every rank runs both encoders on every micro-batch, as FSDP's collectives need. Call after freezing
+    (frozen parameters are sharded too and simply get no gradient) and before any optimizer holds the
+    encoders' parameters (they become DTensors).
+    """
+    from torch.distributed._composable import checkpoint
+    from torch.distributed.fsdp import fully_shard
+
+    if config.activation_checkpointing:
+        for module in _recomputed(model):
+            checkpoint(module)
+    units = [fully_shard(module, mesh=mesh) for module in _units(model)]
+    units += [fully_shard(model.vit, mesh=mesh), fully_shard(model.audio_encoder, mesh=mesh)]
+    for unit in units:
+        unit.set_gradient_divide_factor(1.0)
+        unit.set_force_sum_reduction_for_comms(True)
+    model.encoder_bridge = bridge
+    return units
+
+
+def encoder_parameters(model) -> list[nn.Parameter]:
+    return [*model.vit.parameters(), *model.audio_encoder.parameters()]
