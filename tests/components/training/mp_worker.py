@@ -157,8 +157,8 @@ def main() -> None:
     if grads:
         holder = build_model(curriculum, stage, tokenizer)  # same layout: same parameter names and shards
         with torch.no_grad():
-            for name, param in holder.named_parameters():
-                param.copy_(grads[name].to(param.dtype))
+            for name, param in holder.named_parameters():  # a frozen module (the codec) has no gradient: zeros
+                param.copy_(grads[name].to(param.dtype)) if name in grads else param.zero_()
         record["replica_grad_diff"] = replica_grad_diff(holder, grads)
         layers = holder.llm.decoder.layers
         record["dense_layer_numbers"] = [dense.layer_number for layer in layers for dense in layer.dense_layers]
@@ -166,7 +166,7 @@ def main() -> None:
         audio_grads, audio_model = audio_step_grads(curriculum, stage, tokenizer, args.init)
         with torch.no_grad():
             for name, param in audio_model.named_parameters():
-                param.copy_(audio_grads[name].to(param.dtype))
+                param.copy_(audio_grads[name].to(param.dtype)) if name in audio_grads else param.zero_()
         save_as_checkpoint(Path(f"{args.result}.audio_grads"), audio_model, curriculum, tokenizer)
     torch.save(record, f"{args.result}.rank{torch.distributed.get_rank()}.pt")
 
