@@ -183,7 +183,10 @@ def run_all(
         build_tokenizer(WORK / "datasets" / "demo", tokenizer_path, vocab_size=1024)
         marker.write_text(info["version"])
     console.print(f"[bold]3/4 tokenizer[/bold]: {tokenizer_path}")
-    console.print("[bold]4/4 curriculum[/bold] (7 stages through kfp.local) -> evaluate -> gate -> promote")
+    from components.specs.curriculum import CurriculumSpec
+
+    stages = len(CurriculumSpec.load(DEFAULT_CURRICULUM).stages)
+    console.print(f"[bold]4/4 curriculum[/bold] ({stages} stages through kfp.local) -> evaluate -> gate -> promote")
     request = RetrainRequest(DEFAULT_CURRICULUM, DEFAULT_GATE, {"demo": WORK / "datasets" / "demo"}, tokenizer_path,
                              DEFAULT_TRACKING_URI, WORK / "pipeline", force, max_steps)  # fmt: skip
     outcome = run_retrain(request)
