@@ -77,14 +77,17 @@ def run_benchmark(dataset: Path, tokenizer_path: Path, curriculum_path: Path, pr
         raise ValueError(f"{tokenizer_path} has {tokenizer.get_vocab_size()} tokens, more than preset "
                          f"{preset_name}'s vocabulary ({preset.llm.vocab_size})")  # fmt: skip
     datasets = {name: Path(dataset) for name in {*text_stage.data.datasets, *mm_stage.data.datasets}}
-    text, _, _ = load_samples(datasets, text_stage, tokenizer, preset, curriculum.seed)
-    mm, mm_families, _ = load_samples(datasets, mm_stage, tokenizer, preset, curriculum.seed)
     model = OmniModel(preset, tok.special_id(tokenizer, tok.VISION_PAD), tok.special_id(tokenizer, tok.AUDIO_PAD))
+    # the model's (untrained) codec renders speech as codec tokens where the stage asks for them: the same
+    # sequence shapes as a trained one
+    text, _, _ = load_samples(datasets, text_stage, tokenizer, preset, curriculum.seed, codec=model.codec)
+    mm, mm_families, _ = load_samples(datasets, mm_stage, tokenizer, preset, curriculum.seed, codec=model.codec)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    every_loss = {"text": 1.0, "audio_text": 1.0, "vision": 1.0, "audio": 1.0}  # every sample's targets count
 
     def step(parts: list[RenderedSample]) -> float:
         started = time.perf_counter()
-        loss = weighted_loss(model(make_batch(parts)), {"text": 1.0})
+        loss = weighted_loss(model(make_batch(parts)), every_loss)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -35,6 +35,7 @@ class _QuestionAnswer(BaseModel):
     question: str
     answer: str
     choices: list[str] | None = None
+    type: str | None = None  # the kind of question (evaluation reports scores per type)
 
 
 class _TypedLabels(BaseModel):
@@ -128,8 +129,9 @@ def _row_labels(spec: ManifestSpec, columns: list[str] | None, row: ManifestRow)
 
 
 def _with_question(spec: ManifestSpec, row: ManifestRow, label_to_column: dict, labels: dict) -> dict:
-    """Flat question/answer/choices labels become one `qa` entry, the shape QA sidecars use."""
-    flat = {k: labels.pop(k) for k in ("question", "answer", "choices") if k in labels}
+    """Flat question/answer/choices/type labels become one `qa` entry, the shape QA sidecars use (`type`: the
+    question's kind, which evaluation breaks scores down by)."""
+    flat = {k: labels.pop(k) for k in ("question", "answer", "choices", "type") if k in labels}
     if not flat:
         return labels
     for needed in ("question", "answer"):
@@ -169,7 +171,7 @@ def _merge(spec: ManifestSpec, first: tuple[ManifestRow, dict], row: ManifestRow
             raise ManifestError(
                 f"{spec.path}: {row.where} names the same file as {first_row.where} with another '{label}' "
                 f"({labels.get(label)!r} vs {merged.get(label)!r}); rows of one file may differ only in "
-                "question/answer/choices"
+                "question/answer/choices/type"
             )
     if "qa" in labels:
         merged["qa"] = [*merged.get("qa", []), *labels["qa"]]
