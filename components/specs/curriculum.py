@@ -243,6 +243,14 @@ class StageSpec(_Strict):
         if self.global_batch_size % self.micro_batch_size:
             raise ValueError("global_batch_size must be a multiple of micro_batch_size")
         self._losses_producible()
+        idle = sorted(set(self.train) - self.used_modules())
+        if idle:
+            raise ValueError(
+                f"stage '{self.name}' trains {idle}, which neither its data.mixture "
+                f"({sorted(f for f, w in self.data.mixture.items() if w > 0)}) nor its loss_weights "
+                f"({sorted(self.loss_weights)}) reach: they would get no gradient and only be weight-decayed; "
+                "remove them from train or add data that uses them"
+            )
         world = res.world_size()
         if res.gpus_per_node or world > 1:  # a one-process CPU stage has no plan to check
             per_node = f"{res.gpus_per_node} GPUs" if res.gpus_per_node else f"{res.processes()} CPU processes"

@@ -66,13 +66,14 @@ VISION_PATH = ("vit", "vit_projector")
 
 def family_modules(family: str, speech_input: str = "encoder") -> tuple[str, ...]:
     speech = CODEC_PATH if speech_input == "codec" else AUDIO_PATH
+    modules: tuple[str, ...] = ()
     if family in SPEECH:
-        return speech
+        modules += speech
     if family in PICTURES:
-        return VISION_PATH + speech  # clips may carry a soundtrack
-    if family == SPEECH_RESPONSE:
-        return CODEC_PATH + ("audio_heads",)
-    return ()
+        modules += VISION_PATH + speech  # clips may carry a soundtrack
+    if family in SPEAKS:  # speech to predict: its codes go in through the embeddings and out through the heads
+        modules += ("audio_embeddings", "audio_heads") + (("codec",) if family == SPEECH_RESPONSE else ())
+    return tuple(dict.fromkeys(modules))
 
 
 # Modules whose weights come from outside the omni model's stages (none today: the codec has its own stage).

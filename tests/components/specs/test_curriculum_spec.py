@@ -116,6 +116,11 @@ def _broken(tmp_path, change) -> Path:
             lambda d: d["stages"][3].update(speech_input="encoder"),  # speech through the encoder's new projector
             "stage 'stage1-text-speech' feeds data through 'audio_encoder_projector', which no earlier stage",
         ),
+        (
+            lambda d: d["stages"][0].update(train=["llm", "vit"]),
+            "stage 'stage0-text' trains ['vit'], which neither its data.mixture (['text']) nor its loss_weights "
+            "(['text']) reach",
+        ),
     ],
     ids=[
         "unknown-module",
@@ -136,6 +141,7 @@ def _broken(tmp_path, change) -> Path:
         "unproducible-loss",
         "freezes-untrained-module",
         "uses-untrained-module",
+        "trains-unreached-module",
     ],
 )
 def test_wrong_curriculum_fails_with_file_field_and_fix(tmp_path, change, message):
