@@ -37,6 +37,7 @@ class LossSource:
 SPEECH = ("asr", "voice_qa", "speech_text", "spoken_instructions", "audio_sft")
 PICTURES = ("image_caption", "video_qa", "av_qa", "interleaved_image_text", "ocr_grounding_gui", "long_multimodal",
             "image_sft", "video_sft", "omni_sft")  # fmt: skip
+STILL_IMAGES = ("image_caption", "interleaved_image_text", "ocr_grounding_gui", "image_sft")  # never carry sound
 SPEECH_RESPONSE = "speech_response"  # components.training.speech_render
 SPEAKS = (SPEECH_RESPONSE, "speech_text", "audio_sft", "omni_sft")  # samples with speech to predict
 
@@ -70,7 +71,7 @@ def family_modules(family: str, speech_input: str = "encoder") -> tuple[str, ...
     if family in SPEECH:
         modules += speech
     if family in PICTURES:
-        modules += VISION_PATH + speech  # clips may carry a soundtrack
+        modules += VISION_PATH + (() if family in STILL_IMAGES else speech)  # clips may carry a soundtrack
     if family in SPEAKS:  # speech to predict: its codes go in through the embeddings and out through the heads
         modules += ("audio_embeddings", "audio_heads") + (("codec",) if family == SPEECH_RESPONSE else ())
     return tuple(dict.fromkeys(modules))
