@@ -49,22 +49,39 @@ def encoder_mesh(config: EncoderParallelConfig):
     """The encoders' own 2-D device mesh over every rank, independent of megatron's groups."""
     from torch.distributed.device_mesh import init_device_mesh
 
-    device = "cuda" if dist.get_backend() == "nccl" else "cpu"
-    return init_device_mesh(device, config.mesh_shape(dist.get_world_size()), mesh_dim_names=("replicate", "shard"))
+    return init_device_mesh(_device(), config.mesh_shape(dist.get_world_size()), mesh_dim_names=("replicate", "shard"))
 
 
-def _units(model) -> list[nn.Module]:
-    """The FSDP units inside the omni model's encoders, innermost first (fully_shard wants children first)."""
-    vit, audio = model.vit, model.audio_encoder
-    return [*vit.blocks, vit.projector, *audio.layers, audio.projector]
+def group_mesh(group: dist.ProcessGroup):
+    """A 1-D (plain FSDP) mesh over an existing process group's ranks, e.g. the ranks of one pipeline stage:
+    only those ranks call it, and no new process group is created."""
+    from torch.distributed.device_mesh import DeviceMesh
+
+    return DeviceMesh.from_group(group, _device(), mesh_dim_names=("shard",))
 
 
-def _recomputed(model) -> list[nn.Module]:
-    return [*model.vit.blocks, *model.audio_encoder.layers]
+def _device() -> str:
+    return "cuda" if dist.get_backend() == "nccl" else "cpu"
 
 
-def shard_encoders(model, mesh, config: EncoderParallelConfig, bridge: ModalityBridge) -> list[nn.Module]:
-    """Shard `model.vit` and `model.audio_encoder` in place over `mesh`; returns every FSDP unit.
+ENCODERS = ("vit", "audio_encoder")
+_BLOCKS = {"vit": "blocks", "audio_encoder": "layers"}  # each encoder's repeated units (FSDP + recomputation)
+
+
+def _units(model, names) -> list[nn.Module]:
+    """The FSDP units inside the named encoders, innermost first (fully_shard wants children first)."""
+    return [unit for n in names for unit in (*getattr(getattr(model, n), _BLOCKS[n]), getattr(model, n).projector)]
+
+
+def _recomputed(model, names) -> list[nn.Module]:
+    return [block for n in names for block in getattr(getattr(model, n), _BLOCKS[n])]
+
+
+def shard_encoders(model, mesh, config: EncoderParallelConfig, bridge: ModalityBridge,
+                   encoders: tuple[str, ...] = ENCODERS) -> list[nn.Module]:  # fmt: skip
+    """Shard the named encoders (default both: `model.vit`, `model.audio_encoder`) in place over `mesh`;
+    returns every FSDP unit. An encoder left out stays a plain (replicated) module, still called through
+    the bridge.
 
     From then on the model encodes through `bridge` (model.modality_bridge): its group is the ranks that
     hold the same batch in the LLM's layout (tensor x context parallel; one rank at pure data parallel),
@@ -75,11 +92,14 @@ def shard_encoders(model, mesh, config: EncoderParallelConfig, bridge: ModalityB
     from torch.distributed._composable import checkpoint
     from torch.distributed.fsdp import fully_shard
 
+    unknown = set(encoders) - set(ENCODERS)
+    if unknown:
+        raise ValueError(f"shard_encoders: unknown encoders {sorted(unknown)}; known: {list(ENCODERS)}")
     if config.activation_checkpointing:
-        for module in _recomputed(model):
+        for module in _recomputed(model, encoders):
             checkpoint(module)
-    units = [fully_shard(module, mesh=mesh) for module in _units(model)]
-    units += [fully_shard(model.vit, mesh=mesh), fully_shard(model.audio_encoder, mesh=mesh)]
+    units = [fully_shard(module, mesh=mesh) for module in _units(model, encoders)]
+    units += [fully_shard(getattr(model, name), mesh=mesh) for name in encoders]
     for unit in units:
         unit.set_gradient_divide_factor(1.0)
         unit.set_force_sum_reduction_for_comms(True)

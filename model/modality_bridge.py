@@ -33,10 +33,14 @@ import torch.distributed as dist
 
 
 class ModalityBridge:
-    def __init__(self, group: dist.ProcessGroup | None = None, num_chunks: int = 1):
+    def __init__(self, group: dist.ProcessGroup | None = None, num_chunks: int = 1,
+                 encoder_group: dist.ProcessGroup | None = None):  # fmt: skip
+        """`group`: the ranks that hold the same batch; `encoder_group`: every rank of the sharded encoders'
+        mesh (they agree on a number of encoder calls); None = the whole job (every rank runs the encoders)."""
         if num_chunks < 1:
             raise ValueError(f"ModalityBridge num_chunks must be >= 1, got {num_chunks}")
         self.group = group
+        self.encoder_group = encoder_group
         self.num_chunks = num_chunks
         self.size = dist.get_world_size(group) if dist.is_initialized() else 1
         self.rank = dist.get_rank(group) if dist.is_initialized() else 0
@@ -60,7 +64,8 @@ class ModalityBridge:
         """
         mine = items[self.owned_slice(len(items))]
         calls = len(mine) if calls_per_item else int(bool(mine))
-        most = _most_calls_of_any_rank(calls)  # before any encoder call: collectives in one order on every rank
+        # before any encoder call: collectives in one order on every rank
+        most = _most_calls_of_any_rank(calls, self.encoder_group)
         outputs = encoder(mine) if mine else []
         pads = [torch.cat(encoder(probe()))[:0] for _ in range(most - calls)]
         local = torch.cat([*outputs, *pads])
@@ -116,12 +121,12 @@ class ModalityBridge:
         return [int(c) for c in counts]
 
 
-def _most_calls_of_any_rank(calls: int) -> int:
-    """At least one call, and as many as the rank with the most (all ranks: the encoders' FSDP mesh)."""
-    if not dist.is_initialized() or dist.get_world_size() == 1:
+def _most_calls_of_any_rank(calls: int, group: dist.ProcessGroup | None) -> int:
+    """At least one call, and as many as the rank with the most of `group` (the encoders' FSDP mesh)."""
+    if not dist.is_initialized() or dist.get_world_size(group) == 1:
         return max(calls, 1)
     most = torch.tensor([max(calls, 1)])
-    dist.all_reduce(most, op=dist.ReduceOp.MAX)
+    dist.all_reduce(most, op=dist.ReduceOp.MAX, group=group)
     return int(most)
 
 

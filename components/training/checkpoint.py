@@ -48,7 +48,8 @@ def _fork_results_queue():
 
 def sharded_state_dict(model: nn.Module) -> dict:
     """The omni model's weights as sharded tensors: the LLM's own (TP/EP/PP-aware), the column-parallel audio
-    heads' own, and the replicated encoders and embeddings (present on the stage that holds them)."""
+    heads' own, and the encoders (whole tensors, also when FSDP-sharded) and embeddings as replicated ones
+    (present on the stage that holds them)."""
     from megatron.core import parallel_state
     from megatron.core.transformer.utils import ensure_metadata_has_dp_cp_group, make_sharded_tensors_for_checkpoint
 
@@ -61,12 +62,27 @@ def sharded_state_dict(model: nn.Module) -> dict:
             for index, part in enumerate(module):  # tensor-parallel layers describe their own sharding
                 state.update(part.sharded_state_dict(prefix=f"{name}.{index}.", metadata=metadata))
         else:
-            tensors = make_sharded_tensors_for_checkpoint(module.state_dict(keep_vars=True), f"{name}.", {}, ())
+            tensors = make_sharded_tensors_for_checkpoint(_whole(module.state_dict(keep_vars=True)), f"{name}.", {}, ())
             if name == "codec":  # held by every pipeline stage (each renders codes): one stage's copy is the main one
                 for tensor in tensors.values():
                     tensor.replica_id = (parallel_state.get_pipeline_model_parallel_rank(), *tensor.replica_id[1:])
             state.update(tensors)
     return state
+
+
+def _whole(state: dict) -> dict:
+    """FSDP-sharded (DTensor) entries gathered to whole tensors (a collective over the encoders' mesh): the
+    sharded encoders are saved like replicated ones, so any layout, one process and evaluation load them."""
+    return {k: v.full_tensor() if hasattr(v, "full_tensor") else v for k, v in state.items()}
+
+
+def _onto_sharded_parameters(model: nn.Module, state: dict) -> dict:
+    """Whole loaded tensors -> DTensors laid out like the model's FSDP-sharded parameters (the encoders)."""
+    from torch.distributed.tensor import distribute_tensor
+
+    current = model.state_dict(keep_vars=True)
+    return {k: distribute_tensor(v, current[k].device_mesh, current[k].placements)
+            if hasattr(current.get(k), "device_mesh") else v for k, v in state.items()}  # fmt: skip
 
 
 def save_checkpoint(out: Path, model: nn.Module, train_state: dict, meta: dict,
@@ -122,7 +138,7 @@ def load_weights(path: Path, model: nn.Module, expected_preset: str) -> dict:
     if meta.get("preset") != expected_preset:
         raise ValueError(f"{folder} was trained with preset '{meta.get('preset')}', this run uses "
                          f"'{expected_preset}': initialise from a checkpoint of the same preset")  # fmt: skip
-    state = dist_checkpointing.load(sharded_state_dict(model), str(folder / "weights"))
+    state = _onto_sharded_parameters(model, dist_checkpointing.load(sharded_state_dict(model), str(folder / "weights")))
     missing, unexpected = model.load_state_dict(state, strict=False)
     real_missing = [k for k in missing if not k.endswith("._extra_state")]
     if real_missing or unexpected:

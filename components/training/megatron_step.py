@@ -1,9 +1,11 @@
 """One optimizer step of a stage on Megatron-Core's machinery, at any data-parallel size.
 
-- The whole omni model (LLM and encoders) is wrapped in megatron's `DistributedDataParallel`: its
-  gradient buffer holds only trainable parameters (frozen modules get no buffer and stay frozen), and
-  `finalize_model_grads` all-reduces it over the data-parallel group. Encoders are plain torch modules;
-  megatron DDP treats their parameters like any dense parameter, which is exact for replicated encoders.
+- The omni model is wrapped in megatron's `DistributedDataParallel`: its gradient buffer holds only
+  trainable parameters (frozen modules get no buffer and stay frozen), and `finalize_model_grads`
+  all-reduces it over the data-parallel group. Trained encoders are not in it when `run_stage` shards them
+  (components.training.encoder_sharding: FSDP2, their own AdamW, clipped jointly with the LLM: pass
+  `encoders` to `train_step`); without that (`encoders=None`) megatron DDP treats their parameters like any
+  dense parameter, which is exact for replicated encoders.
 - `get_megatron_optimizer(OptimizerConfig(...))` (Adam with decoupled weight decay; megatron exempts
   biases and norm weights from weight decay) and `OptimizerParamScheduler` (warmup from lr/warmup_steps,
   then constant / linear / cosine to `min_lr` over the stage's steps).
@@ -28,6 +30,7 @@ from functools import partial
 import torch
 
 from components.specs.curriculum import StageSpec
+from components.training.encoder_sharding import ShardedEncoders
 from components.training.losses import IMPLEMENTED_LOSSES
 from model.omni import OmniBatch, OmniModel, loss_counts, loss_names, mean_losses
 
@@ -82,15 +85,19 @@ def wrap_model(model: OmniModel):
     return ddp
 
 
-def build_optimizer(ddp, stage: StageSpec, steps: int):
-    """(megatron optimizer, OptimizerParamScheduler) for the stage's optimizer and schedule blocks."""
+def build_optimizer(ddp, stage: StageSpec, steps: int, clip_grad: float | None = None):
+    """(megatron optimizer, OptimizerParamScheduler) for the stage's optimizer and schedule blocks.
+
+    `clip_grad` overrides the stage's `optimizer.grad_clip` (0: megatron does not clip, because `train_step`
+    clips the LLM's gradients together with the sharded encoders')."""
     from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
     from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
 
     opt, schedule = stage.optimizer, stage.schedule
     config = OptimizerConfig(
         optimizer="adam", lr=opt.lr, min_lr=schedule.min_lr, weight_decay=opt.weight_decay,
-        adam_beta1=opt.betas[0], adam_beta2=opt.betas[1], clip_grad=opt.grad_clip,
+        adam_beta1=opt.betas[0], adam_beta2=opt.betas[1],
+        clip_grad=opt.grad_clip if clip_grad is None else clip_grad,
         use_distributed_optimizer=distributed_optimizer_supported(),
     )  # fmt: skip
     optimizer = get_megatron_optimizer(config, [ddp])
@@ -135,8 +142,13 @@ def from_last_stage(values: torch.Tensor) -> torch.Tensor:
 
 
 def train_step(ddp, optimizer, scheduler, microbatches: list[OmniBatch], weights: dict[str, float],
-               inspect_grads: Callable[[dict[str, torch.Tensor]], None] | None = None) -> StepOutput:  # fmt: skip
+               inspect_grads: Callable[[dict[str, torch.Tensor]], None] | None = None,
+               encoders: ShardedEncoders | None = None) -> StepOutput:  # fmt: skip
     """Forward/backward over this rank's micro-batches, reduce gradients over DP, step optimizer and LR.
+
+    `encoders`: FSDP-sharded encoders outside megatron's DDP (build the optimizer with `clip_grad=0`):
+    FSDP reduces their gradients in backward; they are clipped jointly with the LLM's and stepped at the
+    LR megatron's scheduler gives this step.
 
     Micro-batches must share one shape when pipeline stages exchange activations (megatron sends fixed
     [S(/TP), micro, hidden] tensors); `token_losses` is filled on the last pipeline stage only."""
@@ -165,14 +177,23 @@ def train_step(ddp, optimizer, scheduler, microbatches: list[OmniBatch], weights
 
     ddp.zero_grad_buffer()
     optimizer.zero_grad()
+    if encoders is not None:
+        encoders.zero_grad()
     reported = get_forward_backward_func()(
         forward_step_func=forward_step, data_iterator=iter(microbatches), model=[ddp],
         num_microbatches=len(microbatches), seq_length=microbatches[0].input_ids.shape[1],
         micro_batch_size=microbatches[0].input_ids.shape[0], forward_only=False,
     )  # fmt: skip
     if inspect_grads is not None:
-        inspect_grads({n: p.main_grad.detach().clone() for n, p in ddp.module.named_parameters() if p.requires_grad})
-    _, grad_norm, _ = optimizer.step()
+        grads = {n: p.main_grad.detach().clone() for n, p in ddp.module.named_parameters() if hasattr(p, "main_grad")}
+        inspect_grads({**grads, **(encoders.full_grads() if encoders is not None else {})})
+    if encoders is not None:
+        lr = optimizer.param_groups[0]["lr"]  # this step's LR (the scheduler moves it after the step)
+        grad_norm = encoders.clip_jointly(optimizer)
+        optimizer.step()
+        encoders.step(lr)
+    else:
+        _, grad_norm, _ = optimizer.step()
     scheduler.step(increment=1)
     local_sums = torch.tensor([float(sum(r.get(n, 0.0) for r in reported)) for n in names])
     sums = from_last_stage(all_reduce_sum(local_sums))

@@ -16,8 +16,11 @@ and schedule with a globally normalised loss (components.training.megatron_step)
 gradients as one process on the same global batch. A token budget becomes
 `budget.tokens // (global_batch_size * seq_length)` steps. The stage's `parallel` block sets tensor
 (with sequence parallel), expert and pipeline parallelism (model.omni.OmniModel); data parallel is what
-the world size leaves. Context parallel is refused at start (not built); so is a world size the plan does
-not divide. Micro-batches are padded to the stage's sequence length (fixed shapes between pipeline
+the world size leaves. Trained encoders are not part of megatron's DDP: they are FSDP2-sharded over the
+ranks of the first pipeline stage, whatever the LLM's layout, and reach the LLM through a ModalityBridge
+(modality-decoupled parallelism, components.training.encoder_sharding). Context parallel is refused at
+start (not built); so is a world size the plan does not divide.
+Micro-batches are padded to the stage's sequence length (fixed shapes between pipeline
 stages). Metrics are all-reduced, so `on_step` sees global values; call it (tracking) on rank 0 only.
 
 A corrupt sample or shard is skipped and counted (`data/skipped_corrupt`, `data/missing_shards`), never a
@@ -32,6 +35,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -52,6 +56,7 @@ from components.training.checkpoint import (
 from components.training.checkpoint_layout import CHECKPOINT_DIR
 from components.training.checkpoint_store import local_checkpoint, publish_from_rank0, restore_for_resume
 from components.training.data_parallel import launch_world, plan_data_parallel, total_steps
+from components.training.encoder_sharding import ShardedEncoders
 from components.training.megatron_step import (
     all_reduce_sum,
     build_optimizer,
@@ -299,8 +304,13 @@ def run_stage(run: StageRun) -> StageResult:
     if run.init_from is not None and not resuming:  # a retried task resumes only once it has saved
         load_weights(local_checkpoint(run.init_from), model, curriculum.preset)
     trainable = apply_freezing(model, stage)
-    ddp = wrap_model(model)
-    optimizer, scheduler = build_optimizer(ddp, stage, stage_steps)
+    # Trained encoders: FSDP2 over their own mesh, outside megatron (components.training.encoder_sharding).
+    encoders = ShardedEncoders.build(model, stage)
+    with encoders.hidden_from_megatron() if encoders is not None else nullcontext():
+        ddp = wrap_model(model)
+        # with sharded encoders the clipping is joint (train_step), so megatron's own is off
+        clip = 0.0 if encoders is not None else None
+        optimizer, scheduler = build_optimizer(ddp, stage, stage_steps, clip_grad=clip)
     # Router load counts are summed over tensor x data x context parallel (the ranks that route disjoint
     # tokens through the same layers: sequence slices and data slices), so every rank moves its biases
     # identically and the biases follow the global batch's load.
@@ -319,6 +329,8 @@ def run_stage(run: StageRun) -> StageResult:
         load_weights(run.out, model, curriculum.preset)
         state = load_train_state(run.out)
         load_optimizer(run.out, model, optimizer)
+        if encoders is not None:
+            encoders.load_state_dict(state.get("encoder_optimizer"), str(checkpoint_dir(run.out)))
         scheduler.load_state_dict(state["scheduler"])
         sampler.load_state_dict(state["sampler"])
         packer.load_state_dict(state["packer"])
@@ -360,7 +372,7 @@ def run_stage(run: StageRun) -> StageResult:
         started = time.perf_counter()
         batches = [make_microbatch(rows, width=stage.seq_length) for rows in mine]
         out = train_step(ddp, optimizer, scheduler, batches, stage.loss_weights,
-                         partial(run.inspect_grads, step + 1) if run.inspect_grads else None)  # fmt: skip
+                         partial(run.inspect_grads, step + 1) if run.inspect_grads else None, encoders)  # fmt: skip
         ffn_experts = controller.step()
         step, sequences = step + 1, sequences + plan.global_batch
         family_sums = torch.zeros(len(families), 2, dtype=torch.float64)  # token losses live on the last stage
@@ -381,6 +393,7 @@ def run_stage(run: StageRun) -> StageResult:
             run.on_step(step, metrics)
         if step % run.checkpoint_every == 0 or step == last_steps:
             train_state = {"scheduler": scheduler.state_dict(),
+                           "encoder_optimizer": encoders.state_dict() if encoders is not None else {},
                            "sampler": sampler.state_dict(), "packer": packer.state_dict(),
                            "rng": torch.get_rng_state(), "megatron_rng": get_cuda_rng_tracker().get_states(),
                            "step": step, "bias_controller": controller.state_dict(),
