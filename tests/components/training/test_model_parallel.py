@@ -1,4 +1,9 @@
-"""Tensor (+ sequence), expert and pipeline parallel stage training (2 gloo processes) against one process.
+"""Data, tensor (+ sequence), expert and pipeline parallel stage training (2 gloo processes) against one process.
+
+In every layout (and in the one-process reference) run_stage trains the ViT and the audio encoder FSDP2-
+sharded over the first pipeline stage's ranks, outside megatron's DDP, with their features passed through
+the ModalityBridge (split between tensor-parallel ranks); so the comparison covers every encoder and
+projector gradient, the joint gradient norm, and (resume tests) the encoders' AdamW state after DP=2 -> 1.
 
 The worker (mp_worker.py) runs `run_stage` on the tiny curriculum's multimodal sft mixture with every module
 trainable, global batch 2, micro batch 1, from one initial checkpoint written by the one-process reference
@@ -26,7 +31,8 @@ from tests.conftest import REPO_ROOT
 
 WORKER = REPO_ROOT / "tests" / "components" / "training" / "mp_worker.py"
 GRAD_RTOL, LOSS_ATOL = 5e-5, 1e-5
-LAYOUTS = {"tp2-sp": ["--tp", "2"], "ep2": ["--ep", "2"], "pp2": ["--pp", "2"]}
+LAYOUTS = {"dp2": [], "tp2-sp": ["--tp", "2"], "ep2": ["--ep", "2"], "pp2": ["--pp", "2"]}
+DATA_PARALLEL_2 = ("dp2", "ep2")  # each rank its half of every global batch
 # Parameters the stage cannot give a gradient: the audio encoder's CTC head serves its own ASR loss.
 NO_GRADIENT = ("audio_encoder.ctc_head.", "codec.")  # trained by their own stages (ctc, codec)
 
@@ -83,7 +89,7 @@ def test_layout_matches_one_process(layout, parallel_run, reference, tiny_datase
         assert rank["order"] == one["order"]  # the same global batches
         assert rank["losses"] == pytest.approx(one["losses"], abs=LOSS_ATOL)
         assert rank["replica_grad_diff"] <= 1e-7  # replicated gradients agree across tensor/data ranks
-    if layout == "ep2":  # data parallel 2: each rank its half of every global batch
+    if layout in DATA_PARALLEL_2:
         for step in range(2):
             assert ranks[0]["local_order"][step] + ranks[1]["local_order"][step] == one["order"][step]
     else:  # tensor and pipeline ranks of one replica train on the same sequences
@@ -101,8 +107,9 @@ def test_layout_matches_one_process(layout, parallel_run, reference, tiny_datase
     text_only = [n for n in grads if not n.startswith(NO_GRADIENT) and grads[n].abs().max() == 0]
     assert all(n.startswith(("audio_embeddings.", "audio_heads.")) for n in text_only), text_only
     audio = reference["audio_grads"]
-    for part in ("router", "experts", "layernorm", "word_embeddings", "output_layer", "vit.", "audio_encoder.",
-                 "audio_embeddings.", "audio_heads."):  # fmt: skip
+    for part in ("router", "experts", "layernorm", "word_embeddings", "output_layer", "vit.blocks.",
+                 "vit.projector.", "audio_encoder.layers.", "audio_encoder.projector.", "audio_embeddings.",
+                 "audio_heads."):  # fmt: skip
         kind = audio if part.startswith("audio_") and "encoder" not in part else reference["grads"]
         assert any(part in n and kind[n].abs().max() > 0 for n in kind), f"no trained {part} gradient"
     # router biases: equal on every rank that holds the layer, and equal to one process's
@@ -120,9 +127,10 @@ def test_layout_matches_one_process(layout, parallel_run, reference, tiny_datase
 
 
 @pytest.mark.slow
-def test_saved_at_tensor_parallel_2_resumes_at_1_on_the_next_sample(parallel_run, reference, tiny_dataset,
-                                                                      tmp_path):  # fmt: skip
-    ranks, tmp = parallel_run("tp2-sp")
+@pytest.mark.parametrize("layout", ["tp2-sp", "dp2"])
+def test_saved_at_2_processes_resumes_at_1_on_the_next_sample(layout, parallel_run, reference, tiny_dataset,
+                                                               tmp_path):  # fmt: skip
+    ranks, tmp = parallel_run(layout)
     resumed = run_worker(WORKER, 1, tmp_path / "resumed", "--dataset", tiny_dataset, "--out", tmp / "out",
                          "--init", reference["init"], "--steps", 4, "--resume")[0]  # fmt: skip
     one = reference["first"], reference["resumed"]
@@ -130,5 +138,6 @@ def test_saved_at_tensor_parallel_2_resumes_at_1_on_the_next_sample(parallel_run
     assert ranks[0]["order"] + resumed["order"] == one[0]["order"] + one[1]["order"]  # none lost, none repeated
     trained = collections.Counter(key for keys in ranks[0]["local_order"] + resumed["local_order"] for key in keys)
     assert trained == collections.Counter(key for run in one for keys in run["order"] for key in keys)
-    # weights, Adam moments and router biases resharded from TP=2: the same losses as one process all along
+    # weights, Adam moments (megatron's and the sharded encoders' AdamW) and router biases resharded from
+    # TP=2 / DP=2: the same losses as one process all along
     assert resumed["losses"] == pytest.approx(one[1]["losses"], abs=LOSS_ATOL)
