@@ -41,6 +41,11 @@ ENCODER_OF = {"vit": "vit", "vit_projector": "vit", "audio_encoder": "audio_enco
               "audio_encoder_projector": "audio_encoder"}  # fmt: skip
 
 
+def trains_beyond_encoders(stage: StageSpec) -> bool:
+    """Whether megatron's optimizer holds anything: the stage trains a module other than the encoders."""
+    return bool(set(stage.train) - set(ENCODER_OF))
+
+
 @dataclass
 class ShardedEncoders:
     """The trained encoders of one rank (none on later pipeline stages), their optimizer and clipping."""

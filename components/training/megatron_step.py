@@ -188,7 +188,9 @@ def train_step(ddp, optimizer, scheduler, microbatches: list[OmniBatch], weights
         grads = {n: p.main_grad.detach().clone() for n, p in ddp.module.named_parameters() if hasattr(p, "main_grad")}
         inspect_grads({**grads, **(encoders.full_grads() if encoders is not None else {})})
     if encoders is not None:
-        lr = optimizer.param_groups[0]["lr"]  # this step's LR (the scheduler moves it after the step)
+        # this step's LR as megatron's groups have it (the scheduler moves it after the step); asked of the
+        # scheduler, since a stage may train encoders only (megatron's optimizer then holds no parameters)
+        lr = scheduler.get_lr({})
         grad_norm = encoders.clip_jointly(optimizer)
         optimizer.step()
         encoders.step(lr)

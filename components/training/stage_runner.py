@@ -56,7 +56,7 @@ from components.training.checkpoint import (
 from components.training.checkpoint_layout import CHECKPOINT_DIR
 from components.training.checkpoint_store import local_checkpoint, publish_from_rank0, restore_for_resume
 from components.training.data_parallel import launch_world, plan_data_parallel, total_steps
-from components.training.encoder_sharding import ShardedEncoders
+from components.training.encoder_sharding import ShardedEncoders, trains_beyond_encoders
 from components.training.megatron_step import (
     all_reduce_sum,
     build_optimizer,
@@ -311,6 +311,8 @@ def run_stage(run: StageRun) -> StageResult:
         # with sharded encoders the clipping is joint (train_step), so megatron's own is off
         clip = 0.0 if encoders is not None else None
         optimizer, scheduler = build_optimizer(ddp, stage, stage_steps, clip_grad=clip)
+    # A stage that trains encoders only (the CTC stage) leaves megatron's optimizer empty: no state to keep.
+    megatron_state = optimizer if trains_beyond_encoders(stage) else None
     # Router load counts are summed over tensor x data x context parallel (the ranks that route disjoint
     # tokens through the same layers: sequence slices and data slices), so every rank moves its biases
     # identically and the biases follow the global batch's load.
@@ -328,7 +330,8 @@ def run_stage(run: StageRun) -> StageResult:
     if resuming:
         load_weights(run.out, model, curriculum.preset)
         state = load_train_state(run.out)
-        load_optimizer(run.out, model, optimizer)
+        if megatron_state is not None:
+            load_optimizer(run.out, model, optimizer)
         if encoders is not None:
             encoders.load_state_dict(state.get("encoder_optimizer"), str(checkpoint_dir(run.out)))
         scheduler.load_state_dict(state["scheduler"])
@@ -380,7 +383,7 @@ def run_stage(run: StageRun) -> StageResult:
             family_sums += _family_sums(rows, losses, families)
         per_family = from_last_stage(all_reduce_sum(family_sums))
         metrics = {"loss": out.losses["loss"], **{f"loss/{k}": v for k, v in out.losses.items() if k != "loss"},
-                   "lr": optimizer.param_groups[0]["lr"], "grad_norm": out.grad_norm,
+                   "lr": scheduler.get_lr({}), "grad_norm": out.grad_norm,
                    "packing_efficiency": used / capacity, "ffn_experts_per_token": ffn_experts, "tokens": used,
                    "tokens_per_s": used_now / (time.perf_counter() - started), "sequences": sequences,
                    **{f"data/{k}": v for k, v in problems.items()},
@@ -404,7 +407,7 @@ def run_stage(run: StageRun) -> StageResult:
                     "seq_length": stage.seq_length}, "curriculum": curriculum.name, "stage": stage.name,
                     "step": step, "global_sequences": sequences, "data_parallel": plan.dp}  # fmt: skip
             saved = save_checkpoint(run.out, model, train_state, meta, files={"tokenizer.json": run.tokenizer},
-                                    optimizer=optimizer)  # fmt: skip
+                                    optimizer=megatron_state)  # fmt: skip
             if run.checkpoint_uri:
                 publish_from_rank0(saved, run.checkpoint_uri)
     return StageResult(stage.name, step, history[-1]["loss"] if history else float("nan"), checkpoint_dir(run.out),
