@@ -160,5 +160,7 @@ class ShardedEncoders:
             raise ValueError(f"{where} holds no encoder optimizer state for trained encoders {list(self.names)} "
                              "(saved by a stage that did not train them, or by an older version): resume is not "
                              "possible; initialise from it instead (init_from)")  # fmt: skip
-        options = StateDictOptions(full_state_dict=True)
+        # not strict: a trained encoder's parameter that no loss reaches (the audio encoder's CTC head outside
+        # the CTC stage) never got a gradient, so AdamW never made state for it, before the save as after
+        options = StateDictOptions(full_state_dict=True, strict=False)
         set_optimizer_state_dict(self._encoders(), self.optimizer, state, options=options)
