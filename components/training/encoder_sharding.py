@@ -124,7 +124,9 @@ class ShardedEncoders:
         total = math.sqrt(llm_norm**2 + float(encoder_sq))
         coeff = self.clip_grad / (total + 1.0e-6)
         if self.clip_grad > 0 and coeff < 1.0:
-            for param in megatron_optimizer.get_parameters():
+            # a ChainedOptimizer (dense + expert-parallel parameters) answers get_parameters() per part only
+            parts = getattr(megatron_optimizer, "chained_optimizers", [megatron_optimizer])
+            for param in (p for part in parts for p in part.get_parameters()):
                 if param.grad is not None:
                     param.grad.mul_(coeff)  # aliases main_grad: the step's prepare_grads keeps it scaled
             for grad in grads:

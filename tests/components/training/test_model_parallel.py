@@ -131,6 +131,13 @@ def test_layout_matches_one_process(layout, parallel_run, reference, tiny_datase
 def test_saved_at_2_processes_resumes_at_1_on_the_next_sample(layout, parallel_run, reference, tiny_dataset,
                                                                tmp_path):  # fmt: skip
     ranks, tmp = parallel_run(layout)
+    if layout == "dp2":  # evaluation's loader reads the checkpoint written with FSDP-sharded encoders as is
+        from components.evaluation.scoring import load_checkpoint_model
+
+        saved = dict(load_checkpoint_model(tmp / "out").model.named_parameters())
+        init = _full_gradients(reference["init"], tiny_dataset)  # (the initial weights, loaded the same way)
+        for prefix in ("vit.blocks.", "vit.projector.", "audio_encoder.layers.", "audio_encoder.projector."):
+            assert any(n.startswith(prefix) and not torch.equal(p, init[n]) for n, p in saved.items()), prefix
     resumed = run_worker(WORKER, 1, tmp_path / "resumed", "--dataset", tiny_dataset, "--out", tmp / "out",
                          "--init", reference["init"], "--steps", 4, "--resume")[0]  # fmt: skip
     one = reference["first"], reference["resumed"]
