@@ -31,6 +31,9 @@ from tests.conftest import REPO_ROOT
 
 WORKER = REPO_ROOT / "tests" / "components" / "training" / "mp_worker.py"
 GRAD_RTOL, LOSS_ATOL = 5e-5, 1e-5
+# Encoder weights after 4 steps, resumed vs uninterrupted (measured below); a resume without the encoders'
+# AdamW state restarts their moments: measured 1e-1 (vit.patch_embed), vs 0 (bitwise equal) when restored.
+WEIGHT_RTOL = 1e-5
 LAYOUTS = {"dp2": [], "tp2-sp": ["--tp", "2"], "ep2": ["--ep", "2"], "pp2": ["--pp", "2"]}
 DATA_PARALLEL_2 = ("dp2", "ep2")  # each rank its half of every global batch
 # Parameters the stage cannot give a gradient: the audio encoder's CTC head serves its own ASR loss.
@@ -150,3 +153,11 @@ def test_saved_at_2_processes_resumes_at_1_on_the_next_sample(layout, parallel_r
     # weights, Adam moments (megatron's and the sharded encoders' AdamW) and router biases resharded from
     # TP=2 / DP=2: the same losses as one process all along
     assert resumed["losses"] == pytest.approx(one[1]["losses"], abs=LOSS_ATOL)
+    if layout == "dp2":  # and the same encoder weights as 4 uninterrupted steps: their AdamW state came back
+        straight = tmp_path / "straight"
+        run_worker(WORKER, 1, straight, "--dataset", tiny_dataset, "--out", straight, "--init", reference["init"],
+                   "--steps", 4)  # fmt: skip
+        got, want = _full_gradients(tmp / "out", tiny_dataset), _full_gradients(straight, tiny_dataset)
+        encoders = {n: w for n, w in want.items() if n.startswith(("vit.", "audio_encoder."))}
+        worst, name = _worst_relative_diff(got, encoders)
+        assert worst < WEIGHT_RTOL, f"{name} differs by {worst:.2e} of its largest weight"
