@@ -8,7 +8,7 @@ hold the same batch (tensor parallel) and their features reach the LLM through a
 model.modality_bridge.ModalityBridge, which sends the gradients back. Always on, at every world size: one
 process takes the same path on a mesh of one rank, so parameters split between the two optimizers the same
 way at every size (a stage saved at DP=2 resumes at DP=1). A frozen encoder is neither sharded nor
-optimised: it stays a plain module (still encoded through the bridge).
+optimised: it stays a plain module (called through the bridge when the other encoder is sharded).
 
 Sharded parameters are DTensors, which megatron's DDP and optimizer cannot hold, so they are hidden from
 both (`hidden_from_megatron`: megatron skips frozen parameters) and trained here by `torch.optim.AdamW`
