@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.components.training.mp_worker import build_model, stage_curriculum
+from components.training.parallel_compare import build_stage_model, load_gradients, worst_relative_diff
+from tests.components.training.mp_worker import stage_curriculum
 from tests.components.training.torchrun import run_worker
 from tests.conftest import REPO_ROOT
 
@@ -33,16 +34,9 @@ NO_GRADIENT = ("audio_encoder.ctc_head.", "codec.")  # trained by their own stag
 
 def _full_gradients(folder: Path, dataset: Path) -> dict[str, torch.Tensor]:
     """A gradient checkpoint loaded into a one-process model: full gradients by parameter name."""
-    from components.training.checkpoint import load_weights
-
     curriculum, stage = stage_curriculum(argparse.Namespace(tp=1, pp=1, ep=1, seq_length=512))
-    model = build_model(curriculum, stage, dataset / "tokenizer.json")
-    load_weights(folder, model, curriculum.preset)
-    return {name: param.detach().clone() for name, param in model.named_parameters()}
-
-
-def _worst_relative_diff(got: dict, want: dict) -> tuple[float, str]:
-    return max((float((got[n] - want[n]).abs().max() / want[n].abs().max().clamp(min=1e-12)), n) for n in want)
+    model = build_stage_model(curriculum, stage, dataset / "tokenizer.json")
+    return load_gradients(folder, model, curriculum.preset)
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +89,7 @@ def test_layout_matches_one_process(layout, parallel_run, reference, tiny_datase
         got = _full_gradients(Path(f"{tmp / 'res'}.{kind}"), tiny_dataset)
         assert set(got) == set(want)
         trained = [n for n in want if not n.startswith(NO_GRADIENT) and want[n].abs().max() > 0]
-        worst, name = _worst_relative_diff(got, {n: want[n] for n in trained})
+        worst, name = worst_relative_diff(got, {n: want[n] for n in trained})
         assert worst < GRAD_RTOL, f"{kind}: {name} differs by {worst:.2e} of its largest gradient"
     grads = reference["grads"]
     text_only = [n for n in grads if not n.startswith(NO_GRADIENT) and grads[n].abs().max() == 0]
