@@ -2,7 +2,8 @@
 
 Runs `run_stage` on one stage of a curriculum, reduced by components.training.parallel_compare.layout_stage
 (every module but the codec trainable, the given tensor/expert/pipeline sizes; data parallel is what the
-world size leaves), for a few steps, and writes RESULT.rankN.pt: per-step losses and tokens/s, the global
+world size leaves), for a few steps, and writes RESULT.rankN.pt: per-step losses, tokens/s, step seconds and
+FFN experts per token (ScMoE's zero-computation experts make compute depend on routing), the global
 batches' sample keys, the packing efficiency and how run_stage parallelised the encoders. With `--grads`
 the step-1 gradients go to RESULT.grads/ (a checkpoint whose weights are gradients, see parallel_compare);
 with `--save-init DIR` (one process) the freshly built model is first written to DIR, and `--init DIR`
@@ -65,8 +66,11 @@ def main() -> None:
                    inspect_grads=keep_first_grads if args.grads else None)  # fmt: skip
     result = run_stage(run)
     history = result.history
+    tokens = [h["tokens"] - (history[i - 1]["tokens"] if i else 0) for i, h in enumerate(history)]  # per step
     record = {"losses": [h["loss"] for h in history], "tokens_per_s": [h["tokens_per_s"] for h in history],
-              "order": result.data_order,
+              "step_s": [n / h["tokens_per_s"] for n, h in zip(tokens, history)],
+              "positions_per_step": stage.global_batch_size * stage.seq_length,
+              "ffn_experts_per_token": [h["ffn_experts_per_token"] for h in history], "order": result.data_order,
               "packing_efficiency": result.packing_efficiency, "encoder_parallel": result.encoder_parallel,
               "world": torch.distributed.get_world_size()}  # fmt: skip
     if args.grads:

@@ -97,7 +97,7 @@ def bench_parallel(
     curriculum: Annotated[Path, typer.Option(help="Curriculum holding --stage.")] = DEFAULT_CURRICULUM,
     stage: Annotated[str, typer.Option(help="Multimodal stage to train (images, video, speech).")] = "sft",
     preset: Annotated[str, typer.Option(help="Model preset: tiny or small.")] = "tiny",
-    steps: Annotated[int, typer.Option(min=1, help="Steps per run (tokens/s: median after the first).")] = 3,
+    steps: Annotated[int, typer.Option(min=1, help="Steps per run (tokens/s: median after the first).")] = 5,
     seq_length: Annotated[int, typer.Option(min=64, help="Tokens per packed sequence.")] = 512,
     layouts: Annotated[str, typer.Option(help="Comma-separated 2-process layouts: dp2,tp2-sp,ep2,pp2.")] = (
         "dp2,tp2-sp,ep2,pp2"

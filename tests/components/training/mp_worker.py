@@ -114,7 +114,8 @@ def main() -> None:
     result = run_stage(run)
     record = {"losses": [h["loss"] for h in result.history], "history": result.history, "order": result.data_order,
               "local_order": result.local_order, "biases": result.router_biases, "sequences": result.global_sequences,
-              "steps": result.steps}  # fmt: skip
+              "steps": result.steps, "tokens_per_s": [h["tokens_per_s"] for h in result.history],
+              "encoder_parallel": result.encoder_parallel}  # fmt: skip
     if grads:
         holder = build_stage_model(curriculum, stage, tokenizer)  # same layout: same parameter names and shards
         record["replica_grad_diff"] = replica_grad_diff(holder, grads)

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from components.bench import parallel_scaling as bench
 from components.training.parallel_compare import build_stage_model, load_gradients, worst_relative_diff
 from tests.components.training.mp_worker import stage_curriculum
 from tests.components.training.torchrun import run_worker
@@ -126,3 +127,24 @@ def test_saved_at_tensor_parallel_2_resumes_at_1_on_the_next_sample(parallel_run
     assert trained == collections.Counter(key for run in one for keys in run["order"] for key in keys)
     # weights, Adam moments and router biases resharded from TP=2: the same losses as one process all along
     assert resumed["losses"] == pytest.approx(one[1]["losses"], abs=LOSS_ATOL)
+
+
+@pytest.mark.slow
+def test_bench_parallel_summary_of_a_layout(parallel_run, reference, tiny_dataset):
+    """`omnistage bench parallel`'s row and JSON document, built from this module's TP2 run (no extra launch)."""
+    ranks, tmp = parallel_run("tp2-sp")
+    got = _full_gradients(Path(f"{tmp / 'res'}.grads"), tiny_dataset)
+    row = bench.summarise_layout(reference["first"], ranks, worst_relative_diff(got, reference["grads"]))
+    assert set(row) == set(bench.LAYOUT_KEYS)
+    assert 0 < row["max_rel_grad_diff"] < GRAD_RTOL and row["worst_parameter"] in got  # TP reorders sums
+    assert 0 <= row["loss_diff"] < LOSS_ATOL
+    assert row["tokens_per_s"] > 0 and row["throughput_vs_1proc"] > 0
+    assert row["encoder_parallel"] in ("replicated", "fsdp2")  # what run_stage reported, not a constant
+    settings = bench.BenchSettings(tiny_dataset, tiny_dataset / "tokenizer.json", layouts=["tp2-sp"])
+    results = bench.build_results(settings, reference["first"], {"tp2-sp": row}, {})
+    assert set(results) == set(bench.TOP_KEYS) and results["multimodal_vs_text_ratio"] is None
+    assert results["one_process"]["encoder_parallel"] == reference["first"]["encoder_parallel"]
+    assert "tp2-sp" in bench.format_table(results)
+    other = [dict(rank, order=rank["order"][::-1]) for rank in ranks]  # other global batches: not comparable
+    with pytest.raises(RuntimeError, match="other global batches"):
+        bench.summarise_layout(reference["first"], other, (0.0, ""))
