@@ -139,7 +139,9 @@ def test_bench_parallel_summary_of_a_layout(parallel_run, reference, tiny_datase
     assert 0 < row["max_rel_grad_diff"] < GRAD_RTOL and row["worst_parameter"] in got  # TP reorders sums
     assert 0 <= row["loss_diff"] < LOSS_ATOL
     assert row["tokens_per_s"] > 0 and row["throughput_vs_1proc"] > 0
-    assert row["encoder_parallel"] in ("replicated", "fsdp2")  # what run_stage reported, not a constant
+    assert row["encoder_parallel"] == ranks[0]["encoder_parallel"] in ("replicated", "fsdp2")  # run_stage says
+    sharded = [dict(rank, encoder_parallel="fsdp2") for rank in ranks]  # the label follows the records
+    assert bench.summarise_layout(reference["first"], sharded, (0.0, ""))["encoder_parallel"] == "fsdp2"
     settings = bench.BenchSettings(tiny_dataset, tiny_dataset / "tokenizer.json", layouts=["tp2-sp"])
     results = bench.build_results(settings, reference["first"], {"tp2-sp": row}, {})
     assert set(results) == set(bench.TOP_KEYS) and results["multimodal_vs_text_ratio"] is None
