@@ -70,6 +70,10 @@ class BenchSettings:
         unknown = sorted(set(self.layouts) - set(LAYOUTS))
         if unknown:
             raise ValueError(f"unknown layout(s) {unknown} (--layouts); known: {list(LAYOUTS)}")
+        from model.config import PRESETS
+
+        if self.preset not in PRESETS:
+            raise ValueError(f"unknown preset '{self.preset}' (--preset); known: {sorted(PRESETS)}")
         if self.steps < 1:
             raise ValueError(f"steps must be >= 1 (--steps), got {self.steps}")
         if self.global_batch_size % 2:
