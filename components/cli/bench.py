@@ -88,3 +88,38 @@ def bench_cli(
     except (ValueError, RuntimeError) as exc:
         fail(str(exc))
     _print_results(results, json_out)
+
+
+@bench_app.command("parallel")
+def bench_parallel(
+    dataset: Annotated[Path, typer.Option(help="Ingested dataset folder.")] = WORK / "datasets/demo",
+    tokenizer: Annotated[Path, typer.Option(help="tokenizer.json.")] = WORK / "tokenizer.json",
+    curriculum: Annotated[Path, typer.Option(help="Curriculum holding --stage.")] = DEFAULT_CURRICULUM,
+    stage: Annotated[str, typer.Option(help="Multimodal stage to train (images, video, speech).")] = "sft",
+    preset: Annotated[str, typer.Option(help="Model preset: tiny or small.")] = "tiny",
+    steps: Annotated[int, typer.Option(min=1, help="Steps per run (tokens/s: median after the first).")] = 5,
+    seq_length: Annotated[int, typer.Option(min=64, help="Tokens per packed sequence.")] = 512,
+    layouts: Annotated[str, typer.Option(help="Comma-separated 2-process layouts: dp2,tp2-sp,ep2,pp2.")] = (
+        "dp2,tp2-sp,ep2,pp2"
+    ),
+    ratio: Annotated[bool, typer.Option(help="Measure multimodal_vs_text_ratio at dp2.")] = True,
+    paper_frames: Annotated[bool, typer.Option(help="Measure it with the paper's frame sizes too.")] = True,
+    paper_seq_length: Annotated[int, typer.Option(min=1024, help="Sequence length of the paper-frames runs.")] = 4096,
+    json_out: Annotated[bool, JsonOut] = False,
+) -> None:
+    """2-process stage training per layout (DP2, TP2+SP, EP2, PP2) against 1 process: gradient and loss
+    differences, tokens/s and scaling; multimodal vs text-only tokens/s at DP2 (demo and paper frame sizes)."""
+    from components.bench.parallel_scaling import BenchSettings, format_table, run_benchmark
+    from components.specs.loading import SpecError
+
+    try:
+        settings = BenchSettings(dataset, tokenizer, curriculum, stage, preset, steps, seq_length,
+                                 layouts=[name for name in layouts.split(",") if name], ratio=ratio,
+                                 paper_frames=paper_frames, paper_seq_length=paper_seq_length)  # fmt: skip
+        results = run_benchmark(settings)
+    except (SpecError, ValueError, RuntimeError) as exc:
+        fail(str(exc))
+    if json_out:
+        print(json.dumps(results, indent=2))
+    else:
+        console.print(format_table(results), highlight=False)

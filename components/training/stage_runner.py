@@ -114,6 +114,7 @@ class StageResult:
     global_sequences: int = 0  # the global sample cursor: packed sequences consumed since the stage began
     router_biases: list[torch.Tensor] = field(default_factory=list)  # per MoE layer, at the end (this rank)
     checkpoint_uri: str | None = None  # where the final checkpoint was published, when it was
+    encoder_parallel: str = "replicated"  # how the encoders were parallelised (encoder_parallelism)
 
 
 def module_groups(model: OmniModel) -> dict[str, list[torch.nn.Parameter]]:
@@ -136,6 +137,17 @@ def module_groups(model: OmniModel) -> dict[str, list[torch.nn.Parameter]]:
         "audio_heads": params(model.audio_heads),
         "codec": params(model.codec),  # trained by its own stage (components.training.codec_stage)
     }
+
+
+def encoder_parallelism(model: OmniModel) -> str:
+    """How this rank holds the encoders (ViT, audio encoder, codec), read off their parameters so reports
+    stay true whatever wraps them: "fsdp2" when they are sharded DTensors (torch fully_shard), otherwise
+    "replicated" (every rank holds them whole; megatron DDP all-reduces their gradients over data parallel)."""
+    from torch.distributed.tensor import DTensor
+
+    encoders = [m for m in (model.vit, model.audio_encoder, model.codec) if m is not None]
+    sharded = any(isinstance(p, DTensor) for m in encoders for p in m.parameters())
+    return "fsdp2" if sharded else "replicated"
 
 
 def apply_freezing(model: OmniModel, stage: StageSpec) -> int:
@@ -412,7 +424,8 @@ def run_stage(run: StageRun) -> StageResult:
                 publish_from_rank0(saved, run.checkpoint_uri)
     return StageResult(stage.name, step, history[-1]["loss"] if history else float("nan"), checkpoint_dir(run.out),
                        used / capacity if capacity else 0.0, skipped, history, order, problems, local_order,
-                       sequences, [r.expert_bias.clone() for r in controller.routers], run.checkpoint_uri)  # fmt: skip
+                       sequences, [r.expert_bias.clone() for r in controller.routers], run.checkpoint_uri,
+                       encoder_parallelism(model))  # fmt: skip
 
 
 def _has_checkpoint(out: Path) -> bool:

@@ -25,54 +25,13 @@ STAGE = "sft"
 
 def stage_curriculum(args):
     from components.specs.curriculum import CurriculumSpec
+    from components.training.parallel_compare import layout_stage
+    from model.distributed import ParallelSizes
     from tests.conftest import REPO_ROOT
 
     curriculum = CurriculumSpec.load(REPO_ROOT / "data_specs" / "curriculum" / "tiny.yaml")
-    stage = curriculum.stage(STAGE)
-    parallel = stage.parallel.model_copy(update={"tensor": args.tp, "pipeline": args.pp, "expert": args.ep})
-    stage = stage.model_copy(update={
-        "global_batch_size": 2, "micro_batch_size": 1, "parallel": parallel, "seq_length": args.seq_length,
-        "train": ["llm", "vit", "vit_projector", "audio_encoder", "audio_encoder_projector", "audio_embeddings",
-                  "audio_heads"], "freeze": [], "init_from": None})  # fmt: skip
-    return curriculum.model_copy(update={"stages": [stage]}), stage
-
-
-def build_model(curriculum, stage, tokenizer_path: Path):
-    """The omni model as run_stage builds it, in the current parallel state."""
-    from model import tokenizer as tok
-    from model.config import get_preset
-    from model.distributed import ParallelSizes
-    from model.omni import OmniModel
-
-    preset = get_preset(curriculum.preset, llm={"rope_theta": stage.rope_theta, "seq_length": stage.seq_length})
-    tokenizer = tok.load_tokenizer(tokenizer_path)
-    return OmniModel(preset, tok.special_id(tokenizer, tok.VISION_PAD), tok.special_id(tokenizer, tok.AUDIO_PAD),
-                     ParallelSizes(**stage.parallel.model_dump()))  # fmt: skip
-
-
-def save_as_checkpoint(folder: Path, model, curriculum, tokenizer_path: Path) -> None:
-    from components.training.checkpoint import save_checkpoint
-
-    save_checkpoint(folder, model, {}, {"preset": curriculum.preset}, files={"tokenizer.json": tokenizer_path})
-
-
-def replica_grad_diff(model, grads: dict[str, torch.Tensor]) -> float:
-    """Largest difference of a replicated (not tensor- or expert-sharded) gradient across the tensor x data
-    parallel ranks of this pipeline stage: they must all hold the same full gradient."""
-    from megatron.core import parallel_state
-
-    group = parallel_state.get_tensor_and_data_parallel_group()
-    params = dict(model.named_parameters())
-    worst = torch.zeros(())
-    for name, grad in sorted(grads.items()):
-        param = params[name]
-        if getattr(param, "tensor_model_parallel", False) or not getattr(param, "allreduce", True):
-            continue
-        first = grad.clone()
-        torch.distributed.broadcast(first, src=torch.distributed.get_global_rank(group, 0), group=group)
-        worst = torch.maximum(worst, (grad - first).abs().max())
-    torch.distributed.all_reduce(worst, op=torch.distributed.ReduceOp.MAX)
-    return float(worst)
+    sizes = ParallelSizes(tensor=args.tp, pipeline=args.pp, expert=args.ep)
+    return layout_stage(curriculum, STAGE, sizes, seq_length=args.seq_length)
 
 
 def audio_step_grads(curriculum, stage, tokenizer_path: Path, init: Path) -> tuple[dict, object]:
@@ -86,10 +45,11 @@ def audio_step_grads(curriculum, stage, tokenizer_path: Path, init: Path) -> tup
     from components.training.checkpoint import load_weights
     from components.training.data_parallel import launch_world, plan_data_parallel
     from components.training.megatron_step import build_optimizer, train_step, wrap_model
+    from components.training.parallel_compare import build_stage_model
     from components.training.stage_runner import apply_freezing
     from model.omni import IGNORE, OmniBatch, offset_audio_codes
 
-    model = build_model(curriculum, stage, tokenizer_path)
+    model = build_stage_model(curriculum, stage, tokenizer_path)
     load_weights(init, model, curriculum.preset)
     apply_freezing(model, stage)
     ddp = wrap_model(model)
@@ -132,6 +92,7 @@ def main() -> None:
     parser.add_argument("--resume", action="store_true")
     args = parser.parse_args()
 
+    from components.training.parallel_compare import build_stage_model, replica_grad_diff, save_gradients, save_model
     from components.training.stage_runner import StageRun, run_stage
     from model.distributed import ParallelSizes, init_parallel
 
@@ -140,7 +101,7 @@ def main() -> None:
     if args.save_init:
         init_parallel(ParallelSizes(**stage.parallel.model_dump()), seed=curriculum.seed)
         torch.manual_seed(curriculum.seed)
-        save_as_checkpoint(args.init, build_model(curriculum, stage, tokenizer), curriculum, tokenizer)
+        save_model(args.init, build_stage_model(curriculum, stage, tokenizer), curriculum.preset, tokenizer)
     grads: dict[str, torch.Tensor] = {}
 
     def keep_first_grads(step: int, named: dict[str, torch.Tensor]) -> None:
@@ -153,21 +114,16 @@ def main() -> None:
     result = run_stage(run)
     record = {"losses": [h["loss"] for h in result.history], "history": result.history, "order": result.data_order,
               "local_order": result.local_order, "biases": result.router_biases, "sequences": result.global_sequences,
-              "steps": result.steps}  # fmt: skip
+              "steps": result.steps, "tokens_per_s": [h["tokens_per_s"] for h in result.history],
+              "encoder_parallel": result.encoder_parallel}  # fmt: skip
     if grads:
-        holder = build_model(curriculum, stage, tokenizer)  # same layout: same parameter names and shards
-        with torch.no_grad():
-            for name, param in holder.named_parameters():  # a frozen module (the codec) has no gradient: zeros
-                param.copy_(grads[name].to(param.dtype)) if name in grads else param.zero_()
+        holder = build_stage_model(curriculum, stage, tokenizer)  # same layout: same parameter names and shards
         record["replica_grad_diff"] = replica_grad_diff(holder, grads)
         layers = holder.llm.decoder.layers
         record["dense_layer_numbers"] = [dense.layer_number for layer in layers for dense in layer.dense_layers]
-        save_as_checkpoint(Path(f"{args.result}.grads"), holder, curriculum, tokenizer)
+        save_gradients(Path(f"{args.result}.grads"), holder, grads, curriculum.preset, tokenizer)
         audio_grads, audio_model = audio_step_grads(curriculum, stage, tokenizer, args.init)
-        with torch.no_grad():
-            for name, param in audio_model.named_parameters():
-                param.copy_(audio_grads[name].to(param.dtype)) if name in audio_grads else param.zero_()
-        save_as_checkpoint(Path(f"{args.result}.audio_grads"), audio_model, curriculum, tokenizer)
+        save_gradients(Path(f"{args.result}.audio_grads"), audio_model, audio_grads, curriculum.preset, tokenizer)
     torch.save(record, f"{args.result}.rank{torch.distributed.get_rank()}.pt")
 
 

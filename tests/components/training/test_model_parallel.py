@@ -25,7 +25,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.components.training.mp_worker import build_model, stage_curriculum
+from components.bench import parallel_scaling as bench
+from components.training.parallel_compare import build_stage_model, load_gradients, worst_relative_diff
+from tests.components.training.mp_worker import stage_curriculum
 from tests.components.training.torchrun import run_worker
 from tests.conftest import REPO_ROOT
 
@@ -42,16 +44,9 @@ NO_GRADIENT = ("audio_encoder.ctc_head.", "codec.")  # trained by their own stag
 
 def _full_gradients(folder: Path, dataset: Path) -> dict[str, torch.Tensor]:
     """A gradient checkpoint loaded into a one-process model: full gradients by parameter name."""
-    from components.training.checkpoint import load_weights
-
     curriculum, stage = stage_curriculum(argparse.Namespace(tp=1, pp=1, ep=1, seq_length=512))
-    model = build_model(curriculum, stage, dataset / "tokenizer.json")
-    load_weights(folder, model, curriculum.preset)
-    return {name: param.detach().clone() for name, param in model.named_parameters()}
-
-
-def _worst_relative_diff(got: dict, want: dict) -> tuple[float, str]:
-    return max((float((got[n] - want[n]).abs().max() / want[n].abs().max().clamp(min=1e-12)), n) for n in want)
+    model = build_stage_model(curriculum, stage, dataset / "tokenizer.json")
+    return load_gradients(folder, model, curriculum.preset)
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +99,7 @@ def test_layout_matches_one_process(layout, parallel_run, reference, tiny_datase
         got = _full_gradients(Path(f"{tmp / 'res'}.{kind}"), tiny_dataset)
         assert set(got) == set(want)
         trained = [n for n in want if not n.startswith(NO_GRADIENT) and want[n].abs().max() > 0]
-        worst, name = _worst_relative_diff(got, {n: want[n] for n in trained})
+        worst, name = worst_relative_diff(got, {n: want[n] for n in trained})
         assert worst < GRAD_RTOL, f"{kind}: {name} differs by {worst:.2e} of its largest gradient"
     grads = reference["grads"]
     text_only = [n for n in grads if not n.startswith(NO_GRADIENT) and grads[n].abs().max() == 0]
@@ -159,5 +154,28 @@ def test_saved_at_2_processes_resumes_at_1_on_the_next_sample(layout, parallel_r
                    "--steps", 4)  # fmt: skip
         got, want = _full_gradients(tmp / "out", tiny_dataset), _full_gradients(straight, tiny_dataset)
         encoders = {n: w for n, w in want.items() if n.startswith(("vit.", "audio_encoder."))}
-        worst, name = _worst_relative_diff(got, encoders)
+        worst, name = worst_relative_diff(got, encoders)
         assert worst < WEIGHT_RTOL, f"{name} differs by {worst:.2e} of its largest weight"
+
+
+@pytest.mark.slow
+def test_bench_parallel_summary_of_a_layout(parallel_run, reference, tiny_dataset):
+    """`omnistage bench parallel`'s row and JSON document, built from this module's TP2 run (no extra launch)."""
+    ranks, tmp = parallel_run("tp2-sp")
+    got = _full_gradients(Path(f"{tmp / 'res'}.grads"), tiny_dataset)
+    row = bench.summarise_layout(reference["first"], ranks, worst_relative_diff(got, reference["grads"]))
+    assert set(row) == set(bench.LAYOUT_KEYS)
+    assert 0 < row["max_rel_grad_diff"] < GRAD_RTOL and row["worst_parameter"] in got  # TP reorders sums
+    assert 0 <= row["loss_diff"] < LOSS_ATOL
+    assert row["tokens_per_s"] > 0 and row["throughput_vs_1proc"] > 0
+    assert row["encoder_parallel"] == ranks[0]["encoder_parallel"] in ("replicated", "fsdp2")  # run_stage says
+    sharded = [dict(rank, encoder_parallel="fsdp2") for rank in ranks]  # the label follows the records
+    assert bench.summarise_layout(reference["first"], sharded, (0.0, ""))["encoder_parallel"] == "fsdp2"
+    settings = bench.BenchSettings(tiny_dataset, tiny_dataset / "tokenizer.json", layouts=["tp2-sp"])
+    results = bench.build_results(settings, reference["first"], {"tp2-sp": row}, {})
+    assert set(results) == set(bench.TOP_KEYS) and results["multimodal_vs_text_ratio"] is None
+    assert results["one_process"]["encoder_parallel"] == reference["first"]["encoder_parallel"]
+    assert "tp2-sp" in bench.format_table(results)
+    other = [dict(rank, order=rank["order"][::-1]) for rank in ranks]  # other global batches: not comparable
+    with pytest.raises(RuntimeError, match="other global batches"):
+        bench.summarise_layout(reference["first"], other, (0.0, ""))
