@@ -16,6 +16,7 @@ from typing import NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 console = Console(stderr=True, soft_wrap=True)  # long paths and run ids stay on one line in logs
 
@@ -34,7 +35,8 @@ JsonOut = typer.Option("--json", help="Print the result as JSON on stdout.")
 
 
 def fail(message: str) -> NoReturn:
-    console.print(f"[red]error:[/red] {message}")
+    # escaped: messages quote YAML such as `train: [codec]`, which rich would take for markup and drop
+    console.print(f"[red]error:[/red] {escape(message)}")
     raise typer.Exit(code=2)
 
 
