@@ -56,7 +56,7 @@ run: setup ## Demo corpus -> ingest + DVC -> tiny curriculum (kfp.local) -> eval
 	$(OMNI) run --workers $(WORKERS)
 
 test: setup ## The whole test suite (what CI runs)
-	$(VENV)/bin/pytest -q tests; rc=$$?; if [ $$rc = 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
+	$(VENV)/bin/pytest -q --durations=25 tests; rc=$$?; if [ $$rc = 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
 
 test-fast: setup ## Tests without the slow tier
 	$(VENV)/bin/pytest -q -m "not slow" tests
