@@ -60,6 +60,38 @@ def group_mesh(group: dist.ProcessGroup):
     return DeviceMesh.from_group(group, _device(), mesh_dim_names=("shard",))
 
 
+def hybrid_group_mesh(group: dist.ProcessGroup, config: EncoderParallelConfig):
+    """The encoders' mesh over an existing process group's ranks (e.g. one pipeline stage's), shaped by
+    `config.shard_size`: None gives 1-D `("shard",)`, plain FSDP over the whole group (`group_mesh`, no new
+    process group); a size gives 2-D `("replicate", "shard")`, HSDP (one replica when it is the group's size),
+    whose shard groups are runs of consecutive ranks (one node's GPUs when shard_size <= GPUs per node, so
+    parameter all-gathers stay on the node's fabric).
+
+    Collective over the whole world: every rank calls it with its own group (the groups must partition the
+    world, as megatron's per-pipeline-stage groups do), because torch creates each new process group on every
+    rank. ValueError when the shard size does not divide the group."""
+    import torch
+    from torch.distributed.device_mesh import DeviceMesh
+
+    replicate, shard = config.mesh_shape(group.size())
+    if config.shard_size is None:
+        return group_mesh(group)
+    everyone: list[list[int]] = [[] for _ in range(dist.get_world_size())]
+    dist.all_gather_object(everyone, sorted(dist.get_process_group_ranks(group)))
+    layouts = [torch.tensor(ranks).view(replicate, shard) for ranks in sorted({tuple(r) for r in everyone})]
+    mine = {}
+    # same order on every rank (new_group's contract): all shard rows, then all replicate columns
+    for dim, subgroups in (("shard", [row for mesh in layouts for row in mesh]),
+                           ("replicate", [col for mesh in layouts for col in mesh.T])):  # fmt: skip
+        for ranks in subgroups:
+            made = dist.new_group(ranks.tolist())
+            if dist.get_rank() in ranks.tolist():
+                mine[dim] = made
+    layout = next(mesh for mesh in layouts if dist.get_rank() in mesh.flatten().tolist())
+    return DeviceMesh.from_group([mine["replicate"], mine["shard"]], _device(), mesh=layout,
+                                 mesh_dim_names=("replicate", "shard"))  # fmt: skip
+
+
 def _device() -> str:
     return "cuda" if dist.get_backend() == "nccl" else "cpu"
 

@@ -21,6 +21,9 @@ from components.training.losses import IMPLEMENTED_LOSSES, PRETRAINED_ELSEWHERE,
 # Names a stage may train or freeze; each maps to a submodule of model.omni.OmniModel.
 MODULES = ("llm", "vit", "vit_projector", "audio_encoder", "audio_encoder_projector", "audio_embeddings",
            "audio_heads", "codec")  # fmt: skip
+# Trainable encoder modules -> the model attribute (encoder) that holds them: what parallel.encoders shards.
+ENCODER_OF = {"vit": "vit", "vit_projector": "vit", "audio_encoder": "audio_encoder",
+              "audio_encoder_projector": "audio_encoder"}  # fmt: skip
 # Every loss name the recipe uses; the ones a stage may weight today are components.training.losses.
 LOSSES = ("text", "audio", "audio_text", "first_audio_token", "vision", "ctc", "codec")
 
@@ -71,6 +74,39 @@ class BudgetSpec(_Strict):
         return self
 
 
+class EncoderParallelSpec(_Strict):
+    """How a stage's trained encoders are parallelised beside the LLM (REFERENCE.md section 7, modality-decoupled:
+    components.training.encoder_sharding). They are FSDP2-sharded over their own mesh: every rank of a pipeline
+    stage (tensor x context x data parallel = world / pipeline ranks), whatever the LLM's layout."""
+
+    shard_size: int | None = Field(
+        None,
+        ge=1,
+        description="ranks one encoder parameter is sharded over; the encoder mesh is then (mesh / shard_size "
+        "replicas) x (shard_size shards), hybrid-sharded data parallel (HSDP). Must divide world / pipeline; "
+        "None: plain FSDP over the whole mesh; 1: plain replication",
+    )
+    activation_checkpointing: bool = Field(
+        True, description="recompute each ViT block / audio-encoder layer in backward (full activation recomputation)"
+    )
+    bridge_chunks: int = Field(
+        1,
+        ge=1,
+        description="chunks the ModalityBridge moves encoder features and their gradients in: its peak staging "
+        "memory is 1/bridge_chunks of the whole, results are bitwise the same",
+    )
+
+    def check_mesh(self, mesh_size: int) -> None:
+        """ValueError naming the field and the fix when `shard_size` does not divide the encoder mesh."""
+        if self.shard_size is not None and mesh_size % self.shard_size:
+            divisors = [d for d in range(1, mesh_size + 1) if mesh_size % d == 0]
+            raise ValueError(
+                f"parallel.encoders.shard_size {self.shard_size} does not divide the encoder mesh of {mesh_size} "
+                f"ranks (world / pipeline); use one of {divisors[:12]}{' ...' if len(divisors) > 12 else ''} or "
+                "drop shard_size for plain FSDP"
+            )
+
+
 class ParallelSpec(_Strict):
     """Megatron's model-parallel sizes; data parallel is what the world size leaves (see `data_parallel`)."""
 
@@ -78,6 +114,9 @@ class ParallelSpec(_Strict):
     pipeline: int = Field(1, ge=1)
     expert: int = Field(1, ge=1)
     context: int = Field(1, ge=1)
+    encoders: EncoderParallelSpec = Field(
+        EncoderParallelSpec(), description="how the trained encoders are sharded (only for a stage that trains one)"
+    )
 
     def data_parallel(self, world: int) -> int:
         """The data-parallel size for `world` processes; ValueError when the plan does not fit.
@@ -99,6 +138,7 @@ class ParallelSpec(_Strict):
                 f"{world // self.pipeline} GPUs of a pipeline stage (Megatron places experts inside "
                 f"tensor x context x data parallel); change parallel.expert or the GPU count"
             )
+        self.encoders.check_mesh(world // self.pipeline)
         return world // model_parallel
 
 
@@ -250,6 +290,11 @@ class StageSpec(_Strict):
                 f"({sorted(f for f, w in self.data.mixture.items() if w > 0)}) nor its loss_weights "
                 f"({sorted(self.loss_weights)}) reach: they would get no gradient and only be weight-decayed; "
                 "remove them from train or add data that uses them"
+            )
+        if "encoders" in self.parallel.model_fields_set and not set(self.train) & set(ENCODER_OF):
+            raise ValueError(
+                f"stage '{self.name}' sets parallel.encoders but trains no encoder module ({list(ENCODER_OF)}); "
+                "frozen encoders are not sharded: remove parallel.encoders"
             )
         world = res.world_size()
         if res.gpus_per_node or world > 1:  # a one-process CPU stage has no plan to check

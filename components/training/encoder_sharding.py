@@ -32,13 +32,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from components.specs.curriculum import StageSpec
-from model.encoder_parallel import EncoderParallelConfig, group_mesh, shard_encoders
+from components.specs.curriculum import ENCODER_OF, StageSpec
+from model.encoder_parallel import EncoderParallelConfig, hybrid_group_mesh, shard_encoders
 from model.modality_bridge import ModalityBridge
 
-# Curriculum module -> the model attribute (encoder) that holds it.
-ENCODER_OF = {"vit": "vit", "vit_projector": "vit", "audio_encoder": "audio_encoder",
-              "audio_encoder_projector": "audio_encoder"}  # fmt: skip
 
 
 def trains_beyond_encoders(stage: StageSpec) -> bool:
@@ -68,11 +65,20 @@ class ShardedEncoders:
         names = tuple(sorted({ENCODER_OF[m] for m in stage.train if m in ENCODER_OF}))
         if not names:
             return None
+        spec = stage.parallel.encoders
+        mesh_group = parallel_state.get_tensor_and_data_parallel_group(with_context_parallel=True)
+        try:
+            spec.check_mesh(mesh_group.size())
+        except ValueError as exc:  # the curriculum cannot know the world size torchrun gave this run
+            raise ValueError(f"stage '{stage.name}' at {torch.distributed.get_world_size()} processes, pipeline "
+                             f"{stage.parallel.pipeline}: {exc}") from None  # fmt: skip
+        config = EncoderParallelConfig(spec.shard_size, spec.activation_checkpointing)
+        mesh = hybrid_group_mesh(mesh_group, config)  # every rank, also those without encoders: a collective
         if model.vit is None:
             return cls(model, (), [], None, stage.optimizer.grad_clip, None)
-        mesh_group = parallel_state.get_tensor_and_data_parallel_group(with_context_parallel=True)
-        bridge = ModalityBridge(parallel_state.get_tensor_and_context_parallel_group(), encoder_group=mesh_group)
-        shard_encoders(model, group_mesh(mesh_group), EncoderParallelConfig(), bridge, names)
+        bridge = ModalityBridge(parallel_state.get_tensor_and_context_parallel_group(), encoder_group=mesh_group,
+                                num_chunks=spec.bridge_chunks)  # fmt: skip
+        shard_encoders(model, mesh, config, bridge, names)
         named = [(n, p) for e in names for n, p in getattr(model, e).named_parameters() if p.requires_grad]
         opt = stage.optimizer
         no_decay = [p for n, p in named if n.endswith(".bias") or p.dim() == 1]
