@@ -30,6 +30,11 @@ def test_full_recipe_carries_the_paper_numbers():
         full.stage("stage4b-context-128k").rope_theta == 1e7 and full.stage("stage4b-context-128k").seq_length == 131072
     )
     assert full.stage("sft").optimizer.lr == 1e-5 and full.stage("sft").schedule.name == "cosine"
+    # section 7: the encoders hybrid-sharded (one node's 8 GPUs per shard group), fully recomputed
+    for stage in full.stages:
+        encoders = stage.parallel.encoders
+        trains_encoder = bool({"vit", "audio_encoder", "audio_encoder_projector"} & set(stage.train))
+        assert (encoders.shard_size, encoders.activation_checkpointing) == ((8, True) if trains_encoder else (None, True))
 
 
 def _broken(tmp_path, change) -> Path:
@@ -121,6 +126,27 @@ def _broken(tmp_path, change) -> Path:
             "stage 'stage0-text' trains ['vit'], which neither its data.mixture (['text']) nor its loss_weights "
             "(['text']) reach",
         ),
+        (
+            # stage2 trains the ViT: its encoder mesh is one pipeline stage's 8 / 2 = 4 GPUs
+            lambda d: d["stages"][4].update(
+                parallel={"pipeline": 2, "encoders": {"shard_size": 3}},
+                resources={"accelerator": "nvidia-h100-80gb", "gpus_per_node": 8, "node_pool": "g"},
+            ),
+            "stage 'stage2-multimodal' (1 node(s) x 8 GPUs): parallel.encoders.shard_size 3 does not divide the "
+            "encoder mesh of 4 ranks (world / pipeline); use one of [1, 2, 4] or drop shard_size for plain FSDP",
+        ),
+        (
+            lambda d: d["stages"][0].update(parallel={"encoders": {"bridge_chunks": 4}}),
+            "stage 'stage0-text' sets parallel.encoders but trains no encoder module",
+        ),
+        (
+            lambda d: d["stages"][4].update(parallel={"encoders": {"shards": 2}}),
+            "field 'stages.4.parallel.encoders.shards'",
+        ),
+        (
+            lambda d: d["stages"][4].update(parallel={"encoders": {"bridge_chunks": 0}}),
+            "field 'stages.4.parallel.encoders.bridge_chunks'",
+        ),
     ],
     ids=[
         "unknown-module",
@@ -142,6 +168,10 @@ def _broken(tmp_path, change) -> Path:
         "freezes-untrained-module",
         "uses-untrained-module",
         "trains-unreached-module",
+        "encoder-shard-does-not-divide",
+        "encoders-without-encoder",
+        "encoder-field",
+        "bridge-chunks",
     ],
 )
 def test_wrong_curriculum_fails_with_file_field_and_fix(tmp_path, change, message):
