@@ -67,7 +67,7 @@ def main() -> None:
 
     from model.config import get_preset
     from model.distributed import init_parallel
-    from model.encoder_parallel import EncoderParallelConfig, encoder_mesh, shard_encoders
+    from model.encoder_parallel import EncoderParallelConfig, encoder_mesh, hybrid_group_mesh, shard_encoders
     from model.modality_bridge import ModalityBridge
     from model.omni import OmniModel
 
@@ -99,6 +99,17 @@ def main() -> None:
         (model.embed([a, b][rank]) * w).sum().backward()
         result["dp"] = encoder_grads(model)
         result["memory"] = bridge_memory(world)
+        # HSDP over a mesh built from an existing group (the trainer's path): shard_size 1 at 2 ranks is
+        # (2 replicas x 1 shard), so the gradient sum crosses the replicate dimension alone
+        hsdp = OmniModel(get_preset("tiny"), VISION_PAD, AUDIO_PAD)
+        for name in ("vit", "audio_encoder", "audio_embeddings"):
+            getattr(hsdp, name).load_state_dict(getattr(reference, name).state_dict())
+        config = EncoderParallelConfig(shard_size=1)
+        mesh = hybrid_group_mesh(dist.group.WORLD, config)
+        result["hsdp_mesh"] = (mesh.mesh_dim_names, tuple(mesh.shape))
+        shard_encoders(hsdp, mesh, config, ModalityBridge(alone))
+        (hsdp.embed([a, b][rank]) * w).sum().backward()
+        result["hsdp"] = encoder_grads(hsdp)
     torch.save(result, f"{args.result}.rank{rank}.pt")
 
 

@@ -30,10 +30,12 @@ def runs(tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("layout", ["shared", "dp"])
+@pytest.mark.parametrize("layout", ["shared", "dp", "hsdp"])
 def test_sharded_encoder_gradients_match_one_process(runs, layout):
     for rank in runs:
-        reference = rank[f"reference_{layout}"]
+        reference = rank[f"reference_{'dp' if layout == 'hsdp' else layout}"]  # HSDP runs the dp layout
+        if layout == "hsdp":
+            assert rank["hsdp_mesh"] == (("replicate", "shard"), (2, 1))
         unused = {n for n in rank["names"] if ".ctc_head." in n}  # the omni model does not use the CTC head
         assert set(reference) == set(rank["names"]) - unused  # every other encoder parameter has a gradient
         assert rank["sharded_names"] == rank["names"]  # recomputation + sharding keep parameter names
