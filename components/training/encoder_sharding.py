@@ -3,12 +3,14 @@
 `run_stage` shards every encoder the stage trains (`vit`/`vit_projector` -> the ViT, `audio_encoder`/
 `audio_encoder_projector` -> the audio encoder) with FSDP2 (model.encoder_parallel) over a mesh of its own:
 every rank of the first pipeline stage (the ranks that hold the encoders: tensor x data [x context]
-parallel), whatever the LLM's TP/EP layout. The batch's images and clips are split between the ranks that
-hold the same batch (tensor parallel) and their features reach the LLM through a
-model.modality_bridge.ModalityBridge, which sends the gradients back. Always on, at every world size: one
-process takes the same path on a mesh of one rank, so parameters split between the two optimizers the same
-way at every size (a stage saved at DP=2 resumes at DP=1). A frozen encoder is neither sharded nor
-optimised: it stays a plain module (called through the bridge when the other encoder is sharded).
+parallel), whatever the LLM's TP/EP layout, shaped by the stage's `parallel.encoders` block (shard_size ->
+HSDP, activation_checkpointing, bridge_chunks; components.specs.curriculum.EncoderParallelSpec). The
+batch's images and clips are split between the ranks that hold the same batch (tensor parallel) and their
+features reach the LLM through a model.modality_bridge.ModalityBridge, which sends the gradients back.
+Always on, at every world size: one process takes the same path on a mesh of one rank, so parameters split
+between the two optimizers the same way at every size (a stage saved at DP=2 resumes at DP=1).
+A frozen encoder is neither sharded nor optimised: it stays a plain module (called through the bridge when
+the other encoder is sharded).
 
 Sharded parameters are DTensors, which megatron's DDP and optimizer cannot hold, so they are hidden from
 both (`hidden_from_megatron`: megatron skips frozen parameters) and trained here by `torch.optim.AdamW`
@@ -35,7 +37,6 @@ from torch import nn
 from components.specs.curriculum import ENCODER_OF, StageSpec
 from model.encoder_parallel import EncoderParallelConfig, hybrid_group_mesh, shard_encoders
 from model.modality_bridge import ModalityBridge
-
 
 
 def trains_beyond_encoders(stage: StageSpec) -> bool:

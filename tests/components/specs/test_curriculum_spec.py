@@ -34,7 +34,8 @@ def test_full_recipe_carries_the_paper_numbers():
     for stage in full.stages:
         encoders = stage.parallel.encoders
         trains_encoder = bool({"vit", "audio_encoder", "audio_encoder_projector"} & set(stage.train))
-        assert (encoders.shard_size, encoders.activation_checkpointing) == ((8, True) if trains_encoder else (None, True))
+        expected = (8, True) if trains_encoder else (None, True)
+        assert (encoders.shard_size, encoders.activation_checkpointing) == expected
 
 
 def _broken(tmp_path, change) -> Path:
