@@ -8,6 +8,7 @@ import pytest
 from torch.distributed._composable.contract import _get_registry
 
 from components.specs.curriculum import CurriculumSpec, StageSpec
+from components.training.data_parallel import plan_data_parallel
 from components.training.encoder_sharding import ShardedEncoders
 from components.training.stage_runner import apply_freezing
 from model.config import get_preset
@@ -58,6 +59,10 @@ def test_build_honours_each_encoder_field(single_process):
 
 def test_shard_size_that_does_not_divide_the_run_is_refused(single_process):
     stage = _stage(shard_size=2)  # a one-process CPU stage: only the run knows its world size
+    # run_stage refuses it at launch (its data-parallel plan), before any model is built ...
+    with pytest.raises(ValueError, match=r"stage 'sft' started with 1 process\(es\): parallel.encoders.shard_size 2"):
+        plan_data_parallel(stage, world=1, rank=0)
+    # ... and build itself, for any other caller
     with pytest.raises(ValueError) as err:
         _build(stage)
     message = str(err.value)
