@@ -53,7 +53,7 @@ class ShardedEncoders:
     trainable: list[nn.Parameter]
     optimizer: torch.optim.AdamW | None
     clip_grad: float
-    mesh_group: torch.distributed.ProcessGroup | None
+    shard_group: torch.distributed.ProcessGroup | None  # the mesh's shard dimension: each shard once
 
     @classmethod
     def build(cls, model: nn.Module, stage: StageSpec) -> ShardedEncoders | None:
@@ -86,7 +86,8 @@ class ShardedEncoders:
         decay = [p for _, p in named if all(p is not q for q in no_decay)]
         groups = [{"params": ps, "weight_decay": wd} for ps, wd in ((decay, opt.weight_decay), (no_decay, 0.0)) if ps]
         optimizer = torch.optim.AdamW(groups, lr=opt.lr, betas=tuple(opt.betas), eps=1e-8) if groups else None
-        return cls(model, names, [p for _, p in named], optimizer, opt.grad_clip, mesh_group)
+        # the gradient norm sums each shard once: over the shard dimension only (HSDP replicas hold copies)
+        return cls(model, names, [p for _, p in named], optimizer, opt.grad_clip, mesh.get_group("shard"))
 
     @contextmanager
     def hidden_from_megatron(self) -> Iterator[None]:
@@ -114,7 +115,7 @@ class ShardedEncoders:
         """Clip LLM and encoder gradients by their joint norm (megatron's formula); returns the norm.
 
         The same on every rank: megatron's norm is reduced over its model-parallel ranks; the encoders'
-        squared norm over the encoder mesh (each shard once), then over the pipeline (only the first
+        squared norm over the encoder mesh's shard dimension (each shard once), then over the pipeline (only the first
         stage holds encoders)."""
         from megatron.core import parallel_state
 
@@ -124,8 +125,8 @@ class ShardedEncoders:
         encoder_sq = torch.zeros(1, dtype=torch.float64)
         for grad in grads:
             encoder_sq += grad.to_local().double().pow(2).sum()
-        if self.mesh_group is not None:
-            torch.distributed.all_reduce(encoder_sq, group=self.mesh_group)
+        if self.shard_group is not None:
+            torch.distributed.all_reduce(encoder_sq, group=self.shard_group)
         if parallel_state.get_pipeline_model_parallel_world_size() > 1:
             torch.distributed.all_reduce(encoder_sq, group=parallel_state.get_pipeline_model_parallel_group())
         total = math.sqrt(llm_norm**2 + float(encoder_sq))

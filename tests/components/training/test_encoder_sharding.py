@@ -27,7 +27,9 @@ def _stage(**encoders) -> StageSpec:
 def _build(stage: StageSpec) -> OmniModel:
     model = OmniModel(get_preset("tiny"), 5, 6)
     apply_freezing(model, stage)
-    assert ShardedEncoders.build(model, stage) is not None
+    encoders = ShardedEncoders.build(model, stage)
+    # the joint clipping norm counts each shard once: summed over the shard dimension, not across HSDP replicas
+    assert encoders.shard_group is next(model.vit.parameters()).device_mesh.get_group("shard")
     return model
 
 
