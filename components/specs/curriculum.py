@@ -291,7 +291,9 @@ class StageSpec(_Strict):
                 f"({sorted(self.loss_weights)}) reach: they would get no gradient and only be weight-decayed; "
                 "remove them from train or add data that uses them"
             )
-        if "encoders" in self.parallel.model_fields_set and not set(self.train) & set(ENCODER_OF):
+        # Compared with the defaults, not by fields set: a dumped and re-validated spec (KFP passes curricula
+        # as JSON) carries the defaults explicitly and must stay valid.
+        if self.parallel.encoders != EncoderParallelSpec() and not set(self.train) & set(ENCODER_OF):
             raise ValueError(
                 f"stage '{self.name}' sets parallel.encoders but trains no encoder module ({list(ENCODER_OF)}); "
                 "frozen encoders are not sharded: remove parallel.encoders"

@@ -18,6 +18,8 @@ def test_every_shipped_curriculum_loads(path):
     assert curriculum.stage("sft").freeze == ["audio_encoder"]
     stage5 = next(s for s in curriculum.stages if s.name.startswith("stage5"))
     assert "llm" in stage5.freeze and stage5.train == ["audio_encoder", "audio_encoder_projector"]
+    # a dumped spec validates again (KFP components pass curricula as JSON, defaults spelled out)
+    assert CurriculumSpec.model_validate(curriculum.model_dump()) == curriculum
 
 
 def test_full_recipe_carries_the_paper_numbers():
