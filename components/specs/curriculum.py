@@ -118,6 +118,13 @@ class ParallelSpec(_Strict):
         EncoderParallelSpec(), description="how the trained encoders are sharded (only for a stage that trains one)"
     )
 
+    def megatron_sizes(self):
+        """The model-parallel sizes Megatron is initialised with (model.distributed.ParallelSizes); the
+        encoders' block is the trainer's, not Megatron's."""
+        from model.distributed import ParallelSizes  # lazy: specs load without torch
+
+        return ParallelSizes(self.tensor, self.pipeline, self.expert, self.context)
+
     def data_parallel(self, world: int) -> int:
         """The data-parallel size for `world` processes; ValueError when the plan does not fit.
 

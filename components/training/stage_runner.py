@@ -72,7 +72,7 @@ from components.training.speech_render import SPEECH_RESPONSE, render_speech_res
 from model import tokenizer as tok
 from model.codec import AudioCodec
 from model.config import get_preset
-from model.distributed import ParallelSizes, init_parallel
+from model.distributed import init_parallel
 from model.llm.moe import BiasControllerConfig, ExpertBiasController
 from model.omni import IGNORE, TEXT_LOSS_CLASSES, OmniBatch, OmniModel
 
@@ -303,7 +303,7 @@ def run_stage(run: StageRun) -> StageResult:
     plan = plan_data_parallel(stage, *launch_world())
     stage_steps = total_steps(stage)
     preset = get_preset(curriculum.preset, llm={"rope_theta": stage.rope_theta, "seq_length": stage.seq_length})
-    sizes = ParallelSizes(**stage.parallel.model_dump(exclude={"encoders"}))  # megatron's sizes; encoders: build
+    sizes = stage.parallel.megatron_sizes()  # megatron's sizes; encoders: build
     init_parallel(sizes, seed=curriculum.seed)
     assert plan.dp_rank == parallel_state.get_data_parallel_rank(), "rank order differs from megatron's"
     torch.manual_seed(curriculum.seed)

@@ -94,12 +94,12 @@ def main() -> None:
 
     from components.training.parallel_compare import build_stage_model, replica_grad_diff, save_gradients, save_model
     from components.training.stage_runner import StageRun, run_stage
-    from model.distributed import ParallelSizes, init_parallel
+    from model.distributed import init_parallel
 
     curriculum, stage = stage_curriculum(args)
     tokenizer = args.dataset / "tokenizer.json"
     if args.save_init:
-        init_parallel(ParallelSizes(**stage.parallel.model_dump()), seed=curriculum.seed)
+        init_parallel(stage.parallel.megatron_sizes(), seed=curriculum.seed)
         torch.manual_seed(curriculum.seed)
         save_model(args.init, build_stage_model(curriculum, stage, tokenizer), curriculum.preset, tokenizer)
     grads: dict[str, torch.Tensor] = {}
