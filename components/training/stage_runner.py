@@ -393,7 +393,8 @@ def run_stage(run: StageRun) -> StageResult:
         family_sums = torch.zeros(len(families), 2, dtype=torch.float64)  # token losses live on the last stage
         for rows, losses in zip(mine, out.token_losses):
             family_sums += _family_sums(rows, losses, families)
-        per_family = from_last_stage(all_reduce_sum(family_sums))
+        # token losses are whole sequences on every CP rank (OmniModel gathers them): sum over DP only
+        per_family = from_last_stage(all_reduce_sum(family_sums, with_context_parallel=False))
         metrics = {"loss": out.losses["loss"], **{f"loss/{k}": v for k, v in out.losses.items() if k != "loss"},
                    "lr": scheduler.get_lr({}), "grad_norm": out.grad_norm,
                    "packing_efficiency": used / capacity, "ffn_experts_per_token": ffn_experts, "tokens": used,
