@@ -426,7 +426,7 @@ class OmniModel(nn.Module):
             audio_labels, first_audio = self._local(batch.audio_labels), self._local(batch.first_audio)
             for i, head in enumerate(self.audio_heads):
                 book_logits, _ = head(hidden)  # [S/CP, B, size/TP] (sequence-parallel input gathered inside)
-                targets = audio_labels[..., i].transpose(0, 1)
+                targets = audio_labels[..., i].transpose(0, 1).contiguous()  # [S, B] (megatron views it flat)
                 kept = targets != IGNORE
                 per_code = vocab_parallel_cross_entropy(book_logits.float(), targets.clamp(min=0)) * kept  # [S, B]
                 terms[f"audio_book{i}"] = per_code.sum()

@@ -100,7 +100,7 @@ def main() -> None:
     curriculum, stage = stage_curriculum(args)
     tokenizer = args.dataset / "tokenizer.json"
     if args.save_init:
-        init_parallel(ParallelSizes(**stage.parallel.model_dump()), seed=curriculum.seed)
+        init_parallel(ParallelSizes(**stage.parallel.model_dump(exclude={"encoders"})), seed=curriculum.seed)
         torch.manual_seed(curriculum.seed)
         save_model(args.init, build_stage_model(curriculum, stage, tokenizer), curriculum.preset, tokenizer)
     grads: dict[str, torch.Tensor] = {}
