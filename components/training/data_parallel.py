@@ -68,6 +68,12 @@ def plan_data_parallel(stage: StageSpec, world: int, rank: int) -> DataParallelP
                 f"{parallel.context}: it must be a multiple of 2 x context (load-balanced chunks)"
                 + (f" x tensor {tp} (sequence parallel)" if tp > 1 else "") + "; change seq_length or parallel.context"
             )
+        if not _local_attention():
+            raise ValueError(
+                f"stage '{stage.name}': parallel.context {parallel.context} on Transformer Engine attention needs "
+                "packed sequences in THD format (cu_seqlens per document), which is not built; the stage's "
+                "sequences are packed. Set parallel.context to 1, or run where the local attention is used"
+            )
     per_step = stage.micro_batch_size * dp
     if stage.global_batch_size % per_step:
         raise ValueError(
@@ -78,6 +84,14 @@ def plan_data_parallel(stage: StageSpec, world: int, rank: int) -> DataParallelP
     # Megatron's default order "tp-cp-ep-dp-pp": rank = tp + TP * (cp + CP * (dp + DP * pp)).
     dp_rank = (rank // (parallel.tensor * parallel.context)) % dp
     return DataParallelPlan(world, rank, dp, dp_rank, stage.micro_batch_size, stage.global_batch_size)
+
+
+def _local_attention() -> bool:
+    """Whether the LLM's attention is the local one (model.llm.mla), which runs CP with a document mask."""
+    from model.llm.mla import MLACoreAttention
+    from model.llm.spec import core_attention_class
+
+    return issubclass(core_attention_class(), MLACoreAttention)
 
 
 def total_steps(stage: StageSpec) -> int:

@@ -55,7 +55,7 @@ def build_stage_model(curriculum: CurriculumSpec, stage: StageSpec, tokenizer_pa
     preset = get_preset(curriculum.preset, llm={"rope_theta": stage.rope_theta, "seq_length": stage.seq_length})
     tokenizer = tok.load_tokenizer(tokenizer_path)
     return OmniModel(preset, tok.special_id(tokenizer, tok.VISION_PAD), tok.special_id(tokenizer, tok.AUDIO_PAD),
-                     ParallelSizes(**stage.parallel.model_dump()))  # fmt: skip
+                     ParallelSizes(**stage.parallel.model_dump(exclude={"encoders"})))  # fmt: skip
 
 
 def save_model(folder: Path, model, preset: str, tokenizer_path: Path) -> None:
