@@ -1,4 +1,5 @@
-"""Data, tensor (+ sequence), expert and pipeline parallel stage training (2 gloo processes) against one process.
+"""Data, tensor (+ sequence), expert, pipeline and context parallel stage training (2 gloo processes) against one
+process. Context parallel (`cp2`) runs the local attention (keys/values all-gathered, document-mask rows).
 
 In every layout (and in the one-process reference) run_stage trains the ViT and the audio encoder FSDP2-
 sharded over the first pipeline stage's ranks, outside megatron's DDP, with their features passed through
