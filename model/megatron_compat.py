@@ -10,6 +10,8 @@ CUDA it patches, once:
 - CUDA streams/events used by the all-to-all token dispatcher, its split sizes as host arrays, and
   `torch.cuda.synchronize` (checkpoint saving);
 - `multi_latent_attention.HAVE_TE = False` (its isinstance check against a TE mock fails otherwise);
+- `rope_utils.get_pos_emb_on_this_cp_rank` (context parallelism) builds its index in pinned memory, which
+  needs CUDA: the same load-balanced slice from model.context_parallel instead;
 - TorchDynamo off (`torch._dynamo.config.disable`): megatron's `jit_fuser` is `torch.compile`, so without it
   every process compiles the router's expert-bias update (and any other fused helper it reaches) through
   Inductor and a C++ compiler on its first step: ~8 CPU-s per training process on 2 cores (measured on the
@@ -37,6 +39,13 @@ def _megatron_version() -> str:
     from megatron.core import package_info
 
     return package_info.__version__
+
+
+def _pos_emb_on_this_cp_rank(pos_emb: torch.Tensor, seq_dim: int, cp_group) -> torch.Tensor:
+    """rope_utils.get_pos_emb_on_this_cp_rank without pinned memory."""
+    from model.context_parallel import split_sequence
+
+    return split_sequence(pos_emb, seq_dim, cp_group.size(), cp_group.rank())
 
 
 class CpuRNGStatesTracker:
@@ -184,6 +193,7 @@ def enable_cpu_compat() -> bool:
                 "re-check each patch against the new release before changing the pin"
             )
         import torch._dynamo.config as dynamo_config
+        from megatron.core.models.common.embeddings import rotary_pos_embedding, yarn_rotary_pos_embedding
         from megatron.core.optimizer import clip_grads, optimizer
         from megatron.core.transformer import multi_latent_attention
         from megatron.core.transformer.moe import moe_utils, token_dispatcher
@@ -191,6 +201,8 @@ def enable_cpu_compat() -> bool:
         dynamo_config.disable = True  # megatron's @jit_fuser (torch.compile) runs eagerly on CPU
         moe_utils.te_general_gemm = None
         multi_latent_attention.HAVE_TE = False
+        rotary_pos_embedding.get_pos_emb_on_this_cp_rank = _pos_emb_on_this_cp_rank
+        yarn_rotary_pos_embedding.get_pos_emb_on_this_cp_rank = _pos_emb_on_this_cp_rank
         clip_grads.clip_grad_by_total_norm_fp32 = _clip_grad_by_total_norm_fp32
         optimizer.clip_grad_by_total_norm_fp32 = _clip_grad_by_total_norm_fp32
         token_dispatcher.MoEAlltoAllTokenDispatcher.cuda_dtoh_stream = _NoStream()

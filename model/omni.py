@@ -9,7 +9,10 @@ The assembled embeddings enter megatron's GPTModel as its `decoder_input` (the f
 builds them over the full sequence, then scatters them to the sequence-parallel region); the last stage
 computes the losses (vocab-parallel cross entropy for the text and the column-parallel audio heads).
 Tensor (with sequence), expert and pipeline parallelism come from megatron; the encoders are plain
-modules replicated over tensor parallel.
+modules replicated over tensor parallel. Context parallelism (model.context_parallel): the input is
+assembled over the whole sequence on every CP rank, then each keeps its load-balanced share of the
+positions; the last stage cuts the targets the same way, so each CP rank's loss terms are sums over its
+positions and add up over CP like over data parallel.
 
 Losses (REFERENCE.md section 6) partition the targets explicitly; each is a sum over its targets with its
 own denominator (`loss_terms` / `loss_counts`, `mean_losses` divides):
@@ -36,6 +39,7 @@ from torch import nn
 from model.audio_encoder import StreamingAudioEncoder
 from model.codec import AudioCodec
 from model.config import ModelPreset
+from model.context_parallel import gather_sequence, split_sequence, sum_gradient
 from model.distributed import ParallelSizes
 from model.llm.model import build_llm
 from model.vit import LongCatViT, VisualInput
@@ -109,6 +113,24 @@ def _sample_balanced_terms(per_token, counted, documents) -> tuple[torch.Tensor,
     return (sums[present] / counts[present]).sum(), present.sum().to(per_token.dtype)
 
 
+def text_target_weights(batch: OmniBatch) -> dict[str, torch.Tensor]:
+    """[B, S] float64 weight of each text target in its class's loss sum (0 elsewhere).
+
+    1 per target without document ids; with them 1 / (targets of that class in its packed sample), so the
+    weighted sum is the sum over samples of each sample's mean (`sample_balanced_loss`) while remaining a
+    plain sum over positions: any split of the positions (context parallel) adds up to the same total.
+    Computed from the whole sequence, before a split."""
+    weights = {}
+    for name, mask in _text_targets(batch).items():
+        mask = mask.double()
+        if batch.document_ids is not None:
+            docs = batch.document_ids.flatten().clamp(min=0)
+            per_doc = torch.zeros(int(docs.max()) + 1, dtype=torch.float64).index_add(0, docs, mask)
+            mask = mask / per_doc[docs].clamp(min=1)
+        weights[name] = mask.view(batch.labels.shape)
+    return weights
+
+
 def _text_targets(batch: OmniBatch) -> dict[str, torch.Tensor]:
     """Flat boolean masks of the text targets of each class present in the batch's partition."""
     counted = batch.labels.flatten() != IGNORE
@@ -168,10 +190,6 @@ class OmniModel(nn.Module):
         from megatron.core import parallel_state
         from megatron.core.tensor_parallel import ColumnParallelLinear
 
-        if parallel.context != 1:
-            raise ValueError(f"OmniModel: parallel.context {parallel.context} is not built (needs Transformer Engine "
-                             "attention and a context-parallel split of the assembled sequence); set parallel.context "
-                             "to 1")  # fmt: skip
         sizes = preset.codec.codebook_sizes
         heads = {"llm.vocab_size": preset.llm.vocab_size, **{f"codec codebook {i}": n for i, n in enumerate(sizes)}}
         for what, size in heads.items():
@@ -180,6 +198,8 @@ class OmniModel(nn.Module):
                                  f"{parallel.tensor} (vocab-parallel heads); change parallel.tensor")  # fmt: skip
         self.preset = preset
         self.vision_pad_id, self.audio_pad_id = vision_pad_id, audio_pad_id
+        self.cp_group = parallel_state.get_context_parallel_group()
+        self.cp, self.cp_rank = self.cp_group.size(), self.cp_group.rank()
         self.first_stage = parallel_state.is_pipeline_first_stage()
         self.last_stage = parallel_state.is_pipeline_last_stage()
         self.llm = build_llm(preset.llm, parallel, pre_process=self.first_stage, post_process=self.last_stage)
@@ -228,8 +248,12 @@ class OmniModel(nn.Module):
             for i, table in enumerate(self.audio_embeddings):
                 present = codes[..., i] >= 0
                 emb = emb + table(codes[..., i].clamp(min=0)) * present[..., None]
-        emb = self._scatter(emb, batch.input_ids, self.vision_pad_id, self._vision_features(batch), "vision")
-        emb = self._scatter(emb, batch.input_ids, self.audio_pad_id, self._audio_features(batch), "audio")
+        emb = self._scatter(emb, batch.input_ids, self.vision_pad_id, self._bridged(self._vision_features(batch)),
+                            "vision")  # fmt: skip
+        emb = self._scatter(emb, batch.input_ids, self.audio_pad_id, self._bridged(self._audio_features(batch)),
+                            "audio")  # fmt: skip
+        if self.cp > 1:  # this CP rank's positions; backward: gradients at those positions only
+            emb = split_sequence(emb, 0, self.cp, self.cp_rank)
         emb = emb.contiguous()  # [B, S, H] transposed above; megatron's layers view it as [S * B, H]
         if self.llm.config.sequence_parallel:  # forward: this rank's slice; backward: all-gather (exact)
             emb = scatter_to_sequence_parallel_region(emb)
@@ -238,6 +262,14 @@ class OmniModel(nn.Module):
     # Set by model.encoder_parallel.shard_encoders: the encoders are FSDP-sharded and the batch's inputs
     # are encoded through this model.modality_bridge.ModalityBridge (split over the ranks sharing a batch).
     encoder_bridge = None
+
+    def _bridged(self, features: torch.Tensor | None) -> torch.Tensor | None:
+        """Features from the sharded encoders under CP: each CP rank backpropagates only its positions, the
+        bridge's gather expects every rank of its group to hold the whole features' gradient: sum over CP.
+        (Encoders inside megatron's DDP need no sum: DDP adds their gradients over the CP ranks.)"""
+        if features is None or self.encoder_bridge is None or self.cp == 1:
+            return features
+        return sum_gradient(features, self.cp_group)
 
     def _vision_features(self, batch: OmniBatch) -> torch.Tensor | None:
         # The same input object repeated (rows of one prompt with different answers) is encoded once.
@@ -295,11 +327,37 @@ class OmniModel(nn.Module):
         # contiguous: megatron's MoE router views its input flat, which a [S, B>1, H] transpose cannot give
         return flat.view(emb.shape[1], emb.shape[0], -1).transpose(0, 1).contiguous()
 
+    def _attention_mask(self, batch: OmniBatch) -> torch.Tensor | None:
+        """The document mask (None: plain causal); under CP the rows of this rank's query positions."""
+        from model.llm.mla import MLACoreAttention
+        from model.llm.spec import core_attention_class
+
+        if self.cp == 1:
+            return document_mask(batch.document_ids) if batch.document_ids is not None else None
+        if not issubclass(core_attention_class(), MLACoreAttention):
+            if batch.document_ids is not None:  # TE's CP attention takes causal masks; packing needs THD
+                raise ValueError("packed sequences (document ids) with parallel.context > 1 on Transformer Engine "
+                                 "attention need the THD format (cu_seqlens per document), which is not built: "
+                                 "set parallel.context to 1 or train without packing")  # fmt: skip
+            return None
+        ids = batch.document_ids
+        if ids is None:  # causal = one document
+            ids = torch.zeros_like(batch.input_ids)
+        return split_sequence(document_mask(ids), 2, self.cp, self.cp_rank)
+
     def _run_llm(self, batch: OmniBatch) -> torch.Tensor:
-        """Through GPTModel: [B, S, vocab/TP] text logits on the last stage, hidden states elsewhere."""
-        mask = document_mask(batch.document_ids) if batch.document_ids is not None else None
+        """Through GPTModel: [B, S/CP, vocab/TP] text logits on the last stage, hidden states elsewhere."""
         decoder_input = self.embed(batch) if self.first_stage else None  # later stages: set_input_tensor
-        return self.llm(input_ids=None, position_ids=None, attention_mask=mask, decoder_input=decoder_input)
+        return self.llm(input_ids=None, position_ids=None, attention_mask=self._attention_mask(batch),
+                        decoder_input=decoder_input)  # fmt: skip
+
+    def _local(self, t: torch.Tensor | None) -> torch.Tensor | None:
+        """This CP rank's positions of a [B, S, ...] tensor."""
+        return t if t is None or self.cp == 1 else split_sequence(t, 1, self.cp, self.cp_rank)
+
+    def _full(self, t: torch.Tensor) -> torch.Tensor:
+        """[B, S/CP, ...] of every CP rank -> [B, S, ...] in sequence order."""
+        return gather_sequence(t, 1, self.cp_group)
 
     def text_logits(self, batch: OmniBatch) -> torch.Tensor:
         """[B, S, vocab] next-token logits of the text head (evaluation and decoding; one pipeline stage)."""
@@ -307,7 +365,7 @@ class OmniModel(nn.Module):
 
         if not (self.first_stage and self.last_stage):
             raise ValueError("text_logits runs the whole model: load the checkpoint at pipeline size 1")
-        return gather_from_tensor_model_parallel_region(self._run_llm(batch))
+        return self._full(gather_from_tensor_model_parallel_region(self._run_llm(batch)))
 
     def audio_logits(self, batch: OmniBatch) -> list[torch.Tensor]:
         """[B, S, codebook size] next-step logits of each audio head (speech decoding and evaluation)."""
@@ -315,7 +373,8 @@ class OmniModel(nn.Module):
 
         self.text_logits(batch)  # runs the model; the decoder hook keeps the final hidden states
         hidden, self._hidden = self._hidden, None
-        return [gather_from_tensor_model_parallel_region(head(hidden)[0]).transpose(0, 1) for head in self.audio_heads]
+        return [self._full(gather_from_tensor_model_parallel_region(head(hidden)[0]).transpose(0, 1))
+                for head in self.audio_heads]  # fmt: skip
 
     def set_input_tensor(self, input_tensor) -> None:
         """Megatron's schedules hand a later pipeline stage its input (the previous stage's output) here."""
@@ -339,8 +398,9 @@ class OmniModel(nn.Module):
         transcribed = [i for i, t in enumerate(batch.ctc_targets or []) if len(t)]
         if "ctc" not in losses or not transcribed:
             return {}
-        if not (self.first_stage and self.last_stage):
-            raise ValueError("the ctc loss trains the audio encoder alone: run its stage at pipeline size 1")
+        if not (self.first_stage and self.last_stage) or self.cp > 1:
+            raise ValueError("the ctc loss trains the audio encoder alone: run its stage at pipeline and context "
+                             "size 1")  # fmt: skip
         return {"ctc": self.audio_encoder.ctc_loss_sum([batch.audio_features[i] for i in transcribed],
                                                        [batch.ctc_targets[i] for i in transcribed])}  # fmt: skip
 
@@ -354,25 +414,24 @@ class OmniModel(nn.Module):
         """
         from megatron.core.tensor_parallel import vocab_parallel_cross_entropy
 
-        hidden, self._hidden = self._hidden, None  # [S(/TP), B, H], after the final norm
-        per_token = vocab_parallel_cross_entropy(text_logits.float(), batch.labels.clamp(min=0))  # [B, S]
-        per_token = (per_token * (batch.labels != IGNORE)).flatten()
-        terms = {}
-        for name, mask in _text_targets(batch).items():
-            if batch.document_ids is None:
-                terms[name] = (per_token * mask).sum()
-            else:
-                terms[name] = _sample_balanced_terms(per_token, mask, batch.document_ids.flatten())[0]
-        self.last_text_token_losses = per_token.detach().view(batch.labels.shape)  # per-task metrics read this
+        hidden, self._hidden = self._hidden, None  # [S(/CP/TP), B, H], after the final norm
+        labels = self._local(batch.labels)  # this CP rank's positions (all of them without CP)
+        per_token = vocab_parallel_cross_entropy(text_logits.float(), labels.clamp(min=0))  # [B, S/CP]
+        per_token = per_token * (labels != IGNORE)
+        terms = {name: (per_token * self._local(weight).to(per_token.dtype)).sum()
+                 for name, weight in text_target_weights(batch).items()}  # fmt: skip
+        # per-task metrics read this, over the whole sequence
+        self.last_text_token_losses = self._full(per_token.detach()) if self.cp > 1 else per_token.detach()
         if batch.audio_labels is not None:
+            audio_labels, first_audio = self._local(batch.audio_labels), self._local(batch.first_audio)
             for i, head in enumerate(self.audio_heads):
-                book_logits, _ = head(hidden)  # [S, B, size/TP] (sequence-parallel input gathered inside)
-                targets = batch.audio_labels[..., i].transpose(0, 1)
+                book_logits, _ = head(hidden)  # [S/CP, B, size/TP] (sequence-parallel input gathered inside)
+                targets = audio_labels[..., i].transpose(0, 1).contiguous()  # [S, B] (megatron views it flat)
                 kept = targets != IGNORE
                 per_code = vocab_parallel_cross_entropy(book_logits.float(), targets.clamp(min=0)) * kept  # [S, B]
                 terms[f"audio_book{i}"] = per_code.sum()
-                if i == 0 and batch.first_audio is not None:
-                    terms["first_audio_token"] = (per_code * batch.first_audio.transpose(0, 1)).sum()
+                if i == 0 and first_audio is not None:
+                    terms["first_audio_token"] = (per_code * first_audio.transpose(0, 1)).sum()
         return terms
 
     def forward(self, batch: OmniBatch, sums: bool = False, losses: frozenset[str] | set[str] = DEFAULT_LOSSES):

@@ -10,8 +10,9 @@ which is what lets a checkpoint written at DP=2 resume at DP=1 on the very next 
 
 Tensor, pipeline and expert parallelism come from the stage's `parallel` block; the data-parallel rank
 follows Megatron's rank order (tensor fastest, then context, data, pipeline), so every tensor- and
-pipeline-parallel rank of one replica trains on the same sequences. Context parallelism is refused by
-name (it needs Transformer Engine attention and a context split of the assembled omni sequence).
+pipeline-parallel rank of one replica trains on the same sequences; so does every context-parallel rank,
+and the model keeps its share of each sequence's positions (model.context_parallel), so the sequence
+length must cut into 2 x CP chunks (and those into tensor-parallel slices under sequence parallelism).
 """
 
 from __future__ import annotations
@@ -60,11 +61,19 @@ def plan_data_parallel(stage: StageSpec, world: int, rank: int) -> DataParallelP
     except ValueError as exc:
         raise ValueError(f"stage '{stage.name}' started with {world} process(es): {exc}") from None
     if parallel.context > 1:
-        raise ValueError(
-            f"stage '{stage.name}' asks for parallel.context: {parallel.context}: context parallelism of the omni "
-            "model is not built (it needs Transformer Engine attention, GPU only, and a context-parallel split of the "
-            "assembled sequence). Set parallel.context to 1 (tensor, pipeline, expert and data parallel are supported)"
-        )
+        local, tp = stage.seq_length // parallel.context, parallel.tensor
+        if stage.seq_length % (2 * parallel.context) or (tp > 1 and local % tp):
+            raise ValueError(
+                f"stage '{stage.name}': seq_length {stage.seq_length} does not split over parallel.context "
+                f"{parallel.context}: it must be a multiple of 2 x context (load-balanced chunks)"
+                + (f" x tensor {tp} (sequence parallel)" if tp > 1 else "") + "; change seq_length or parallel.context"
+            )
+        if not _local_attention():
+            raise ValueError(
+                f"stage '{stage.name}': parallel.context {parallel.context} on Transformer Engine attention needs "
+                "packed sequences in THD format (cu_seqlens per document), which is not built; the stage's "
+                "sequences are packed. Set parallel.context to 1, or run where the local attention is used"
+            )
     per_step = stage.micro_batch_size * dp
     if stage.global_batch_size % per_step:
         raise ValueError(
@@ -75,6 +84,14 @@ def plan_data_parallel(stage: StageSpec, world: int, rank: int) -> DataParallelP
     # Megatron's default order "tp-cp-ep-dp-pp": rank = tp + TP * (cp + CP * (dp + DP * pp)).
     dp_rank = (rank // (parallel.tensor * parallel.context)) % dp
     return DataParallelPlan(world, rank, dp, dp_rank, stage.micro_batch_size, stage.global_batch_size)
+
+
+def _local_attention() -> bool:
+    """Whether the LLM's attention is the local one (model.llm.mla), which runs CP with a document mask."""
+    from model.llm.mla import MLACoreAttention
+    from model.llm.spec import core_attention_class
+
+    return issubclass(core_attention_class(), MLACoreAttention)
 
 
 def total_steps(stage: StageSpec) -> int:

@@ -15,6 +15,9 @@
   sums over ranks and micro-batches with no further scaling: `calculate_per_token_loss` makes megatron
   DDP sum rather than average, and the finalize step is told there is no token count left to divide by.
   Result: the same loss and gradients as one process on the same global batch, whatever DP.
+- Context parallel: every CP rank of a replica gets the same micro-batches; the counts come from whole
+  sequences, so they are summed over data parallel only, while each CP rank's loss sums cover its own
+  positions and are summed over data x context parallel (megatron DDP reduces gradients over both).
 
 The distributed optimizer (ZeRO-1 sharding of optimizer state) is GPU-only in megatron-core 0.16.1 (its
 buffers and collectives assume CUDA/NCCL), so on CPU (gloo) the optimizer state is replicated; on GPUs
@@ -117,16 +120,14 @@ class StepOutput:
     token_losses: list[torch.Tensor | None]  # per micro-batch [micro, S] text token losses; None: LLM not run
 
 
-def _dp_group():
+def all_reduce_sum(values: torch.Tensor, with_context_parallel: bool = True) -> torch.Tensor:
+    """Sum over the data-parallel group, and over context parallel unless told not to (float64: counts stay
+    exact). Quantities every CP rank computes from the whole sequence (counts) pass False."""
     from megatron.core import parallel_state
 
-    return parallel_state.get_data_parallel_group(with_context_parallel=True)
-
-
-def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
-    """Sum over the data-parallel group (float64, so counts stay exact)."""
     values = values.double()
-    torch.distributed.all_reduce(values, group=_dp_group())
+    group = parallel_state.get_data_parallel_group(with_context_parallel=with_context_parallel)
+    torch.distributed.all_reduce(values, group=group)
     return values
 
 
@@ -161,7 +162,7 @@ def train_step(ddp, optimizer, scheduler, microbatches: list[OmniBatch], weights
     for batch in microbatches:
         for name, count in loss_counts(batch, wanted).items():
             local[names.index(name)] += count
-    counts = dict(zip(names, all_reduce_sum(local)))
+    counts = dict(zip(names, all_reduce_sum(local, with_context_parallel=False)))
     token_losses: list[torch.Tensor] = []
 
     def loss_func(terms: dict[str, torch.Tensor]):

@@ -18,8 +18,10 @@ gradients as one process on the same global batch. A token budget becomes
 (with sequence parallel), expert and pipeline parallelism (model.omni.OmniModel); data parallel is what
 the world size leaves. Trained encoders are not part of megatron's DDP: they are FSDP2-sharded over the
 ranks of the first pipeline stage, whatever the LLM's layout, and reach the LLM through a ModalityBridge
-(modality-decoupled parallelism, components.training.encoder_sharding). Context parallel is refused at
-start (not built); so is a world size the plan does not divide.
+(modality-decoupled parallelism, components.training.encoder_sharding). Context parallel splits each
+assembled sequence over the CP ranks (model.context_parallel) with the local attention; it is refused at
+start on Transformer Engine attention (packed THD sequences not built), as is a world size the plan does
+not divide.
 Micro-batches are padded to the stage's sequence length (fixed shapes between pipeline
 stages). Metrics are all-reduced, so `on_step` sees global values; call it (tracking) on rank 0 only.
 
@@ -393,7 +395,8 @@ def run_stage(run: StageRun) -> StageResult:
         family_sums = torch.zeros(len(families), 2, dtype=torch.float64)  # token losses live on the last stage
         for rows, losses in zip(mine, out.token_losses):
             family_sums += _family_sums(rows, losses, families)
-        per_family = from_last_stage(all_reduce_sum(family_sums))
+        # token losses are whole sequences on every CP rank (OmniModel gathers them): sum over DP only
+        per_family = from_last_stage(all_reduce_sum(family_sums, with_context_parallel=False))
         metrics = {"loss": out.losses["loss"], **{f"loss/{k}": v for k, v in out.losses.items() if k != "loss"},
                    "lr": scheduler.get_lr({}), "grad_norm": out.grad_norm,
                    "packing_efficiency": used / capacity, "ffn_experts_per_token": ffn_experts, "tokens": used,

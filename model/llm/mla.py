@@ -1,7 +1,8 @@
 """Multi-latent attention as LongCat uses it, on megatron-core's MLASelfAttention.
 
 Three pieces megatron-core 0.16.1 lacks or gets wrong without Transformer Engine:
-- `MLACoreAttention`: the local DotProductAttention rejects MLA's separate key and value widths;
+- `MLACoreAttention`: the local DotProductAttention rejects MLA's separate key and value widths, and
+  context parallelism (it asserts CP == 1); this one all-gathers the keys and values of the CP ranks;
 - LongCat's latent scaling (see `norms.LatentRMSNorm`);
 - at TP > 1 without sequence parallelism, the shared RoPE key's gradient is not summed over TP ranks
   (upstream NVIDIA/Megatron-LM issue 1699). `RopeAwareGather` all-reduces those gradient columns.
@@ -9,23 +10,43 @@ Three pieces megatron-core 0.16.1 lacks or gets wrong without Transformer Engine
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from megatron.core import parallel_state
 from megatron.core.tensor_parallel import mappings
 from megatron.core.transformer import multi_latent_attention
 from megatron.core.transformer.dot_product_attention import DotProductAttention
 
+from model.context_parallel import gather_sequence
+
 # gathered width -> trailing RoPE columns, for each MLA config built in this process
 _ROPE_TAIL_BY_WIDTH: dict[int, int] = {}
 
 
 class MLACoreAttention(DotProductAttention):
-    """Local dot-product attention with key width k_channels and value width v_channels."""
+    """Local dot-product attention with key width k_channels and value width v_channels, at any CP size.
 
-    def __init__(self, *args, k_channels: int | None = None, v_channels: int | None = None, **kwargs):
-        super().__init__(*args, **kwargs)
+    Under context parallelism the queries are this rank's positions (model.context_parallel order), the
+    keys and values are all-gathered into sequence order, and the attention mask must be the
+    [B, 1, local S, S] rows of this rank's queries (OmniModel builds it): the parent's default causal mask
+    is square. Memory is that of the full [local S, S] score matrix, as without CP."""
+
+    def __init__(self, config, *args, k_channels: int | None = None, v_channels: int | None = None, **kwargs):
+        local = copy.copy(config)
+        local.context_parallel_size = 1  # the parent asserts it; the CP exchange is done here
+        super().__init__(local, *args, **kwargs)
+        self.cp_size = config.context_parallel_size
         if v_channels is not None:
             self.hidden_size_per_partition = v_channels * self.num_attention_heads_per_partition
+
+    def forward(self, query, key, value, attention_mask, *args, **kwargs):
+        if self.cp_size > 1:
+            if attention_mask is None:
+                raise ValueError("context-parallel local attention needs the [B, 1, local S, S] mask rows")
+            group = parallel_state.get_context_parallel_group()
+            key, value = gather_sequence(key, 0, group), gather_sequence(value, 0, group)  # [S, B, heads, dim]
+        return super().forward(query, key, value, attention_mask, *args, **kwargs)
 
 
 class RopeAwareGather(torch.autograd.Function):

@@ -1,6 +1,7 @@
 """GPU-only paths of the same model code: bf16 on CUDA, Transformer Engine pieces. Skipped without CUDA.
 
-Context parallelism (TE attention), the distributed optimizer and grouped-GEMM experts exist only on
+Context parallelism on TE attention (tests/model/test_context_parallel.py; on CPU the local attention runs
+it), the distributed optimizer and grouped-GEMM experts exist only on
 GPUs; on CPU the same modules run with the local attention and SequentialMLP experts (see
 model/megatron_compat.py).
 """

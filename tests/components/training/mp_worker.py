@@ -30,7 +30,7 @@ def stage_curriculum(args):
     from tests.conftest import REPO_ROOT
 
     curriculum = CurriculumSpec.load(REPO_ROOT / "data_specs" / "curriculum" / "tiny.yaml")
-    sizes = ParallelSizes(tensor=args.tp, pipeline=args.pp, expert=args.ep)
+    sizes = ParallelSizes(tensor=args.tp, pipeline=args.pp, expert=args.ep, context=getattr(args, "cp", 1))
     return layout_stage(curriculum, STAGE, sizes, seq_length=args.seq_length)
 
 
@@ -87,6 +87,7 @@ def main() -> None:
     parser.add_argument("--tp", type=int, default=1)
     parser.add_argument("--pp", type=int, default=1)
     parser.add_argument("--ep", type=int, default=1)
+    parser.add_argument("--cp", type=int, default=1)
     parser.add_argument("--seq-length", type=int, default=512)
     parser.add_argument("--checkpoint-every", type=int, default=100)
     parser.add_argument("--resume", action="store_true")

@@ -83,10 +83,14 @@ def test_a_world_size_the_plan_does_not_divide_is_refused():
         plan_data_parallel(uneven, world=2, rank=0)
 
 
-def test_context_parallel_is_refused_by_name_and_replicas_follow_megatrons_rank_order():
-    stage = STAGE.model_copy(update={"parallel": STAGE.parallel.model_copy(update={"context": 2})})
-    with pytest.raises(ValueError, match=r"asks for parallel.context: 2.*Set parallel.context to 1"):
-        plan_data_parallel(stage, world=2, rank=0)
+def test_context_parallel_ranks_share_a_batch_and_replicas_follow_megatrons_rank_order():
+    cp2 = STAGE.model_copy(update={"global_batch_size": 4,
+                                   "parallel": STAGE.parallel.model_copy(update={"context": 2})})  # fmt: skip
+    # tp-cp-dp order: ranks 0,1 are the CP ranks of replica 0 (the same sequences), ranks 2,3 of replica 1
+    assert [plan_data_parallel(cp2, world=4, rank=r).dp_rank for r in range(4)] == [0, 0, 1, 1]
+    odd = cp2.model_copy(update={"seq_length": 510})
+    with pytest.raises(ValueError, match=r"seq_length 510 does not split over parallel.context 2: .*multiple of 2 x"):
+        plan_data_parallel(odd, world=2, rank=0)
     tp2 = STAGE.model_copy(update={"global_batch_size": 4, "parallel": STAGE.parallel.model_copy(update={"tensor": 2})})
     # tensor-parallel ranks are adjacent: ranks 0,1 are replica 0 and ranks 2,3 replica 1, each with its own data
     assert [plan_data_parallel(tp2, world=4, rank=r).dp_rank for r in range(4)] == [0, 0, 1, 1]

@@ -1,4 +1,5 @@
-"""Data, tensor (+ sequence), expert and pipeline parallel stage training (2 gloo processes) against one process.
+"""Data, tensor (+ sequence), expert, pipeline and context parallel stage training (2 gloo processes) against one
+process. Context parallel (`cp2`) runs the local attention (keys/values all-gathered, document-mask rows).
 
 In every layout (and in the one-process reference) run_stage trains the ViT and the audio encoder FSDP2-
 sharded over the first pipeline stage's ranks, outside megatron's DDP, with their features passed through
@@ -36,7 +37,7 @@ GRAD_RTOL, LOSS_ATOL = 5e-5, 1e-5
 # Encoder weights after 4 steps, resumed vs uninterrupted (measured below); a resume without the encoders'
 # AdamW state restarts their moments: measured 1e-1 (vit.patch_embed), vs 0 (bitwise equal) when restored.
 WEIGHT_RTOL = 1e-5
-LAYOUTS = {"dp2": [], "tp2-sp": ["--tp", "2"], "ep2": ["--ep", "2"], "pp2": ["--pp", "2"]}
+LAYOUTS = {"dp2": [], "tp2-sp": ["--tp", "2"], "ep2": ["--ep", "2"], "pp2": ["--pp", "2"], "cp2": ["--cp", "2"]}
 DATA_PARALLEL_2 = ("dp2", "ep2")  # each rank its half of every global batch
 # Parameters the stage cannot give a gradient: the audio encoder's CTC head serves its own ASR loss.
 NO_GRADIENT = ("audio_encoder.ctc_head.", "codec.")  # trained by their own stages (ctc, codec)
