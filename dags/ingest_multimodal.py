@@ -14,11 +14,13 @@ Params: `spec` (dataset spec YAML), `out` (output folder inside the DVC repo, or
 exists, otherwise the local executor), `dvc_remote` (where the version step pushes; a bucket `out` is
 copied into it by `dvc import-url --to-remote`; empty: the repository's default remote). With
 `OMNISTAGE_RUNNER=kubernetes`, or a Ray cluster on other machines, `out` must be a bucket URI: the
-steps' pods and the Ray workers share no volume.
+steps' pods and the Ray workers share no volume. The schedule is daily unless `OMNISTAGE_INGEST_SCHEDULE`
+(in the environment of the DAG processor) names another cadence, or `none` for triggered runs only.
 """
 
 from __future__ import annotations
 
+import os
 from datetime import datetime, timedelta
 
 from airflow.sdk import Asset, Param, dag, task
@@ -32,7 +34,8 @@ INGEST = ["ingest", "--spec", "{spec}", "--out", "{out}", "--json"]
 
 @dag(
     dag_id="ingest_multimodal",
-    schedule="@daily",
+    # A cron expression or preset; "none" leaves only triggered runs (read when the DAG file is parsed).
+    schedule=None if (cadence := os.environ.get("OMNISTAGE_INGEST_SCHEDULE", "@daily")) == "none" else cadence,
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,

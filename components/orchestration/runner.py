@@ -39,8 +39,15 @@ DATASET_VERSIONS_ASSET = {"name": "omnistage-dataset-versions", "uri": "file:///
 log = logging.getLogger(__name__)
 
 
+# The CLI's exit status for bad input (components.cli.common.fail, and typer's usage errors): a missing
+# file or an invalid spec fails the same way on every try, so the step fails without Airflow's retries.
+BAD_INPUT_EXIT = 2
+
+
 class StepFailed(RuntimeError):
-    pass
+    def __init__(self, message: str, retryable: bool = True):
+        super().__init__(message)
+        self.retryable = retryable
 
 
 def runner_mode() -> str:
@@ -89,7 +96,8 @@ def run_omnistage(args: list[str], cwd: Path | str | None = None, timeout_s: flo
                 reader.join()
     stdout = "".join(stdout_chunks).strip()
     if code != 0:
-        raise StepFailed(f"`{shlex.join(cmd)}` exited with {code}; see the log above")
+        raise StepFailed(f"`{shlex.join(cmd)}` exited with {code}; see the log above",
+                         retryable=code != BAD_INPUT_EXIT)
     if not stdout:
         return {}
     try:
@@ -138,8 +146,15 @@ def omnistage_step(task_id: str, args: list[str], **task_kwargs):
 
     @task(task_id=task_id, **task_kwargs)
     def run_step() -> dict:
+        from airflow.sdk.exceptions import AirflowFailException
+
         params = get_current_context()["params"]
-        return run_omnistage(_render_local(args, params), cwd=params.get("repo", REPO_ROOT))
+        try:
+            return run_omnistage(_render_local(args, params), cwd=params.get("repo", REPO_ROOT))
+        except StepFailed as exc:
+            if not exc.retryable:  # bad input: retrying only delays the error (and the runs queued behind)
+                raise AirflowFailException(str(exc)) from exc
+            raise
 
     return run_step()
 

@@ -25,7 +25,7 @@ for dag_id, dag in bag.dags.items():
                               "mode": getattr(t, "mode", None),
                               "downstream": sorted(t.downstream_task_ids),
                               "args": [str(a) for a in (getattr(t, "arguments", None) or [])]}} for t in dag.tasks}},
-        "doc_md": bool(dag.doc_md), "max_active_runs": dag.max_active_runs,
+        "doc_md": bool(dag.doc_md), "max_active_runs": dag.max_active_runs, "schedule": str(dag.schedule),
     }}
 print(json.dumps({{"errors": {{k: str(v) for k, v in bag.import_errors.items()}}, "elapsed": elapsed,
                   "heavy": heavy, "dags": dags}}))
@@ -43,7 +43,7 @@ def test_dagbag_has_no_import_errors_and_no_heavy_imports(airflow_env):
     assert result["errors"] == {}
     assert result["heavy"] == [], "DAG files must not import heavy libraries at module top"
     dag = result["dags"]["ingest_multimodal"]
-    assert dag["doc_md"] and dag["max_active_runs"] == 1
+    assert dag["doc_md"] and dag["max_active_runs"] == 1 and dag["schedule"] == "@daily"
     tasks = dag["tasks"]
     order = ["discover", "probe_and_validate", "write_shards", "version", "publish"]
     for upstream, downstream in zip(order, order[1:]):
@@ -61,6 +61,14 @@ def test_dagbag_has_no_import_errors_and_no_heavy_imports(airflow_env):
     ]
     assert tasks["train_locally"]["downstream"] == tasks["finish_kfp_run"]["downstream"] == ["report"]
     assert tasks["report"]["downstream"] == ["notify"]
+
+
+def test_the_ingest_cadence_comes_from_the_environment(airflow_env):
+    folder = REPO_ROOT / "dags" / "ingest_multimodal.py"
+    assert _inspect(dict(airflow_env, OMNISTAGE_INGEST_SCHEDULE="none"), folder)["dags"]["ingest_multimodal"][
+        "schedule"] == "None"  # fmt: skip
+    hourly = _inspect(dict(airflow_env, OMNISTAGE_INGEST_SCHEDULE="0 * * * *"), folder)
+    assert hourly["dags"]["ingest_multimodal"]["schedule"] == "0 * * * *"
 
 
 @pytest.mark.parametrize("dag_file", DAG_FILES)

@@ -59,7 +59,12 @@ def test_exit_code_and_non_json_stdout_fail_the_step(command):
     with pytest.raises(StepFailed, match="printed non-JSON on stdout: 'not json'"):
         run_omnistage(["step"])
     command("sys.exit(3)")
-    with pytest.raises(StepFailed, match="exited with 3"):
+    with pytest.raises(StepFailed, match="exited with 3") as failure:
         run_omnistage(["step"])
+    assert failure.value.retryable
+    command("sys.exit(2)")  # bad input (a missing source folder): the step fails without retries
+    with pytest.raises(StepFailed, match="exited with 2") as failure:
+        run_omnistage(["step"])
+    assert not failure.value.retryable
     command("")
     assert run_omnistage(["step"]) == {}
