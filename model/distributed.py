@@ -30,14 +30,35 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def training_device() -> torch.device:
+    """Where this process trains: its own GPU (torchrun's LOCAL_RANK) when CUDA is present, else the CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return torch.device("cpu")
+
+
+def backend_for(device: torch.device) -> str:
+    """The process-group backend for tensors on `device`: NCCL between GPUs, gloo between CPUs."""
+    return "nccl" if device.type == "cuda" else "gloo"
+
+
+def collective_device() -> torch.device:
+    """Where small tensors (counts, loss sums, norms) must be for a collective of the current process group:
+    NCCL only moves CUDA tensors, gloo CPU ones."""
+    if dist.is_initialized() and dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
 def init_parallel(sizes: ParallelSizes = ParallelSizes(), seed: int = 1234) -> None:
     """Initialise torch.distributed (from torchrun's env, else a 1-process group) and megatron's groups."""
     from megatron.core import parallel_state
     from megatron.core.tensor_parallel import model_parallel_cuda_manual_seed
 
     cpu = enable_cpu_compat()
+    device = training_device()
     if not dist.is_initialized():
-        backend = "gloo" if cpu else "nccl"
+        backend = backend_for(device)
         timeout = process_group_timeout()
         if "RANK" in os.environ:  # started by torchrun
             dist.init_process_group(backend=backend, timeout=timeout)
@@ -46,8 +67,8 @@ def init_parallel(sizes: ParallelSizes = ParallelSizes(), seed: int = 1234) -> N
             # runner) do not inherit a RANK/MASTER_PORT that points at this process's group.
             init = f"tcp://127.0.0.1:{_free_port()}"
             dist.init_process_group(backend=backend, init_method=init, rank=0, world_size=1, timeout=timeout)
-    if not cpu:
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
     parallel_state.destroy_model_parallel()
     parallel_state.initialize_model_parallel(
         tensor_model_parallel_size=sizes.tensor,

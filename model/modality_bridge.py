@@ -31,6 +31,8 @@ from collections.abc import Callable
 import torch
 import torch.distributed as dist
 
+from model.distributed import collective_device
+
 
 class ModalityBridge:
     def __init__(self, group: dist.ProcessGroup | None = None, num_chunks: int = 1,
@@ -80,8 +82,8 @@ class ModalityBridge:
         if self.size == 1:
             return mine
         share = self.owned_slice(len(items))
-        rows = torch.zeros(len(items), dtype=torch.long)
-        rows[share] = torch.tensor(mine, dtype=torch.long)
+        rows = torch.zeros(len(items), dtype=torch.long, device=collective_device())
+        rows[share] = torch.tensor(mine, dtype=torch.long, device=rows.device)
         dist.all_reduce(rows, group=self.group)
         return rows.tolist()
 
@@ -116,8 +118,9 @@ class ModalityBridge:
         return out
 
     def _counts(self, rows: int) -> list[int]:
-        counts = [torch.zeros(1, dtype=torch.long) for _ in range(self.size)]
-        dist.all_gather(counts, torch.tensor([rows]), group=self.group)
+        device = collective_device()
+        counts = [torch.zeros(1, dtype=torch.long, device=device) for _ in range(self.size)]
+        dist.all_gather(counts, torch.tensor([rows], device=device), group=self.group)
         return [int(c) for c in counts]
 
 
@@ -125,7 +128,7 @@ def _most_calls_of_any_rank(calls: int, group: dist.ProcessGroup | None) -> int:
     """At least one call, and as many as the rank with the most of `group` (the encoders' FSDP mesh)."""
     if not dist.is_initialized() or dist.get_world_size(group) == 1:
         return max(calls, 1)
-    most = torch.tensor([max(calls, 1)])
+    most = torch.tensor([max(calls, 1)], device=collective_device())
     dist.all_reduce(most, op=dist.ReduceOp.MAX, group=group)
     return int(most)
 

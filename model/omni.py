@@ -31,7 +31,7 @@ classes are balanced per packed sample (`sample_balanced_loss`), codebook losses
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 from torch import nn
@@ -78,6 +78,20 @@ class OmniBatch:
     first_audio: torch.Tensor | None = None  # [B, S] True where audio_labels[..., 0] opens a speech response
     ctc_targets: list[torch.Tensor] | None = None  # per audio_features clip: transcript token ids, empty = none
 
+    def to(self, device: torch.device) -> OmniBatch:
+        """The same batch with every tensor on `device` (the model's: batches are built on the CPU)."""
+
+        def move(value):
+            if isinstance(value, torch.Tensor):
+                return value.to(device)
+            if isinstance(value, VisualInput):
+                return VisualInput(value.pixels.to(device))
+            if isinstance(value, list):
+                return [move(v) for v in value]
+            return value
+
+        return OmniBatch(**{f.name: move(getattr(self, f.name)) for f in fields(self)})
+
 
 def document_mask(document_ids: torch.Tensor) -> torch.Tensor:
     """[B, 1, S, S] megatron attention mask (True = masked): causal and within one packed document.
@@ -88,7 +102,7 @@ def document_mask(document_ids: torch.Tensor) -> torch.Tensor:
     """
     s = document_ids.shape[1]
     same = document_ids[:, :, None] == document_ids[:, None, :]
-    causal = torch.ones(s, s, dtype=torch.bool).tril()
+    causal = torch.ones(s, s, dtype=torch.bool, device=document_ids.device).tril()
     return ~(same & causal)[:, None]
 
 
@@ -107,8 +121,8 @@ def _sample_balanced_terms(per_token, counted, documents) -> tuple[torch.Tensor,
     """(sum over samples of each sample's mean token loss, number of samples with a target)."""
     index = documents.clamp(min=0)
     size = int(index.max()) + 1
-    sums = torch.zeros(size, dtype=per_token.dtype).index_add(0, index, per_token * counted)
-    counts = torch.zeros(size, dtype=per_token.dtype).index_add(0, index, counted.to(per_token.dtype))
+    sums = torch.zeros(size, dtype=per_token.dtype, device=per_token.device).index_add(0, index, per_token * counted)
+    counts = torch.zeros_like(sums).index_add(0, index, counted.to(per_token.dtype))
     present = counts > 0
     return (sums[present] / counts[present]).sum(), present.sum().to(per_token.dtype)
 
@@ -125,7 +139,7 @@ def text_target_weights(batch: OmniBatch) -> dict[str, torch.Tensor]:
         mask = mask.double()
         if batch.document_ids is not None:
             docs = batch.document_ids.flatten().clamp(min=0)
-            per_doc = torch.zeros(int(docs.max()) + 1, dtype=torch.float64).index_add(0, docs, mask)
+            per_doc = torch.zeros(int(docs.max()) + 1, dtype=torch.float64, device=docs.device).index_add(0, docs, mask)
             mask = mask / per_doc[docs].clamp(min=1)
         weights[name] = mask.view(batch.labels.shape)
     return weights
@@ -166,7 +180,8 @@ def _llm_loss_counts(batch: OmniBatch) -> dict[str, torch.Tensor]:
             counts[name] = mask.sum().double()
         else:
             docs = batch.document_ids.flatten().clamp(min=0)
-            per_doc = torch.zeros(int(docs.max()) + 1, dtype=torch.float64).index_add(0, docs, mask.double())
+            per_doc = torch.zeros(int(docs.max()) + 1, dtype=torch.float64, device=docs.device)
+            per_doc = per_doc.index_add(0, docs, mask.double())
             counts[name] = (per_doc > 0).sum().double()
     if batch.audio_labels is not None:
         for i in range(batch.audio_labels.shape[-1]):
@@ -305,11 +320,14 @@ class OmniModel(nn.Module):
 
     def _vision_probe(self) -> list[VisualInput]:
         side = self.preset.vit.patch_size * self.preset.vit.merge
-        return [VisualInput(torch.zeros(self.preset.vit.in_channels, side, side))]
+        return [VisualInput(torch.zeros(self.preset.vit.in_channels, side, side, device=self._device()))]
 
     def _audio_probe(self) -> list[torch.Tensor]:
         cfg = self.preset.audio_encoder
-        return [torch.zeros(1, cfg.splice * cfg.num_mel_bins)]
+        return [torch.zeros(1, cfg.splice * cfg.num_mel_bins, device=self._device())]
+
+    def _device(self) -> torch.device:
+        return next(self.llm.parameters()).device  # every pipeline stage holds decoder layers
 
     @staticmethod
     def _scatter(emb, input_ids, pad_id, features, what):
@@ -438,7 +456,9 @@ class OmniModel(nn.Module):
         """Mean losses (see `mean_losses`); `sums=True`: `loss_terms` instead.
 
         Before the last pipeline stage: this stage's output hidden states (megatron's schedule sends them on).
+        The batch may be on the CPU: it is moved to the model's device here.
         """
+        batch = batch.to(self._device())
         if not _runs_llm(losses):
             self.last_text_token_losses = None
             terms = self._encoder_loss_terms(batch, losses)

@@ -24,7 +24,9 @@ def count_llm(preset: ModelPreset, ks: tuple[int, ...] = (0, 8, 12)) -> dict[str
     with torch.device("meta"):
         # No weight init: on meta it draws nothing, yet megatron still runs it for each of the ~29k expert
         # projections through the CPU device mode (about two thirds of the build time). Shapes are unchanged.
-        llm = build_llm(preset.llm, perform_initialization=False)
+        # SequentialMLP experts even on GPUs: Transformer Engine's grouped linears place their weights on
+        # an explicit device (real memory, ~80 GB at full size), and the per-expert shapes are the same.
+        llm = build_llm(preset.llm, perform_initialization=False, moe_grouped_gemm=False)
     total = _count(llm)
     experts = _count(llm, lambda n: ".moe.experts." in n)
     embedding = _count(llm, lambda n: n.startswith("embedding."))

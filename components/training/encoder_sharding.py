@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from components.specs.curriculum import ENCODER_OF, StageSpec
+from model.distributed import collective_device
 from model.encoder_parallel import EncoderParallelConfig, hybrid_group_mesh, shard_encoders
 from model.modality_bridge import ModalityBridge
 
@@ -122,7 +123,7 @@ class ShardedEncoders:
         megatron_optimizer.prepare_grads()  # main_grad -> grad, what megatron's norm and step read
         llm_norm = float(megatron_optimizer.get_grad_norm() or 0.0)
         grads = [p.grad for p in self.trainable if p.grad is not None]
-        encoder_sq = torch.zeros(1, dtype=torch.float64)
+        encoder_sq = torch.zeros(1, dtype=torch.float64, device=collective_device())
         for grad in grads:
             encoder_sq += grad.to_local().double().pow(2).sum()
         if self.shard_group is not None:

@@ -35,6 +35,7 @@ import torch
 from components.specs.curriculum import StageSpec
 from components.training.encoder_sharding import ShardedEncoders
 from components.training.losses import IMPLEMENTED_LOSSES
+from model.distributed import collective_device
 from model.omni import OmniBatch, OmniModel, loss_counts, loss_names, mean_losses
 
 # Stage loss weight -> the mean losses (model.omni.mean_losses) it multiplies; `codec` trains in a loop of
@@ -125,10 +126,10 @@ def all_reduce_sum(values: torch.Tensor, with_context_parallel: bool = True) -> 
     exact). Quantities every CP rank computes from the whole sequence (counts) pass False."""
     from megatron.core import parallel_state
 
-    values = values.double()
+    values = values.double().to(collective_device())
     group = parallel_state.get_data_parallel_group(with_context_parallel=with_context_parallel)
     torch.distributed.all_reduce(values, group=group)
-    return values
+    return values.cpu()
 
 
 def from_last_stage(values: torch.Tensor) -> torch.Tensor:
@@ -136,10 +137,10 @@ def from_last_stage(values: torch.Tensor) -> torch.Tensor:
     from megatron.core import parallel_state
 
     if parallel_state.get_pipeline_model_parallel_world_size() > 1:
-        values = values.contiguous()
+        values = values.contiguous().to(collective_device())
         torch.distributed.broadcast(values, src=parallel_state.get_pipeline_model_parallel_last_rank(),
                                     group=parallel_state.get_pipeline_model_parallel_group())  # fmt: skip
-    return values
+    return values.cpu()
 
 
 def train_step(ddp, optimizer, scheduler, microbatches: list[OmniBatch], weights: dict[str, float],

@@ -74,7 +74,7 @@ from components.training.speech_render import SPEECH_RESPONSE, render_speech_res
 from model import tokenizer as tok
 from model.codec import AudioCodec
 from model.config import get_preset
-from model.distributed import init_parallel
+from model.distributed import init_parallel, training_device
 from model.llm.moe import BiasControllerConfig, ExpertBiasController
 from model.omni import IGNORE, TEXT_LOSS_CLASSES, OmniBatch, OmniModel
 
@@ -174,7 +174,7 @@ def load_samples(datasets: dict[str, Path], stage: StageSpec, tokenizer, preset,
     wants_codes = stage.speech_input == "codec" or SPEECH_RESPONSE in stage.data.mixture
     if wants_codes and codec is None:
         raise ValueError(f"stage '{stage.name}' feeds speech as codec tokens: load_samples needs the model's codec")
-    coder = SpeechCoder(codec.eval().encode, codec.cfg.frame_rate) if wants_codes else None
+    coder = SpeechCoder(partial(_encode_on, codec.eval()), codec.cfg.frame_rate) if wants_codes else None
     input_coder = coder if stage.speech_input == "codec" else None
     problems = {"skipped_corrupt": 0, "missing_shards": 0}
 
@@ -216,6 +216,11 @@ def load_samples(datasets: dict[str, Path], stage: StageSpec, tokenizer, preset,
     for key, sample in samples.items():
         by_family.setdefault(sample.task_family, []).append(key)
     return samples, by_family, problems
+
+
+def _encode_on(codec: AudioCodec, wave: torch.Tensor) -> torch.Tensor:
+    """Codes of a CPU waveform by the codec wherever it lives (the GPU in a CUDA run), back on the CPU."""
+    return codec.encode(wave.to(next(codec.parameters()).device)).cpu()
 
 
 def _speech_response(raw: dict, tokenizer, preset, coder: SpeechCoder) -> RenderedSample | None:
@@ -285,6 +290,7 @@ def _family_sums(rows: list[list[RenderedSample]], token_losses: torch.Tensor | 
     sums = torch.zeros(len(families), 2, dtype=torch.float64)
     if token_losses is None:  # an encoder-only step (ctc) has no text losses to split
         return sums
+    token_losses = token_losses.detach().cpu()
     for row, parts in enumerate(rows):
         offset = 0
         for part in parts:
@@ -311,7 +317,7 @@ def run_stage(run: StageRun) -> StageResult:
     torch.manual_seed(curriculum.seed)
     tokenizer = tok.load_tokenizer(run.tokenizer)
     model = OmniModel(preset, tok.special_id(tokenizer, tok.VISION_PAD), tok.special_id(tokenizer, tok.AUDIO_PAD),
-                      sizes)  # fmt: skip
+                      sizes).to(training_device())  # fmt: skip
     if run.resume and run.checkpoint_uri and not _has_checkpoint(run.out):  # a retried pod on a fresh node
         restore_for_resume(run.checkpoint_uri, Path(run.out) / CHECKPOINT_DIR)
     resuming = run.resume and _has_checkpoint(run.out)

@@ -10,7 +10,7 @@ from megatron.core.transformer.transformer_config import MLATransformerConfig
 from model.config import LLMConfig
 from model.distributed import ParallelSizes
 from model.llm.mla import register_mla_config
-from model.llm.spec import llm_block_spec
+from model.llm.spec import grouped_gemm_available, llm_block_spec
 
 
 def transformer_config(
@@ -20,7 +20,11 @@ def transformer_config(
     dispatcher: str = "allgather",
     params_dtype: torch.dtype = torch.float32,
     perform_initialization: bool = True,
+    moe_grouped_gemm: bool | None = None,
 ) -> MLATransformerConfig:
+    """megatron's config for the LLM. `moe_grouped_gemm` None: grouped-GEMM experts wherever they run
+    (model.llm.spec.grouped_gemm_available); False forces SequentialMLP experts (e.g. to compare the two)."""
+    moe_grouped_gemm = grouped_gemm_available() if moe_grouped_gemm is None else moe_grouped_gemm
     sequence_parallel = parallel.tensor > 1 if sequence_parallel is None else sequence_parallel
     return MLATransformerConfig(
         num_layers=cfg.num_layers,
@@ -50,6 +54,7 @@ def transformer_config(
         moe_router_dtype="fp32",
         moe_aux_loss_coeff=0.0,
         moe_token_dispatcher_type=dispatcher,
+        moe_grouped_gemm=moe_grouped_gemm,
         tensor_model_parallel_size=parallel.tensor,
         pipeline_model_parallel_size=parallel.pipeline,
         expert_model_parallel_size=parallel.expert,

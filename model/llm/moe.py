@@ -66,6 +66,16 @@ class ZeroComputationMoELayer(MoELayer):
         return output + hidden * weight.view(*hidden.shape[:-1], 1).to(hidden.dtype)
 
 
+def expert_weights(experts: torch.nn.Module) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(fc1 [2 * ffn, hidden] gate+up, fc2 [hidden, ffn]) weights of each local FFN expert, whichever experts
+    module the spec built: SequentialMLP (one MLP per expert) or TEGroupedMLP (grouped linears holding
+    `weight0..weightN-1`; model.llm.spec.grouped_gemm_available)."""
+    if hasattr(experts, "local_experts"):
+        return [(e.linear_fc1.weight, e.linear_fc2.weight) for e in experts.local_experts]
+    fc1, fc2 = experts.linear_fc1, experts.linear_fc2
+    return [(getattr(fc1, f"weight{i}"), getattr(fc2, f"weight{i}")) for i in range(experts.num_local_experts)]
+
+
 @dataclass
 class BiasControllerConfig:
     target_ffn_experts: float = 8.0

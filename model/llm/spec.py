@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 
 from megatron.core.fusions.fused_bias_dropout import get_bias_dropout_add
-from megatron.core.models.backends import LocalSpecProvider
+from megatron.core.models.backends import BackendSpecProvider, LocalSpecProvider
 from megatron.core.models.gpt.moe_module_specs import get_moe_module_spec_for_backend
 from megatron.core.transformer.enums import AttnMaskType
 from megatron.core.transformer.mlp import MLP, MLPSubmodules
@@ -35,6 +35,26 @@ def core_attention_class() -> type:
         except ImportError:
             pass
     return MLACoreAttention
+
+
+def grouped_gemm_available() -> bool:
+    """Whether the MoE experts run as one grouped GEMM (megatron's TEGroupedMLP): on GPUs where Transformer
+    Engine provides its grouped linear layers; SequentialMLP (one GEMM per expert) otherwise. `transformer_config`
+    sets `moe_grouped_gemm` from this, and the spec follows that flag.
+
+    Checkpoints move freely between the two: TEGroupedMLP's sharded state dict is laid out like
+    SequentialMLP's (each expert's fc1/fc2 under `...experts.linear_fc{1,2}.weight`, sharded over the global
+    expert index, megatron-core 0.16.1 transformer/moe/experts.py), so dist_checkpointing loads either into
+    the other, at any expert-parallel size."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return False
+    try:
+        from megatron.core.extensions.transformer_engine import TEColumnParallelGroupedLinear
+    except ImportError:
+        return False
+    return TEColumnParallelGroupedLinear is not None  # None when the installed TE predates grouped linears
 
 
 def dense_layer_spec() -> ModuleSpec:
@@ -72,9 +92,16 @@ def dense_layer_spec() -> ModuleSpec:
     )
 
 
-def moe_spec(num_experts: int, num_zero_experts: int) -> ModuleSpec:
-    """megatron's local MoE spec (SequentialMLP experts) with the zero-computation router and layer."""
-    spec = get_moe_module_spec_for_backend(LocalSpecProvider(), num_experts=num_experts, moe_grouped_gemm=False)
+def moe_spec(num_experts: int, num_zero_experts: int, grouped_gemm: bool = False) -> ModuleSpec:
+    """megatron's MoE experts with the zero-computation router and layer: TEGroupedMLP (Transformer Engine's
+    grouped linears) when `grouped_gemm`, else the local SequentialMLP. Both apply SwiGLU the same way
+    (fc1 output chunked into gate and up) with the same weight shapes per expert."""
+    backend: BackendSpecProvider = LocalSpecProvider()
+    if grouped_gemm:
+        from megatron.core.extensions.transformer_engine_spec_provider import TESpecProvider
+
+        backend = TESpecProvider()
+    spec = get_moe_module_spec_for_backend(backend, num_experts=num_experts, moe_grouped_gemm=grouped_gemm)
     return ModuleSpec(
         module=ZeroComputationMoELayer,
         submodules=MoESubmodules(
@@ -85,18 +112,15 @@ def moe_spec(num_experts: int, num_zero_experts: int) -> ModuleSpec:
     )
 
 
-def scmoe_layer_spec(num_experts: int, num_zero_experts: int) -> ModuleSpec:
-    return ModuleSpec(
-        module=ScMoELayer,
-        submodules=ScMoELayerSubmodules(dense_layer=dense_layer_spec(), moe=moe_spec(num_experts, num_zero_experts)),
-    )
+def scmoe_layer_spec(num_experts: int, num_zero_experts: int, grouped_gemm: bool = False) -> ModuleSpec:
+    moe = moe_spec(num_experts, num_zero_experts, grouped_gemm)
+    return ModuleSpec(module=ScMoELayer, submodules=ScMoELayerSubmodules(dense_layer=dense_layer_spec(), moe=moe))
 
 
 def llm_block_spec(config, num_experts: int, num_zero_experts: int, vp_stage=None) -> TransformerBlockSubmodules:
-    """This pipeline stage's ScMoE layers plus the final RMSNorm."""
+    """This pipeline stage's ScMoE layers plus the final RMSNorm; the experts follow `config.moe_grouped_gemm`."""
     from megatron.core import parallel_state
 
     num_layers = get_num_layers_to_build(config, vp_stage, parallel_state.get_pipeline_model_parallel_rank())
-    return TransformerBlockSubmodules(
-        layer_specs=[scmoe_layer_spec(num_experts, num_zero_experts)] * num_layers, layer_norm=RMSNorm
-    )
+    layer = scmoe_layer_spec(num_experts, num_zero_experts, config.moe_grouped_gemm)
+    return TransformerBlockSubmodules(layer_specs=[layer] * num_layers, layer_norm=RMSNorm)

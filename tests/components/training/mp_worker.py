@@ -47,9 +47,10 @@ def audio_step_grads(curriculum, stage, tokenizer_path: Path, init: Path) -> tup
     from components.training.megatron_step import build_optimizer, train_step, wrap_model
     from components.training.parallel_compare import build_stage_model
     from components.training.stage_runner import apply_freezing
+    from model.distributed import training_device
     from model.omni import IGNORE, OmniBatch, offset_audio_codes
 
-    model = build_stage_model(curriculum, stage, tokenizer_path)
+    model = build_stage_model(curriculum, stage, tokenizer_path).to(training_device())
     load_weights(init, model, curriculum.preset)
     apply_freezing(model, stage)
     ddp = wrap_model(model)
@@ -95,7 +96,7 @@ def main() -> None:
 
     from components.training.parallel_compare import build_stage_model, replica_grad_diff, save_gradients, save_model
     from components.training.stage_runner import StageRun, run_stage
-    from model.distributed import init_parallel
+    from model.distributed import init_parallel, training_device
 
     curriculum, stage = stage_curriculum(args)
     tokenizer = args.dataset / "tokenizer.json"
@@ -118,7 +119,8 @@ def main() -> None:
               "steps": result.steps, "tokens_per_s": [h["tokens_per_s"] for h in result.history],
               "encoder_parallel": result.encoder_parallel}  # fmt: skip
     if grads:
-        holder = build_stage_model(curriculum, stage, tokenizer)  # same layout: same parameter names and shards
+        # same layout: same parameter names and shards
+        holder = build_stage_model(curriculum, stage, tokenizer).to(training_device())
         record["replica_grad_diff"] = replica_grad_diff(holder, grads)
         layers = holder.llm.decoder.layers
         record["dense_layer_numbers"] = [dense.layer_number for layer in layers for dense in layer.dense_layers]

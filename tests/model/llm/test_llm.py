@@ -5,7 +5,13 @@ import torch
 
 from model.config import get_preset
 from model.llm.model import build_llm
-from model.llm.moe import BiasControllerConfig, ExpertBiasController, ZeroComputationMoELayer, ZeroComputationRouter
+from model.llm.moe import (
+    BiasControllerConfig,
+    ExpertBiasController,
+    ZeroComputationMoELayer,
+    ZeroComputationRouter,
+    expert_weights,
+)
 
 CFG = get_preset("tiny").llm
 
@@ -44,7 +50,7 @@ def test_layer_structure_matches_scmoe(single_process):
     assert len(layer.dense_layers) == 2 and isinstance(layer.moe, ZeroComputationMoELayer)
     router = layer.moe.router
     assert router.weight.shape == (CFG.num_experts + CFG.num_zero_experts, CFG.hidden_size)
-    assert len(layer.moe.experts.local_experts) == CFG.num_experts  # identity experts hold no weights
+    assert len(expert_weights(layer.moe.experts)) == CFG.num_experts  # identity experts hold no weights
     attn = layer.dense_layers[0].self_attention
     scale = attn.q_layernorm.output_scale, attn.kv_layernorm.output_scale
     assert scale == pytest.approx(
@@ -82,10 +88,9 @@ def test_moe_matches_a_plain_reference(single_process):
     for t in range(flat.shape[0]):
         for p, i in zip(top_p[t], top_i[t]):
             if i < CFG.num_experts:
-                expert = moe.experts.local_experts[int(i)]
-                h = flat[t] @ expert.linear_fc1.weight.t()
-                gate, up = h.chunk(2)
-                y = (torch.nn.functional.silu(gate) * up) @ expert.linear_fc2.weight.t()
+                fc1, fc2 = expert_weights(moe.experts)[int(i)]
+                gate, up = (flat[t] @ fc1.t()).chunk(2)
+                y = (torch.nn.functional.silu(gate) * up) @ fc2.t()
             else:
                 y = flat[t]
             expected[t] += CFG.routed_scaling_factor * p * y
