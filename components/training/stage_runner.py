@@ -321,7 +321,11 @@ def run_stage(run: StageRun) -> StageResult:
     if run.resume and run.checkpoint_uri and not _has_checkpoint(run.out):  # a retried pod on a fresh node
         restore_for_resume(run.checkpoint_uri, Path(run.out) / CHECKPOINT_DIR)
     resuming = run.resume and _has_checkpoint(run.out)
-    if run.init_from is not None and not resuming:  # a retried task resumes only once it has saved
+    # Weights first, samples after: stages that feed speech as codec tokens encode it with the model's codec,
+    # which must be the trained one (the stage's own checkpoint when resuming, else the previous stage's).
+    if resuming:
+        load_weights(run.out, model, curriculum.preset)
+    elif run.init_from is not None:  # a retried task resumes only once it has saved
         load_weights(local_checkpoint(run.init_from), model, curriculum.preset)
     trainable = apply_freezing(model, stage)
     # Trained encoders: FSDP2 over their own mesh, outside megatron (components.training.encoder_sharding).
@@ -348,7 +352,6 @@ def run_stage(run: StageRun) -> StageResult:
     packer = CarryOverPacker(stage.seq_length)
     step, used, capacity, skipped, history, order, local_order = 0, 0, 0, 0, [], [], []
     if resuming:
-        load_weights(run.out, model, curriculum.preset)
         state = load_train_state(run.out)
         if megatron_state is not None:
             load_optimizer(run.out, model, optimizer)

@@ -35,6 +35,13 @@ def test_codec_stage_learns_and_its_codes_reach_stage1(tiny_dataset, tmp_path):
     assert speech.first_audio is not None and (speech.audio_labels[:, 0] >= 0).sum() > 5
     assert asr.audio_codes is not None and not asr.audio_features and asr.text_loss == "audio_text"
     assert torch.equal(_codec(stage1.checkpoint).encoder_in.weight, _codec(codec.checkpoint).encoder_in.weight)
+    # Resumed mid-stage, the speech is encoded by the checkpoint's trained codec, not a freshly built one.
+    split = tmp_path / "s1-split"
+    _run(tiny_dataset, split, "stage1-text-speech", init_from=codec.checkpoint, max_steps=2, checkpoint_every=2)
+    resumed = _run(tiny_dataset, split, "stage1-text-speech", init_from=codec.checkpoint, max_steps=3,
+                   checkpoint_every=2, resume=True)  # fmt: skip
+    assert resumed.data_order == stage1.data_order[2:]
+    assert abs(resumed.final_loss - stage1.final_loss) < 1e-6, (resumed.final_loss, stage1.final_loss)
 
 
 def _codec(checkpoint):
