@@ -160,13 +160,18 @@ def start_parent_run(curriculum: str, tracking_uri: str, datasets: str = "{}", t
 
     Tagged with the data versions it trains on and the retraining key (components.orchestration.retrain).
     """
+    from components.versioning.dataset_cache import parse_dataset_ref
+
     sink = _Sink(tracking_uri, Path("/tmp") / "omnistage-parent-fallback.jsonl")
     if not sink.online:
         return "offline"
     versions = {}
     for name, folder in json.loads(datasets or "{}").items():
         stats = Path(folder) / "stats.json"
-        if stats.is_file():
+        ref = parse_dataset_ref(folder)
+        if ref:  # NAME@VERSION: the version is the argument itself
+            versions[name] = ref[1] if ref[1].endswith(".dir") else f"{ref[1]}.dir"
+        elif stats.is_file():
             versions[name] = (json.loads(stats.read_text()).get("version") or {}).get("version")
     tags = {"omnistage.curriculum_file": str(curriculum), "omnistage.git_commit": _git_commit(),
             "omnistage.data_versions": json.dumps(versions), "omnistage.training_key": training_key}  # fmt: skip

@@ -120,6 +120,31 @@ def test_launcher_inputs_reach_the_command_and_env():
     assert job["spec"]["trainer"]["env"] == [{"name": "MLFLOW_TRACKING_URI", "value": "http://mlflow:5000"}]
 
 
+def test_object_storage_inputs_reach_every_node_as_versions_uris_and_env():
+    version = "3f2a0000000000000000000000000c1a.dir"
+    inputs = StageInputs(datasets={"text_corpus": f"text@{version}"}, tokenizer="s3://b/tok/tokenizer.json",
+                         init_from="s3://b/ckpt/longcat-omni/run-1/stage0-text/checkpoint",
+                         checkpoint_uri="s3://b/ckpt/longcat-omni/run-1/stage1-text-speech/checkpoint",
+                         dvc_remote="s3://b/dvc", s3_endpoint="https://minio.internal:9000")  # fmt: skip
+    job = build_trainjob(FULL, FULL_PATH, "stage0-text", "run-1", inputs)
+    validate_trainer_manifest(job)
+    pod = trainjob_node_pod(load_runtime(), job)
+    validate_pod(pod, "node")
+    command = job["spec"]["trainer"]["command"]
+    assert command[command.index("--dataset") + 1] == f"text_corpus=text@{version}"  # the node restores it
+    assert command[command.index("--tokenizer") + 1] == "s3://b/tok/tokenizer.json"
+    assert command[command.index("--init-from") + 1] == inputs.init_from
+    assert command[command.index("--checkpoint-uri") + 1] == inputs.checkpoint_uri
+    (node,) = pod["containers"]
+    env = {e["name"]: e.get("value") or e["valueFrom"]["secretKeyRef"] for e in node["env"]}
+    assert env["OMNISTAGE_DVC_REMOTE"] == "s3://b/dvc" and env["AWS_ENDPOINT_URL"] == "https://minio.internal:9000"
+    for name, key in (("AWS_ACCESS_KEY_ID", "access_key_id"), ("AWS_SECRET_ACCESS_KEY", "secret_access_key")):
+        assert env[name] == {"name": "omnistage-s3", "key": key, "optional": True}  # from the shipped runtime
+    with pytest.raises(TrainJobError, match=r"dataset\(s\) \['text_corpus'\] given by URI.*NAME@VERSION"):
+        build_trainjob(FULL, FULL_PATH, "stage0-text", "run-1",
+                       StageInputs(datasets={"text_corpus": "s3://b/datasets/text"}, tokenizer="/t.json"))  # fmt: skip
+
+
 def test_a_one_node_stage_of_several_cpu_processes_is_a_one_node_trainjob_without_gpus(tmp_path):
     doc = yaml.safe_load((REPO_ROOT / "data_specs" / "curriculum" / "tiny.yaml").read_text())
     doc["checkpoint_storage"] = {"pvc": "checkpoints"}
