@@ -100,6 +100,7 @@ def build_pipeline(curriculum_path: Path, gate_path: Path | None = None, submitt
         parent = start_curriculum_run(curriculum=path, tracking_uri=tracking_uri, datasets=datasets,
                                       training_key=training_key)  # fmt: skip
         parent.set_caching_options(False)
+        _mlflow_credentials(parent)  # every task that talks to MLflow carries the Secret's credentials
         previous = None
         for stage in curriculum.stages:
             common = dict(curriculum=path, stage=stage.name, datasets=datasets, tokenizer=tokenizer,
@@ -125,8 +126,10 @@ def build_pipeline(curriculum_path: Path, gate_path: Path | None = None, submitt
             task.set_caching_options(False)
             _mlflow_credentials(task)
         with dsl.If(verdict.output == "promoted", name="gate-passed"):
-            promote_champion(name=candidate.outputs["name"], version=candidate.outputs["version"],
-                             tracking_uri=tracking_uri).set_caching_options(False)  # fmt: skip
+            promote = promote_champion(name=candidate.outputs["name"], version=candidate.outputs["version"],
+                                       tracking_uri=tracking_uri)  # fmt: skip
+            promote.set_caching_options(False)
+            _mlflow_credentials(promote)
 
     return pipeline
 
