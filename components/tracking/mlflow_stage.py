@@ -2,7 +2,8 @@
 
 Logged: the resolved stage config as params; tags (git commit, config hash, curriculum, stage, the
 checkpoint it started from and the one it wrote); dataset inputs (`mlflow.data` with the DVC version as
-digest and the ingested folder as source, so lineage can reach the manifest); metrics per step
+digest and the ingested folder as source, so lineage can reach the manifest; the DVC remote the version
+lives on as tag `omnistage.dvc_remote.NAME`, which `omnistage dataset pull` defaults to); metrics per step
 (asynchronous); the checkpoint (tag `omnistage.checkpoint_storage` says which way), never through the MLflow
 server when large (a full-size checkpoint is ~1.1 TB):
 - `object_store`: published by the stage (`StageRun.checkpoint_uri`): only its URI is recorded (tags
@@ -58,6 +59,32 @@ def _flatten(prefix: str, value, out: dict) -> dict:
     else:
         out[prefix] = json.dumps(value) if isinstance(value, (list, tuple)) else value
     return out
+
+
+DVC_REMOTE_TAG = "omnistage.dvc_remote."  # + dataset name: the DVC remote its logged version was pushed to
+
+
+def dataset_remote(folder: Path) -> str | None:
+    """The DVC remote an ingested dataset's version was pushed to (or restored from), as stats.json says."""
+    stats = json.loads((Path(folder) / "stats.json").read_text())
+    return (stats.get("version") or {}).get("remote")
+
+
+def recorded_remote(name: str, version: str, tracking_uri: str) -> str | None:
+    """The DVC remote MLflow recorded with version `version` of dataset `name` (newest stage run that trained
+    on it); None when no run did or the tracking store cannot be read."""
+    from components.tracking.experiments import mlflow_client
+
+    version = version if version.endswith(".dir") else f"{version}.dir"
+    client = mlflow_client(tracking_uri)
+    try:
+        experiment = client.get_experiment_by_name(CURRICULUM_EXPERIMENT)
+        runs = client.search_runs([experiment.experiment_id], filter_string=f"datasets.digest = '{version}'",
+                                  order_by=["attributes.start_time DESC"]) if experiment else []  # fmt: skip
+    except Exception as exc:  # the remote is a default: an unreachable store leaves the caller's fallback
+        log.warning("MLflow at %s unreadable (%s): no recorded DVC remote for %s@%s", tracking_uri, exc, name, version)
+        return None
+    return next((r.data.tags[DVC_REMOTE_TAG + name] for r in runs if DVC_REMOTE_TAG + name in r.data.tags), None)
 
 
 def dataset_input(folder: Path) -> tuple[pd.DataFrame, str, str]:
@@ -129,6 +156,8 @@ def tracked_stage(run: StageRun, tracking_uri: str, parent_run_id: str | None = 
                 source = str(Path(folder).resolve())
                 mlflow.log_input(mlflow.data.from_pandas(manifest, source=source, name=ds_name, digest=digest),
                                  context="train")  # fmt: skip
+                if remote := dataset_remote(Path(folder)):  # `omnistage dataset pull NAME VERSION` reads it
+                    mlflow.set_tag(DVC_REMOTE_TAG + ds_name, remote)
         run.on_step = lambda step, metrics: mlflow.log_metrics(_finite(metrics), step=step, synchronous=False)
         result = run_stage(run)
         mlflow.flush_async_logging()

@@ -130,6 +130,13 @@ def test_stage_steps_on_object_storage_chain_by_uri_and_register_the_uri(tiny_da
         assert client.list_artifacts(run_id) == []
         assert run.inputs.dataset_inputs[0].dataset.digest == version
     assert client.get_run(second["run_id"]).data.tags["omnistage.init_from"] == uri
+    # The version's DVC remote is recorded with it: `dataset pull NAME VERSION` restores from it by default (the
+    # repository given has no DVC remote of its own).
+    from components.cli.data import dataset_pull
+
+    assert client.get_run(first["run_id"]).data.tags["omnistage.dvc_remote.tiny"] == f"{s3_bucket}/dvc"
+    dataset_pull("tiny", version, out=tmp_path / "pulled", remote=None, repo=tmp_path, tracking_uri=tracking)
+    assert sorted(p.name for p in (tmp_path / "pulled").glob("*.tar")) == [p.name for p in shards]
     assert not any(p.is_file() for p in (tmp_path / "mlartifacts").rglob("*"))  # nothing copied into MLflow
     name, number = register_candidate(uri1, "omni-tiny", tracking)
     assert client.get_model_version(name, number).source == uri1
