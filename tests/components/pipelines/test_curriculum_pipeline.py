@@ -138,3 +138,10 @@ def test_checkpoints_on_a_mounted_volume_chain_through_pointer_artifacts(tiny_da
                             init_from=str(tmp_path / "a0" / "checkpoint"), **common)  # fmt: skip
     assert result["steps"] == 1
     assert len(list((tmp_path / "pvc").rglob("checkpoint/meta.json"))) == 2
+    # MLflow references the checkpoints on the volume: each run's only artifact is the pointer file.
+    from mlflow import MlflowClient
+
+    tags = MlflowClient(common["tracking_uri"]).get_run(result["run_id"]).data.tags
+    assert tags["omnistage.checkpoint_storage"] == "reference"
+    artifacts = [p for p in (tmp_path / "mlartifacts").rglob("*") if p.is_file()]
+    assert sorted(p.name for p in artifacts) == ["checkpoint.uri", "checkpoint.uri"], artifacts
