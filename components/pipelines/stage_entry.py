@@ -136,24 +136,16 @@ def launch_stage_step(curriculum: str, stage: str, run_name: str, datasets: str,
     previous = follow_pointer(Path(init_from)) if init_from else None
     if submitter == "local":
         return _run_here(curriculum, spec, stage, datasets, tokenizer, tracking_uri, parent, max_steps, out, previous)
-    from components.object_storage import s3_endpoint_url
-    from components.pipelines.trainjob import build_trainjob, stage_checkpoint_dir
+    from components.pipelines.trainjob import build_trainjob, stage_checkpoint_dir, with_launcher_environment
     from components.pipelines.trainjob_launcher import launch_trainjob
-    from components.training.checkpoint_store import stage_checkpoint_uri
-    from components.versioning.dataset_cache import REMOTE_ENV
 
-    # Keyed by the run name (the KFP run id) and stage, like the job's name and its --out on the volume: a
-    # retried launcher points at the same URI the re-attached job publishes to.
-    uri_root = checkpoint_uri_root()
-    checkpoint_uri = stage_checkpoint_uri(uri_root, spec.name, run_name, stage) if uri_root else None
     inputs = StageInputs(datasets=json.loads(datasets), tokenizer=tokenizer, init_from=previous,
-                         tracking_uri=tracking_uri, max_steps=max_steps or None, parent_run_id=parent,
-                         checkpoint_uri=checkpoint_uri, dvc_remote=os.environ.get(REMOTE_ENV) or None,
-                         s3_endpoint=s3_endpoint_url())  # fmt: skip
+                         tracking_uri=tracking_uri, max_steps=max_steps or None, parent_run_id=parent)  # fmt: skip
+    inputs = with_launcher_environment(inputs, spec, stage, run_name)
     manifest = build_trainjob(spec, curriculum, stage, run_name, inputs)
     result = launch_trainjob(manifest, settings)
     # The nodes stage the checkpoint on the volume (--out) and rank 0 publishes it to the URI when one is set.
-    checkpoint = checkpoint_uri or stage_checkpoint_dir(spec, run_name, stage)
+    checkpoint = inputs.checkpoint_uri or stage_checkpoint_dir(spec, run_name, stage)
     write_checkpoint_pointer(out, checkpoint)
     log.info("stage %s: %s/%s complete; checkpoint %s", stage, result.namespace, result.name, checkpoint)
     return {"stage": stage, "trainjob": result.name, "namespace": result.namespace, "reattached": result.reattached,

@@ -80,6 +80,27 @@ class StageInputs:
                    tokenizer=f"{root}/tokenizer.json", init_from=previous)  # fmt: skip
 
 
+def with_launcher_environment(inputs: StageInputs, curriculum: CurriculumSpec, stage_name: str,
+                              run_name: str) -> StageInputs:  # fmt: skip
+    """`inputs` plus what the launcher's environment says about object storage: the checkpoint URI under
+    `$OMNISTAGE_CHECKPOINT_URI`, keyed by run name + stage like the job's name and its `--out` (a retried
+    launcher names the same URI), `$OMNISTAGE_DVC_REMOTE` and the S3 endpoint for the nodes' env."""
+    import dataclasses
+    import os
+
+    from components.object_storage import s3_endpoint_url
+    from components.pipelines.stage_entry import checkpoint_uri_root
+    from components.training.checkpoint_store import stage_checkpoint_uri
+
+    root = checkpoint_uri_root()
+    return dataclasses.replace(
+        inputs,
+        checkpoint_uri=stage_checkpoint_uri(root, curriculum.name, run_name, stage_name) if root else None,
+        dvc_remote=os.environ.get(REMOTE_ENV) or None,
+        s3_endpoint=s3_endpoint_url(),
+    )
+
+
 def stage_checkpoint_dir(curriculum: CurriculumSpec, run_name: str, stage_name: str) -> str:
     """Where a run's stage writes its checkpoint on the shared volume; the next stage reads it from there."""
     return f"{curriculum.checkpoint_storage.mount_path}/{curriculum.name}/{run_name}/{stage_name}"
