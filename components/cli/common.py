@@ -40,15 +40,20 @@ def fail(message: str) -> NoReturn:
     raise typer.Exit(code=2)
 
 
-def parse_datasets(items: list[str]) -> dict[str, Path]:
-    """`NAME=DIR` options -> {name: folder}."""
+def parse_dataset_locations(items: list[str]) -> dict[str, str]:
+    """`NAME=LOCATION` options -> {name: location}, the location as given (a folder, or `NAME@VERSION`)."""
     out = {}
     for item in items:
-        name, sep, folder = item.partition("=")
-        if not sep or not name:
+        name, sep, location = item.partition("=")
+        if not sep or not name or not location:
             fail(f"--dataset takes NAME=DIR (e.g. demo=work/datasets/demo), got {item!r}")
-        out[name] = Path(folder)
+        out[name] = location
     return out
+
+
+def parse_datasets(items: list[str]) -> dict[str, Path]:
+    """`NAME=DIR` options -> {name: folder}."""
+    return {name: Path(folder) for name, folder in parse_dataset_locations(items).items()}
 
 
 def load_dataset_spec(spec: Path | None, input_path: str | None):

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from components.cli.common import REPO_ROOT, JsonOut, console, fail, load_dataset_spec
+from components.cli.common import REPO_ROOT, JsonOut, TrackingUri, console, fail, load_dataset_spec
 
 app = typer.Typer()
 dataset_app = typer.Typer(help="Dataset versions (DVC).", no_args_is_help=True)
@@ -175,14 +175,23 @@ def dataset_pull(
         Path | None, typer.Option(help="Folder to restore the shards into (default: the stage's shards folder).")
     ] = None,
     remote: Annotated[
-        str | None, typer.Option(help="DVC remote URL (default: the repository's first DVC remote).")
+        str | None,
+        typer.Option(help="DVC remote URL (default: the remote MLflow recorded with this version, else the "
+                          "repository's first DVC remote)."),  # fmt: skip
     ] = None,
     repo: Annotated[Path, typer.Option(help="DVC repository root.")] = REPO_ROOT,
+    tracking_uri: Annotated[str | None, TrackingUri] = None,
 ) -> None:
     """Restore a dataset version's shards from the DVC remote by the version alone (no dvc.lock needed)."""
     from components.versioning.dvc_dataset import DvcError, default_remote_url, stage_shards_folder
     from components.versioning.dvc_restore import restore_version
 
+    if remote is None and tracking_uri:
+        from components.tracking.mlflow_stage import recorded_remote
+
+        remote = recorded_remote(name, version, tracking_uri)
+        if remote and "://" not in remote and not Path(remote).is_absolute():  # as DVC resolves a relative remote
+            remote = str((repo / ".dvc" / remote).resolve())
     try:
         remote_url = remote or default_remote_url(repo)
         target = out or stage_shards_folder(repo, name)

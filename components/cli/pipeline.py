@@ -54,16 +54,36 @@ def pipeline_trainjob(
     curriculum: Annotated[Path, typer.Option(help="Curriculum YAML.")],
     stage: Annotated[str, typer.Option(help="A stage of several processes (nodes x processes per node > 1).")],
     run_name: Annotated[str, typer.Option(help="Pipeline run; with the stage it names the job.")] = "manual",
+    dataset: Annotated[
+        list[str] | None,
+        typer.Option(help="NAME=DSNAME@VERSION (or a folder in the image/volume), as the launcher task gets it; "
+                          "default: folders on the checkpoint volume."),  # fmt: skip
+    ] = None,
+    tokenizer: Annotated[str | None, typer.Option(help="Tokenizer URI or path; default: on the volume.")] = None,
 ) -> None:
-    """Print, as YAML, the Kubeflow Trainer TrainJob a multi-process stage's launcher creates (datasets and
-    tokenizer on the checkpoint volume)."""
+    """Print, as YAML, the Kubeflow Trainer TrainJob a multi-process stage's launcher creates: with this
+    shell's OMNISTAGE_CHECKPOINT_URI, OMNISTAGE_DVC_REMOTE and AWS_ENDPOINT_URL as the launcher pod's."""
+    import dataclasses
+
     import yaml
 
-    from components.pipelines.trainjob import build_trainjob
+    from components.cli.common import parse_dataset_locations
+    from components.pipelines.stage_entry import checkpoint_uri_root
+    from components.pipelines.trainjob import StageInputs, build_trainjob, with_launcher_environment
     from components.specs.curriculum import CurriculumSpec
+    from components.training.checkpoint_store import stage_checkpoint_uri
 
     try:
-        manifest = build_trainjob(CurriculumSpec.load(curriculum), curriculum, stage, run_name)
+        spec = CurriculumSpec.load(curriculum)
+        build_trainjob(spec, curriculum, stage, run_name)  # refuses a stage that cannot be a TrainJob, with why
+        inputs = StageInputs.on_checkpoint_volume(spec, spec.stage(stage), run_name)
+        inputs = with_launcher_environment(inputs, spec, stage, run_name)
+        overrides = {"datasets": parse_dataset_locations(dataset)} if dataset else {}
+        overrides.update({"tokenizer": tokenizer} if tokenizer else {})
+        previous = spec.stage(stage).init_from
+        if (root := checkpoint_uri_root()) and previous:  # a previous TrainJob stage published under the same run
+            overrides["init_from"] = stage_checkpoint_uri(root, spec.name, run_name, previous)
+        manifest = build_trainjob(spec, curriculum, stage, run_name, dataclasses.replace(inputs, **overrides))
     except ValueError as exc:  # SpecError and TrainJobError are ValueErrors
         fail(str(exc))
     print(yaml.safe_dump(manifest, sort_keys=False), end="")

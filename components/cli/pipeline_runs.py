@@ -72,9 +72,13 @@ def pipeline_submit(
     kfp_host: Annotated[str, KfpHost],
     curriculum: Annotated[Path, typer.Option(help="Curriculum YAML.")] = DEFAULT_CURRICULUM,
     gate: Annotated[Path, typer.Option(help="Gate YAML.")] = DEFAULT_GATE,
-    dataset: Annotated[list[str], typer.Option(help="NAME=DIR or NAME=URI of the datasets.")] = DEFAULT_DATASETS,
+    dataset: Annotated[
+        list[str], typer.Option(help="NAME=DIR or NAME=URI of the datasets (sent as NAME@VERSION: see retrain.py).")
+    ] = DEFAULT_DATASETS,
     dataset_version: Annotated[list[str] | None, DatasetVersions] = None,
-    tokenizer: Annotated[Path, typer.Option(help="tokenizer.json.")] = WORK / "tokenizer.json",
+    tokenizer: Annotated[
+        str, typer.Option(help="tokenizer.json as the stage pods see it: an s3://, gs:// URI or a path in the image.")
+    ] = str(WORK / "tokenizer.json"),
     tracking_uri: Annotated[str, TrackingUri] = DEFAULT_TRACKING_URI,
     max_steps: Annotated[int, MaxSteps] = 0,
     kfp_namespace: Annotated[str, KfpNamespace] = "",

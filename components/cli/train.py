@@ -11,11 +11,23 @@ from typing import Annotated
 
 import typer
 
-from components.cli.common import REPO_ROOT, fail, parse_datasets
+from components.cli.common import REPO_ROOT, fail, parse_dataset_locations
 from model.pg_timeout import DEFAULT_PG_TIMEOUT_S, PG_TIMEOUT_ENV
 
 app = typer.Typer()
 NPROC_HELP = "Processes on this machine; > 1 re-launches this command under torchrun, data parallel (gloo on CPU)."
+
+
+def local_inputs(locations: dict[str, str], tokenizer: str) -> tuple[dict[str, Path], Path]:
+    """The stage's datasets and tokenizer as local paths: `NAME@VERSION` and URIs downloaded into the node's
+    cache (components.versioning.dataset_cache), folders as given. Errors name the flag and the fix."""
+    from components.versioning.dataset_cache import local_dataset, local_input_file
+
+    try:
+        folders = {name: local_dataset(location) for name, location in locations.items()}
+        return folders, local_input_file(tokenizer)
+    except (ValueError, FileNotFoundError) as exc:
+        fail(f"--dataset/--tokenizer: {exc}")
 
 
 def torchrun_command(nproc: int, stage_args: list[str], env: dict[str, str]) -> list[str]:
@@ -34,8 +46,12 @@ def torchrun_command(nproc: int, stage_args: list[str], env: dict[str, str]) -> 
 def train(
     curriculum: Annotated[Path, typer.Option(help="Curriculum YAML (data_specs/curriculum/*.yaml).")],
     stage: Annotated[str, typer.Option(help="Stage name in the curriculum.")],
-    dataset: Annotated[list[str], typer.Option(help="NAME=DIR of an ingested dataset; repeat per dataset.")],
-    tokenizer: Annotated[Path, typer.Option(help="tokenizer.json (omnistage tokenizer).")],
+    dataset: Annotated[
+        list[str],
+        typer.Option(help="NAME=DIR of an ingested dataset, or NAME=DSNAME@VERSION (a DVC version, restored from "
+                          "$OMNISTAGE_DVC_REMOTE into the node's cache); repeat per dataset."),  # fmt: skip
+    ],
+    tokenizer: Annotated[str, typer.Option(help="tokenizer.json (omnistage tokenizer): a path or s3://, gs:// URI.")],
     out: Annotated[Path, typer.Option(help="Stage output folder (its checkpoint goes here).")],
     init_from: Annotated[
         str | None, typer.Option(help="Previous stage's checkpoint (weights only): a folder or an s3://, gs:// URI.")
@@ -75,8 +91,12 @@ def train(
             fail(f"--pg-timeout {pg_timeout:g}: expected seconds > 0")
         os.environ[PG_TIMEOUT_ENV] = f"{pg_timeout:g}"  # read by model.distributed here and in the ranks
     if nproc_per_node > 1 and "RANK" not in os.environ:
-        args = ["--curriculum", str(curriculum), "--stage", stage, "--tokenizer", str(tokenizer), "--out", str(out)]
-        args += [a for item in dataset for a in ("--dataset", item)]
+        # Inputs by version or URI are fetched here, once per node, before torchrun starts the ranks: they get
+        # local paths and never download concurrently (the cache's file lock covers other launchers).
+        folders, local_tokenizer = local_inputs(parse_dataset_locations(dataset), tokenizer)
+        args = ["--curriculum", str(curriculum), "--stage", stage, "--tokenizer", str(local_tokenizer),
+                "--out", str(out)]  # fmt: skip
+        args += [a for name, folder in folders.items() for a in ("--dataset", f"{name}={folder}")]
         args += ["--init-from", str(init_from)] if init_from else []
         args += ["--resume"] if resume else []
         args += ["--max-steps", str(max_steps)] if max_steps is not None else []
@@ -101,10 +121,10 @@ def train(
 
     if parent_run_id and not tracking_uri:
         fail("--parent-run-id needs --tracking-uri (the MLflow server the parent run is on)")
-    datasets = parse_datasets(dataset)
+    datasets, local_tokenizer = local_inputs(parse_dataset_locations(dataset), tokenizer)
     try:
         spec = CurriculumSpec.load(curriculum)
-        run = StageRun(spec, stage, datasets, tokenizer, out, init_from, resume, max_steps,
+        run = StageRun(spec, stage, datasets, local_tokenizer, out, init_from, resume, max_steps,
                        checkpoint_every=checkpoint_every, checkpoint_uri=checkpoint_uri,
                        sample_log=sample_log)  # fmt: skip
         if tracking_uri:  # the KFP stage components' tracking: under torchrun, rank 0 only

@@ -13,8 +13,9 @@ the version the triggering Airflow Asset event carries); a pinned version wins a
 that can be read here (a stale folder is refused, not trained under the wrong key).
 
 Where the pipeline runs: `kfp.local` on this machine (the default), or a Kubeflow Pipelines cluster when
-`kfp_host` is set: submitted once per training key (`kfp_runs.submit_or_find`), polled until it ends, and
-cancelled when it runs past `timeout_s`. The `retrain_omni` DAG splits that cluster path into tasks
+`kfp_host` is set: submitted once per training key (`kfp_runs.submit_or_find`) with each dataset as
+`NAME@VERSION` (never a path on the submitting machine), polled until it ends, and cancelled when it runs
+past `timeout_s`. The `retrain_omni` DAG splits that cluster path into tasks
 (`omnistage pipeline submit` -> a reschedule-mode sensor on `pipeline status` -> `pipeline finish`) so the
 wait holds no worker slot; it is exercised against a stand-in KFP API (tests/components/orchestration/
 kfp_standin.py), not a KFP backend.
@@ -39,7 +40,7 @@ class RetrainRequest:
     curriculum: Path
     gate: Path
     datasets: dict[str, Path | str]  # folders, or URIs (s3://...) for a cluster run
-    tokenizer: Path
+    tokenizer: Path | str  # a URI (s3://...) for a cluster run
     tracking_uri: str
     pipeline_root: Path
     force: bool = False
@@ -130,16 +131,29 @@ def submit_to_cluster(request: RetrainRequest) -> dict:
 
     versions, key = plan(request)
     target = KfpTarget.from_options(request.kfp_host or "", request.kfp_namespace)
-    run = submit_or_find(target, request.curriculum, request.gate, pipeline_arguments(request, key), key,
+    run = submit_or_find(target, request.curriculum, request.gate, pipeline_arguments(request, key, versions), key,
                          trained_elsewhere=lambda: already_trained(request, key, versions))  # fmt: skip
     return {**run, "training_key": key, "data_versions": versions}
 
 
-def pipeline_arguments(request: RetrainRequest, key: str) -> dict:
-    """The curriculum pipeline's parameters; local folders become absolute, URIs (s3://...) stay."""
-    folders = {k: v if "://" in str(v) else str(Path(v).resolve()) for k, v in request.datasets.items()}
-    return {"datasets": json.dumps({k: str(v) for k, v in folders.items()}), "tokenizer": str(request.tokenizer),
-            "tracking_uri": request.tracking_uri, "max_steps": request.max_steps, "training_key": key}  # fmt: skip
+def pipeline_arguments(request: RetrainRequest, key: str, versions: dict[str, str | None]) -> dict:
+    """The curriculum pipeline's parameters for a cluster run. Each dataset goes as `NAME@VERSION`, the version
+    the training key was built from (pinned, the Asset event's, or the folder's): the stage pods restore it
+    from the DVC remote (components.versioning.dataset_cache); a path on this machine (an Airflow worker)
+    means nothing there, so an unversioned dataset is refused."""
+    from components.versioning.dataset_cache import parse_dataset_ref
+
+    refs = {}
+    for name, version in sorted(versions.items()):
+        ref = f"{name}@{version}"
+        if version is None or parse_dataset_ref(ref) is None:
+            raise ValueError(f"dataset {name}: a cluster run restores each dataset by its DVC version, and "
+                             f"{request.datasets[name]} has {'none' if version is None else repr(version)} (a "
+                             "32-hex md5, optionally .dir): commit it with `omnistage dataset commit` or pin "
+                             f"--dataset-version {name}=VERSION")  # fmt: skip
+        refs[name] = ref
+    return {"datasets": json.dumps(refs), "tokenizer": str(request.tokenizer), "tracking_uri": request.tracking_uri,
+            "max_steps": request.max_steps, "training_key": key}  # fmt: skip
 
 
 def finish(key: str, versions: dict, gate: Path, tracking_uri: str) -> dict:

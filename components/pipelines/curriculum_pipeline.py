@@ -100,6 +100,7 @@ def build_pipeline(curriculum_path: Path, gate_path: Path | None = None, submitt
         parent = start_curriculum_run(curriculum=path, tracking_uri=tracking_uri, datasets=datasets,
                                       training_key=training_key)  # fmt: skip
         parent.set_caching_options(False)
+        _mlflow_credentials(parent)  # every task that talks to MLflow carries the Secret's credentials
         previous = None
         for stage in curriculum.stages:
             common = dict(curriculum=path, stage=stage.name, datasets=datasets, tokenizer=tokenizer,
@@ -125,8 +126,10 @@ def build_pipeline(curriculum_path: Path, gate_path: Path | None = None, submitt
             task.set_caching_options(False)
             _mlflow_credentials(task)
         with dsl.If(verdict.output == "promoted", name="gate-passed"):
-            promote_champion(name=candidate.outputs["name"], version=candidate.outputs["version"],
-                             tracking_uri=tracking_uri).set_caching_options(False)  # fmt: skip
+            promote = promote_champion(name=candidate.outputs["name"], version=candidate.outputs["version"],
+                                       tracking_uri=tracking_uri)  # fmt: skip
+            promote.set_caching_options(False)
+            _mlflow_credentials(promote)
 
     return pipeline
 
@@ -157,6 +160,15 @@ def run_locally(curriculum_path: Path, datasets: dict, tokenizer: Path, tracking
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root))
     pipeline = build_pipeline(Path(curriculum_path).resolve(), Path(gate_path).resolve() if gate_path else None,
                               submitter="local")  # fmt: skip
-    folders = json.dumps({k: str(Path(v).resolve()) for k, v in datasets.items()})
-    return pipeline(datasets=folders, tokenizer=str(Path(tokenizer).resolve()), tracking_uri=tracking_uri,
+    folders = json.dumps({k: _as_given_or_absolute(v) for k, v in datasets.items()})
+    return pipeline(datasets=folders, tokenizer=_as_given_or_absolute(tokenizer), tracking_uri=tracking_uri,
                     max_steps=max_steps, training_key=training_key)  # fmt: skip
+
+
+def _as_given_or_absolute(location) -> str:
+    """A `NAME@VERSION` or URI input unchanged (each stage makes it local), a folder absolute (tasks run elsewhere)."""
+    from components.object_storage import is_remote
+    from components.versioning.dataset_cache import parse_dataset_ref
+
+    text = str(location)
+    return text if parse_dataset_ref(text) or is_remote(text) else str(Path(text).resolve())

@@ -49,17 +49,24 @@ def stage_checkpoint_location(curriculum: str, stage: str, artifact: Path) -> tu
     from components.training.checkpoint_store import stage_checkpoint_uri
 
     artifact = Path(artifact)
-    volume, uri_root = os.environ.get("OMNISTAGE_CHECKPOINT_ROOT"), os.environ.get(CHECKPOINT_URI_ENV)
+    volume, uri_root = os.environ.get("OMNISTAGE_CHECKPOINT_ROOT"), checkpoint_uri_root()
     if not volume and not uri_root:
         return artifact, None
     name = CurriculumSpec.load(curriculum).name
     run_key = hashlib.sha256(str(artifact.resolve()).encode()).hexdigest()[:16]
     staging = volume or str(Path(os.environ.get("OMNISTAGE_STAGING_DIR") or tempfile.gettempdir()) / "omnistage-ckpt")
     uri = stage_checkpoint_uri(uri_root, name, run_key, stage) if uri_root else None
-    if uri is not None and not is_remote(uri):
-        raise ValueError(f"{CHECKPOINT_URI_ENV}={uri_root!r} is not an object-store URI (s3://, gs://): for a "
-                         "shared volume set OMNISTAGE_CHECKPOINT_ROOT instead")  # fmt: skip
     return Path(staging) / name / run_key / stage, uri
+
+
+def checkpoint_uri_root() -> str | None:
+    """`$OMNISTAGE_CHECKPOINT_URI`, the object-store prefix stage checkpoints are published under; None when
+    unset. Refused when it is not an object-store URI (a shared volume is `OMNISTAGE_CHECKPOINT_ROOT`)."""
+    root = os.environ.get(CHECKPOINT_URI_ENV) or None
+    if root is not None and not is_remote(root):
+        raise ValueError(f"{CHECKPOINT_URI_ENV}={root!r} is not an object-store URI (s3://, gs://): for a "
+                         "shared volume set OMNISTAGE_CHECKPOINT_ROOT instead")  # fmt: skip
+    return root
 
 
 def write_checkpoint_pointer(artifact: Path | str, checkpoint: str) -> None:
@@ -113,8 +120,12 @@ def launch_stage_step(curriculum: str, stage: str, run_name: str, datasets: str,
 
     - `trainjob`: create (or, on retry, re-attach to) the stage's TrainJob, print the rank-0 node's log until
       the job ends, fail with the job's reason; a cancelled task deletes the job.
-    - `local`: run the same command here (torchrun, gloo on CPU), with the datasets, tokenizer and checkpoint
-      made local as for a one-process stage (run_stage_step).
+    - `local`: run the same command here (torchrun, gloo on CPU); the checkpoint goes where a one-process
+      stage's goes (run_stage_step).
+
+    Both pass datasets and tokenizer as given: the node command's entry point (components/cli/train.py) makes
+    `NAME@VERSION` and URIs local on each node. With `$OMNISTAGE_CHECKPOINT_URI` the checkpoint is published
+    under it and `out` points at that URI.
     """
     from components.pipelines.trainjob import StageInputs
 
@@ -125,14 +136,16 @@ def launch_stage_step(curriculum: str, stage: str, run_name: str, datasets: str,
     previous = follow_pointer(Path(init_from)) if init_from else None
     if submitter == "local":
         return _run_here(curriculum, spec, stage, datasets, tokenizer, tracking_uri, parent, max_steps, out, previous)
-    from components.pipelines.trainjob import build_trainjob, stage_checkpoint_dir
+    from components.pipelines.trainjob import build_trainjob, stage_checkpoint_dir, with_launcher_environment
     from components.pipelines.trainjob_launcher import launch_trainjob
 
     inputs = StageInputs(datasets=json.loads(datasets), tokenizer=tokenizer, init_from=previous,
                          tracking_uri=tracking_uri, max_steps=max_steps or None, parent_run_id=parent)  # fmt: skip
+    inputs = with_launcher_environment(inputs, spec, stage, run_name)
     manifest = build_trainjob(spec, curriculum, stage, run_name, inputs)
     result = launch_trainjob(manifest, settings)
-    checkpoint = stage_checkpoint_dir(spec, run_name, stage)  # the --out every node was given
+    # The nodes stage the checkpoint on the volume (--out) and rank 0 publishes it to the URI when one is set.
+    checkpoint = inputs.checkpoint_uri or stage_checkpoint_dir(spec, run_name, stage)
     write_checkpoint_pointer(out, checkpoint)
     log.info("stage %s: %s/%s complete; checkpoint %s", stage, result.namespace, result.name, checkpoint)
     return {"stage": stage, "trainjob": result.name, "namespace": result.namespace, "reattached": result.reattached,
@@ -144,12 +157,12 @@ def _run_here(curriculum: str, spec: CurriculumSpec, stage: str, datasets: str, 
     """The local submitter: the node command on this machine, its checkpoint where run_stage_step puts one."""
     from components.pipelines.local_submitter import run_node_locally
     from components.pipelines.trainjob import StageInputs, node_command
-    from components.versioning.dataset_cache import local_dataset, local_input_file
 
     artifact = Path(out)
     local_out, checkpoint_uri = stage_checkpoint_location(curriculum, stage, artifact)
-    folders = {name: str(local_dataset(location)) for name, location in json.loads(datasets).items()}
-    inputs = StageInputs(datasets=folders, tokenizer=str(local_input_file(tokenizer)), init_from=init_from,
+    # Datasets and tokenizer go to the node command as given (folders, NAME@VERSION, URIs): the entry point
+    # makes them local, as a TrainJob's nodes do.
+    inputs = StageInputs(datasets=json.loads(datasets), tokenizer=tokenizer, init_from=init_from,
                          tracking_uri=tracking_uri or None, max_steps=max_steps or None, parent_run_id=parent_run_id,
                          checkpoint_uri=checkpoint_uri)  # fmt: skip
     stage_spec = spec.stage(stage)

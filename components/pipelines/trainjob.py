@@ -26,9 +26,12 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from components.object_storage import is_remote
+from components.orchestration.object_store import ENDPOINT_ENV
 from components.pipelines.cluster import GPU_RESOURCE, TRAINING_RUNTIME, node_selector, runs_as_trainjob, tolerations
 from components.pipelines.network import network_profile
 from components.specs.curriculum import CurriculumSpec, StageSpec
+from components.versioning.dataset_cache import REMOTE_ENV
 
 API_VERSION = "trainer.kubeflow.org/v1alpha1"
 # Trainer's convention: the trainer replicated job and its container are both named "node".
@@ -60,16 +63,42 @@ class StageInputs:
     """The curriculum's MLflow parent run: rank 0 tracks the stage as its child."""
     checkpoint_uri: str | None = None
     """An s3:// or gs:// URI the nodes also publish the checkpoint to."""
+    dvc_remote: str | None = None
+    """The DVC remote `NAME@VERSION` datasets are restored from (the nodes' `OMNISTAGE_DVC_REMOTE`)."""
+    s3_endpoint: str | None = None
+    """An S3-compatible endpoint that is not AWS (the nodes' `AWS_ENDPOINT_URL`); credentials come from the
+    runtime's `omnistage-s3` Secret env (infra/k8s/trainer/omnistage-megatron.yaml)."""
 
     @classmethod
     def on_checkpoint_volume(cls, curriculum: CurriculumSpec, stage: StageSpec, run_name: str) -> StageInputs:
         """The layout `omnistage pipeline trainjob` assumes when not told: datasets and tokenizer on the shared
-        volume, the previous stage's checkpoint where the same run wrote it. (Datasets addressed by DVC version
-        in object storage are the other half of issue 10.)"""
+        volume, the previous stage's checkpoint where the same run wrote it. The launcher passes what its task
+        was given instead (`NAME@VERSION` datasets, URIs), which every node makes local (components/cli/train.py)."""
         root = curriculum.checkpoint_storage.mount_path
         previous = stage_checkpoint_dir(curriculum, run_name, stage.init_from) if stage.init_from else None
         return cls(datasets={name: f"{root}/datasets/{name}" for name in stage.data.datasets},
                    tokenizer=f"{root}/tokenizer.json", init_from=previous)  # fmt: skip
+
+
+def with_launcher_environment(inputs: StageInputs, curriculum: CurriculumSpec, stage_name: str,
+                              run_name: str) -> StageInputs:  # fmt: skip
+    """`inputs` plus what the launcher's environment says about object storage: the checkpoint URI under
+    `$OMNISTAGE_CHECKPOINT_URI`, keyed by run name + stage like the job's name and its `--out` (a retried
+    launcher names the same URI), `$OMNISTAGE_DVC_REMOTE` and the S3 endpoint for the nodes' env."""
+    import dataclasses
+    import os
+
+    from components.object_storage import s3_endpoint_url
+    from components.pipelines.stage_entry import checkpoint_uri_root
+    from components.training.checkpoint_store import stage_checkpoint_uri
+
+    root = checkpoint_uri_root()
+    return dataclasses.replace(
+        inputs,
+        checkpoint_uri=stage_checkpoint_uri(root, curriculum.name, run_name, stage_name) if root else None,
+        dvc_remote=os.environ.get(REMOTE_ENV) or None,
+        s3_endpoint=s3_endpoint_url(),
+    )
 
 
 def stage_checkpoint_dir(curriculum: CurriculumSpec, run_name: str, stage_name: str) -> str:
@@ -161,6 +190,10 @@ def build_trainjob(curriculum: CurriculumSpec, curriculum_file: Path | str, stag
     missing = sorted(set(stage.data.datasets) - set(inputs.datasets))
     if missing:
         raise TrainJobError(f"stage '{stage.name}': no folder given for dataset(s) {missing} that data.datasets names")
+    by_uri = sorted(name for name, location in inputs.datasets.items() if is_remote(location))
+    if by_uri:  # refused here, not after 64 nodes were scheduled (the nodes would refuse it: local_dataset)
+        raise TrainJobError(f"stage '{stage.name}': dataset(s) {by_uri} given by URI; a node restores a dataset "
+                            "by its DVC version: pass NAME@VERSION (e.g. demo@3f2a...c1.dir)")  # fmt: skip
     res, storage = stage.resources, curriculum.checkpoint_storage
     try:  # checked when the spec loaded; this is the plan the nodes' numbers must satisfy
         stage.parallel.data_parallel(res.world_size())
@@ -202,6 +235,10 @@ def build_trainjob(curriculum: CurriculumSpec, curriculum_file: Path | str, stag
     env = [{"name": name, "value": value} for name, value in network.env.items()]
     if inputs.tracking_uri:  # with the runtime's credentials from the Secret; rank 0 tracks (--tracking-uri)
         env.append({"name": "MLFLOW_TRACKING_URI", "value": inputs.tracking_uri})
+    if inputs.dvc_remote:  # NAME@VERSION datasets are restored from here on every node
+        env.append({"name": REMOTE_ENV, "value": inputs.dvc_remote})
+    if inputs.s3_endpoint:  # read by boto3/s3fs and given to DVC's S3 remote (components/object_storage.py)
+        env.append({"name": ENDPOINT_ENV, "value": inputs.s3_endpoint})
     if env:
         spec["trainer"]["env"] = env
     if curriculum.cluster.queue:

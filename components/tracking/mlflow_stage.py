@@ -2,11 +2,17 @@
 
 Logged: the resolved stage config as params; tags (git commit, config hash, curriculum, stage, the
 checkpoint it started from and the one it wrote); dataset inputs (`mlflow.data` with the DVC version as
-digest and the ingested folder as source, so lineage can reach the manifest); metrics per step
-(asynchronous); the checkpoint: copied as an artifact when it is a local folder (the laptop: embedded
-MLflow with local artifacts), referenced when the stage published it to object storage (`StageRun.checkpoint_uri`):
-then only its URI is recorded (tags `omnistage.checkpoint` and `omnistage.checkpoint_uri`) and no byte goes
-through the MLflow server (a full-size checkpoint is ~1.1 TB).
+digest and the ingested folder as source, so lineage can reach the manifest; the DVC remote the version
+lives on as tag `omnistage.dvc_remote.NAME`, which `omnistage dataset pull` defaults to); metrics per step
+(asynchronous); the checkpoint (tag `omnistage.checkpoint_storage` says which way), never through the MLflow
+server when large (a full-size checkpoint is ~1.1 TB):
+- `object_store`: published by the stage (`StageRun.checkpoint_uri`): only its URI is recorded (tags
+  `omnistage.checkpoint` and `omnistage.checkpoint_uri`, the registry version's source);
+- `reference`: a folder on the shared checkpoint volume (under `OMNISTAGE_CHECKPOINT_ROOT`) or over
+  `LARGE_LOCAL_CHECKPOINT_BYTES` (2 GiB): the run's checkpoint artifact is one pointer file,
+  `checkpoints/step-N/checkpoint.uri`, naming the folder, which registration and `resolve_model` follow;
+- `copy`: a small local folder (the laptop: `make run`) is copied as run artifacts, so `models:/` works
+  after the folder is gone.
 
 When the tracking server cannot be reached, training goes on: every call is appended to
 `OUT/tracking_fallback.jsonl` with a warning, and `replay_fallback` sends it later. Nothing is lost.
@@ -34,9 +40,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 FALLBACK_NAME = "tracking_fallback.jsonl"
-# A local checkpoint above this size is still copied (that is what a local run asks for), with a warning that
-# points at object storage; tiny-preset checkpoints are ~5 MB.
+# A local checkpoint above this size is referenced, not copied into MLflow; tiny-preset checkpoints are ~5 MB.
 LARGE_LOCAL_CHECKPOINT_BYTES = 2 << 30
+CHECKPOINT_STORAGE_TAG = "omnistage.checkpoint_storage"  # object_store | reference | copy
+CHECKPOINT_POINTER = "checkpoint.uri"  # the same file name as a KFP stage artifact's pointer (stage_entry.POINTER)
 
 
 def _git_commit() -> str:
@@ -52,6 +59,32 @@ def _flatten(prefix: str, value, out: dict) -> dict:
     else:
         out[prefix] = json.dumps(value) if isinstance(value, (list, tuple)) else value
     return out
+
+
+DVC_REMOTE_TAG = "omnistage.dvc_remote."  # + dataset name: the DVC remote its logged version was pushed to
+
+
+def dataset_remote(folder: Path) -> str | None:
+    """The DVC remote an ingested dataset's version was pushed to (or restored from), as stats.json says."""
+    stats = json.loads((Path(folder) / "stats.json").read_text())
+    return (stats.get("version") or {}).get("remote")
+
+
+def recorded_remote(name: str, version: str, tracking_uri: str) -> str | None:
+    """The DVC remote MLflow recorded with version `version` of dataset `name` (newest stage run that trained
+    on it); None when no run did or the tracking store cannot be read."""
+    from components.tracking.experiments import mlflow_client
+
+    version = version if version.endswith(".dir") else f"{version}.dir"
+    client = mlflow_client(tracking_uri)
+    try:
+        experiment = client.get_experiment_by_name(CURRICULUM_EXPERIMENT)
+        runs = client.search_runs([experiment.experiment_id], filter_string=f"datasets.digest = '{version}'",
+                                  order_by=["attributes.start_time DESC"]) if experiment else []  # fmt: skip
+    except Exception as exc:  # the remote is a default: an unreachable store leaves the caller's fallback
+        log.warning("MLflow at %s unreadable (%s): no recorded DVC remote for %s@%s", tracking_uri, exc, name, version)
+        return None
+    return next((r.data.tags[DVC_REMOTE_TAG + name] for r in runs if DVC_REMOTE_TAG + name in r.data.tags), None)
 
 
 def dataset_input(folder: Path) -> tuple[pd.DataFrame, str, str]:
@@ -123,6 +156,8 @@ def tracked_stage(run: StageRun, tracking_uri: str, parent_run_id: str | None = 
                 source = str(Path(folder).resolve())
                 mlflow.log_input(mlflow.data.from_pandas(manifest, source=source, name=ds_name, digest=digest),
                                  context="train")  # fmt: skip
+                if remote := dataset_remote(Path(folder)):  # `omnistage dataset pull NAME VERSION` reads it
+                    mlflow.set_tag(DVC_REMOTE_TAG + ds_name, remote)
         run.on_step = lambda step, metrics: mlflow.log_metrics(_finite(metrics), step=step, synchronous=False)
         result = run_stage(run)
         mlflow.flush_async_logging()
@@ -138,17 +173,39 @@ def _checkpoint_ref(location) -> str:
 
 
 def _checkpoint_tags(mlflow, result: StageResult) -> dict[str, str]:
-    """Record the stage's checkpoint: a reference to its object-store URI, else a copy as run artifacts."""
+    """Record the stage's checkpoint (see the module doc): its object-store URI; a reference to a folder on the
+    shared volume or over the copy limit; else (a small local checkpoint, the laptop) a copy as run artifacts."""
+    steps = str(result.steps)
     if result.checkpoint_uri:
         uri = result.checkpoint_uri.rstrip("/")
-        return {"omnistage.checkpoint": uri, "omnistage.checkpoint_uri": uri, "omnistage.steps": str(result.steps)}
-    size = sum(p.stat().st_size for p in Path(result.checkpoint).rglob("*") if p.is_file())
-    if size > LARGE_LOCAL_CHECKPOINT_BYTES:
-        log.warning("copying a %.1f GiB checkpoint into MLflow's artifact store; on a cluster publish it to "
-                    "object storage instead (OMNISTAGE_CHECKPOINT_URI, README 'Checkpoints on object storage')",
-                    size / 2**30)  # fmt: skip
-    mlflow.log_artifacts(str(result.checkpoint), artifact_path=f"checkpoints/step-{result.steps}")
-    return {"omnistage.checkpoint": str(result.checkpoint.resolve()), "omnistage.steps": str(result.steps)}
+        return {"omnistage.checkpoint": uri, "omnistage.checkpoint_uri": uri, "omnistage.steps": steps,
+                CHECKPOINT_STORAGE_TAG: "object_store"}  # fmt: skip
+    folder = Path(result.checkpoint).resolve()
+    artifact_path = f"checkpoints/step-{result.steps}"
+    tags = {"omnistage.checkpoint": str(folder), "omnistage.steps": steps}
+    reason = _why_not_copied(folder)
+    if reason is None:
+        mlflow.log_artifacts(str(folder), artifact_path=artifact_path)
+        return {**tags, CHECKPOINT_STORAGE_TAG: "copy"}
+    # The run's checkpoint artifact is a pointer file naming the folder: the registry version's source is that
+    # artifact (a tracking server refuses a bare local path as a source) and resolve_model follows it.
+    log.info("checkpoint %s is %s: MLflow records a reference, not a copy", folder, reason)
+    mlflow.log_text(str(folder), f"{artifact_path}/{CHECKPOINT_POINTER}")
+    return {**tags, CHECKPOINT_STORAGE_TAG: "reference"}
+
+
+def _why_not_copied(folder: Path) -> str | None:
+    """Why a local checkpoint is referenced rather than copied into MLflow's artifact store; None: copy it."""
+    volume = os.environ.get("OMNISTAGE_CHECKPOINT_ROOT")
+    if volume and folder.is_relative_to(Path(volume).resolve()):
+        return f"on the shared checkpoint volume (OMNISTAGE_CHECKPOINT_ROOT={volume})"
+    size = 0
+    for path in folder.rglob("*"):
+        size += path.stat().st_size if path.is_file() else 0
+        if size > LARGE_LOCAL_CHECKPOINT_BYTES:
+            return (f"over {LARGE_LOCAL_CHECKPOINT_BYTES / 2**30:g} GiB (keep the folder: the run points at it; "
+                    "on a cluster publish to object storage, OMNISTAGE_CHECKPOINT_URI)")  # fmt: skip
+    return None
 
 
 def _finite(metrics: dict) -> dict:
@@ -160,13 +217,18 @@ def start_parent_run(curriculum: str, tracking_uri: str, datasets: str = "{}", t
 
     Tagged with the data versions it trains on and the retraining key (components.orchestration.retrain).
     """
+    from components.versioning.dataset_cache import parse_dataset_ref
+
     sink = _Sink(tracking_uri, Path("/tmp") / "omnistage-parent-fallback.jsonl")
     if not sink.online:
         return "offline"
     versions = {}
     for name, folder in json.loads(datasets or "{}").items():
         stats = Path(folder) / "stats.json"
-        if stats.is_file():
+        ref = parse_dataset_ref(folder)
+        if ref:  # NAME@VERSION: the version is the argument itself
+            versions[name] = ref[1] if ref[1].endswith(".dir") else f"{ref[1]}.dir"
+        elif stats.is_file():
             versions[name] = (json.loads(stats.read_text()).get("version") or {}).get("version")
     tags = {"omnistage.curriculum_file": str(curriculum), "omnistage.git_commit": _git_commit(),
             "omnistage.data_versions": json.dumps(versions), "omnistage.training_key": training_key}  # fmt: skip

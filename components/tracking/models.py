@@ -69,7 +69,7 @@ def resolve_model(uri: str, tracking_uri: str) -> ResolvedModel:
         if is_published(mv.source):
             local = local_checkpoint(mv.source)
         else:
-            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=mv.source))
+            local = _followed(Path(mlflow.artifacts.download_artifacts(artifact_uri=mv.source)))
         version = str(mv.version)
         return ResolvedModel(uri, checkpoint_dir(local), f"models:/{name}/{version}", name, version, mv.run_id)
     if uri.startswith("runs:/"):
@@ -78,12 +78,29 @@ def resolve_model(uri: str, tracking_uri: str) -> ResolvedModel:
         if published:
             local = local_checkpoint(published)
         else:
-            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
+            local = _followed(Path(mlflow.artifacts.download_artifacts(artifact_uri=uri)))
         return ResolvedModel(uri, checkpoint_dir(local), _checkpoint_tag(client, run_id), run_id=run_id)
     if is_remote(uri):
         return ResolvedModel(uri, checkpoint_dir(local_checkpoint(uri)), uri.rstrip("/"))
     folder = checkpoint_dir(Path(uri))
     return ResolvedModel(uri, folder, str(folder.resolve()))
+
+
+def _followed(artifact: Path) -> Path:
+    """A downloaded checkpoint artifact, or the folder its pointer file names (a checkpoint MLflow references
+    rather than copies: components.tracking.mlflow_stage)."""
+    from components.tracking.mlflow_stage import CHECKPOINT_POINTER
+
+    pointer = artifact / CHECKPOINT_POINTER
+    if not pointer.is_file():
+        return artifact
+    target = pointer.read_text().strip()
+    if not is_remote(target) and not Path(target).is_dir():
+        raise FileNotFoundError(f"the model's checkpoint is referenced, not copied, and {target} is not on this "
+                                "machine: run where the checkpoint volume is mounted")  # fmt: skip
+    from components.training.checkpoint_store import local_checkpoint
+
+    return local_checkpoint(target)
 
 
 def _checkpoint_tag(client, run_id: str) -> str:

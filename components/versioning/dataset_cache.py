@@ -15,6 +15,12 @@ remote) and a `manifest.parquet` rebuilt from each sample's JSON (key, sha256, s
 task family, split; `path` and the perceptual `fingerprint` are not in the shards and stay empty, so the
 near-copy contamination check has nothing to compare for such a dataset: exact-hash checks still work).
 The remote is `remote_url`, else `$OMNISTAGE_DVC_REMOTE`, else the first DVC remote of this repository.
+
+Several processes may ask for the same input at once (ranks started by a launcher other than
+`omnistage train`, two jobs on one node sharing the cache): each materialisation holds an exclusive lock
+file beside its cache folder (`fcntl.flock`, node-local), so one downloads and the others then find the
+finished copy. `omnistage train --nproc-per-node N` resolves its inputs once per node, before torchrun
+starts the ranks, so its ranks never contend.
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ import json
 import os
 import re
 import tarfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from components.object_storage import is_remote
@@ -56,6 +64,20 @@ def _remote(remote_url: str | None) -> str:
     except DvcError as exc:
         raise ValueError(f"a dataset given as NAME@VERSION needs its DVC remote: set {REMOTE_ENV} "
                          f"(e.g. s3://bucket/dvc) or give the repository a DVC remote ({exc})") from None  # fmt: skip
+
+
+@contextmanager
+def _exclusive(folder: Path) -> Iterator[None]:
+    """Hold `FOLDER.lock` while `folder` is filled (see the module doc); released when the process dies too."""
+    import fcntl
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with open(folder.with_name(folder.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def manifest_rows_from_shards(shards: Path) -> list[dict]:
@@ -97,8 +119,9 @@ def materialise_dataset(name: str, version: str, remote_url: str | None = None, 
     version = version if version.endswith(".dir") else version + ".dir"
     remote = _remote(remote_url)
     folder = Path(cache or _cache_root(DATASET_CACHE_ENV, "datasets")) / name / version.removesuffix(".dir")
-    restore_version(remote, version, folder / "shards")
-    _complete_folder(folder, name, version, remote)
+    with _exclusive(folder):
+        restore_version(remote, version, folder / "shards")
+        _complete_folder(folder, name, version, remote)
     return folder
 
 
@@ -126,11 +149,12 @@ def local_input_file(location: str) -> Path:
     folder = _cache_root(INPUT_CACHE_ENV, "inputs") / hashlib.sha256(location.encode()).hexdigest()[:24]
     target = folder / path.rsplit("/", 1)[-1]
     stamp_file = folder / ".source.json"
-    if target.is_file() and stamp_file.is_file() and stamp_file.read_text() == stamp:
-        return target
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.name + ".tmp")
-    fs.get_file(path, str(tmp))
-    os.replace(tmp, target)
-    stamp_file.write_text(stamp)
+    with _exclusive(folder):
+        if target.is_file() and stamp_file.is_file() and stamp_file.read_text() == stamp:
+            return target
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(target.name + ".tmp")
+        fs.get_file(path, str(tmp))
+        os.replace(tmp, target)
+        stamp_file.write_text(stamp)
     return target

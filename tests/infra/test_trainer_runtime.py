@@ -39,12 +39,16 @@ def test_runtime_is_what_the_trainjobs_reference_and_patch():
     assert {m["name"] for m in container["volumeMounts"]} == set(volumes)
 
 
-def test_runtime_reads_mlflow_credentials_from_the_pipelines_secret_and_pins_its_image():
+def test_runtime_reads_mlflow_and_s3_credentials_from_the_pipelines_secrets_and_pins_its_image():
+    from components.orchestration.object_store import S3_SECRET, S3_SECRET_KEYS
+
     _, container = _node_container(load_runtime())
     secrets = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"] if "valueFrom" in e}
     assert secrets == {
         "MLFLOW_TRACKING_USERNAME": {"name": MLFLOW_SECRET, "key": "username", "optional": True},
         "MLFLOW_TRACKING_PASSWORD": {"name": MLFLOW_SECRET, "key": "password", "optional": True},
+        # the same Secret and keys as every other cluster pod (object_store.py); optional for IRSA / workload identity
+        **{name: {"name": S3_SECRET, "key": key, "optional": True} for name, key in S3_SECRET_KEYS.items()},
     }
     assert re.fullmatch(r"[\w.\-/]+@sha256:[0-9a-f]{64}", container["image"]), container["image"]
 

@@ -13,6 +13,7 @@ from tests.components.orchestration.kfp_standin import KfpStandin
 from tests.conftest import REPO_ROOT
 
 TOKEN = "s3cret-token"
+VERSION, OTHER_VERSION = "0a1b2c3d4e5f60718293a4b5c6d7e8f9.dir", "ffeeddccbbaa99887766554433221100.dir"
 
 
 def run_cli(*args: str, tmp_path, token: str = TOKEN) -> subprocess.CompletedProcess:
@@ -32,7 +33,7 @@ SUBMIT = ["pipeline", "submit", "--curriculum", "data_specs/curriculum/tiny.yaml
           "s3://omnistage-data/tokenizer.json", "--max-steps", "1", "--force"]  # fmt: skip
 
 
-def submit(kfp: KfpStandin, tmp_path, version: str = "abc123.dir") -> dict:
+def submit(kfp: KfpStandin, tmp_path, version: str = VERSION) -> dict:
     return omnistage(*SUBMIT, "--kfp-host", kfp.url, "--dataset-version", f"demo={version}", tmp_path=tmp_path)
 
 
@@ -42,7 +43,7 @@ def lost_answer_then_retry(tmp_path_factory):
     would); the retry and a third call must find that run."""
     tmp_path = tmp_path_factory.mktemp("kfp_runs")
     with KfpStandin(run_states=["RUNNING"], lose_create_responses=1, token=TOKEN) as kfp:
-        first = run_cli(*SUBMIT, "--kfp-host", kfp.url, "--dataset-version", "demo=abc123.dir", tmp_path=tmp_path)
+        first = run_cli(*SUBMIT, "--kfp-host", kfp.url, "--dataset-version", f"demo={VERSION}", tmp_path=tmp_path)
         retry = submit(kfp, tmp_path)
         again = submit(kfp, tmp_path)
         yield {"kfp": kfp, "first": first, "retry": retry, "again": again, "tmp": tmp_path}
@@ -57,10 +58,12 @@ def test_a_retried_submit_finds_the_run_instead_of_submitting_again(lost_answer_
     assert retry["run_id"] == again["run_id"] == next(iter(kfp.runs))
     submitted = kfp.submissions[0]
     assert submitted["display_name"] == f"omnistage-retrain-{retry['training_key']}"
-    assert retry["data_versions"] == {"demo": "abc123.dir"}
+    assert retry["data_versions"] == {"demo": VERSION}
     parameters = submitted["runtime_config"]["parameters"]
     assert parameters["training_key"] == retry["training_key"]
-    assert json.loads(parameters["datasets"]) == {"demo": "s3://omnistage-data/demo"}  # URIs pass as they are
+    # The stage pods restore the dataset by the version the key was built from, not from a path or URI.
+    assert json.loads(parameters["datasets"]) == {"demo": f"demo@{VERSION}"}
+    assert parameters["tokenizer"] == "s3://omnistage-data/tokenizer.json"
     experiment = kfp.experiments[submitted["experiment_id"]]
     assert experiment["display_name"] == "omnistage-tiny"
     # With Kubernetes settings (node selectors, tolerations) kfp sends {pipeline_spec, platform_spec}.
@@ -69,7 +72,7 @@ def test_a_retried_submit_finds_the_run_instead_of_submitting_again(lost_answer_
 
 def test_another_data_version_is_another_run_and_a_cancelled_run_does_not_count(lost_answer_then_retry):
     kfp, tmp_path, first = lost_answer_then_retry["kfp"], lost_answer_then_retry["tmp"], lost_answer_then_retry["retry"]
-    other = submit(kfp, tmp_path, version="def456.dir")
+    other = submit(kfp, tmp_path, version=OTHER_VERSION)
     assert not other["reused"] and other["training_key"] != first["training_key"]
     cancelled = omnistage("pipeline", "cancel", first["run_id"], "--kfp-host", kfp.url, tmp_path=tmp_path)
     assert cancelled["cancelled"] and cancelled["state"] in ("CANCELING", "CANCELED")
@@ -90,3 +93,14 @@ def test_a_wrong_token_is_refused_at_once_with_the_host_named():
             run_state(KfpTarget(kfp.url, token="another-token"), "some-run")
         with pytest.raises(KfpRunError, match=f"KFP API at {kfp.url} answered 404 Not Found"):
             run_state(KfpTarget(kfp.url, token=TOKEN), "some-run")
+
+
+def test_a_cluster_run_refuses_a_dataset_without_a_dvc_version(tmp_path):
+    from components.orchestration.retrain import RetrainRequest, pipeline_arguments
+
+    request = RetrainRequest(REPO_ROOT / "data_specs/curriculum/tiny.yaml", REPO_ROOT / "data_specs/gates/default.yaml",
+                             {"demo": tmp_path / "demo"}, tmp_path / "tok.json", "http://mlflow", tmp_path)  # fmt: skip
+    for version in (None, "abc123.dir"):
+        with pytest.raises(ValueError, match=f"dataset demo: a cluster run restores .*{tmp_path / 'demo'}.*"
+                                             "omnistage dataset commit"):  # fmt: skip
+            pipeline_arguments(request, "key", {"demo": version})

@@ -105,8 +105,13 @@ def test_compiled_pipeline_requests_only_nvidia_gpu_and_only_on_gpu_pools(tmp_pa
 
 def test_pipeline_with_a_gate_ends_in_evaluate_gate_and_a_conditional_promote(tmp_path):
     gate = REPO_ROOT / "data_specs" / "gates" / "default.yaml"
-    spec = next(yaml.safe_load_all(compile_pipeline(FULL, tmp_path / "gated.yaml", gate).read_text()))
+    spec, platform_doc = yaml.safe_load_all(compile_pipeline(FULL, tmp_path / "gated.yaml", gate).read_text())
     tasks = spec["root"]["dag"]["tasks"]
+    # Every task that talks to MLflow gets the Secret's credentials (an authenticating server refuses the rest).
+    platform = platform_doc["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    for executor in ("start-curriculum-run", "evaluate-candidate", "judge-gate", "promote-champion"):
+        secret = platform[f"exec-{executor}"]["secretAsEnv"][0]
+        assert secret["secretName"] == MLFLOW_SECRET and secret["optional"], executor
     producer = tasks["evaluate-candidate"]["inputs"]["artifacts"]["checkpoint"]["taskOutputArtifact"]["producerTask"]
     assert tasks[producer]["taskInfo"]["name"] == CurriculumSpec.load(FULL).stages[-1].name  # the final checkpoint
     assert tasks["judge-gate"]["dependentTasks"] == ["evaluate-candidate"]
@@ -133,3 +138,10 @@ def test_checkpoints_on_a_mounted_volume_chain_through_pointer_artifacts(tiny_da
                             init_from=str(tmp_path / "a0" / "checkpoint"), **common)  # fmt: skip
     assert result["steps"] == 1
     assert len(list((tmp_path / "pvc").rglob("checkpoint/meta.json"))) == 2
+    # MLflow references the checkpoints on the volume: each run's only artifact is the pointer file.
+    from mlflow import MlflowClient
+
+    tags = MlflowClient(common["tracking_uri"]).get_run(result["run_id"]).data.tags
+    assert tags["omnistage.checkpoint_storage"] == "reference"
+    artifacts = [p for p in (tmp_path / "mlartifacts").rglob("*") if p.is_file()]
+    assert sorted(p.name for p in artifacts) == ["checkpoint.uri", "checkpoint.uri"], artifacts

@@ -1,6 +1,10 @@
 """Local parity: under kfp.local a stage of 2 processes runs the node command a TrainJob's nodes run on a
 cluster (`omnistage train ... --nproc-per-node 2`: torchrun, 2 gloo ranks on CPU), only the submitter
-differs; its checkpoint chains to the next stage and rank 0 tracks it under the curriculum's parent run."""
+differs; its checkpoint chains to the next stage and rank 0 tracks it under the curriculum's parent run.
+
+The run uses the cluster's data plane against moto_server on 127.0.0.1: the dataset as `NAME@VERSION` on a
+DVC S3 remote, the tokenizer as an s3:// URI, checkpoints published under `OMNISTAGE_CHECKPOINT_URI`; the
+node entry point makes the inputs local itself, as a TrainJob's nodes do."""
 
 import json
 
@@ -27,12 +31,25 @@ def _two_process_curriculum(folder):
 
 
 @pytest.fixture(scope="module")
-def local_run(tiny_dataset, tmp_path_factory):
+def local_run(tiny_dataset, tmp_path_factory, s3_endpoint):
+    from tests.components.training.test_checkpoint_store import _push_shards_to_dvc
+    from tests.s3_server import create_bucket, s3_client
+
     tmp = tmp_path_factory.mktemp("parity")
+    bucket = create_bucket()
+    version = _push_shards_to_dvc(tiny_dataset / "shards", tmp / "repo", f"{bucket}/dvc")
+    s3_client().upload_file(str(tiny_dataset / "tokenizer.json"), bucket.removeprefix("s3://"), "tok/tokenizer.json")
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
-    run_locally(_two_process_curriculum(tmp), {"demo": tiny_dataset}, tiny_dataset / "tokenizer.json", uri,
-                tmp / "pipeline", max_steps=1)  # fmt: skip
-    return tmp, uri
+    with pytest.MonkeyPatch.context() as env:
+        for name, value in {"OMNISTAGE_DVC_REMOTE": f"{bucket}/dvc", "OMNISTAGE_CHECKPOINT_URI": f"{bucket}/ckpt",
+                            "OMNISTAGE_DATASET_CACHE": str(tmp / "datasets"),
+                            "OMNISTAGE_INPUT_CACHE": str(tmp / "inputs"),
+                            "OMNISTAGE_CHECKPOINT_CACHE": str(tmp / "ckpt-cache"),
+                            "OMNISTAGE_STAGING_DIR": str(tmp / "staging")}.items():  # fmt: skip
+            env.setenv(name, value)
+        run_locally(_two_process_curriculum(tmp), {"demo": f"tiny@{version}"}, f"{bucket}/tok/tokenizer.json", uri,
+                    tmp / "pipeline", max_steps=1)  # fmt: skip
+    return tmp, uri, bucket, version
 
 
 @pytest.mark.slow
@@ -40,10 +57,12 @@ def test_a_two_process_stage_runs_two_ranks_under_kfp_local_and_chains_to_the_ne
     import mlflow
 
     from components.tracking.experiments import CURRICULUM_EXPERIMENT
+    from components.training.checkpoint_store import MARKER
+    from tests.s3_server import list_objects, read_object
 
-    tmp, uri = local_run
+    tmp, uri, bucket, version = local_run
     metas = {}
-    for path in (tmp / "pipeline").rglob("meta.json"):
+    for path in (tmp / "staging").rglob("meta.json"):  # staged here, published to the bucket
         meta = json.loads(path.read_text())
         metas[meta["stage"]] = (meta, path.parent)
     assert metas["stage0-text"][0]["data_parallel"] == 2  # written by a 2-rank run only
@@ -54,8 +73,16 @@ def test_a_two_process_stage_runs_two_ranks_under_kfp_local_and_chains_to_the_ne
     assert sorted(stages) == ["stage0-text", "stage0b-audio-ctc"]  # rank 1 opened no run of its own
     assert len({r.data.tags.get("mlflow.parentRunId") for r in stages.values()} - {None}) == 1
     assert [m.step for m in client.get_metric_history(stages["stage0-text"].info.run_id, "loss")] == [1]
-    # The next stage initialised from the 2-rank checkpoint (the pointer/artifact the launch task wrote).
-    assert stages["stage0b-audio-ctc"].data.tags["omnistage.init_from"] == str(metas["stage0-text"][1].resolve())
+
+    # The 2-rank stage read the dataset by its version (restored into the node cache from the DVC remote) and
+    # rank 0 published its checkpoint to the bucket; the next stage initialised from that URI.
+    published = stages["stage0-text"].data.tags["omnistage.checkpoint_uri"]
+    assert published.startswith(f"{bucket}/ckpt/tiny-2proc/") and published.endswith("/stage0-text/checkpoint")
+    assert json.loads(read_object(published, "meta.json"))["data_parallel"] == 2
+    assert MARKER in list_objects(published)
+    assert stages["stage0-text"].inputs.dataset_inputs[0].dataset.digest == version
+    assert (tmp / "datasets" / "tiny" / version.removesuffix(".dir") / "stats.json").is_file()
+    assert stages["stage0b-audio-ctc"].data.tags["omnistage.init_from"] == published
 
 
 def test_compiled_for_a_cluster_the_same_stage_is_a_trainjob_launcher(tmp_path):

@@ -5,6 +5,7 @@ deterministic and fits JobSet's pod names; what it cannot honour it refuses with
 No Kubernetes API server runs here: nothing is created on a cluster.
 """
 
+import os
 import re
 import subprocess
 import sys
@@ -120,6 +121,31 @@ def test_launcher_inputs_reach_the_command_and_env():
     assert job["spec"]["trainer"]["env"] == [{"name": "MLFLOW_TRACKING_URI", "value": "http://mlflow:5000"}]
 
 
+def test_object_storage_inputs_reach_every_node_as_versions_uris_and_env():
+    version = "3f2a0000000000000000000000000c1a.dir"
+    inputs = StageInputs(datasets={"text_corpus": f"text@{version}"}, tokenizer="s3://b/tok/tokenizer.json",
+                         init_from="s3://b/ckpt/longcat-omni/run-1/stage0-text/checkpoint",
+                         checkpoint_uri="s3://b/ckpt/longcat-omni/run-1/stage1-text-speech/checkpoint",
+                         dvc_remote="s3://b/dvc", s3_endpoint="https://minio.internal:9000")  # fmt: skip
+    job = build_trainjob(FULL, FULL_PATH, "stage0-text", "run-1", inputs)
+    validate_trainer_manifest(job)
+    pod = trainjob_node_pod(load_runtime(), job)
+    validate_pod(pod, "node")
+    command = job["spec"]["trainer"]["command"]
+    assert command[command.index("--dataset") + 1] == f"text_corpus=text@{version}"  # the node restores it
+    assert command[command.index("--tokenizer") + 1] == "s3://b/tok/tokenizer.json"
+    assert command[command.index("--init-from") + 1] == inputs.init_from
+    assert command[command.index("--checkpoint-uri") + 1] == inputs.checkpoint_uri
+    (node,) = pod["containers"]
+    env = {e["name"]: e.get("value") or e["valueFrom"]["secretKeyRef"] for e in node["env"]}
+    assert env["OMNISTAGE_DVC_REMOTE"] == "s3://b/dvc" and env["AWS_ENDPOINT_URL"] == "https://minio.internal:9000"
+    for name, key in (("AWS_ACCESS_KEY_ID", "access_key_id"), ("AWS_SECRET_ACCESS_KEY", "secret_access_key")):
+        assert env[name] == {"name": "omnistage-s3", "key": key, "optional": True}  # from the shipped runtime
+    with pytest.raises(TrainJobError, match=r"dataset\(s\) \['text_corpus'\] given by URI.*NAME@VERSION"):
+        build_trainjob(FULL, FULL_PATH, "stage0-text", "run-1",
+                       StageInputs(datasets={"text_corpus": "s3://b/datasets/text"}, tokenizer="/t.json"))  # fmt: skip
+
+
 def test_a_one_node_stage_of_several_cpu_processes_is_a_one_node_trainjob_without_gpus(tmp_path):
     doc = yaml.safe_load((REPO_ROOT / "data_specs" / "curriculum" / "tiny.yaml").read_text())
     doc["checkpoint_storage"] = {"pvc": "checkpoints"}
@@ -227,11 +253,28 @@ def test_cli_prints_the_trainjob_as_yaml_without_importing_torch_or_kfp():
         "print('HEAVY' + repr(sorted(m for m in ('torch', 'kfp', 'megatron') if m in sys.modules)), file=sys.stderr)"
     )
     args = ["pipeline", "trainjob", "--curriculum", str(FULL_PATH), "--stage", "stage2-multimodal", "--run-name", "r7"]
+    launcher_env = ("OMNISTAGE_CHECKPOINT_URI", "OMNISTAGE_DVC_REMOTE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3")
+    env = {k: v for k, v in os.environ.items() if k not in launcher_env}  # the S3 fixtures may have set them
     proc = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True, cwd=REPO_ROOT,
-                          timeout=60)  # fmt: skip
+                          timeout=60, env=env)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert yaml.safe_load(proc.stdout) == build_trainjob(FULL, FULL_PATH, "stage2-multimodal", "r7")
     assert "HEAVY[]" in proc.stderr
+
+    # With the launcher pod's object-storage environment: what the launcher would create on such a cluster.
+    env.update(OMNISTAGE_CHECKPOINT_URI="s3://b/ckpt", OMNISTAGE_DVC_REMOTE="s3://b/dvc")
+    names = FULL.stage("stage2-multimodal").data.datasets
+    versions = [a for name in names for a in ("--dataset", f"{name}={name}@{'0' * 32}.dir")]
+    proc = subprocess.run([sys.executable, "-m", "components.cli", *args, *versions, "--tokenizer", "s3://b/t.json"],
+                          capture_output=True, text=True, cwd=REPO_ROOT, timeout=60, env=env)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    trainer = yaml.safe_load(proc.stdout)["spec"]["trainer"]
+    command = trainer["command"]
+    previous = FULL.stage("stage2-multimodal").init_from
+    assert command[command.index("--checkpoint-uri") + 1] == f"s3://b/ckpt/{FULL.name}/r7/stage2-multimodal/checkpoint"
+    assert command[command.index("--init-from") + 1] == f"s3://b/ckpt/{FULL.name}/r7/{previous}/checkpoint"
+    assert command[command.index("--tokenizer") + 1] == "s3://b/t.json"
+    assert {"name": "OMNISTAGE_DVC_REMOTE", "value": "s3://b/dvc"} in trainer["env"]
 
 
 def test_cli_refuses_a_single_node_stage_with_the_reason():

@@ -42,17 +42,20 @@ def standin(tmp_path, monkeypatch):
     with K8sStandin() as api:
         monkeypatch.setenv("KUBECONFIG", str(api.write_kubeconfig(tmp_path / "kubeconfig", NAMESPACE)))
         monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+        for name in ("OMNISTAGE_CHECKPOINT_URI", "OMNISTAGE_DVC_REMOTE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
+            monkeypatch.delenv(name, raising=False)  # the launcher passes these on (set by the S3 fixtures)
         yield api
     for request in api.requests:  # every call the launcher made is one the shipped Role grants (launcher-rbac)
         assert rbac_attributes(request) in API_CALLS, request
 
 
-def _launch(tmp_path, run="r1", tokenizer="/data/tok.json", attempt="a1", settings=FAST):
+def _launch(tmp_path, run="r1", tokenizer="/data/tok.json", attempt="a1", settings=FAST, datasets=DATASETS,
+            previous_checkpoint=None):  # fmt: skip
     previous = tmp_path / "previous"
     previous.mkdir(exist_ok=True)
-    (previous / POINTER).write_text(stage_checkpoint_dir(FULL, run, "stage0-text"))
+    (previous / POINTER).write_text(previous_checkpoint or stage_checkpoint_dir(FULL, run, "stage0-text"))
     out = tmp_path / attempt / "checkpoint"
-    result = launch_stage_step(str(FULL_PATH), STAGE, run, DATASETS, tokenizer, "http://mlflow:5000", 0, str(out),
+    result = launch_stage_step(str(FULL_PATH), STAGE, run, datasets, tokenizer, "http://mlflow:5000", 0, str(out),
                                init_from=str(previous), settings=settings)  # fmt: skip
     return result, out
 
@@ -84,6 +87,34 @@ def test_a_launch_creates_the_job_streams_rank0_and_points_the_artifact_at_the_c
     assert not [line for line in printed if "rank-1 line" in line]  # only the rank-0 node's log
     (followed,) = standin.calls("GET", "/log")
     assert _flag(followed.query, "follow") and followed.job_running  # streamed while the job ran
+
+
+def test_on_object_storage_the_job_publishes_to_a_uri_keyed_by_run_and_stage_and_the_artifact_points_there(
+        standin, tmp_path, monkeypatch):  # fmt: skip
+    monkeypatch.setenv("OMNISTAGE_CHECKPOINT_URI", "s3://team-a/ckpt")
+    monkeypatch.setenv("OMNISTAGE_DVC_REMOTE", "s3://team-a/dvc")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "https://minio.internal:9000")
+    version = "0123456789abcdef0123456789abcdef.dir"
+    datasets = json.dumps({name: f"{name}@{version}" for name in ("text_corpus", "speech_text", "asr")})
+    previous_uri = f"s3://team-a/ckpt/{FULL.name}/r1/stage0-text/checkpoint"
+    launch = dict(tokenizer="s3://team-a/tok/tokenizer.json", datasets=datasets, previous_checkpoint=previous_uri)
+    standin.scripts[_manifest()["metadata"]["name"]] = JobScript(rank0_log=["step 1 loss 9.1"])  # same run + stage
+    result, out = _launch(tmp_path, **launch)
+
+    (post,) = standin.calls("POST")
+    trainer = post.body["spec"]["trainer"]
+    command, env = trainer["command"], {e["name"]: e["value"] for e in trainer["env"]}
+    uri = f"s3://team-a/ckpt/{FULL.name}/r1/{STAGE}/checkpoint"
+    assert command[command.index("--checkpoint-uri") + 1] == uri == (out / POINTER).read_text() == result["checkpoint"]
+    assert command[command.index("--init-from") + 1] == previous_uri  # the previous stage's published URI
+    assert f"asr=asr@{version}" in command and command[command.index("--tokenizer") + 1] == launch["tokenizer"]
+    assert env["OMNISTAGE_DVC_REMOTE"] == "s3://team-a/dvc" and env["AWS_ENDPOINT_URL"] == "https://minio.internal:9000"
+    retried, out_again = _launch(tmp_path, attempt="a2", **launch)  # a retry re-attaches and points at the same URI
+    assert retried["reattached"] and (out_again / POINTER).read_text() == uri and len(standin.calls("POST")) == 1
+
+    monkeypatch.setenv("OMNISTAGE_CHECKPOINT_URI", "/mnt/checkpoints")  # a volume is OMNISTAGE_CHECKPOINT_ROOT
+    with pytest.raises(ValueError, match="OMNISTAGE_CHECKPOINT_URI='/mnt/checkpoints' is not an object-store URI"):
+        _launch(tmp_path, attempt="a3", **launch)
 
 
 def test_a_retried_launch_reattaches_without_a_second_create(standin, tmp_path):

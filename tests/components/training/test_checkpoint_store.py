@@ -130,6 +130,13 @@ def test_stage_steps_on_object_storage_chain_by_uri_and_register_the_uri(tiny_da
         assert client.list_artifacts(run_id) == []
         assert run.inputs.dataset_inputs[0].dataset.digest == version
     assert client.get_run(second["run_id"]).data.tags["omnistage.init_from"] == uri
+    # The version's DVC remote is recorded with it: `dataset pull NAME VERSION` restores from it by default (the
+    # repository given has no DVC remote of its own).
+    from components.cli.data import dataset_pull
+
+    assert client.get_run(first["run_id"]).data.tags["omnistage.dvc_remote.tiny"] == f"{s3_bucket}/dvc"
+    dataset_pull("tiny", version, out=tmp_path / "pulled", remote=None, repo=tmp_path, tracking_uri=tracking)
+    assert sorted(p.name for p in (tmp_path / "pulled").glob("*.tar")) == [p.name for p in shards]
     assert not any(p.is_file() for p in (tmp_path / "mlartifacts").rglob("*"))  # nothing copied into MLflow
     name, number = register_candidate(uri1, "omni-tiny", tracking)
     assert client.get_model_version(name, number).source == uri1
@@ -147,3 +154,51 @@ def test_stage_steps_on_object_storage_chain_by_uri_and_register_the_uri(tiny_da
                                  checkpoint_uri=uri))  # fmt: skip
     assert resumed.steps == 2 and len(resumed.history) == 1  # one step trained: step 1 came from the URI
     assert json.loads(read_object(uri, "meta.json"))["step"] == 2  # and the new save was published there
+
+
+def test_mlflow_references_a_checkpoint_on_the_volume_or_over_the_limit_and_copies_a_small_one(tmp_path, monkeypatch):
+    """No full-size copy through MLflow: a folder on the shared volume or over the size limit is recorded as a
+    pointer artifact (the registry source) that models:/ follows; a small laptop checkpoint is still copied."""
+    import shutil
+    from types import SimpleNamespace
+
+    import mlflow
+
+    from components.promotion.registry import register_candidate
+    from components.tracking import mlflow_stage
+    from components.tracking.experiments import CURRICULUM_EXPERIMENT, use_experiment
+    from components.tracking.models import resolve_model
+
+    tracking = f"sqlite:///{tmp_path}/mlflow.db"
+    use_experiment(mlflow, CURRICULUM_EXPERIMENT, tracking)
+    monkeypatch.setenv("OMNISTAGE_CHECKPOINT_ROOT", str(tmp_path / "volume"))
+    default_limit = mlflow_stage.LARGE_LOCAL_CHECKPOINT_BYTES
+    cases = {"volume": (tmp_path / "volume" / "run-1" / "stage0", default_limit),
+             "large": (tmp_path / "large", 4096), "laptop": (tmp_path / "laptop", default_limit)}
+    resolved = {}
+    for case, (folder, limit) in cases.items():
+        _fake_checkpoint(folder, num_files=2)
+        monkeypatch.setattr(mlflow_stage, "LARGE_LOCAL_CHECKPOINT_BYTES", limit)
+        with mlflow.start_run() as run:
+            mlflow.set_tags(mlflow_stage._checkpoint_tags(mlflow, SimpleNamespace(checkpoint=folder, steps=3,
+                                                                                  checkpoint_uri=None)))  # fmt: skip
+        tags = mlflow.MlflowClient(tracking).get_run(run.info.run_id).data.tags
+        files = sorted(p.relative_to(tmp_path / "mlartifacts") for p in (tmp_path / "mlartifacts").rglob("*")
+                       if p.is_file() and run.info.run_id in str(p))  # fmt: skip
+        name, number = register_candidate(str(folder), f"omni-{case}", tracking)
+        mlflow.MlflowClient(tracking).set_registered_model_alias(name, "champion", number)
+        resolved[case] = resolve_model(f"models:/{name}@champion", tracking)
+        if case == "laptop":  # copied: every file
+            assert tags["omnistage.checkpoint_storage"] == "copy" and len(files) == 3
+            assert resolved[case].checkpoint != folder and (resolved[case].checkpoint / "meta.json").is_file()
+        else:  # one pointer file naming the folder; models:/ resolves to the folder itself
+            assert tags["omnistage.checkpoint_storage"] == "reference"
+            assert [p.name for p in files] == ["checkpoint.uri"], files
+            assert resolved[case].checkpoint == folder.resolve()
+        assert tags["omnistage.checkpoint"] == str(folder.resolve())
+
+    shutil.rmtree(cases["large"][0])  # a referenced folder that is gone is named, with the fix
+    with pytest.raises(FileNotFoundError, match=r"referenced, not copied, and .*large is not on this machine"):
+        resolve_model("models:/omni-large@champion", tracking)
+    shutil.rmtree(cases["laptop"][0])  # the laptop flow: the champion loads from MLflow's copy after the folder is gone
+    assert (resolve_model("models:/omni-laptop@champion", tracking).checkpoint / "meta.json").is_file()
