@@ -36,14 +36,20 @@ def load_eval_samples(suite: EvalSuiteSpec, datasets: dict[str, Path]) -> list[d
     if suite.data.version != "latest" and suite.data.version != version:
         raise ValueError(f"suite {suite.name} pins {name} version {suite.data.version}, {folder} holds {version}: "
                          "check out that version (dvc checkout) or set version: latest")  # fmt: skip
+    samples = split_samples(folder, suite.family, suite.data.split)
+    return samples[: suite.max_items] if suite.max_items else samples
+
+
+def split_samples(folder: Path, family: str, split: str) -> list[dict]:
+    """Raw samples (parsed JSON) of one task family and split of an ingested dataset, sorted by key."""
     samples = []
-    shards = sorted(str(p) for p in (folder / "shards").glob("*.tar"))
+    shards = sorted(str(p) for p in (Path(folder) / "shards").glob("*.tar"))
     for raw in wds.WebDataset(shards, shardshuffle=False, empty_check=False):
         meta = json.loads(raw["json"])
-        if meta.get("split") == suite.data.split and meta.get("task_family", meta.get("modality")) == suite.family:
+        if meta.get("split") == split and meta.get("task_family", meta.get("modality")) == family:
             samples.append({**raw, "json": meta})
     samples.sort(key=lambda s: s["json"]["key"])
-    return samples[: suite.max_items] if suite.max_items else samples
+    return samples
 
 
 def split_metadata(folder: Path, family: str, split: str) -> list[dict]:

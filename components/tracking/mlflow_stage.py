@@ -163,7 +163,7 @@ def tracked_stage(run: StageRun, tracking_uri: str, parent_run_id: str | None = 
         mlflow.flush_async_logging()
         mlflow.set_tags(_checkpoint_tags(mlflow, result))
         mlflow.log_metrics({"final_loss": result.final_loss, "packing_efficiency": result.packing_efficiency,
-                            "skipped_too_long": result.skipped_too_long})  # fmt: skip
+                            "skipped_too_long": result.skipped_too_long, **result.probes})  # fmt: skip
         return result, active.info.run_id
 
 

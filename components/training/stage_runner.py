@@ -57,6 +57,7 @@ from components.training.checkpoint import (
 )
 from components.training.checkpoint_layout import CHECKPOINT_DIR
 from components.training.checkpoint_store import local_checkpoint, publish_from_rank0, restore_for_resume
+from components.training.ctc_probe import ctc_greedy_wer
 from components.training.data_parallel import launch_world, plan_data_parallel, total_steps
 from components.training.encoder_sharding import ShardedEncoders, trains_beyond_encoders
 from components.training.megatron_step import (
@@ -117,6 +118,7 @@ class StageResult:
     router_biases: list[torch.Tensor] = field(default_factory=list)  # per MoE layer, at the end (this rank)
     checkpoint_uri: str | None = None  # where the final checkpoint was published, when it was
     encoder_parallel: str = "replicated"  # how the encoders were parallelised (encoder_parallelism)
+    probes: dict[str, float] = field(default_factory=dict)  # held-out checks at the end (ctc_probe)
 
 
 def module_groups(model: OmniModel) -> dict[str, list[torch.nn.Parameter]]:
@@ -434,10 +436,16 @@ def run_stage(run: StageRun) -> StageResult:
                                     optimizer=megatron_state)  # fmt: skip
             if run.checkpoint_uri:
                 publish_from_rank0(saved, run.checkpoint_uri)
+    probes = {}
+    if stage.loss_weights.get("ctc"):
+        wer = ctc_greedy_wer(model, run.datasets, tokenizer, preset)
+        if wer is not None:
+            probes["ctc_greedy_wer"] = wer
+            log.info("stage %s: greedy CTC WER %.3f on held-out ASR clips", stage.name, wer)
     return StageResult(stage.name, step, history[-1]["loss"] if history else float("nan"), checkpoint_dir(run.out),
                        used / capacity if capacity else 0.0, skipped, history, order, problems, local_order,
                        sequences, [r.expert_bias.clone() for r in controller.routers], run.checkpoint_uri,
-                       encoder_parallelism(model))  # fmt: skip
+                       encoder_parallelism(model), probes)  # fmt: skip
 
 
 def _has_checkpoint(out: Path) -> bool:
