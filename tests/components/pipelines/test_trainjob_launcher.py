@@ -46,7 +46,8 @@ DATASETS = json.dumps({name: f"/data/{name}" for name in ("text_corpus", "speech
 def _volume_only_recipe(tmp_path_factory):
     global FULL_PATH, FULL
     doc = yaml.safe_load(SHIPPED_PATH.read_text())
-    doc["cluster"] = {k: v for k, v in doc["cluster"].items() if k not in ("checkpoint_uri", "dvc_remote", "s3_endpoint")}
+    storage = ("checkpoint_uri", "dvc_remote", "s3_endpoint")
+    doc["cluster"] = {k: v for k, v in doc["cluster"].items() if k not in storage}
     FULL_PATH = tmp_path_factory.mktemp("recipe") / "longcat_omni_volume.yaml"
     FULL_PATH.write_text(yaml.safe_dump(doc))
     FULL = CurriculumSpec.load(FULL_PATH)
@@ -70,8 +71,8 @@ def _launch(tmp_path, run="r1", tokenizer="/data/tok.json", attempt="a1", settin
     previous.mkdir(exist_ok=True)
     (previous / POINTER).write_text(previous_checkpoint or stage_checkpoint_dir(FULL, run, "stage0-text"))
     out = tmp_path / attempt / "checkpoint"
-    result = launch_stage_step(str(curriculum or FULL_PATH), STAGE, run, datasets, tokenizer, "http://mlflow:5000", 0, str(out),
-                               init_from=str(previous), settings=settings)  # fmt: skip
+    result = launch_stage_step(str(curriculum or FULL_PATH), STAGE, run, datasets, tokenizer, "http://mlflow:5000", 0,
+                               str(out), init_from=str(previous), settings=settings)  # fmt: skip
     return result, out
 
 
