@@ -138,7 +138,7 @@ def launch_stage_step(curriculum: str, stage: str, run_name: str, datasets: str,
       stage's goes (run_stage_step).
 
     Both pass datasets and tokenizer as given: the node command's entry point (components/cli/train.py) makes
-    `NAME@VERSION` and URIs local on each node. With `$OMNISTAGE_CHECKPOINT_URI` the checkpoint is published
+    `NAME@VERSION` and URIs local on each node. With a checkpoint prefix (checkpoint_uri_root) it is published
     under it and `out` points at that URI.
     """
     from components.pipelines.trainjob import StageInputs
