@@ -61,8 +61,9 @@ def pipeline_trainjob(
     ] = None,
     tokenizer: Annotated[str | None, typer.Option(help="Tokenizer URI or path; default: on the volume.")] = None,
 ) -> None:
-    """Print, as YAML, the Kubeflow Trainer TrainJob a multi-process stage's launcher creates: with this
-    shell's OMNISTAGE_CHECKPOINT_URI, OMNISTAGE_DVC_REMOTE and AWS_ENDPOINT_URL as the launcher pod's."""
+    """Print, as YAML, the Kubeflow Trainer TrainJob a multi-process stage's launcher creates. Object storage: the
+    curriculum's cluster.checkpoint_uri / dvc_remote / s3_endpoint, each else this shell's
+    OMNISTAGE_CHECKPOINT_URI / OMNISTAGE_DVC_REMOTE / AWS_ENDPOINT_URL (a differing variable is ignored)."""
     import dataclasses
 
     import yaml
@@ -81,7 +82,7 @@ def pipeline_trainjob(
         overrides = {"datasets": parse_dataset_locations(dataset)} if dataset else {}
         overrides.update({"tokenizer": tokenizer} if tokenizer else {})
         previous = spec.stage(stage).init_from
-        if (root := checkpoint_uri_root()) and previous:  # a previous TrainJob stage published under the same run
+        if (root := checkpoint_uri_root(spec)) and previous:  # a previous TrainJob stage published under the same run
             overrides["init_from"] = stage_checkpoint_uri(root, spec.name, run_name, previous)
         manifest = build_trainjob(spec, curriculum, stage, run_name, dataclasses.replace(inputs, **overrides))
     except ValueError as exc:  # SpecError and TrainJobError are ValueErrors

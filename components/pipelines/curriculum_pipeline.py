@@ -15,10 +15,12 @@ command (`omnistage train ... --nproc-per-node N`) through the pipeline's submit
 """
 
 # No `from __future__ import annotations`: KFP reads the pipeline function's annotations as types.
+import math
 from pathlib import Path
 
 from kfp import compiler, dsl, kubernetes
 
+from components.orchestration.object_store import S3_SECRET, S3_SECRET_KEYS
 from components.pipelines.cluster import (
     GPU_RESOURCE,
     MLFLOW_SECRET,
@@ -41,6 +43,35 @@ from components.specs.curriculum import CurriculumSpec, StageSpec
 
 # The launcher only builds and watches a TrainJob: no GPU, little CPU and memory.
 LAUNCHER_CPU, LAUNCHER_MEMORY = "1", "2Gi"
+# A failed launcher attempt (its pod evicted, the API server away) is retried after 1, 2, 4 ... minutes.
+LAUNCHER_RETRY_BACKOFF_S, LAUNCHER_RETRY_FACTOR = 60, 2.0
+
+
+def _object_storage(task, curriculum: CurriculumSpec, credentials: bool) -> None:
+    """The curriculum's `cluster.checkpoint_uri` / `dvc_remote` / `s3_endpoint` as the task's env, so the
+    compiled pipeline carries them (no pod default to set by hand); with `credentials`, the S3 keys from the
+    `omnistage-s3` Secret too (optional: absent with workload identity / IRSA). A launcher needs no keys: it
+    only passes the settings on to its TrainJob, whose runtime gives every node the keys."""
+    env = curriculum.cluster.object_storage_env()
+    for name, value in env.items():
+        task.set_env_variable(name, value)
+    if credentials and env:
+        kubernetes.use_secret_as_env(task, secret_name=S3_SECRET, optional=True, secret_key_to_env={
+            key: name for name, key in S3_SECRET_KEYS.items()})  # fmt: skip
+
+
+def _launcher_retry(task, stage: StageSpec, curriculum: CurriculumSpec) -> None:
+    """Retries of a launcher re-attach to the TrainJob it created (its name is run + stage). Argo's
+    maxDuration counts from the first attempt, so it must outlast the stage: every attempt may wait for
+    admission and then for the job's whole deadline."""
+    cluster = curriculum.cluster
+    if not cluster.launcher_retries or stage.resources.max_duration_hours is None:
+        return  # without a deadline the launcher refuses the stage (trainjob.build_trainjob): nothing to retry
+    attempt_s = cluster.admission_timeout_s + stage.resources.max_duration_hours * 3600
+    backoff_s = sum(LAUNCHER_RETRY_BACKOFF_S * LAUNCHER_RETRY_FACTOR**i for i in range(cluster.launcher_retries))
+    total_s = math.ceil((cluster.launcher_retries + 1) * attempt_s + backoff_s)
+    task.set_retry(num_retries=cluster.launcher_retries, backoff_duration=f"{LAUNCHER_RETRY_BACKOFF_S}s",
+                   backoff_factor=LAUNCHER_RETRY_FACTOR, backoff_max_duration=f"{total_s}s")  # fmt: skip
 
 
 def _mlflow_credentials(task) -> None:
@@ -71,15 +102,20 @@ def _apply_resources(task, stage: StageSpec, curriculum: CurriculumSpec) -> None
         storage = curriculum.checkpoint_storage
         kubernetes.mount_pvc(task, pvc_name=storage.pvc, mount_path=storage.mount_path)
         task.set_env_variable("OMNISTAGE_CHECKPOINT_ROOT", storage.mount_path)
+    _object_storage(task, curriculum, credentials=True)
     task.set_caching_options(False)  # a stage retrains only when asked to
 
 
-def _apply_launcher_resources(task, stage: StageSpec, curriculum: CurriculumSpec) -> None:
-    """A multi-process stage's launcher pod: CPU only, off the GPU pools (it tolerates no GPU taint)."""
+def _apply_launcher_resources(task, stage: StageSpec, curriculum: CurriculumSpec, submitter: str) -> None:
+    """A multi-process stage's launcher pod: CPU only, off the GPU pools (it tolerates no GPU taint); retried
+    when it submits a TrainJob (the local submitter's torchrun is not: a rerun would train the stage again)."""
     task.set_display_name(stage.name)
     task.set_cpu_limit(LAUNCHER_CPU)
     task.set_memory_limit(LAUNCHER_MEMORY)
     kubernetes.add_node_selector(task, label_key=POOL_LABEL, label_value=curriculum.cluster.launcher_pool)
+    _object_storage(task, curriculum, credentials=False)
+    if submitter == "trainjob":
+        _launcher_retry(task, stage, curriculum)
     task.set_caching_options(False)
 
 
@@ -110,7 +146,7 @@ def build_pipeline(curriculum_path: Path, gate_path: Path | None = None, submitt
                 # The KFP run id names the TrainJob, so a retried launcher finds the job it created.
                 task = launch_stage(**common, **chained, run_name=dsl.PIPELINE_JOB_ID_PLACEHOLDER, submitter=submitter,
                                     parent_run_id=parent.output)  # fmt: skip
-                _apply_launcher_resources(task, stage, curriculum)
+                _apply_launcher_resources(task, stage, curriculum, submitter)
             else:
                 stage_task = train_first_stage if previous is None else train_next_stage
                 task = stage_task(**common, **chained, parent_run_id=parent.output)
@@ -125,6 +161,7 @@ def build_pipeline(curriculum_path: Path, gate_path: Path | None = None, submitt
         for task in (candidate, verdict):
             task.set_caching_options(False)
             _mlflow_credentials(task)
+        _object_storage(candidate, curriculum, credentials=True)  # it reads the checkpoint the pointer names
         with dsl.If(verdict.output == "promoted", name="gate-passed"):
             promote = promote_champion(name=candidate.outputs["name"], version=candidate.outputs["version"],
                                        tracking_uri=tracking_uri)  # fmt: skip

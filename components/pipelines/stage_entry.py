@@ -8,6 +8,7 @@ and the next stage reads it back with follow_pointer.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -16,13 +17,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from components.object_storage import is_remote
-from components.specs.curriculum import CurriculumSpec
+from components.specs.curriculum import CHECKPOINT_URI_ENV, CurriculumSpec
 
 if TYPE_CHECKING:
     from components.pipelines.trainjob_launcher import LaunchSettings
 
 POINTER = "checkpoint.uri"
-CHECKPOINT_URI_ENV = "OMNISTAGE_CHECKPOINT_URI"
 log = logging.getLogger(__name__)
 
 
@@ -36,7 +36,8 @@ def follow_pointer(artifact: Path) -> str:
 def stage_checkpoint_location(curriculum: str, stage: str, artifact: Path) -> tuple[Path, str | None]:
     """(local output folder, object-store URI or None) of a stage task writing its output artifact `artifact`.
 
-    - `OMNISTAGE_CHECKPOINT_URI` (an `s3://`/`gs://` prefix): the checkpoint is published to
+    - a checkpoint prefix (`cluster.checkpoint_uri` or `$OMNISTAGE_CHECKPOINT_URI`, an `s3://`/`gs://` one;
+      checkpoint_uri_root): the checkpoint is published to
       ROOT/CURRICULUM/RUN_KEY/STAGE/checkpoint (components.training.checkpoint_store) and staged locally on the
       PVC when one is mounted, else under `$OMNISTAGE_STAGING_DIR` (default the system temp folder): never
       in the artifact folder, which KFP would upload as a second copy;
@@ -49,20 +50,33 @@ def stage_checkpoint_location(curriculum: str, stage: str, artifact: Path) -> tu
     from components.training.checkpoint_store import stage_checkpoint_uri
 
     artifact = Path(artifact)
-    volume, uri_root = os.environ.get("OMNISTAGE_CHECKPOINT_ROOT"), checkpoint_uri_root()
+    spec = CurriculumSpec.load(curriculum)
+    volume, uri_root = os.environ.get("OMNISTAGE_CHECKPOINT_ROOT"), checkpoint_uri_root(spec)
     if not volume and not uri_root:
         return artifact, None
-    name = CurriculumSpec.load(curriculum).name
     run_key = hashlib.sha256(str(artifact.resolve()).encode()).hexdigest()[:16]
     staging = volume or str(Path(os.environ.get("OMNISTAGE_STAGING_DIR") or tempfile.gettempdir()) / "omnistage-ckpt")
-    uri = stage_checkpoint_uri(uri_root, name, run_key, stage) if uri_root else None
-    return Path(staging) / name / run_key / stage, uri
+    uri = stage_checkpoint_uri(uri_root, spec.name, run_key, stage) if uri_root else None
+    return Path(staging) / spec.name / run_key / stage, uri
 
 
-def checkpoint_uri_root() -> str | None:
-    """`$OMNISTAGE_CHECKPOINT_URI`, the object-store prefix stage checkpoints are published under; None when
-    unset. Refused when it is not an object-store URI (a shared volume is `OMNISTAGE_CHECKPOINT_ROOT`)."""
-    root = os.environ.get(CHECKPOINT_URI_ENV) or None
+def curriculum_or_env(value: str | None, env_name: str, field: str) -> str | None:
+    """The one precedence rule of the object-storage settings: the curriculum's `cluster.FIELD` when it sets
+    one, else the environment variable. The compiled pipeline sets the variable from the curriculum on every
+    pod, so both agree there; elsewhere (a shell running `omnistage pipeline trainjob`) a differing variable
+    is ignored, with a warning, so the printed TrainJob is the one the cluster's launcher creates."""
+    env_value = os.environ.get(env_name) or None
+    if value and env_value and env_value != value:
+        log.warning("%s=%s ignored: the curriculum's cluster.%s is %s", env_name, env_value, field, value)
+    return value or env_value
+
+
+def checkpoint_uri_root(curriculum: CurriculumSpec | None = None) -> str | None:
+    """The object-store prefix stage checkpoints are published under: the curriculum's `cluster.checkpoint_uri`,
+    else `$OMNISTAGE_CHECKPOINT_URI` (curriculum_or_env); None when neither is set. An environment value that
+    is not an object-store URI is refused (a shared volume is `OMNISTAGE_CHECKPOINT_ROOT`)."""
+    root = curriculum_or_env(curriculum.cluster.checkpoint_uri if curriculum else None, CHECKPOINT_URI_ENV,
+                             "checkpoint_uri")  # fmt: skip
     if root is not None and not is_remote(root):
         raise ValueError(f"{CHECKPOINT_URI_ENV}={root!r} is not an object-store URI (s3://, gs://): for a "
                          "shared volume set OMNISTAGE_CHECKPOINT_ROOT instead")  # fmt: skip
@@ -124,7 +138,7 @@ def launch_stage_step(curriculum: str, stage: str, run_name: str, datasets: str,
       stage's goes (run_stage_step).
 
     Both pass datasets and tokenizer as given: the node command's entry point (components/cli/train.py) makes
-    `NAME@VERSION` and URIs local on each node. With `$OMNISTAGE_CHECKPOINT_URI` the checkpoint is published
+    `NAME@VERSION` and URIs local on each node. With a checkpoint prefix (checkpoint_uri_root) it is published
     under it and `out` points at that URI.
     """
     from components.pipelines.trainjob import StageInputs
@@ -137,12 +151,14 @@ def launch_stage_step(curriculum: str, stage: str, run_name: str, datasets: str,
     if submitter == "local":
         return _run_here(curriculum, spec, stage, datasets, tokenizer, tracking_uri, parent, max_steps, out, previous)
     from components.pipelines.trainjob import build_trainjob, stage_checkpoint_dir, with_launcher_environment
-    from components.pipelines.trainjob_launcher import launch_trainjob
+    from components.pipelines.trainjob_launcher import LaunchSettings, launch_trainjob
 
     inputs = StageInputs(datasets=json.loads(datasets), tokenizer=tokenizer, init_from=previous,
                          tracking_uri=tracking_uri, max_steps=max_steps or None, parent_run_id=parent)  # fmt: skip
     inputs = with_launcher_environment(inputs, spec, stage, run_name)
     manifest = build_trainjob(spec, curriculum, stage, run_name, inputs)
+    # The curriculum's admission limit applies whatever polling the caller chose.
+    settings = dataclasses.replace(settings or LaunchSettings(), admission_timeout_s=spec.cluster.admission_timeout_s)
     result = launch_trainjob(manifest, settings)
     # The nodes stage the checkpoint on the volume (--out) and rank 0 publishes it to the URI when one is set.
     checkpoint = inputs.checkpoint_uri or stage_checkpoint_dir(spec, run_name, stage)

@@ -82,22 +82,26 @@ class StageInputs:
 
 def with_launcher_environment(inputs: StageInputs, curriculum: CurriculumSpec, stage_name: str,
                               run_name: str) -> StageInputs:  # fmt: skip
-    """`inputs` plus what the launcher's environment says about object storage: the checkpoint URI under
+    """`inputs` plus the object-storage settings, each the curriculum's `cluster.*` when set, else the launcher's
+    environment (stage_entry.curriculum_or_env): the checkpoint URI under `checkpoint_uri` /
     `$OMNISTAGE_CHECKPOINT_URI`, keyed by run name + stage like the job's name and its `--out` (a retried
-    launcher names the same URI), `$OMNISTAGE_DVC_REMOTE` and the S3 endpoint for the nodes' env."""
+    launcher names the same URI), the DVC remote and the S3 endpoint for the nodes' env."""
     import dataclasses
-    import os
 
-    from components.object_storage import s3_endpoint_url
-    from components.pipelines.stage_entry import checkpoint_uri_root
+    from components.object_storage import ENDPOINT_ENV_VARS, s3_endpoint_url
+    from components.pipelines.stage_entry import checkpoint_uri_root, curriculum_or_env
     from components.training.checkpoint_store import stage_checkpoint_uri
 
-    root = checkpoint_uri_root()
+    cluster = curriculum.cluster
+    root = checkpoint_uri_root(curriculum)
+    endpoint = cluster.s3_endpoint
+    for name in ENDPOINT_ENV_VARS:  # the variables s3_endpoint_url reads: a differing one is named
+        curriculum_or_env(endpoint, name, "s3_endpoint")
     return dataclasses.replace(
         inputs,
         checkpoint_uri=stage_checkpoint_uri(root, curriculum.name, run_name, stage_name) if root else None,
-        dvc_remote=os.environ.get(REMOTE_ENV) or None,
-        s3_endpoint=s3_endpoint_url(),
+        dvc_remote=curriculum_or_env(cluster.dvc_remote, REMOTE_ENV, "dvc_remote"),
+        s3_endpoint=endpoint or s3_endpoint_url(),
     )
 
 

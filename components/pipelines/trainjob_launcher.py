@@ -11,6 +11,8 @@ What it does, in order:
 - polls the job with exponential backoff until a `Complete` or `Failed` condition is True, printing the
   rank-0 node pod's log meanwhile (and the next pod's when Trainer restarts the node group);
 - `Failed` raises TrainJobFailed with the condition's reason and message;
+- a job that stays suspended (not admitted by Kueue) longer than `admission_timeout_s` is deleted and
+  AdmissionTimeout raised, naming the queue and the wait;
 - SIGTERM (KFP cancelling the task deletes its pod) or KeyboardInterrupt deletes the job with
   propagationPolicy Foreground (its JobSet, Jobs and node pods go first) and re-raises.
 
@@ -42,7 +44,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from components.pipelines.trainjob import API_VERSION, NODE, SPEC_HASH_ANNOTATION
+from components.pipelines.trainjob import API_VERSION, KUEUE_QUEUE_LABEL, NODE, SPEC_HASH_ANNOTATION
 
 GROUP, VERSION = API_VERSION.split("/")
 PLURAL = "trainjobs"
@@ -79,6 +81,10 @@ class TrainJobFailed(LaunchError):
     """The TrainJob's Failed condition is True; the message carries its reason and message."""
 
 
+class AdmissionTimeout(LaunchError):
+    """Kueue did not admit (unsuspend) the TrainJob within the admission limit; the job was deleted."""
+
+
 class LaunchCancelled(SystemExit):
     """SIGTERM reached the launcher: exit 128 + signal, as a shell reports a process the signal ended."""
 
@@ -99,11 +105,17 @@ class LaunchSettings:
     """How long the finished launcher waits for the log follower to print the rest of the rank-0 log."""
     max_api_errors: int = 5
     """Consecutive failed GETs (5xx, 429, connection errors) tolerated while waiting, before giving up."""
+    admission_timeout_s: float | None = None
+    """How long the job may stay suspended (waiting for Kueue's admission), counted from when this launcher
+    first sees it suspended, before it is deleted and the task fails (curriculum cluster.admission_timeout_s).
+    None: no limit."""
 
     def __post_init__(self):
         if not 0 < self.poll_initial_s <= self.poll_max_s:
             raise ValueError(f"LaunchSettings: need 0 < poll_initial_s <= poll_max_s, got {self.poll_initial_s}, "
                              f"{self.poll_max_s}")  # fmt: skip
+        if self.admission_timeout_s is not None and self.admission_timeout_s <= 0:
+            raise ValueError(f"LaunchSettings: admission_timeout_s must be > 0, got {self.admission_timeout_s}")
         if self.log_drain_s < 0 or self.max_api_errors < 0:
             raise ValueError("LaunchSettings: log_drain_s and max_api_errors must not be negative")
 
@@ -248,7 +260,10 @@ def launch_trainjob(manifest: dict, settings: LaunchSettings | None = None) -> L
             follower.start()
             condition = _wait(api, name, where, settings, reattached)
         except (KeyboardInterrupt, LaunchCancelled):
-            _delete_on_cancel(api, name, where)
+            _delete(api, name, where, "the launcher was cancelled")
+            raise
+        except AdmissionTimeout:
+            _delete(api, name, where, "Kueue did not admit it in time")
             raise
         finally:
             follower.stop.set()
@@ -314,6 +329,7 @@ def _wait(api: TrainJobApi, name: str, where: str, settings: LaunchSettings, rea
     from urllib3.exceptions import HTTPError
 
     delay, errors, seen, last_error = settings.poll_initial_s, 0, set(), ""
+    suspended_since: float | None = None  # monotonic time this launcher first saw the job suspended
     while True:
         try:
             job = api.get(name)
@@ -342,26 +358,40 @@ def _wait(api: TrainJobApi, name: str, where: str, settings: LaunchSettings, rea
             raise TrainJobFailed(f"{where} failed: {c.get('reason', 'no reason')}: {c.get('message', '')}{again}")
         if "Complete" in conditions:
             return conditions["Complete"]
+        if job is not None:
+            suspended = bool((job.get("spec") or {}).get("suspend"))
+            suspended_since = (suspended_since or time.monotonic()) if suspended else None
+            _check_admission(job, where, settings, suspended_since)
         time.sleep(delay)
         delay = min(delay * 2, settings.poll_max_s)
 
 
-def _delete_on_cancel(api: TrainJobApi, name: str, where: str) -> None:
+def _check_admission(job: dict, where: str, settings: LaunchSettings, suspended_since: float | None) -> None:
+    """AdmissionTimeout once the job has been suspended for longer than the admission limit. Kueue preempting
+    an admitted job suspends it again: the clock restarts then, as it does for a retried launcher."""
+    limit = settings.admission_timeout_s
+    if limit is None or suspended_since is None:
+        return
+    waited = time.monotonic() - suspended_since
+    if waited > limit:
+        queue = ((job.get("metadata") or {}).get("labels") or {}).get(KUEUE_QUEUE_LABEL, "<no queue label>")
+        raise AdmissionTimeout(
+            f"{where} was not admitted by Kueue queue '{queue}' within {limit:g} s (suspended for {waited:.0f} s); "
+            f"the job was deleted. Check the queue's quota and pending workloads (kubectl get localqueue {queue}; "
+            "kubectl get clusterqueue) or raise cluster.admission_timeout_s in the curriculum"
+        )
+
+
+def _delete(api: TrainJobApi, name: str, where: str, why: str) -> None:
+    """Delete the job in the foreground (its JobSet, Jobs and pods first); failures are logged with the fix."""
     from kubernetes.client.exceptions import ApiException
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not interrupt the delete
     try:
         api.delete(name)
-        log.warning("the launcher was cancelled: %s deleted (foreground: its pods go first)", where)
+        log.warning("%s: %s deleted (foreground: its pods go first)", why, where)
     except ApiException as exc:
         if exc.status != 404:
-            log.error(
-                "the launcher was cancelled but deleting %s failed: HTTP %s %s; delete it by hand: "
-                "kubectl delete trainjob -n %s %s",
-                where,
-                exc.status,
-                exc.reason,
-                api.namespace,
-                name,
-            )
+            log.error("%s but deleting %s failed: HTTP %s %s; delete it by hand: kubectl delete trainjob -n %s %s",
+                      why, where, exc.status, exc.reason, api.namespace, name)  # fmt: skip

@@ -197,6 +197,12 @@ class CheckpointStorageSpec(_Strict):
     mount_path: str = Field("/mnt/checkpoints", pattern=r"^/")
 
 
+# Where stage steps read the checkpoint prefix from (components.pipelines.stage_entry).
+CHECKPOINT_URI_ENV = "OMNISTAGE_CHECKPOINT_URI"
+# Kueue admits a 64-node job when the pool has room for all of it; hours are normal, days mean a stuck queue.
+ADMISSION_TIMEOUT_S = 6 * 3600.0
+
+
 class ClusterSpec(_Strict):
     """How the curriculum's stages are placed on a Kubernetes cluster (ignored by kfp.local)."""
 
@@ -217,6 +223,64 @@ class ClusterSpec(_Strict):
         "the pod network) or efa (AWS EFA: vpc.amazonaws.com/efa, hugepages and libfabric/NCCL env on every "
         "node); GKE's GPUDirect settings are documented in infra/README.md",
     )
+    checkpoint_uri: str | None = Field(
+        None,
+        description="s3:// or gs:// prefix stage checkpoints are published under: the compiled pipeline sets it "
+        "as OMNISTAGE_CHECKPOINT_URI on every stage, launcher and evaluate task; unset: the pods' own environment",
+    )
+    dvc_remote: str | None = Field(
+        None,
+        description="s3:// or gs:// DVC remote NAME@VERSION datasets are restored from (OMNISTAGE_DVC_REMOTE on the "
+        "same tasks and every TrainJob node); unset: the pods' own environment, else the repository's remote",
+    )
+    s3_endpoint: str | None = Field(
+        None,
+        description="http(s):// endpoint of an S3-compatible store that is not AWS (MinIO, Ceph): AWS_ENDPOINT_URL on "
+        "the same tasks and every TrainJob node; unset: the pods' own environment, else AWS itself",
+    )
+    admission_timeout_s: float = Field(
+        ADMISSION_TIMEOUT_S,
+        gt=0,
+        description="how long a launcher waits for Kueue to admit (unsuspend) its TrainJob before it deletes the job "
+        "and fails the task; each retry of the task waits again",
+    )
+    launcher_retries: int = Field(
+        2,
+        ge=0,
+        le=10,
+        description="KFP retries of a multi-node stage's launcher task (a retry re-attaches to the job it created)",
+    )
+
+    @field_validator("checkpoint_uri", "dvc_remote")
+    @classmethod
+    def _bucket_uri(cls, uri: str | None, info) -> str | None:
+        from components.orchestration.object_store import OBJECT_STORE_SCHEMES, is_object_store_uri
+
+        if uri is not None and not is_object_store_uri(uri):
+            schemes = " or ".join(f"{s}://bucket/prefix" for s in OBJECT_STORE_SCHEMES)
+            volume = " (a shared volume is checkpoint_storage)" if info.field_name == "checkpoint_uri" else ""
+            raise ValueError(f"cluster.{info.field_name} must be an object-store URI, {schemes}{volume}")
+        return uri.rstrip("/") if uri else uri
+
+    @field_validator("s3_endpoint")
+    @classmethod
+    def _endpoint_url(cls, url: str | None) -> str | None:
+        from urllib.parse import urlsplit
+
+        if url is not None:
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError("cluster.s3_endpoint must be an http:// or https:// URL with a host, e.g. "
+                                 "https://minio.example:9000; leave it out for AWS S3")  # fmt: skip
+        return url
+
+    def object_storage_env(self) -> dict[str, str]:
+        """The environment variables the curriculum's object-storage settings become on a cluster pod."""
+        from components.orchestration.object_store import ENDPOINT_ENV
+        from components.versioning.dataset_cache import REMOTE_ENV
+
+        values = {CHECKPOINT_URI_ENV: self.checkpoint_uri, REMOTE_ENV: self.dvc_remote, ENDPOINT_ENV: self.s3_endpoint}
+        return {name: value for name, value in values.items() if value}
 
 
 class StageSpec(_Strict):

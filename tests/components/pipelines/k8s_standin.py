@@ -14,7 +14,8 @@ threaded HTTP server on 127.0.0.1 answers exactly the REST calls trainjob_launch
 Errors are metav1 Status objects with the code and reason the real API server uses; a request without the
 kubeconfig's bearer token gets 401; any other path 404. Objects live in memory. A JobScript plays Trainer
 and JobSet for one job name: after some GETs of the job, the pods of nodes 0 and 1 appear (Running, with a
-log each and the JobSet labels), and after more the job gets its final condition and the pods end.
+log each and the JobSet labels), and after more the job gets its final condition and the pods end. A job
+created suspended (Kueue's queue label) is first admitted, or never, as its script says.
 
 What this does NOT exercise: admission (Trainer's webhooks, defaulting, the CRD's OpenAPI validation, Kueue),
 real controllers (the JobSet, Jobs and pods are scripted, restarts and gang scheduling absent), RBAC
@@ -56,6 +57,9 @@ class JobScript:
     end_after_log_followed: bool = True
     """Hold the end until the rank-0 log is being followed, so a test sees lines streamed while running."""
     rank0_log: list[str] = field(default_factory=lambda: ["step 1 loss 9.1", "step 2 loss 8.7"])
+    admit_at_get: int | None = 1
+    """For a job created suspended (a Kueue queue): the GET at which Kueue admits it (spec.suspend -> false);
+    None: never. Nothing else happens to a suspended job."""
 
 
 @dataclass
@@ -215,6 +219,10 @@ class K8sStandin:
 
     def _play(self, namespace: str, job: dict, script: JobScript, count: int) -> None:
         name = job["metadata"]["name"]
+        if job["spec"].get("suspend"):
+            if script.admit_at_get is None or count < script.admit_at_get:
+                return
+            job["spec"]["suspend"] = False  # Kueue's admission
         if count >= script.pods_at_get and not self._job_pods(namespace, name):
             for node, lines in ((0, script.rank0_log), (1, [f"rank-1 line of {name}"])):
                 pod = _Pod(namespace, name, node, lines)

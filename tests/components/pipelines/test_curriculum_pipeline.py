@@ -145,3 +145,47 @@ def test_checkpoints_on_a_mounted_volume_chain_through_pointer_artifacts(tiny_da
     assert tags["omnistage.checkpoint_storage"] == "reference"
     artifacts = [p for p in (tmp_path / "mlartifacts").rglob("*") if p.is_file()]
     assert sorted(p.name for p in artifacts) == ["checkpoint.uri", "checkpoint.uri"], artifacts
+
+
+def test_compiled_tasks_carry_the_curriculums_object_storage_and_launchers_are_retried(tmp_path):
+    path = _one_node_first_stage(tmp_path)  # a GPU task, launchers and (with the gate) evaluate
+    gate = REPO_ROOT / "data_specs" / "gates" / "default.yaml"
+    spec, platform_doc = yaml.safe_load_all(compile_pipeline(path, tmp_path / "p.yaml", gate).read_text())
+    platform = platform_doc["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    curriculum = CurriculumSpec.load(path)
+    cluster = curriculum.cluster
+    wanted = {"OMNISTAGE_CHECKPOINT_URI": cluster.checkpoint_uri, "OMNISTAGE_DVC_REMOTE": cluster.dvc_remote}
+    assert all(wanted.values())  # the shipped recipe names its buckets
+    tasks = spec["root"]["dag"]["tasks"]
+    stages = {t["taskInfo"]["name"]: t for t in tasks.values() if t["taskInfo"]["name"] in
+              {s.name for s in curriculum.stages}}  # fmt: skip
+    assert len(stages) == len(curriculum.stages)
+    for name, task in [*stages.items(), ("evaluate-candidate", tasks["evaluate-candidate"])]:
+        executor = task["componentRef"]["name"].replace("comp-", "exec-")
+        env = {e["name"]: e["value"] for e in spec["deploymentSpec"]["executors"][executor]["container"].get("env", [])}
+        assert env.items() >= wanted.items(), name
+        secrets = [s["secretName"] for s in platform[executor].get("secretAsEnv", [])]
+        launcher = task["componentRef"]["name"].startswith("comp-launch-stage")
+        assert ("omnistage-s3" in secrets) != launcher, name  # a launcher only passes the settings on
+        if not launcher:
+            assert "retryPolicy" not in task, name
+            continue
+        stage = curriculum.stage(name)
+        retry = task["retryPolicy"]
+        assert retry["maxRetryCount"] == cluster.launcher_retries > 0
+        # Argo's maxDuration counts from the first attempt: every attempt may wait for admission and the deadline.
+        attempt_s = cluster.admission_timeout_s + stage.resources.max_duration_hours * 3600
+        assert int(retry["backoffMaxDuration"].removesuffix("s")) >= (cluster.launcher_retries + 1) * attempt_s
+    for executor in ("exec-start-curriculum-run", "exec-judge-gate"):  # no checkpoint or dataset to reach
+        assert "env" not in spec["deploymentSpec"]["executors"][executor]["container"], executor
+
+
+def test_a_curriculum_with_a_volume_as_checkpoint_uri_does_not_compile(tmp_path):
+    from components.specs.loading import SpecError
+
+    doc = yaml.safe_load(FULL.read_text())
+    doc["cluster"]["checkpoint_uri"] = "/mnt/checkpoints"
+    path = tmp_path / "volume_uri.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    with pytest.raises(SpecError, match=r"field 'cluster.checkpoint_uri'.*must be an object-store URI"):
+        compile_pipeline(path, tmp_path / "p.yaml")

@@ -246,35 +246,45 @@ def test_the_kubernetes_check_rejects_a_broken_node_pod():
         validate_pod(trainjob_node_pod(load_runtime(), job), "broken")
 
 
-def test_cli_prints_the_trainjob_as_yaml_without_importing_torch_or_kfp():
+def test_cli_prints_the_trainjob_as_yaml_without_importing_torch_or_kfp(tmp_path):
     probe = (
         "import sys; from components.cli import app\n"
         "try:\n    app(sys.argv[1:], standalone_mode=False)\nexcept SystemExit as exc:\n    assert not exc.code\n"
         "print('HEAVY' + repr(sorted(m for m in ('torch', 'kfp', 'megatron') if m in sys.modules)), file=sys.stderr)"
     )
-    args = ["pipeline", "trainjob", "--curriculum", str(FULL_PATH), "--stage", "stage2-multimodal", "--run-name", "r7"]
+    volume_only, volume_path = _curriculum(tmp_path, lambda d: d.pop("cluster"))  # no object storage named
+    stage = "stage2-multimodal"
+    args = ["pipeline", "trainjob", "--stage", stage, "--run-name", "r7"]
     launcher_env = ("OMNISTAGE_CHECKPOINT_URI", "OMNISTAGE_DVC_REMOTE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3")
     env = {k: v for k, v in os.environ.items() if k not in launcher_env}  # the S3 fixtures may have set them
-    proc = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True, cwd=REPO_ROOT,
-                          timeout=60, env=env)  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
-    assert yaml.safe_load(proc.stdout) == build_trainjob(FULL, FULL_PATH, "stage2-multimodal", "r7")
-    assert "HEAVY[]" in proc.stderr
 
-    # With the launcher pod's object-storage environment: what the launcher would create on such a cluster.
+    def trainer_of(curriculum, *extra, probe_heavy=False):
+        command = ["-c", probe] if probe_heavy else ["-m", "components.cli"]
+        proc = subprocess.run([sys.executable, *command, *args, "--curriculum", str(curriculum), *extra],
+                              capture_output=True, text=True, cwd=REPO_ROOT, timeout=60, env=env)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        assert "HEAVY[]" in proc.stderr or not probe_heavy
+        return yaml.safe_load(proc.stdout)
+
+    assert trainer_of(volume_path, probe_heavy=True) == build_trainjob(volume_only, volume_path, stage, "r7")
+
+    # With object storage in the shell's environment (the curriculum names none): what the launcher would create.
     env.update(OMNISTAGE_CHECKPOINT_URI="s3://b/ckpt", OMNISTAGE_DVC_REMOTE="s3://b/dvc")
-    names = FULL.stage("stage2-multimodal").data.datasets
+    names = FULL.stage(stage).data.datasets
     versions = [a for name in names for a in ("--dataset", f"{name}={name}@{'0' * 32}.dir")]
-    proc = subprocess.run([sys.executable, "-m", "components.cli", *args, *versions, "--tokenizer", "s3://b/t.json"],
-                          capture_output=True, text=True, cwd=REPO_ROOT, timeout=60, env=env)  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
-    trainer = yaml.safe_load(proc.stdout)["spec"]["trainer"]
+    trainer = trainer_of(volume_path, *versions, "--tokenizer", "s3://b/t.json")["spec"]["trainer"]
     command = trainer["command"]
-    previous = FULL.stage("stage2-multimodal").init_from
-    assert command[command.index("--checkpoint-uri") + 1] == f"s3://b/ckpt/{FULL.name}/r7/stage2-multimodal/checkpoint"
+    previous = FULL.stage(stage).init_from
+    assert command[command.index("--checkpoint-uri") + 1] == f"s3://b/ckpt/{FULL.name}/r7/{stage}/checkpoint"
     assert command[command.index("--init-from") + 1] == f"s3://b/ckpt/{FULL.name}/r7/{previous}/checkpoint"
     assert command[command.index("--tokenizer") + 1] == "s3://b/t.json"
     assert {"name": "OMNISTAGE_DVC_REMOTE", "value": "s3://b/dvc"} in trainer["env"]
+
+    # The shipped recipe names its buckets: they win over the shell's (the compiled pipeline's pods carry them).
+    trainer = trainer_of(FULL_PATH, *versions)["spec"]["trainer"]
+    uri = trainer["command"][trainer["command"].index("--checkpoint-uri") + 1]
+    assert uri == f"{FULL.cluster.checkpoint_uri}/{FULL.name}/r7/{stage}/checkpoint"
+    assert {"name": "OMNISTAGE_DVC_REMOTE", "value": FULL.cluster.dvc_remote} in trainer["env"]
 
 
 def test_cli_refuses_a_single_node_stage_with_the_reason():

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -18,6 +19,7 @@ from components.pipelines.stage_entry import POINTER, launch_stage_step
 from components.pipelines.trainjob import SPEC_HASH_ANNOTATION, StageInputs, build_trainjob, stage_checkpoint_dir
 from components.pipelines.trainjob_launcher import (
     API_CALLS,
+    AdmissionTimeout,
     LaunchError,
     LaunchSettings,
     TrainJobConflict,
@@ -28,13 +30,27 @@ from components.specs.curriculum import CurriculumSpec
 from tests.components.pipelines.k8s_standin import JobScript, K8sStandin, _flag, rbac_attributes
 from tests.conftest import REPO_ROOT
 
-FULL_PATH = REPO_ROOT / "data_specs" / "curriculum" / "longcat_omni.yaml"
-FULL = CurriculumSpec.load(FULL_PATH)
+SHIPPED_PATH = REPO_ROOT / "data_specs" / "curriculum" / "longcat_omni.yaml"
+# The shipped recipe without its object-storage settings (cluster.checkpoint_uri, dvc_remote): checkpoints stay
+# on the volume unless a test's environment names a bucket. Set by the module fixture below.
+FULL_PATH: Path
+FULL: CurriculumSpec
 STAGE = "stage1-text-speech"  # a later stage: its init_from comes through the previous stage's pointer
 NAMESPACE = "team-a"
 pytestmark = pytest.mark.timeout(60)  # a launcher that waits for the wrong job must not hang the suite
 FAST = LaunchSettings(poll_initial_s=0.01, poll_max_s=0.05, log_drain_s=5)
 DATASETS = json.dumps({name: f"/data/{name}" for name in ("text_corpus", "speech_text", "asr")})
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _volume_only_recipe(tmp_path_factory):
+    global FULL_PATH, FULL
+    doc = yaml.safe_load(SHIPPED_PATH.read_text())
+    storage = ("checkpoint_uri", "dvc_remote", "s3_endpoint")
+    doc["cluster"] = {k: v for k, v in doc["cluster"].items() if k not in storage}
+    FULL_PATH = tmp_path_factory.mktemp("recipe") / "longcat_omni_volume.yaml"
+    FULL_PATH.write_text(yaml.safe_dump(doc))
+    FULL = CurriculumSpec.load(FULL_PATH)
 
 
 @pytest.fixture
@@ -50,13 +66,13 @@ def standin(tmp_path, monkeypatch):
 
 
 def _launch(tmp_path, run="r1", tokenizer="/data/tok.json", attempt="a1", settings=FAST, datasets=DATASETS,
-            previous_checkpoint=None):  # fmt: skip
+            previous_checkpoint=None, curriculum=None):  # fmt: skip
     previous = tmp_path / "previous"
     previous.mkdir(exist_ok=True)
     (previous / POINTER).write_text(previous_checkpoint or stage_checkpoint_dir(FULL, run, "stage0-text"))
     out = tmp_path / attempt / "checkpoint"
-    result = launch_stage_step(str(FULL_PATH), STAGE, run, datasets, tokenizer, "http://mlflow:5000", 0, str(out),
-                               init_from=str(previous), settings=settings)  # fmt: skip
+    result = launch_stage_step(str(curriculum or FULL_PATH), STAGE, run, datasets, tokenizer, "http://mlflow:5000", 0,
+                               str(out), init_from=str(previous), settings=settings)  # fmt: skip
     return result, out
 
 
@@ -115,6 +131,49 @@ def test_on_object_storage_the_job_publishes_to_a_uri_keyed_by_run_and_stage_and
     monkeypatch.setenv("OMNISTAGE_CHECKPOINT_URI", "/mnt/checkpoints")  # a volume is OMNISTAGE_CHECKPOINT_ROOT
     with pytest.raises(ValueError, match="OMNISTAGE_CHECKPOINT_URI='/mnt/checkpoints' is not an object-store URI"):
         _launch(tmp_path, attempt="a3", **launch)
+
+
+def test_the_curriculums_object_storage_settings_win_over_the_launchers_environment(standin, tmp_path, monkeypatch):
+    shipped = CurriculumSpec.load(SHIPPED_PATH).cluster  # names a checkpoint bucket and a DVC remote
+    monkeypatch.setenv("OMNISTAGE_CHECKPOINT_URI", "s3://team-a/ckpt")
+    monkeypatch.setenv("OMNISTAGE_DVC_REMOTE", "s3://team-a/dvc")
+    standin.scripts[_manifest()["metadata"]["name"]] = JobScript()
+    result, out = _launch(tmp_path, curriculum=SHIPPED_PATH)
+    trainer = standin.calls("POST")[0].body["spec"]["trainer"]
+    uri = f"{shipped.checkpoint_uri}/{FULL.name}/r1/{STAGE}/checkpoint"
+    assert trainer["command"][trainer["command"].index("--checkpoint-uri") + 1] == uri == (out / POINTER).read_text()
+    assert {"name": "OMNISTAGE_DVC_REMOTE", "value": shipped.dvc_remote} in trainer["env"]
+
+
+def _queued(tmp_path, admission_timeout_s: float) -> Path:
+    doc = yaml.safe_load(FULL_PATH.read_text())
+    doc["cluster"].update(queue="omnistage-gpu-h100", admission_timeout_s=admission_timeout_s)
+    path = tmp_path / "queued.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def test_a_job_kueue_never_admits_is_deleted_after_the_admission_limit(standin, tmp_path):
+    name = _manifest()["metadata"]["name"]
+    standin.scripts[name] = JobScript(admit_at_get=None)  # the queue never has room
+    started = time.monotonic()
+    with pytest.raises(AdmissionTimeout, match=f"{name} was not admitted by Kueue queue 'omnistage-gpu-h100' within "
+                       r"0.3 s \(suspended for \d+ s\); the job was deleted.*cluster.admission_timeout_s"):  # fmt: skip
+        _launch(tmp_path, curriculum=_queued(tmp_path, 0.3))
+    assert 0.3 < time.monotonic() - started < 10
+    (post,) = standin.calls("POST")
+    assert post.body["spec"]["suspend"] is True
+    (delete,) = standin.calls("DELETE")
+    assert delete.body["propagationPolicy"] == "Foreground" and (NAMESPACE, name) not in standin.jobs
+    assert not (tmp_path / "a1" / "checkpoint" / POINTER).exists()
+
+
+def test_the_admission_limit_counts_only_the_suspended_wait(standin, tmp_path):
+    standin.scripts[_manifest()["metadata"]["name"]] = JobScript(admit_at_get=2, end_at_get=40)  # runs > 1 s
+    started = time.monotonic()
+    result, out = _launch(tmp_path, curriculum=_queued(tmp_path, 0.3))
+    assert time.monotonic() - started > 0.3 and not result["reattached"] and (out / POINTER).is_file()
+    assert not standin.calls("DELETE")
 
 
 def test_a_retried_launch_reattaches_without_a_second_create(standin, tmp_path):

@@ -184,6 +184,36 @@ def test_wrong_curriculum_fails_with_file_field_and_fix(tmp_path, change, messag
     assert str(path) in str(err.value) and message in str(err.value)
 
 
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("checkpoint_uri", "/mnt/checkpoints", "cluster.checkpoint_uri must be an object-store URI, s3://bucket/prefix "
+         "or gs://bucket/prefix (a shared volume is checkpoint_storage)"),
+        ("dvc_remote", "https://dvc.example/store", "cluster.dvc_remote must be an object-store URI, s3://"),
+        ("dvc_remote", "s3://", "cluster.dvc_remote must be an object-store URI"),  # no bucket
+        ("s3_endpoint", "minio.example:9000", "cluster.s3_endpoint must be an http:// or https:// URL with a host"),
+        ("admission_timeout_s", 0, "greater than 0"),
+        ("launcher_retries", -1, "greater than or equal to 0"),
+    ],
+    ids=["checkpoint-path", "dvc-http", "dvc-no-bucket", "endpoint-scheme", "admission-zero", "retries-negative"],
+)  # fmt: skip
+def test_cluster_storage_and_launcher_settings_are_checked_with_file_and_field(tmp_path, field, value, message):
+    path = _broken(tmp_path, lambda d: d.update(cluster={field: value}))
+    with pytest.raises(SpecError) as err:
+        CurriculumSpec.load(path)
+    assert str(path) in str(err.value) and f"field 'cluster.{field}'" in str(err.value) and message in str(err.value)
+
+
+def test_cluster_storage_settings_become_the_pods_environment():
+    cluster = CurriculumSpec.load(REPO / "data_specs" / "curriculum" / "longcat_omni.yaml").cluster
+    assert cluster.checkpoint_uri.startswith("s3://") and cluster.dvc_remote.startswith("s3://")
+    assert cluster.object_storage_env() == {"OMNISTAGE_CHECKPOINT_URI": cluster.checkpoint_uri,
+                                            "OMNISTAGE_DVC_REMOTE": cluster.dvc_remote}  # fmt: skip
+    gcs = cluster.model_copy(update={"checkpoint_uri": "gs://b/ckpt", "s3_endpoint": "https://minio:9000"})
+    assert gcs.object_storage_env()["AWS_ENDPOINT_URL"] == "https://minio:9000"
+    assert CurriculumSpec.load(REPO / "data_specs" / "curriculum" / "tiny.yaml").cluster.object_storage_env() == {}
+
+
 def test_missing_dataset_versions_are_reported():
     curriculum = CurriculumSpec.load(REPO / "data_specs" / "curriculum" / "tiny.yaml")
     check_dataset_versions(curriculum, {"demo": {"abc.dir"}}, "tiny.yaml")  # 'latest' matches
