@@ -1,6 +1,9 @@
 """`airflow dags test retrain_omni` on the tiny setup: the curriculum pipeline through kfp.local ending in
 evaluate -> gate -> promote, then the same data version again (skipped), then the MLflow UI in headless
-Chromium showing the `champion` alias. One mini run (module fixture) serves all three."""
+Chromium showing the `champion` alias. One mini run (module fixture) serves all three. The curriculum is
+tiny.yaml's text stage chained to its multimodal stage (what the gate's text and image suites need): each
+kfp.local step costs ~15 s of process start and imports, and every tiny stage is run chained in
+tests/components/training/test_tiny_curriculum.py."""
 
 import json
 import subprocess
@@ -37,11 +40,16 @@ def mini_run(tiny_dataset, tmp_path_factory):
     migrate = subprocess.run([str(AIRFLOW_PY.parent / "airflow"), "db", "migrate"], env=env, capture_output=True,
                              text=True, timeout=300)  # fmt: skip
     assert migrate.returncode == 0, migrate.stderr[-2000:]
+    curriculum = yaml.safe_load((REPO_ROOT / "data_specs" / "curriculum" / "tiny.yaml").read_text())
+    stages = {stage["name"]: stage for stage in curriculum["stages"]}
+    curriculum["stages"] = [stages["stage0-text"], {**stages["stage2-multimodal"], "init_from": "stage0-text"}]
+    (root / "curriculum.yaml").write_text(yaml.safe_dump(curriculum, sort_keys=False))
     gate = root / "gate.yaml"  # lenient floors: one training step per stage still promotes the first model
     gate.write_text(yaml.safe_dump({"name": "dag-test", "model_name": MODEL, "suites": ["text", "image"],
                                     "floors": {"text": 1e6}, "require_min_items": False}))  # tiny corpus  # fmt: skip
     conf = {"dataset": "demo", "dataset_dir": str(tiny_dataset), "tokenizer": str(tiny_dataset / "tokenizer.json"),
             "gate": str(gate), "pipeline_root": str(root / "pipeline"), "max_steps": 1,
+            "curriculum": str(root / "curriculum.yaml"),
             "repo": str(REPO_ROOT)}  # fmt: skip
     first = _dags_test(env, conf)
     second = _dags_test(env, conf) if first[0] == 0 else (None, "")
@@ -60,7 +68,8 @@ def test_retrain_dag_trains_evaluates_gates_and_promotes(mini_run):
     assert status["champion"]["version"] == "1" and status["last_decision"]["status"] == "promoted"
     assert status["champion"]["data_version"]
     checkpoints = list((mini_run["root"] / "pipeline").rglob("checkpoint/meta.json"))
-    stages = len(CurriculumSpec.load(REPO_ROOT / "data_specs" / "curriculum" / "tiny.yaml").stages)
+    stages = len(CurriculumSpec.load(mini_run["root"] / "curriculum.yaml").stages)
+    assert stages == 2
     assert len(checkpoints) == stages  # one per curriculum stage, chained through kfp.local
     import mlflow
 
