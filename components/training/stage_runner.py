@@ -69,6 +69,7 @@ from components.training.megatron_step import (
 )
 from components.training.mixture import MixtureSampler
 from components.training.packing import CarryOverPacker
+from components.training.precision import params_dtype, with_precision
 from components.training.render import RenderedSample, SpeechCoder, render_samples, waveform
 from components.training.speech_render import SPEECH_RESPONSE, render_speech_response
 from model import tokenizer as tok
@@ -317,7 +318,7 @@ def run_stage(run: StageRun) -> StageResult:
     torch.manual_seed(curriculum.seed)
     tokenizer = tok.load_tokenizer(run.tokenizer)
     model = OmniModel(preset, tok.special_id(tokenizer, tok.VISION_PAD), tok.special_id(tokenizer, tok.AUDIO_PAD),
-                      sizes).to(training_device())  # fmt: skip
+                      sizes, params_dtype(stage.precision)).to(training_device())  # fmt: skip
     if run.resume and run.checkpoint_uri and not _has_checkpoint(run.out):  # a retried pod on a fresh node
         restore_for_resume(run.checkpoint_uri, Path(run.out) / CHECKPOINT_DIR)
     resuming = run.resume and _has_checkpoint(run.out)
@@ -328,10 +329,11 @@ def run_stage(run: StageRun) -> StageResult:
     elif run.init_from is not None:  # a retried task resumes only once it has saved
         load_weights(local_checkpoint(run.init_from), model, curriculum.preset)
     trainable = apply_freezing(model, stage)
+    module = with_precision(model)  # bf16: megatron's Float16Module (components.training.precision)
     # Trained encoders: FSDP2 over their own mesh, outside megatron (components.training.encoder_sharding).
     encoders = ShardedEncoders.build(model, stage)
     with encoders.hidden_from_megatron() if encoders is not None else nullcontext():
-        ddp = wrap_model(model)
+        ddp = wrap_model(module)
         # with sharded encoders the clipping is joint (train_step), so megatron's own is off
         clip = 0.0 if encoders is not None else None
         optimizer, scheduler = build_optimizer(ddp, stage, stage_steps, clip_grad=clip)
