@@ -15,9 +15,10 @@ from tests.conftest import REPO_ROOT
 
 TINY = REPO_ROOT / "data_specs" / "curriculum" / "tiny.yaml"
 STEPS = 3
-# bf16 keeps 8 significant bits: from the same init (the bf16 weights are the fp32 ones rounded) the
-# first-step loss of the tiny model differs from fp32's by ~1e-3 relative; 1% leaves room, a wrong cast does not.
-FIRST_LOSS_RTOL = 1e-2
+# From the same init (the bf16 weights are the fp32 ones rounded) the tiny model's first-step loss differs from
+# fp32's by 1.5e-5 (6.941668 vs 6.941653, measured): at init the logits are small and the loss is near ln(vocab)
+# whatever the precision. 1e-3 relative leaves room for other CPUs' kernels.
+FIRST_LOSS_RTOL = 1e-3
 
 
 def _curriculum(precision: str) -> CurriculumSpec:
