@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 import yaml
+from megatron.core import dist_checkpointing
 
 from components.specs.curriculum import CurriculumSpec
 from components.specs.loading import SpecError
@@ -21,14 +22,14 @@ STEPS = 3
 FIRST_LOSS_RTOL = 1e-3
 
 
-def _curriculum(precision: str) -> CurriculumSpec:
+def _curriculum(precision: str, stage: str) -> CurriculumSpec:
     curriculum = CurriculumSpec.load(TINY)
-    stage = curriculum.stage("stage0-text").model_copy(update={"precision": precision})
-    return curriculum.model_copy(update={"stages": [stage]})
+    one = curriculum.stage(stage).model_copy(update={"precision": precision, "init_from": None})
+    return curriculum.model_copy(update={"stages": [one]})
 
 
-def _run(dataset, out, precision: str, max_steps: int):
-    return run_stage(StageRun(_curriculum(precision), "stage0-text", {"demo": dataset},
+def _run(dataset, out, precision: str, max_steps: int, stage: str = "stage0-text"):
+    return run_stage(StageRun(_curriculum(precision, stage), stage, {"demo": dataset},
                               tokenizer=dataset / "tokenizer.json", out=out, max_steps=max_steps))  # fmt: skip
 
 
@@ -50,8 +51,11 @@ def test_bf16_stage_trains_with_fp32_main_weights(bf16_run, tiny_dataset, tmp_pa
     assert bf16_run.steps == STEPS and all(math.isfinite(x) for x in losses)
     assert losses[-1] < losses[0]
     weights = _saved_dtypes(bf16_run.checkpoint / "weights")  # the module's parameters as trained
-    llm = {k: d for k, d in weights.items()
-           if k.startswith(("llm.", "audio_embeddings.", "audio_heads.")) and not k.endswith("expert_bias")}
+    llm = {
+        k: d
+        for k, d in weights.items()
+        if k.startswith(("llm.", "audio_embeddings.", "audio_heads.")) and not k.endswith("expert_bias")
+    }
     assert llm and set(llm.values()) == {torch.bfloat16}
     kept = {d for k, d in weights.items() if k.startswith(("vit.", "audio_encoder.", "codec.")) or "expert_bias" in k}
     assert kept == {torch.float32}
@@ -59,8 +63,6 @@ def test_bf16_stage_trains_with_fp32_main_weights(bf16_run, tiny_dataset, tmp_pa
     assert state and set(state.values()) == {torch.float32}
     # the main parameters are fp32 masters of the bf16 weights: each weight is its master rounded, and the
     # masters hold updates below bf16's resolution
-    from megatron.core import dist_checkpointing
-
     name = "llm.decoder.layers.dense_layers.0.self_attention.linear_proj.weight"
     weight = dist_checkpointing.load_plain_tensors(str(bf16_run.checkpoint / "weights"))[name]  # [layers, ...]
     master = dist_checkpointing.load_plain_tensors(str(bf16_run.checkpoint / "optimizer"))[
@@ -87,6 +89,19 @@ def test_bf16_checkpoint_loads_into_fp32_evaluation(bf16_run):
     ids = torch.tensor([[i for i in range(100, 120) if i not in (loaded.vision_pad_id, loaded.audio_pad_id)]])
     logits = loaded.text_logits(OmniBatch(ids, torch.full_like(ids, IGNORE)))
     assert logits.dtype == torch.float32 and bool(torch.isfinite(logits).all())
+
+
+def test_bf16_stage_with_sharded_encoders_and_speech(tiny_dataset, tmp_path):
+    """Images through the trained (FSDP2, fp32) ViT into the bf16 LLM, speech as codes of the fp32 codec into bf16
+    audio embeddings and heads: every loss finite, the ViT still fp32."""
+    result = _run(tiny_dataset, tmp_path / "s3", "bf16", 2, stage="stage3-annealing")
+    assert result.encoder_parallel == "fsdp2"
+    seen = {k for h in result.history for k in h}
+    assert {"loss/vision", "loss/audio_semantic"} <= seen
+    assert all(math.isfinite(v) for h in result.history for k, v in h.items() if k.startswith("loss"))
+    weights = _saved_dtypes(result.checkpoint / "weights")
+    assert {d for k, d in weights.items() if k.startswith("vit.")} == {torch.float32}
+    assert {d for k, d in weights.items() if k.startswith("audio_heads.")} == {torch.bfloat16}
 
 
 @pytest.mark.parametrize("precision", ["fp16", "float32", "BF16"])
