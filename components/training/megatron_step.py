@@ -19,6 +19,10 @@
   sequences, so they are summed over data parallel only, while each CP rank's loss sums cover its own
   positions and are summed over data x context parallel (megatron DDP reduces gradients over both).
 
+Precision: a bf16 stage hands `wrap_model` megatron's Float16Module around the omni model
+(components.training.precision); DDP reduces gradients in fp32 and `build_optimizer` then builds megatron's
+mixed-precision optimizer (fp32 main parameters). fp32 stages run exactly as before.
+
 The distributed optimizer (ZeRO-1 sharding of optimizer state) is GPU-only in megatron-core 0.16.1 (its
 buffers and collectives assume CUDA/NCCL), so on CPU (gloo) the optimizer state is replicated; on GPUs
 `use_distributed_optimizer` is switched on.

@@ -22,6 +22,8 @@ ranks of the first pipeline stage, whatever the LLM's layout, and reach the LLM 
 assembled sequence over the CP ranks (model.context_parallel) with the local attention; it is refused at
 start on Transformer Engine attention (packed THD sequences not built), as is a world size the plan does
 not divide.
+The stage's `precision` (fp32, or bf16: Megatron mixed precision with fp32 encoders,
+components.training.precision) decides the dtype the LLM is built and trained in.
 Micro-batches are padded to the stage's sequence length (fixed shapes between pipeline
 stages). Metrics are all-reduced, so `on_step` sees global values; call it (tracking) on rank 0 only.
 

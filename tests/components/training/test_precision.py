@@ -73,6 +73,18 @@ def test_bf16_stage_trains_with_fp32_main_weights(bf16_run, tiny_dataset, tmp_pa
     assert losses[0] != fp32.history[0]["loss"]  # the bf16 run did not silently train in fp32
 
 
+def test_bf16_stage_resumes_from_its_fp32_main_weights(tiny_dataset, tmp_path):
+    """A resumed bf16 stage continues from the saved fp32 masters (not from the bf16 weights rounded): the same
+    loss as the uninterrupted run."""
+    straight = _run(tiny_dataset, tmp_path / "straight", "bf16", 4)
+    run = StageRun(_curriculum("bf16", "stage0-text"), "stage0-text", {"demo": tiny_dataset},
+                   tokenizer=tiny_dataset / "tokenizer.json", out=tmp_path / "split", max_steps=2)  # fmt: skip
+    run_stage(run)
+    run.max_steps, run.resume = 4, True
+    resumed = run_stage(run)
+    assert resumed.steps == 4 and resumed.final_loss == straight.final_loss
+
+
 def test_bf16_checkpoint_loads_into_fp32_evaluation(bf16_run):
     from megatron.core import dist_checkpointing
 
