@@ -6,6 +6,9 @@ CUDA it patches, once:
 - a CPU RNG-states tracker in place of `model_parallel_cuda_manual_seed`'s CUDA one;
 - a TorchFunctionMode that turns `device="cuda"` / `torch.cuda.current_device()` / `.cuda()` into CPU;
 - the fp32 grad-norm clip, which asserts `torch.cuda.FloatTensor`;
+- the mixed-precision optimizer's constructor (`Float16OptimizerWithFloat16Params`, bf16 stages), which sorts
+  parameters by `param.type()` into 'torch.cuda.BFloat16Tensor' / 'torch.cuda.FloatTensor' and refuses any
+  other: inside it alone, a CPU tensor's `.type()` answers with the CUDA name of its dtype;
 - `moe_utils.te_general_gemm = None` (NameError without Transformer Engine);
 - CUDA streams/events used by the all-to-all token dispatcher, its split sizes as host arrays, and
   `torch.cuda.synchronize` (checkpoint saving);
@@ -119,6 +122,26 @@ class _CpuDeviceMode(TorchFunctionMode):
 _device_mode: _CpuDeviceMode | None = None
 
 
+class _CudaTypeNames(TorchFunctionMode):
+    """`tensor.type()` of a CPU tensor as its CUDA counterpart's name ('torch.FloatTensor' -> 'torch.cuda.
+    FloatTensor'): what megatron's mixed-precision optimizer compares against when sorting parameters."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        result = func(*args, **(kwargs or {}))
+        if func is torch.Tensor.type and len(args) == 1 and not kwargs and result.startswith("torch.") \
+                and not result.startswith("torch.cuda."):  # fmt: skip
+            return "torch.cuda." + result[len("torch.") :]
+        return result
+
+
+def _with_cuda_type_names(init):
+    def patched(self, *args, **kwargs):
+        with _CudaTypeNames():
+            init(self, *args, **kwargs)
+
+    return patched
+
+
 def model_parallel_cpu_manual_seed(seed: int) -> None:
     """CPU twin of megatron's `model_parallel_cuda_manual_seed`: same names, same seed offsets."""
     from megatron.core import parallel_state
@@ -205,6 +228,8 @@ def enable_cpu_compat() -> bool:
         yarn_rotary_pos_embedding.get_pos_emb_on_this_cp_rank = _pos_emb_on_this_cp_rank
         clip_grads.clip_grad_by_total_norm_fp32 = _clip_grad_by_total_norm_fp32
         optimizer.clip_grad_by_total_norm_fp32 = _clip_grad_by_total_norm_fp32
+        mixed = optimizer.Float16OptimizerWithFloat16Params
+        mixed.__init__ = _with_cuda_type_names(mixed.__init__)
         token_dispatcher.MoEAlltoAllTokenDispatcher.cuda_dtoh_stream = _NoStream()
         token_dispatcher.maybe_move_tensor_to_cpu = _maybe_move_tensor_to_cpu
         torch.cuda.current_device = lambda: "cpu"  # megatron passes this as device=

@@ -200,7 +200,10 @@ class OmniModel(nn.Module):
     """
 
     def __init__(self, preset: ModelPreset, vision_pad_id: int, audio_pad_id: int,
-                 parallel: ParallelSizes = ParallelSizes()):  # fmt: skip
+                 parallel: ParallelSizes = ParallelSizes(), params_dtype: torch.dtype = torch.float32):  # fmt: skip
+        """`params_dtype` bfloat16: the LLM (and its audio heads) is built for bf16 mixed precision (megatron's
+        config bf16=True); the trainer then wraps it in megatron's Float16Module
+        (components.training.precision). Evaluation builds fp32 models and loads any checkpoint into them."""
         super().__init__()
         from megatron.core import parallel_state
         from megatron.core.tensor_parallel import ColumnParallelLinear
@@ -217,7 +220,8 @@ class OmniModel(nn.Module):
         self.cp, self.cp_rank = self.cp_group.size(), self.cp_group.rank()
         self.first_stage = parallel_state.is_pipeline_first_stage()
         self.last_stage = parallel_state.is_pipeline_last_stage()
-        self.llm = build_llm(preset.llm, parallel, pre_process=self.first_stage, post_process=self.last_stage)
+        self.llm = build_llm(preset.llm, parallel, pre_process=self.first_stage, post_process=self.last_stage,
+                             params_dtype=params_dtype)  # fmt: skip
         self.model_type = self.llm.model_type  # megatron's schedules read it from the model they run
         # megatron's finalize_model_grads reads these from the outermost model holding them (for tied
         # embeddings across pipeline stages; the omni model's are untied, as the LLM's).

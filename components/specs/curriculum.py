@@ -13,7 +13,7 @@ import math
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from components.specs.loading import SpecError, load_yaml_model
 from components.training.losses import IMPLEMENTED_LOSSES, PRETRAINED_ELSEWHERE, family_modules, runs_llm
@@ -26,6 +26,9 @@ ENCODER_OF = {"vit": "vit", "vit_projector": "vit", "audio_encoder": "audio_enco
               "audio_encoder_projector": "audio_encoder"}  # fmt: skip
 # Every loss name the recipe uses; the ones a stage may weight today are components.training.losses.
 LOSSES = ("text", "audio", "audio_text", "first_audio_token", "vision", "ctc", "codec")
+# Training precisions a stage may set (components.training.precision). fp16 is not offered: it needs loss
+# scaling, which bf16's fp32-sized exponent makes unnecessary.
+PRECISIONS = ("fp32", "bf16")
 
 
 class _Strict(BaseModel):
@@ -302,9 +305,22 @@ class StageSpec(_Strict):
         description="how input speech reaches the LLM: 'codec' tokens in the 1-second layout (stages 1-4, needs an "
         "earlier stage that trains the codec) or 'encoder' features from the audio encoder (stage 5 on)",
     )
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32",
+        description="'bf16': Megatron mixed precision (bf16 LLM weights and activations, fp32 main weights, "
+        "gradients, optimizer state and losses; encoders and codec stay fp32); 'fp32': everything fp32",
+    )
     budget: BudgetSpec
     parallel: ParallelSpec = ParallelSpec()
     resources: ResourcesSpec
+
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _known_precision(cls, value: object, info: ValidationInfo) -> object:
+        if value not in PRECISIONS:
+            raise ValueError(f"stage '{info.data.get('name', '?')}': precision {value!r} is not supported; use one "
+                             f"of {list(PRECISIONS)} (fp16 would need loss scaling, which is not built)")  # fmt: skip
+        return value
 
     @field_validator("train", "freeze")
     @classmethod
@@ -327,6 +343,10 @@ class StageSpec(_Strict):
         if "codec" in self.train and self.train != ["codec"]:
             raise ValueError(f"stage '{self.name}': the codec trains in a stage of its own (train: [codec]); "
                              f"split {self.train} into a codec stage and the rest")  # fmt: skip
+        if self.train == ["codec"] and self.precision != "fp32":
+            raise ValueError(f"stage '{self.name}': the codec stage trains in its own fp32 loop "
+                             f"(components.training.codec_stage); precision {self.precision!r} is not built "
+                             "there: set precision: fp32")  # fmt: skip
         both = sorted(set(self.train) & set(self.freeze))
         if both:
             raise ValueError(f"modules both trained and frozen: {both}")

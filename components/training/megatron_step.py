@@ -19,6 +19,10 @@
   sequences, so they are summed over data parallel only, while each CP rank's loss sums cover its own
   positions and are summed over data x context parallel (megatron DDP reduces gradients over both).
 
+Precision: a bf16 stage hands `wrap_model` megatron's Float16Module around the omni model
+(components.training.precision); DDP reduces gradients in fp32 and `build_optimizer` then builds megatron's
+mixed-precision optimizer (fp32 main parameters). fp32 stages run exactly as before.
+
 The distributed optimizer (ZeRO-1 sharding of optimizer state) is GPU-only in megatron-core 0.16.1 (its
 buffers and collectives assume CUDA/NCCL), so on CPU (gloo) the optimizer state is replicated; on GPUs
 `use_distributed_optimizer` is switched on.
@@ -31,12 +35,14 @@ from dataclasses import dataclass
 from functools import partial
 
 import torch
+from torch import nn
 
 from components.specs.curriculum import StageSpec
 from components.training.encoder_sharding import ShardedEncoders
 from components.training.losses import IMPLEMENTED_LOSSES
+from components.training.precision import omni_model
 from model.distributed import collective_device
-from model.omni import OmniBatch, OmniModel, loss_counts, loss_names, mean_losses
+from model.omni import OmniBatch, loss_counts, loss_names, mean_losses
 
 # Stage loss weight -> the mean losses (model.omni.mean_losses) it multiplies; `codec` trains in a loop of
 # its own (components.training.codec_stage), not here.
@@ -73,11 +79,13 @@ def distributed_optimizer_supported() -> bool:
     return torch.cuda.is_available()
 
 
-def wrap_model(model: OmniModel):
-    """megatron DDP around the omni model; call after freezing (only trainable parameters get buffers)."""
+def wrap_model(model: nn.Module):
+    """megatron DDP around the omni model, or around the Float16Module holding it (a bf16 stage:
+    components.training.precision.with_precision); call after freezing (only trainable parameters get buffers).
+    Gradients are reduced in fp32 whatever the weights' dtype."""
     from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig, finalize_model_grads
 
-    config = model.llm.config
+    config = omni_model(model).llm.config
     config.calculate_per_token_loss = True  # DDP sums gradients: the loss is already globally normalised
     ddp_config = DistributedDataParallelConfig(
         grad_reduce_in_fp32=True, overlap_grad_reduce=False, use_distributed_optimizer=distributed_optimizer_supported()
@@ -93,12 +101,15 @@ def build_optimizer(ddp, stage: StageSpec, steps: int, clip_grad: float | None =
     """(megatron optimizer, OptimizerParamScheduler) for the stage's optimizer and schedule blocks.
 
     `clip_grad` overrides the stage's `optimizer.grad_clip` (0: megatron does not clip, because `train_step`
-    clips the LLM's gradients together with the sharded encoders')."""
+    clips the LLM's gradients together with the sharded encoders'). A model built for bf16 gets megatron's
+    mixed-precision optimizer: fp32 main parameters and gradients, copied back to the bf16 weights each step."""
     from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
     from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
 
     opt, schedule = stage.optimizer, stage.schedule
+    model_config = omni_model(ddp).llm.config
     config = OptimizerConfig(
+        bf16=model_config.bf16, params_dtype=model_config.params_dtype,
         optimizer="adam", lr=opt.lr, min_lr=schedule.min_lr, weight_decay=opt.weight_decay,
         adam_beta1=opt.betas[0], adam_beta2=opt.betas[1],
         clip_grad=opt.grad_clip if clip_grad is None else clip_grad,
@@ -157,7 +168,8 @@ def train_step(ddp, optimizer, scheduler, microbatches: list[OmniBatch], weights
     from megatron.core.pipeline_parallel import get_forward_backward_func
 
     # Fixed names on every rank (a rank whose micro-batches have no audio still joins the all-reduce).
-    names = loss_names(len(ddp.module.preset.codec.codebook_sizes))
+    omni = omni_model(ddp)
+    names = loss_names(len(omni.preset.codec.codebook_sizes))
     wanted = frozenset(name for name, weight in weights.items() if weight)  # only ctc: no LLM forward
     local = torch.zeros(len(names), dtype=torch.float64)
     for batch in microbatches:
@@ -173,8 +185,8 @@ def train_step(ddp, optimizer, scheduler, microbatches: list[OmniBatch], weights
     def forward_step(data_iterator, model):
         # loss sums on the last stage, hidden states before it
         output = model(next(data_iterator), sums=True, losses=wanted)
-        if model.module.last_stage:
-            token_losses.append(model.module.last_text_token_losses)  # None without the LLM forward
+        if omni.last_stage:
+            token_losses.append(omni.last_text_token_losses)  # None without the LLM forward
         return output, partial(loss_func)
 
     ddp.zero_grad_buffer()
@@ -187,7 +199,7 @@ def train_step(ddp, optimizer, scheduler, microbatches: list[OmniBatch], weights
         micro_batch_size=microbatches[0].input_ids.shape[0], forward_only=False,
     )  # fmt: skip
     if inspect_grads is not None:
-        grads = {n: p.main_grad.detach().clone() for n, p in ddp.module.named_parameters() if hasattr(p, "main_grad")}
+        grads = {n: p.main_grad.detach().clone() for n, p in omni.named_parameters() if hasattr(p, "main_grad")}
         inspect_grads({**grads, **(encoders.full_grads() if encoders is not None else {})})
     if encoders is not None:
         # this step's LR as megatron's groups have it (the scheduler moves it after the step); asked of the

@@ -22,6 +22,8 @@ ranks of the first pipeline stage, whatever the LLM's layout, and reach the LLM 
 assembled sequence over the CP ranks (model.context_parallel) with the local attention; it is refused at
 start on Transformer Engine attention (packed THD sequences not built), as is a world size the plan does
 not divide.
+The stage's `precision` (fp32, or bf16: Megatron mixed precision with fp32 encoders,
+components.training.precision) decides the dtype the LLM is built and trained in.
 Micro-batches are padded to the stage's sequence length (fixed shapes between pipeline
 stages). Metrics are all-reduced, so `on_step` sees global values; call it (tracking) on rank 0 only.
 
@@ -70,6 +72,7 @@ from components.training.megatron_step import (
 )
 from components.training.mixture import MixtureSampler
 from components.training.packing import CarryOverPacker
+from components.training.precision import params_dtype, with_precision
 from components.training.render import RenderedSample, SpeechCoder, render_samples, waveform
 from components.training.speech_render import SPEECH_RESPONSE, render_speech_response
 from model import tokenizer as tok
@@ -319,7 +322,7 @@ def run_stage(run: StageRun) -> StageResult:
     torch.manual_seed(curriculum.seed)
     tokenizer = tok.load_tokenizer(run.tokenizer)
     model = OmniModel(preset, tok.special_id(tokenizer, tok.VISION_PAD), tok.special_id(tokenizer, tok.AUDIO_PAD),
-                      sizes).to(training_device())  # fmt: skip
+                      sizes, params_dtype(stage.precision)).to(training_device())  # fmt: skip
     if run.resume and run.checkpoint_uri and not _has_checkpoint(run.out):  # a retried pod on a fresh node
         restore_for_resume(run.checkpoint_uri, Path(run.out) / CHECKPOINT_DIR)
     resuming = run.resume and _has_checkpoint(run.out)
@@ -330,10 +333,11 @@ def run_stage(run: StageRun) -> StageResult:
     elif run.init_from is not None:  # a retried task resumes only once it has saved
         load_weights(local_checkpoint(run.init_from), model, curriculum.preset)
     trainable = apply_freezing(model, stage)
+    module = with_precision(model)  # bf16: megatron's Float16Module (components.training.precision)
     # Trained encoders: FSDP2 over their own mesh, outside megatron (components.training.encoder_sharding).
     encoders = ShardedEncoders.build(model, stage)
     with encoders.hidden_from_megatron() if encoders is not None else nullcontext():
-        ddp = wrap_model(model)
+        ddp = wrap_model(module)
         # with sharded encoders the clipping is joint (train_step), so megatron's own is off
         clip = 0.0 if encoders is not None else None
         optimizer, scheduler = build_optimizer(ddp, stage, stage_steps, clip_grad=clip)
