@@ -2,9 +2,9 @@
 
 Every rank builds the tiny omni model (rank 0 of the CP=1 run writes the initial weights with `--save-init`,
 the CP run loads them), runs `loss_terms` on one fixed batch (text with loss classes, audio codes and
-codebook targets, first-audio marks; `--packed`: three packed documents with a document mask, otherwise
-plain causal), backpropagates the sum of the terms and sums the loss terms and gradients over the CP group
-(megatron DDP's reduction over data x context parallel). Writes RESULT.rankN.pt: terms, gradients, the
+codebook targets, first-audio marks; one causal sequence per row: packed documents under CP are compared
+by run_stage's `cp2` layout), backpropagates the sum of the terms and sums the loss terms and gradients
+over the CP group (megatron DDP's reduction over data x context parallel). Writes RESULT.rankN.pt: terms, gradients, the
 gathered per-token text losses. On CUDA the model runs in bf16 (Transformer Engine's CP attention).
 """
 
@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 
-def fixed_batch(vocab: int, sizes: tuple[int, ...], packed: bool, device):
+def fixed_batch(vocab: int, sizes: tuple[int, ...], device):
     from model.omni import IGNORE, OmniBatch
 
     g = torch.Generator().manual_seed(7)
@@ -32,10 +32,9 @@ def fixed_batch(vocab: int, sizes: tuple[int, ...], packed: bool, device):
         targets[:, 19:39, i] = codes[:, 20:40, i]
     first = torch.zeros(b, s, dtype=torch.bool)
     first[:, 19] = True
-    docs = torch.tensor([[0] * 10 + [1] * 30 + [2] * 24, [3] * 50 + [4] * 14]) if packed else None
     to = (lambda t: t.to(device)) if device.type == "cuda" else (lambda t: t)
     return OmniBatch(input_ids=to(ids), labels=to(labels), audio_codes=to(codes), audio_labels=to(targets),
-                     document_ids=docs, loss_classes=to(classes), first_audio=to(first))  # fmt: skip
+                     loss_classes=to(classes), first_audio=to(first))  # fmt: skip
 
 
 def main() -> None:
@@ -43,7 +42,6 @@ def main() -> None:
     parser.add_argument("--result", type=Path, required=True)
     parser.add_argument("--init", type=Path, required=True)
     parser.add_argument("--cp", type=int, default=1)
-    parser.add_argument("--packed", action="store_true")
     parser.add_argument("--save-init", action="store_true")
     args = parser.parse_args()
 
@@ -66,7 +64,7 @@ def main() -> None:
     device = torch.device("cuda" if cuda else "cpu")
     if cuda:
         model = model.cuda().bfloat16()
-    batch = fixed_batch(vocab, preset.codec.codebook_sizes, args.packed, device)
+    batch = fixed_batch(vocab, preset.codec.codebook_sizes, device)
     terms = model.loss_terms(batch, {"text", "audio"})
     sum(terms.values()).backward()
     group = parallel_state.get_context_parallel_group()

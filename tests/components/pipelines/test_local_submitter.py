@@ -32,22 +32,17 @@ def _two_process_curriculum(folder):
 
 @pytest.fixture(scope="module")
 def local_run(tiny_dataset, tmp_path_factory, s3_endpoint):
-    from tests.components.training.test_checkpoint_store import _push_shards_to_dvc
-    from tests.s3_server import create_bucket, s3_client
+    from tests.s3_server import create_bucket
+    from tests.stage_inputs_on_s3 import put_stage_inputs
 
     tmp = tmp_path_factory.mktemp("parity")
     bucket = create_bucket()
-    version = _push_shards_to_dvc(tiny_dataset / "shards", tmp / "repo", f"{bucket}/dvc")
-    s3_client().upload_file(str(tiny_dataset / "tokenizer.json"), bucket.removeprefix("s3://"), "tok/tokenizer.json")
+    version, tokenizer, stage_env = put_stage_inputs(tiny_dataset, bucket, tmp)
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
     with pytest.MonkeyPatch.context() as env:
-        for name, value in {"OMNISTAGE_DVC_REMOTE": f"{bucket}/dvc", "OMNISTAGE_CHECKPOINT_URI": f"{bucket}/ckpt",
-                            "OMNISTAGE_DATASET_CACHE": str(tmp / "datasets"),
-                            "OMNISTAGE_INPUT_CACHE": str(tmp / "inputs"),
-                            "OMNISTAGE_CHECKPOINT_CACHE": str(tmp / "ckpt-cache"),
-                            "OMNISTAGE_STAGING_DIR": str(tmp / "staging")}.items():  # fmt: skip
+        for name, value in stage_env.items():
             env.setenv(name, value)
-        run_locally(_two_process_curriculum(tmp), {"demo": f"tiny@{version}"}, f"{bucket}/tok/tokenizer.json", uri,
+        run_locally(_two_process_curriculum(tmp), {"demo": f"tiny@{version}"}, tokenizer, uri,
                     tmp / "pipeline", max_steps=1)  # fmt: skip
     return tmp, uri, bucket, version
 

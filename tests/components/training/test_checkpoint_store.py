@@ -10,7 +10,6 @@ import sys
 import time
 
 import pytest
-import yaml
 
 from components.training.checkpoint_store import MARKER, fetch_checkpoint, publish_checkpoint
 from tests.conftest import REPO_ROOT
@@ -59,19 +58,6 @@ def test_publisher_killed_mid_upload_leaves_no_readable_checkpoint(s3_bucket, tm
         fetch_checkpoint(uri, into=tmp_path / "fresh")
 
 
-def _push_shards_to_dvc(shards, repo, remote):
-    """The dataset's shard folder as a DVC version on an S3 remote (as `omnistage dataset commit` leaves it)."""
-    import shutil
-
-    from components.versioning.dvc_dataset import ensure_dvc_repo, run_dvc
-
-    shutil.copytree(shards, repo / "shards")
-    ensure_dvc_repo(repo, remote)
-    run_dvc(repo, "add", "-q", "shards")
-    run_dvc(repo, "push", "-q")
-    return yaml.safe_load((repo / "shards.dvc").read_text())["outs"][0]["md5"]
-
-
 @pytest.mark.slow
 def test_stage_steps_on_object_storage_chain_by_uri_and_register_the_uri(tiny_dataset, s3_bucket, tmp_path,
                                                                          monkeypatch):  # fmt: skip
@@ -82,18 +68,13 @@ def test_stage_steps_on_object_storage_chain_by_uri_and_register_the_uri(tiny_da
     from components.tracking.lineage import lineage_back
     from components.tracking.models import resolve_model
     from tests.components.training.test_stage_runner import _weights
+    from tests.stage_inputs_on_s3 import put_stage_inputs
 
-    version = _push_shards_to_dvc(tiny_dataset / "shards", tmp_path / "repo", f"{s3_bucket}/dvc")
-    s3_client().upload_file(str(tiny_dataset / "tokenizer.json"), s3_bucket.removeprefix("s3://"),
-                            "tokenizers/tokenizer.json")  # fmt: skip
-    for name, value in {"OMNISTAGE_DVC_REMOTE": f"{s3_bucket}/dvc", "OMNISTAGE_CHECKPOINT_URI": f"{s3_bucket}/ckpt",
-                        "OMNISTAGE_DATASET_CACHE": str(tmp_path / "datasets"),
-                        "OMNISTAGE_CHECKPOINT_CACHE": str(tmp_path / "ckpt-cache"),
-                        "OMNISTAGE_INPUT_CACHE": str(tmp_path / "inputs"),
-                        "OMNISTAGE_STAGING_DIR": str(tmp_path / "staging")}.items():  # fmt: skip
+    version, tokenizer, env = put_stage_inputs(tiny_dataset, s3_bucket, tmp_path)
+    for name, value in env.items():
         monkeypatch.setenv(name, value)
     tracking = f"sqlite:///{tmp_path}/mlflow.db"
-    common = dict(datasets=json.dumps({"demo": f"tiny@{version}"}), tokenizer=f"{s3_bucket}/tokenizers/tokenizer.json",
+    common = dict(datasets=json.dumps({"demo": f"tiny@{version}"}), tokenizer=tokenizer,
                   tracking_uri=tracking, parent_run_id="offline", max_steps=1)  # fmt: skip
 
     first = run_stage_step(CURRICULUM, "stage0-text", out=str(tmp_path / "a0"), **common)
