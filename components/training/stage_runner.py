@@ -181,6 +181,9 @@ def load_samples(datasets: dict[str, Path], stage: StageSpec, tokenizer, preset,
         raise ValueError(f"stage '{stage.name}' feeds speech as codec tokens: load_samples needs the model's codec")
     coder = SpeechCoder(partial(_encode_on, codec.eval()), codec.cfg.frame_rate) if wants_codes else None
     input_coder = coder if stage.speech_input == "codec" else None
+    # Only what the mixture draws is rendered (decoding frames and audio is most of a stage's start-up):
+    # its families, and the ASR clips that speech responses are made of.
+    needed = set(stage.data.mixture) | ({"asr"} if SPEECH_RESPONSE in stage.data.mixture else set())
     problems = {"skipped_corrupt": 0, "missing_shards": 0}
 
     def skip(exc: Exception) -> bool:  # webdataset's handler: count, warn, go on with the next sample
@@ -207,7 +210,8 @@ def load_samples(datasets: dict[str, Path], stage: StageSpec, tokenizer, preset,
                 if "json" not in raw:
                     continue
                 raw["json"] = json.loads(raw["json"])  # parsed once; render_samples takes the dict
-                if raw["json"].get("split") != "train":
+                meta = raw["json"]
+                if meta.get("split") != "train" or (meta.get("task_family") or meta.get("modality")) not in needed:
                     continue
                 rendered = render_samples(raw, tokenizer, preset.vit, preset.audio_encoder, speech_coder=input_coder)
                 spoken = _speech_response(raw, tokenizer, preset, coder) if coder is not None else None

@@ -94,3 +94,21 @@ def test_corrupt_and_missing_shards_are_skipped_and_counted(dataset, tmp_path):
     assert result.data_problems["missing_shards"] == 1
     assert result.data_problems["skipped_corrupt"] >= 1
     assert result.history[-1]["data/missing_shards"] == 1
+
+
+def test_only_the_families_the_mixture_draws_are_rendered(tiny_dataset, monkeypatch):
+    """Rendering decodes every frame and waveform: a stage renders its mixture's families (and the ASR clips
+    its speech responses are made of), not the whole dataset."""
+    from components.training import stage_runner
+    from model import tokenizer as tok
+    from model.config import get_preset
+
+    rendered = []
+    real = stage_runner.render_samples
+    monkeypatch.setattr(stage_runner, "render_samples",
+                        lambda raw, *a, **k: rendered.append(raw["json"]["task_family"]) or real(raw, *a, **k))
+    tokenizer = tok.load_tokenizer(tiny_dataset / "tokenizer.json")
+    spec = CURRICULUM.stage("stage2-multimodal")  # captions only
+    samples, by_family, _ = stage_runner.load_samples({"demo": tiny_dataset}, spec, tokenizer, get_preset("tiny"), 0)
+    assert set(rendered) == {"image_caption"} and set(by_family) == {"image_caption"}, set(rendered)
+    assert len(rendered) == len(samples) > 0
