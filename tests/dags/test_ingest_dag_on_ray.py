@@ -12,13 +12,14 @@ import socket
 import subprocess
 import tempfile
 import time
+from pathlib import Path
 
 import pytest
 import typer.main
 
 from components.cli import app
 from tests.conftest import REPO_ROOT, VENV_BIN
-from tests.dags.conftest import AIRFLOW_PY
+from tests.dags.conftest import AIRFLOW, copy_migrated_db
 
 
 def _ingest_has_executor() -> bool:
@@ -72,18 +73,17 @@ def _listening(port: int) -> bool:
 
 
 @pytest.mark.slow
-def test_probe_and_shard_steps_run_on_the_ray_cluster_named_by_the_connection(data_repo, ray_head, airflow_env):  # noqa: F811
+def test_probe_and_shard_steps_run_on_the_ray_cluster_named_by_the_connection(data_repo, ray_head, airflow_env,
+                                                                            migrated_airflow_db):  # fmt: skip  # noqa: F811
     repo, _, spec_path = data_repo
     address, ray_env, temp_dir = ray_head
     host, port = address.split(":")
     connection = json.dumps({"conn_type": "generic", "host": host, "port": int(port)})
     env = dict(airflow_env, AIRFLOW_CONN_OMNISTAGE_RAY=connection,
                **{k: ray_env[k] for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")})  # fmt: skip
-    airflow = str(AIRFLOW_PY.parent / "airflow")
-    migrate = subprocess.run([airflow, "db", "migrate"], env=env, capture_output=True, text=True, timeout=300)
-    assert migrate.returncode == 0, migrate.stderr[-2000:]
+    copy_migrated_db(migrated_airflow_db, Path(env["AIRFLOW_HOME"]) / "airflow.db")
     conf = {"spec": str(spec_path.relative_to(repo)), "out": "datasets/tiny", "repo": str(repo), "workers": 1}
-    run = subprocess.run([airflow, "dags", "test", "ingest_multimodal", "-c", json.dumps(conf)], env=env,
+    run = subprocess.run([str(AIRFLOW), "dags", "test", "ingest_multimodal", "-c", json.dumps(conf)], env=env,
                          capture_output=True, text=True, timeout=900, cwd=REPO_ROOT)  # fmt: skip
     output = run.stdout + run.stderr
     assert run.returncode == 0 and "--executor ray --ray-address " + address in output, output[-4000:]

@@ -9,33 +9,24 @@ backend runs here), the connection `omnistage_kfp` given as an Airflow connectio
 """
 
 import json
-import os
 import subprocess
 
 import pytest
 
 from tests.components.orchestration.kfp_standin import KfpStandin
 from tests.conftest import REPO_ROOT
-from tests.dags.conftest import AIRFLOW_PY
+from tests.dags.conftest import AIRFLOW, airflow_home_env, copy_migrated_db
 
 TOKEN = "dag-test-token"
 VERSION = "0a1b2c3d4e5f60718293a4b5c6d7e8f9.dir"
 
 
 @pytest.fixture(scope="module")
-def airflow_home(tmp_path_factory):
-    if not AIRFLOW_PY.exists():
-        pytest.skip(".venv-airflow is missing (make setup)")
+def airflow_home(tmp_path_factory, migrated_airflow_db):
     root = tmp_path_factory.mktemp("retrain_kfp")
-    env = dict(os.environ, AIRFLOW_HOME=str(root / "airflow"), AIRFLOW__CORE__DAGS_FOLDER=str(REPO_ROOT / "dags"),
-               AIRFLOW__CORE__LOAD_EXAMPLES="False", AIRFLOW__CORE__UNIT_TEST_MODE="False",
-               AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{root}/airflow.db",
-               AIRFLOW__CORE__DEFAULT_TASK_RETRY_DELAY="1", MLFLOW_TRACKING_URI=f"sqlite:///{root}/mlflow.db",
-               PYTHONPATH=str(REPO_ROOT))  # fmt: skip
-    migrate = subprocess.run([str(AIRFLOW_PY.parent / "airflow"), "db", "migrate"], env=env, capture_output=True,
-                             text=True, timeout=300)  # fmt: skip
-    assert migrate.returncode == 0, migrate.stderr[-2000:]
-    return env
+    copy_migrated_db(migrated_airflow_db, root / "airflow.db")
+    return dict(airflow_home_env(root / "airflow", db=root / "airflow.db"), AIRFLOW__CORE__DEFAULT_TASK_RETRY_DELAY="1",
+                MLFLOW_TRACKING_URI=f"sqlite:///{root}/mlflow.db", PYTHONPATH=str(REPO_ROOT))  # fmt: skip
 
 
 def dags_test(env: dict, kfp: KfpStandin, **conf) -> tuple[int, str]:
@@ -43,7 +34,7 @@ def dags_test(env: dict, kfp: KfpStandin, **conf) -> tuple[int, str]:
     conf = {"dataset": "demo", "dataset_dir": "s3://omnistage-data/demo", "dataset_version": VERSION,
             "tokenizer": "s3://omnistage-data/tokenizer.json", "max_steps": 1, "poke_interval_s": 1,
             "wait_timeout_s": 300, "repo": str(REPO_ROOT), **conf}  # fmt: skip
-    run = subprocess.run([str(AIRFLOW_PY.parent / "airflow"), "dags", "test", "retrain_omni", "-c", json.dumps(conf)],
+    run = subprocess.run([str(AIRFLOW), "dags", "test", "retrain_omni", "-c", json.dumps(conf)],
                          env={**env, "AIRFLOW_CONN_OMNISTAGE_KFP": json.dumps(connection)}, capture_output=True,
                          text=True, timeout=600, cwd=REPO_ROOT)  # fmt: skip
     return run.returncode, run.stdout + run.stderr

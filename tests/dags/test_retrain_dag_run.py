@@ -12,34 +12,24 @@ import pytest
 import yaml
 
 from tests.conftest import REPO_ROOT
-from tests.dags.conftest import AIRFLOW_PY
+from tests.dags.conftest import AIRFLOW, airflow_home_env, copy_migrated_db
 
 MODEL = "omni-dag-test"
 
 
 def _dags_test(env, conf):
-    airflow = str(AIRFLOW_PY.parent / "airflow")
-    run = subprocess.run([airflow, "dags", "test", "retrain_omni", "-c", json.dumps(conf)], env=env,
+    run = subprocess.run([str(AIRFLOW), "dags", "test", "retrain_omni", "-c", json.dumps(conf)], env=env,
                          capture_output=True, text=True, timeout=1200, cwd=REPO_ROOT)  # fmt: skip
     return run.returncode, run.stdout + run.stderr
 
 
 @pytest.fixture(scope="module")
-def mini_run(tiny_dataset, tmp_path_factory):
-    import os
-
-    if not AIRFLOW_PY.exists():
-        pytest.skip(".venv-airflow is missing (make setup)")
+def mini_run(tiny_dataset, tmp_path_factory, migrated_airflow_db):
     root = tmp_path_factory.mktemp("retrain")
     home = root / "airflow"
-    home.mkdir()
+    copy_migrated_db(migrated_airflow_db, home / "airflow.db")
     uri = f"sqlite:///{root / 'mlflow.db'}"
-    env = dict(os.environ, AIRFLOW_HOME=str(home), AIRFLOW__CORE__DAGS_FOLDER=str(REPO_ROOT / "dags"),
-               AIRFLOW__CORE__LOAD_EXAMPLES="False", AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{home}/airflow.db",
-               AIRFLOW__CORE__UNIT_TEST_MODE="False", MLFLOW_TRACKING_URI=uri)  # fmt: skip
-    migrate = subprocess.run([str(AIRFLOW_PY.parent / "airflow"), "db", "migrate"], env=env, capture_output=True,
-                             text=True, timeout=300)  # fmt: skip
-    assert migrate.returncode == 0, migrate.stderr[-2000:]
+    env = dict(airflow_home_env(home), MLFLOW_TRACKING_URI=uri)
     curriculum = yaml.safe_load((REPO_ROOT / "data_specs" / "curriculum" / "tiny.yaml").read_text())
     stages = {stage["name"]: stage for stage in curriculum["stages"]}
     curriculum["stages"] = [stages["stage0-text"], {**stages["stage2-multimodal"], "init_from": "stage0-text"}]

@@ -21,8 +21,6 @@ def main() -> None:
     parser.add_argument("--steps", type=int, required=True)
     parser.add_argument("--global-batch", type=int, default=2)
     parser.add_argument("--micro-batch", type=int, default=1)
-    parser.add_argument("--checkpoint-every", type=int, default=100)
-    parser.add_argument("--resume", action="store_true")
     parser.add_argument("--tracking-uri", help="track with components.tracking.mlflow_stage (rank 0 only)")
     parser.add_argument("--plain-reference", action="store_true",
                         help="also compute step 1's gradients with plain torch autograd (no megatron)")  # fmt: skip
@@ -43,8 +41,7 @@ def main() -> None:
             grads.update(named)
 
     run = StageRun(curriculum, "stage0-text", {"demo": args.dataset}, args.dataset / "tokenizer.json", args.out,
-                   resume=args.resume, max_steps=args.steps, checkpoint_every=args.checkpoint_every,
-                   inspect_grads=keep_first_grads)  # fmt: skip
+                   max_steps=args.steps, inspect_grads=keep_first_grads)  # fmt: skip
     if args.tracking_uri:
         from components.tracking.mlflow_stage import tracked_stage
 

@@ -1,4 +1,4 @@
-"""Run by torchrun from test_parallel.py: the tiny LLM under TP/SP, EP or PP on gloo.
+"""Run by torchrun from test_parallel.py: the tiny LLM under TP or EP on gloo.
 
 `--mode save`: build with seed 1234, run forward+backward through megatron's schedule, write per-token
 losses, logits and selected gradients (gathered to full size), and a dist_checkpointing checkpoint.
@@ -20,7 +20,6 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--mode", choices=["save", "check"], required=True)
     parser.add_argument("--tp", type=int, default=1)
-    parser.add_argument("--pp", type=int, default=1)
     parser.add_argument("--ep", type=int, default=1)
     parser.add_argument("--dispatcher", default="allgather")
     parser.add_argument("--dense", action="store_true", help="MLA + dense FFN layers only, no sequence parallel")
@@ -36,19 +35,13 @@ def main() -> None:
     from model.distributed import ParallelSizes, init_parallel
     from model.llm.model import build_llm
 
-    sizes = ParallelSizes(tensor=args.tp, pipeline=args.pp, expert=args.ep)
+    sizes = ParallelSizes(tensor=args.tp, expert=args.ep)
     init_parallel(sizes, seed=1234)
     cfg = get_preset("tiny").llm
     if args.dense:
         model = build_dense_llm(cfg, sizes)
     else:
-        model = build_llm(
-            cfg,
-            sizes,
-            pre_process=parallel_state.is_pipeline_first_stage(),
-            post_process=parallel_state.is_pipeline_last_stage(),
-            dispatcher=args.dispatcher,
-        )
+        model = build_llm(cfg, sizes, dispatcher=args.dispatcher)
     if args.mode == "check":
         state = dist_checkpointing.load(model.sharded_state_dict(), str(args.ckpt))
         model.load_state_dict(state)
@@ -84,20 +77,17 @@ def main() -> None:
         micro_batch_size=batch // micro,
         forward_only=False,
     )
-    result: dict = {}
-    if per_token:
-        result["per_token_loss"] = torch.cat(per_token)
-    if args.pp == 1:
-        grads = {}
-        for name, param in model.named_parameters():
-            first_layer = name.startswith("decoder.layers.0.")
-            if name.endswith(("linear_kv_down_proj.weight", "linear_q_down_proj.weight")) and first_layer:
-                grads[name] = gather_full(param.grad, args.tp)
-        result["grads"] = grads
-        with torch.no_grad():
-            model.eval()
-            logits = model(ids, pos, attention_mask=None)
-            result["logits"] = gather_from_tensor_model_parallel_region(logits)
+    result: dict = {"per_token_loss": torch.cat(per_token)}
+    grads = {}
+    for name, param in model.named_parameters():
+        first_layer = name.startswith("decoder.layers.0.")
+        if name.endswith(("linear_kv_down_proj.weight", "linear_q_down_proj.weight")) and first_layer:
+            grads[name] = gather_full(param.grad, args.tp)
+    result["grads"] = grads
+    with torch.no_grad():
+        model.eval()
+        logits = model(ids, pos, attention_mask=None)
+        result["logits"] = gather_from_tensor_model_parallel_region(logits)
     rank = dist.get_rank()
     args.out.mkdir(parents=True, exist_ok=True)
     torch.save(result, args.out / f"rank{rank}.pt")
