@@ -15,7 +15,7 @@ def test_every_shipped_curriculum_loads(path):
     curriculum = CurriculumSpec.load(path)
     names = [s.name for s in curriculum.stages]
     assert names[0].startswith("stage0") and names[-1] == "sft"
-    assert curriculum.stage("sft").freeze == ["audio_encoder"]
+    assert "audio_encoder" in curriculum.stage("sft").freeze
     stage5 = next(s for s in curriculum.stages if s.name.startswith("stage5"))
     assert "llm" in stage5.freeze and stage5.train == ["audio_encoder", "audio_encoder_projector"]
     # a dumped spec validates again (KFP components pass curricula as JSON, defaults spelled out)

@@ -18,8 +18,10 @@ TINY = Path(__file__).resolve().parents[3] / "data_specs" / "curriculum" / "tiny
 
 
 def _stage(**encoders) -> StageSpec:
-    """tiny.yaml's SFT stage (trains the ViT and the audio projector: both encoders sharded) with `encoders`."""
+    """tiny.yaml's SFT stage with the ViT trained too (so both encoders are sharded: the ViT and the audio
+    projector) and `encoders`."""
     sft = CurriculumSpec.load(TINY).stage("sft").model_dump()
+    sft = {**sft, "train": [*sft["train"], "vit"], "freeze": ["audio_encoder"]}
     parallel = {**sft["parallel"], "encoders": encoders} if encoders else sft["parallel"]
     return StageSpec.model_validate({**sft, "parallel": parallel})
 
