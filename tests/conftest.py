@@ -129,6 +129,42 @@ def tiny_dataset(tiny_corpus, tmp_path_factory) -> Path:
     return out
 
 
+TEXT_DATASET_ITEMS = 8
+
+
+@pytest.fixture(scope="session")
+def text_dataset(tmp_path_factory) -> Path:
+    """stage0-text's data for the tests that check which process trains which packed row: TEXT_DATASET_ITEMS
+    demo text documents (train split) ingested, with a tokenizer.json trained on them.
+
+    Not the tiny corpus: its two train texts (68 and 80 tokens) never fill 97% of a 256-token row, so the
+    packer's fallback emits its fullest bin, three copies of the longer text, for the first 9 rows; every row
+    then holds the same keys and a process training another process's row goes unseen. Here the first 12
+    rows (what those tests train) mix the 8 texts, and the two rows of each global batch of 2 differ.
+    """
+    import json
+
+    from components.demo_data.corpus import FAMILIES, draw_split
+    from components.ingest.pipeline import ingest_dataset
+    from components.specs.dataset import SIDECAR_SUFFIX
+    from components.training.tokenizer_corpus import build_tokenizer
+
+    root = tmp_path_factory.mktemp("text_dataset")
+    raw = root / "raw" / "text"
+    raw.mkdir(parents=True)
+    text = next(family for family in FAMILIES if family.name == "text")
+    for index, params in enumerate(draw_split(text, seed=3, split="train", count=TEXT_DATASET_ITEMS)):
+        stem = raw / f"text-train-{index:04d}"
+        _, labels = text.render(params, stem, root)
+        stem.with_suffix(SIDECAR_SUFFIX).write_text(json.dumps(labels | {"split": "train"}))
+    spec = corpus_spec(root / "raw", name="text")
+    spec = spec.model_copy(update={"sources": [s for s in spec.sources if s.task_family == "text"]})
+    out = root / "dataset"
+    ingest_dataset(spec, out)
+    build_tokenizer(out, out / "tokenizer.json", vocab_size=400)
+    return out
+
+
 @pytest.fixture()
 def data_repo(tmp_path, tiny_corpus):
     """A git repository laid out like this one: specs, the ingestion code, raw data (versioning and DAG tests)."""
