@@ -129,6 +129,30 @@ def tiny_dataset(tiny_corpus, tmp_path_factory) -> Path:
     return out
 
 
+def copy_migrated_db(template: Path, db: Path) -> None:
+    """A test's own database at `db`, copied from a session's migrated template (no state is shared)."""
+    db.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(template, db)
+
+
+@pytest.fixture(scope="session")
+def migrated_mlflow_db(tmp_path_factory) -> Path:
+    """An MLflow SQLite tracking DB whose schema is made, once per session: a new DB costs 2-3 s of migrations
+    in the first process that opens it. Tests whose subject is not DB creation start from a copy
+    (`mlflow_db_copy`)."""
+    import mlflow
+
+    db = tmp_path_factory.mktemp("mlflow_migrated") / "mlflow.db"
+    mlflow.MlflowClient(f"sqlite:///{db}").search_experiments()  # the first touch creates and migrates the schema
+    return db
+
+
+def mlflow_db_copy(template: Path, db: Path) -> str:
+    """A fresh copy of the migrated MLflow DB at `db`; returns its tracking URI."""
+    copy_migrated_db(template, db)
+    return f"sqlite:///{db}"
+
+
 TEXT_DATASET_ITEMS = 8
 
 

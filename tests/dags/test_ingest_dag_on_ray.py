@@ -18,8 +18,8 @@ import pytest
 import typer.main
 
 from components.cli import app
-from tests.conftest import REPO_ROOT, VENV_BIN
-from tests.dags.conftest import AIRFLOW, copy_migrated_db
+from tests.conftest import REPO_ROOT, VENV_BIN, copy_migrated_db
+from tests.dags.conftest import AIRFLOW
 
 
 def _ingest_has_executor() -> bool:

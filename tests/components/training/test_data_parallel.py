@@ -14,7 +14,7 @@ import torch
 from components.specs.curriculum import CurriculumSpec
 from components.training.data_parallel import plan_data_parallel, total_steps
 from tests.components.training.torchrun import run_worker
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, mlflow_db_copy
 
 WORKER = REPO_ROOT / "tests" / "components" / "training" / "dp_worker.py"
 STAGE = CurriculumSpec.load(REPO_ROOT / "data_specs" / "curriculum" / "tiny.yaml").stage("stage0-text")
@@ -35,10 +35,10 @@ def one_process(text_dataset, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def two_ranks(text_dataset, tmp_path_factory):
+def two_ranks(text_dataset, tmp_path_factory, migrated_mlflow_db):
     """2 steps at data parallel 2: (each rank's record, the MLflow tracking URI)."""
     tmp = tmp_path_factory.mktemp("dp2")
-    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    uri = mlflow_db_copy(migrated_mlflow_db, tmp / "mlflow.db")
     return _worker(2, text_dataset, tmp / "out", tmp / "res", "--steps", "2", "--tracking-uri", uri), uri
 
 
