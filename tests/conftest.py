@@ -129,6 +129,66 @@ def tiny_dataset(tiny_corpus, tmp_path_factory) -> Path:
     return out
 
 
+def copy_migrated_db(template: Path, db: Path) -> None:
+    """A test's own database at `db`, copied from a session's migrated template (no state is shared)."""
+    db.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(template, db)
+
+
+@pytest.fixture(scope="session")
+def migrated_mlflow_db(tmp_path_factory) -> Path:
+    """An MLflow SQLite tracking DB whose schema is made, once per session: a new DB costs 2-3 s of migrations
+    in the first process that opens it. Tests whose subject is not DB creation start from a copy
+    (`mlflow_db_copy`)."""
+    import mlflow
+
+    db = tmp_path_factory.mktemp("mlflow_migrated") / "mlflow.db"
+    mlflow.MlflowClient(f"sqlite:///{db}").search_experiments()  # the first touch creates and migrates the schema
+    return db
+
+
+def mlflow_db_copy(template: Path, db: Path) -> str:
+    """A fresh copy of the migrated MLflow DB at `db`; returns its tracking URI."""
+    copy_migrated_db(template, db)
+    return f"sqlite:///{db}"
+
+
+TEXT_DATASET_ITEMS = 8
+
+
+@pytest.fixture(scope="session")
+def text_dataset(tmp_path_factory) -> Path:
+    """stage0-text's data for the tests that check which process trains which packed row: TEXT_DATASET_ITEMS
+    demo text documents (train split) ingested, with a tokenizer.json trained on them.
+
+    Not the tiny corpus: its two train texts (68 and 80 tokens) never fill 97% of a 256-token row, so the
+    packer's fallback emits its fullest bin, three copies of the longer text, for the first 9 rows; every row
+    then holds the same keys and a process training another process's row goes unseen. Here the first 12
+    rows (what those tests train) mix the 8 texts, and the two rows of each global batch of 2 differ.
+    """
+    import json
+
+    from components.demo_data.corpus import FAMILIES, draw_split
+    from components.ingest.pipeline import ingest_dataset
+    from components.specs.dataset import SIDECAR_SUFFIX
+    from components.training.tokenizer_corpus import build_tokenizer
+
+    root = tmp_path_factory.mktemp("text_dataset")
+    raw = root / "raw" / "text"
+    raw.mkdir(parents=True)
+    text = next(family for family in FAMILIES if family.name == "text")
+    for index, params in enumerate(draw_split(text, seed=3, split="train", count=TEXT_DATASET_ITEMS)):
+        stem = raw / f"text-train-{index:04d}"
+        _, labels = text.render(params, stem, root)
+        stem.with_suffix(SIDECAR_SUFFIX).write_text(json.dumps(labels | {"split": "train"}))
+    spec = corpus_spec(root / "raw", name="text")
+    spec = spec.model_copy(update={"sources": [s for s in spec.sources if s.task_family == "text"]})
+    out = root / "dataset"
+    ingest_dataset(spec, out)
+    build_tokenizer(out, out / "tokenizer.json", vocab_size=400)
+    return out
+
+
 @pytest.fixture()
 def data_repo(tmp_path, tiny_corpus):
     """A git repository laid out like this one: specs, the ingestion code, raw data (versioning and DAG tests)."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -38,11 +37,6 @@ def migrated_airflow_db(tmp_path_factory) -> Path:
                              text=True, timeout=300)  # fmt: skip
     assert migrate.returncode == 0, migrate.stderr[-2000:]
     return home / "airflow.db"
-
-
-def copy_migrated_db(template: Path, db: Path) -> None:
-    db.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(template, db)
 
 
 @pytest.fixture()

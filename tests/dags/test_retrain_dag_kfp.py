@@ -14,8 +14,8 @@ import subprocess
 import pytest
 
 from tests.components.orchestration.kfp_standin import KfpStandin
-from tests.conftest import REPO_ROOT
-from tests.dags.conftest import AIRFLOW, airflow_home_env, copy_migrated_db
+from tests.conftest import REPO_ROOT, copy_migrated_db
+from tests.dags.conftest import AIRFLOW, airflow_home_env
 
 TOKEN = "dag-test-token"
 VERSION = "0a1b2c3d4e5f60718293a4b5c6d7e8f9.dir"

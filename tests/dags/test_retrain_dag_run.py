@@ -11,8 +11,8 @@ import subprocess
 import pytest
 import yaml
 
-from tests.conftest import REPO_ROOT
-from tests.dags.conftest import AIRFLOW, airflow_home_env, copy_migrated_db
+from tests.conftest import REPO_ROOT, copy_migrated_db
+from tests.dags.conftest import AIRFLOW, airflow_home_env
 
 MODEL = "omni-dag-test"
 

@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, mlflow_db_copy
 
 MODEL = "omni-cli-test"
 
@@ -34,7 +34,7 @@ print("PROBE" + json.dumps(report))
 
 
 @pytest.fixture(scope="module")
-def registry_store(tmp_path_factory):
+def registry_store(tmp_path_factory, migrated_mlflow_db):
     """A champion (v1, promoted against no champion) with a curriculum stage run that read one dataset."""
     import mlflow
     import pandas as pd
@@ -43,7 +43,7 @@ def registry_store(tmp_path_factory):
     from components.tracking.experiments import CURRICULUM_EXPERIMENT, mlflow_client, use_experiment
 
     root = tmp_path_factory.mktemp("registry")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
+    uri = mlflow_db_copy(migrated_mlflow_db, root / "mlflow.db")
     dataset = root / "datasets" / "demo"
     dataset.mkdir(parents=True)
     raw = root / "raw.wav"

@@ -15,7 +15,7 @@ from components.specs.curriculum import CurriculumSpec
 from components.specs.evals import GateSpec
 from components.tracking.mlflow_stage import tracked_stage
 from components.training.stage_runner import StageRun
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, mlflow_db_copy
 
 CURRICULUM = CurriculumSpec.load(REPO_ROOT / "data_specs" / "curriculum" / "tiny.yaml")
 SUITES = ["text", "image", "video_qa", "omni_av", "voice_qa", "asr"]
@@ -27,9 +27,9 @@ def _train(dataset, out, uri):
 
 
 @pytest.fixture(scope="module")
-def trained(tiny_dataset, tmp_path_factory):
+def trained(tiny_dataset, tmp_path_factory, migrated_mlflow_db):
     root = tmp_path_factory.mktemp("evaluate")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
+    uri = mlflow_db_copy(migrated_mlflow_db, root / "mlflow.db")
     return {"uri": uri, "checkpoint": _train(tiny_dataset, root / "s0", uri), "dataset": tiny_dataset, "root": root}
 
 

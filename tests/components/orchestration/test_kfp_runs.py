@@ -10,7 +10,7 @@ import subprocess
 import pytest
 
 from tests.components.orchestration.kfp_standin import KfpStandin
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, mlflow_db_copy
 
 TOKEN = "s3cret-token"
 VERSION, OTHER_VERSION = "0a1b2c3d4e5f60718293a4b5c6d7e8f9.dir", "ffeeddccbbaa99887766554433221100.dir"
@@ -38,10 +38,11 @@ def submit(kfp: KfpStandin, tmp_path, version: str = VERSION) -> dict:
 
 
 @pytest.fixture(scope="module")
-def lost_answer_then_retry(tmp_path_factory):
+def lost_answer_then_retry(tmp_path_factory, migrated_mlflow_db):
     """The first submit is accepted by the API but answered 503 (the command fails, as an Airflow try
     would); the retry and a third call must find that run."""
     tmp_path = tmp_path_factory.mktemp("kfp_runs")
+    mlflow_db_copy(migrated_mlflow_db, tmp_path / "mlflow.db")  # run_cli's tracking DB
     with KfpStandin(run_states=["RUNNING"], lose_create_responses=1, token=TOKEN) as kfp:
         first = run_cli(*SUBMIT, "--kfp-host", kfp.url, "--dataset-version", f"demo={VERSION}", tmp_path=tmp_path)
         retry = submit(kfp, tmp_path)

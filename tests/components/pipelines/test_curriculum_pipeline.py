@@ -9,7 +9,7 @@ from components.pipelines.cluster import ACCELERATOR_LABEL, GPU_RESOURCE, GPU_TA
 from components.pipelines.curriculum_pipeline import compile_pipeline
 from components.pipelines.stage_components import CPU_IMAGE
 from components.specs.curriculum import CurriculumSpec
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, mlflow_db_copy
 
 FULL = REPO_ROOT / "data_specs" / "curriculum" / "longcat_omni.yaml"
 
@@ -122,15 +122,17 @@ def test_pipeline_with_a_gate_ends_in_evaluate_gate_and_a_conditional_promote(tm
 
 
 @pytest.mark.slow
-def test_checkpoints_on_a_mounted_volume_chain_through_pointer_artifacts(tiny_dataset, tmp_path, monkeypatch):
+def test_checkpoints_on_a_mounted_volume_chain_through_pointer_artifacts(tiny_dataset, tmp_path, monkeypatch,
+                                                                         migrated_mlflow_db):  # fmt: skip
     import json
 
     from components.pipelines.stage_entry import POINTER, run_stage_step
 
     monkeypatch.setenv("OMNISTAGE_CHECKPOINT_ROOT", str(tmp_path / "pvc"))
     curriculum = str(REPO_ROOT / "data_specs" / "curriculum" / "tiny.yaml")
+    tracking = mlflow_db_copy(migrated_mlflow_db, tmp_path / "mlflow.db")
     common = dict(datasets=json.dumps({"demo": str(tiny_dataset)}), tokenizer=str(tiny_dataset / "tokenizer.json"),
-                  tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", parent_run_id="offline", max_steps=1)  # fmt: skip
+                  tracking_uri=tracking, parent_run_id="offline", max_steps=1)  # fmt: skip
     run_stage_step(curriculum, "stage0-text", out=str(tmp_path / "a0" / "checkpoint"), **common)
     pointer = tmp_path / "a0" / "checkpoint" / POINTER
     assert pointer.is_file() and pointer.read_text().startswith(str(tmp_path / "pvc"))

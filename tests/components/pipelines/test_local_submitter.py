@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from components.pipelines.curriculum_pipeline import compile_pipeline, run_locally
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, mlflow_db_copy
 
 TINY = REPO_ROOT / "data_specs" / "curriculum" / "tiny.yaml"
 FULL = REPO_ROOT / "data_specs" / "curriculum" / "longcat_omni.yaml"
@@ -31,14 +31,14 @@ def _two_process_curriculum(folder):
 
 
 @pytest.fixture(scope="module")
-def local_run(tiny_dataset, tmp_path_factory, s3_endpoint):
+def local_run(tiny_dataset, tmp_path_factory, s3_endpoint, migrated_mlflow_db):
     from tests.s3_server import create_bucket
     from tests.stage_inputs_on_s3 import put_stage_inputs
 
     tmp = tmp_path_factory.mktemp("parity")
     bucket = create_bucket()
     version, tokenizer, stage_env = put_stage_inputs(tiny_dataset, bucket, tmp)
-    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    uri = mlflow_db_copy(migrated_mlflow_db, tmp / "mlflow.db")
     with pytest.MonkeyPatch.context() as env:
         for name, value in stage_env.items():
             env.setenv(name, value)

@@ -9,7 +9,7 @@ from components.specs.curriculum import CurriculumSpec
 from components.tracking.lineage import lineage_back, lineage_forward
 from components.tracking.mlflow_stage import FALLBACK_NAME, replay_fallback, tracked_stage
 from components.training.stage_runner import StageRun
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, mlflow_db_copy
 
 CURRICULUM = CurriculumSpec.load(REPO_ROOT / "data_specs" / "curriculum" / "tiny.yaml")
 
@@ -25,10 +25,10 @@ def _stage(dataset, out, stage, init_from=None):
 
 
 @pytest.mark.slow
-def test_chained_stages_are_tracked_and_traceable_both_ways(dataset, tmp_path):
+def test_chained_stages_are_tracked_and_traceable_both_ways(dataset, tmp_path, migrated_mlflow_db):
     import mlflow
 
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = mlflow_db_copy(migrated_mlflow_db, tmp_path / "mlflow.db")
     mlflow.set_tracking_uri(uri)
     mlflow.set_experiment("omnistage-curriculum")
     with mlflow.start_run(run_name="tiny-curriculum") as parent:
@@ -58,7 +58,7 @@ def test_chained_stages_are_tracked_and_traceable_both_ways(dataset, tmp_path):
 
 
 @pytest.mark.slow
-def test_unreachable_mlflow_buffers_and_replays(dataset, tmp_path, monkeypatch):
+def test_unreachable_mlflow_buffers_and_replays(dataset, tmp_path, monkeypatch, migrated_mlflow_db):
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
     result, run_id = tracked_stage(_stage(dataset, tmp_path / "off", "stage0-text"), "http://127.0.0.1:9")
@@ -66,7 +66,7 @@ def test_unreachable_mlflow_buffers_and_replays(dataset, tmp_path, monkeypatch):
     fallback = tmp_path / "off" / FALLBACK_NAME
     events = [json.loads(line) for line in fallback.read_text().splitlines()]
     assert [e["call"] for e in events] == ["start", "metrics", "metrics", "end"]
-    uri = f"sqlite:///{tmp_path / 'later.db'}"
+    uri = mlflow_db_copy(migrated_mlflow_db, tmp_path / "later.db")
     replayed = replay_fallback(fallback, uri)
     import mlflow
 

@@ -1,5 +1,6 @@
 """Run by test_data_parallel.py (under torchrun, or as one plain process): `run_stage` on stage0-text of the
-tiny curriculum with a given global/micro batch size, writing what each rank saw to RESULT.rankN.pt.
+tiny curriculum with a given global/micro batch size on DATASET (the text_dataset fixture), writing what
+each rank saw to RESULT.rankN.pt.
 
 Written: per-step losses, the global and this rank's sample keys per step, the gradients of every trainable
 parameter after the data-parallel reduction (step 1), and the router biases at the end.

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from components.training.checkpoint_store import MARKER, fetch_checkpoint, publish_checkpoint
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, mlflow_db_copy
 from tests.s3_server import list_objects, read_object, s3_client
 
 CURRICULUM = str(REPO_ROOT / "data_specs" / "curriculum" / "tiny.yaml")
@@ -60,7 +60,7 @@ def test_publisher_killed_mid_upload_leaves_no_readable_checkpoint(s3_bucket, tm
 
 @pytest.mark.slow
 def test_stage_steps_on_object_storage_chain_by_uri_and_register_the_uri(tiny_dataset, s3_bucket, tmp_path,
-                                                                         monkeypatch):  # fmt: skip
+                                                                         monkeypatch, migrated_mlflow_db):  # fmt: skip
     from mlflow import MlflowClient
 
     from components.pipelines.stage_entry import POINTER, run_stage_step
@@ -73,7 +73,7 @@ def test_stage_steps_on_object_storage_chain_by_uri_and_register_the_uri(tiny_da
     version, tokenizer, env = put_stage_inputs(tiny_dataset, s3_bucket, tmp_path)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    tracking = f"sqlite:///{tmp_path}/mlflow.db"
+    tracking = mlflow_db_copy(migrated_mlflow_db, tmp_path / "mlflow.db")
     common = dict(datasets=json.dumps({"demo": f"tiny@{version}"}), tokenizer=tokenizer,
                   tracking_uri=tracking, parent_run_id="offline", max_steps=1)  # fmt: skip
 
@@ -137,7 +137,8 @@ def test_stage_steps_on_object_storage_chain_by_uri_and_register_the_uri(tiny_da
     assert json.loads(read_object(uri, "meta.json"))["step"] == 2  # and the new save was published there
 
 
-def test_mlflow_references_a_checkpoint_on_the_volume_or_over_the_limit_and_copies_a_small_one(tmp_path, monkeypatch):
+def test_mlflow_references_a_checkpoint_on_the_volume_or_over_the_limit_and_copies_a_small_one(tmp_path, monkeypatch,
+                                                                                          migrated_mlflow_db):
     """No full-size copy through MLflow: a folder on the shared volume or over the size limit is recorded as a
     pointer artifact (the registry source) that models:/ follows; a small laptop checkpoint is still copied."""
     import shutil
@@ -150,7 +151,7 @@ def test_mlflow_references_a_checkpoint_on_the_volume_or_over_the_limit_and_copi
     from components.tracking.experiments import CURRICULUM_EXPERIMENT, use_experiment
     from components.tracking.models import resolve_model
 
-    tracking = f"sqlite:///{tmp_path}/mlflow.db"
+    tracking = mlflow_db_copy(migrated_mlflow_db, tmp_path / "mlflow.db")
     use_experiment(mlflow, CURRICULUM_EXPERIMENT, tracking)
     monkeypatch.setenv("OMNISTAGE_CHECKPOINT_ROOT", str(tmp_path / "volume"))
     default_limit = mlflow_stage.LARGE_LOCAL_CHECKPOINT_BYTES

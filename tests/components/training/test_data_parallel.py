@@ -1,6 +1,7 @@
 """Data-parallel stage training (2 gloo processes under torchrun) against one process on the same global batches.
 
-The worker (dp_worker.py) runs `run_stage` on stage0-text with global_batch_size=2, micro_batch_size=1.
+The worker (dp_worker.py) runs `run_stage` on stage0-text with global_batch_size=2, micro_batch_size=1, on
+the `text_dataset` fixture (tests/conftest.py), whose two rows of each global batch hold different texts.
 A checkpoint saved at data parallel 2 resuming at one process on the next sample is
 tests/components/training/test_model_parallel.py::test_saved_at_2_processes_resumes_at_1_on_the_next_sample[dp2]
 (the same run_stage resume, on the multimodal stage, with the encoders' optimizer state too); a killed data
@@ -13,7 +14,7 @@ import torch
 from components.specs.curriculum import CurriculumSpec
 from components.training.data_parallel import plan_data_parallel, total_steps
 from tests.components.training.torchrun import run_worker
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, mlflow_db_copy
 
 WORKER = REPO_ROOT / "tests" / "components" / "training" / "dp_worker.py"
 STAGE = CurriculumSpec.load(REPO_ROOT / "data_specs" / "curriculum" / "tiny.yaml").stage("stage0-text")
@@ -27,18 +28,18 @@ def _worker(nproc: int, dataset, out, result, *args: str) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def one_process(tiny_dataset, tmp_path_factory):
+def one_process(text_dataset, tmp_path_factory):
     """The single-process reference: 2 steps of 2 sequences."""
     tmp = tmp_path_factory.mktemp("dp1")
-    return _worker(1, tiny_dataset, tmp / "out", tmp / "res", "--steps", "2", "--plain-reference")[0]
+    return _worker(1, text_dataset, tmp / "out", tmp / "res", "--steps", "2", "--plain-reference")[0]
 
 
 @pytest.fixture(scope="module")
-def two_ranks(tiny_dataset, tmp_path_factory):
+def two_ranks(text_dataset, tmp_path_factory, migrated_mlflow_db):
     """2 steps at data parallel 2: (each rank's record, the MLflow tracking URI)."""
     tmp = tmp_path_factory.mktemp("dp2")
-    uri = f"sqlite:///{tmp / 'mlflow.db'}"
-    return _worker(2, tiny_dataset, tmp / "out", tmp / "res", "--steps", "2", "--tracking-uri", uri), uri
+    uri = mlflow_db_copy(migrated_mlflow_db, tmp / "mlflow.db")
+    return _worker(2, text_dataset, tmp / "out", tmp / "res", "--steps", "2", "--tracking-uri", uri), uri
 
 
 @pytest.mark.slow
@@ -50,6 +51,7 @@ def test_two_data_parallel_ranks_match_one_process(one_process, two_ranks):
     # rank r trained on sequence r of every global batch: together, the whole batch once, in order
     for step in range(2):
         assert ranks[0]["local_order"][step] + ranks[1]["local_order"][step] == one_process["order"][step]
+        assert ranks[0]["local_order"][step] != ranks[1]["local_order"][step]  # else a rank on the wrong row passes
     reference = one_process["grads"]
     assert len(reference) > 50 and set(ranks[0]["grads"]) == set(reference)  # every trainable parameter
     for name, grad in one_process["plain_grads"].items():  # megatron's step = plain autograd on the global batch
@@ -108,7 +110,7 @@ def test_only_rank_zero_tracks_and_its_metrics_are_global(one_process, two_ranks
     assert [m.value for m in history] == pytest.approx(one_process["losses"], abs=LOSS_ATOL)
 
 
-def test_a_padded_micro_batch_sums_to_its_sequences_one_by_one(tiny_dataset, single_process):
+def test_a_padded_micro_batch_sums_to_its_sequences_one_by_one(text_dataset, single_process):
     """micro_batch_size > 1: rows of different lengths padded into one batch give the same loss sums and counts."""
     from components.training.stage_runner import load_samples, make_microbatch
     from model import tokenizer as tok
@@ -116,8 +118,8 @@ def test_a_padded_micro_batch_sums_to_its_sequences_one_by_one(tiny_dataset, sin
     from model.omni import OmniModel, loss_counts
 
     preset = get_preset("tiny")
-    tokenizer = tok.load_tokenizer(tiny_dataset / "tokenizer.json")
-    samples, _, _ = load_samples({"demo": tiny_dataset}, STAGE, tokenizer, preset, seed=1234)
+    tokenizer = tok.load_tokenizer(text_dataset / "tokenizer.json")
+    samples, _, _ = load_samples({"demo": text_dataset}, STAGE, tokenizer, preset, seed=1234)
     first, second = sorted(samples)[:2]
     rows = [[samples[first]], [samples[second], samples[first]]]  # the first row is shorter: padded
     torch.manual_seed(0)

@@ -3,7 +3,8 @@ and `--resume` (what a restarted TrainJob node runs) ends where an uninterrupted
 
 Three runs of the CLI on stage0-text of the tiny curriculum at global batch 2 (data parallel 2), 6 steps,
 a checkpoint every 2: uninterrupted; killed (SIGKILL to rank 1 once the first checkpoint is published);
-resumed. Each appends its global batches to a sample log (`--sample-log`).
+resumed. Each appends its global batches to a sample log (`--sample-log`). The data is the `text_dataset`
+fixture (tests/conftest.py), on which no two of the 6 global batches hold the same keys.
 """
 
 from __future__ import annotations
@@ -96,14 +97,14 @@ def curriculum(tmp_path) -> Path:
 
 @pytest.mark.slow
 @pytest.mark.timeout(400)
-def test_a_killed_rank_fails_the_job_and_resume_ends_where_an_uninterrupted_run_ends(tiny_dataset, curriculum,
+def test_a_killed_rank_fails_the_job_and_resume_ends_where_an_uninterrupted_run_ends(text_dataset, curriculum,
                                                                                      tmp_path):  # fmt: skip
-    straight = _train(*_train_args(curriculum, tiny_dataset, tmp_path / "straight", tmp_path / "straight.jsonl"))
+    straight = _train(*_train_args(curriculum, text_dataset, tmp_path / "straight", tmp_path / "straight.jsonl"))
     reference = json.loads(straight.stdout)
 
     out, log = tmp_path / "killed", tmp_path / "killed.jsonl"
     stderr = (tmp_path / "killed.err").open("w+")
-    launcher = subprocess.Popen(_train_args(curriculum, tiny_dataset, out, log), env=_env(), cwd=REPO_ROOT,
+    launcher = subprocess.Popen(_train_args(curriculum, text_dataset, out, log), env=_env(), cwd=REPO_ROOT,
                                 stdout=subprocess.DEVNULL, stderr=stderr, text=True)  # fmt: skip
     tree = psutil.Process(launcher.pid)
     try:
@@ -128,10 +129,12 @@ def test_a_killed_rank_fails_the_job_and_resume_ends_where_an_uninterrupted_run_
     assert "Rerun with --resume" in report
     assert EVERY <= saved < STEPS, "the kill came after the last step: nothing left to resume"
 
-    resumed = _train(*_train_args(curriculum, tiny_dataset, out, log, "--resume"))
+    resumed = _train(*_train_args(curriculum, text_dataset, out, log, "--resume"))
     assert f"resumed stage stage0-text at step {saved}" in resumed.stderr
     result = json.loads(resumed.stdout)
     assert result["steps"] == STEPS and result["global_sequences"] == reference["global_sequences"]
-    assert _steps(log) == _steps(tmp_path / "straight.jsonl")  # the same global batches, step by step
+    straight_steps = _steps(tmp_path / "straight.jsonl")
+    assert len({tuple(keys) for keys in straight_steps.values()}) == STEPS  # a resume on the wrong rows shows
+    assert _steps(log) == straight_steps  # the same global batches, step by step
     assert sorted(_steps(log)) == list(range(1, STEPS + 1))
     assert result["final_loss"] == pytest.approx(reference["final_loss"], abs=LOSS_ATOL)
