@@ -25,7 +25,7 @@ import torch
 import webdataset as wds
 
 from components.training.checkpoint import save_checkpoint
-from components.training.render import waveform
+from components.training.render import task_family, waveform
 from model import tokenizer as tok
 from model.codec import AudioCodec
 from model.config import get_preset
@@ -45,8 +45,7 @@ def training_mels(datasets: dict[str, Path], stage, codec: AudioCodec) -> list[t
         shards = sorted(str(p) for p in (Path(datasets[dataset]) / "shards").glob("*.tar"))
         for raw in wds.WebDataset(shards, shardshuffle=False, empty_check=False, nodesplitter=lambda urls: urls):
             meta = json.loads(raw["json"]) if "json" in raw else {}
-            family = meta.get("task_family") or meta.get("modality")
-            if meta.get("split") != "train" or family not in stage.data.mixture or "wav" not in raw:
+            if meta.get("split") != "train" or task_family(meta) not in stage.data.mixture or "wav" not in raw:
                 continue
             with torch.no_grad():
                 mels.append(codec.mel(waveform({**raw, "json": meta}, codec.cfg.sample_rate)))

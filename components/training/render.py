@@ -82,6 +82,11 @@ class SpeechCoder:
     frame_rate: float
 
 
+def task_family(meta: dict) -> str | None:
+    """The family an ingested sample trains (a mixture key): its `task_family` label, else its modality."""
+    return meta.get("task_family") or meta.get("modality")
+
+
 def waveform(sample: dict, sample_rate: int) -> torch.Tensor | None:
     """The sample's mono 16-bit audio as float samples; None without audio."""
     if "wav" not in sample:
@@ -142,7 +147,7 @@ def render_prompt(sample: dict, tokenizer: Tokenizer, vit: ViTConfig, audio: Aud
             placed = torch.full((len(ids), codes.shape[1]), -1, dtype=torch.long)
             placed[at] = codes.long()
             codes = placed
-    family = meta.get("task_family") or meta["modality"]
+    family = task_family(meta)
     if family in FIXED_REQUEST:
         ids += request_ids(tokenizer, family)
         if codes is not None:
@@ -198,7 +203,7 @@ def render_samples(sample: dict, tokenizer: Tokenizer, vit: ViTConfig, audio: Au
     `KEY/qN`); empty when it carries nothing its task family can train on (e.g. a clip without QA)."""
     meta = sample["json"] if isinstance(sample["json"], dict) else json.loads(sample["json"])
     sample = {**sample, "json": meta}
-    family = meta.get("task_family") or meta.get("modality")
+    family = task_family(meta)
     if meta["modality"] == "text":
         eos = tok.special_id(tokenizer, tok.EOS)
         ids = [tok.special_id(tokenizer, tok.BOS)] + tokenizer.encode(sample["txt"].decode("utf-8")).ids + [eos]

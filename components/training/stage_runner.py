@@ -73,7 +73,7 @@ from components.training.megatron_step import (
 from components.training.mixture import MixtureSampler
 from components.training.packing import CarryOverPacker
 from components.training.precision import params_dtype, with_precision
-from components.training.render import RenderedSample, SpeechCoder, render_samples, waveform
+from components.training.render import RenderedSample, SpeechCoder, render_samples, task_family, waveform
 from components.training.speech_render import SPEECH_RESPONSE, render_speech_response
 from model import tokenizer as tok
 from model.codec import AudioCodec
@@ -210,8 +210,7 @@ def load_samples(datasets: dict[str, Path], stage: StageSpec, tokenizer, preset,
                 if "json" not in raw:
                     continue
                 raw["json"] = json.loads(raw["json"])  # parsed once; render_samples takes the dict
-                meta = raw["json"]
-                if meta.get("split") != "train" or (meta.get("task_family") or meta.get("modality")) not in needed:
+                if raw["json"].get("split") != "train" or task_family(raw["json"]) not in needed:
                     continue
                 rendered = render_samples(raw, tokenizer, preset.vit, preset.audio_encoder, speech_coder=input_coder)
                 spoken = _speech_response(raw, tokenizer, preset, coder) if coder is not None else None
