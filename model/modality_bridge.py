@@ -53,24 +53,19 @@ class ModalityBridge:
         start = self.rank * base + min(self.rank, extra)
         return slice(start, start + base + (self.rank < extra))
 
-    def encode(self, items: list, encoder: Callable[[list], list[torch.Tensor]], probe: Callable[[], list],
-               calls_per_item: bool = False) -> list[torch.Tensor]:  # fmt: skip
+    def encode(self, items: list, encoder: Callable[[list], list[torch.Tensor]], probe: Callable[[], list]
+               ) -> list[torch.Tensor]:  # fmt: skip
         """Every item's features on every rank, each rank encoding only its `owned_slice` of `items`.
 
         FSDP-sharded encoders must run forward and backward the same number of times on every rank of
-        their mesh (all ranks: each call all-gathers parameters, each backward reduce-scatters gradients),
-        so a rank with fewer encoder calls than the busiest rank (`calls_per_item`: the encoder runs once
-        per item, as the audio encoder does per clip) encodes `probe()` (a minimal input) for the
-        difference and contributes zero rows of it: the graph still reaches the encoder, whose gradient
-        from those calls is exactly zero.
+        their mesh (all ranks: each call all-gathers parameters, each backward reduce-scatters gradients).
+        The encoder takes a rank's items in one call, so a rank with nothing to encode encodes `probe()` (a
+        minimal input) instead and contributes zero rows of it: the graph still reaches the encoder, whose
+        gradient from that call is exactly zero.
         """
         mine = items[self.owned_slice(len(items))]
-        calls = len(mine) if calls_per_item else int(bool(mine))
-        # before any encoder call: collectives in one order on every rank
-        most = _most_calls_of_any_rank(calls, self.encoder_group)
         outputs = encoder(mine) if mine else []
-        pads = [torch.cat(encoder(probe()))[:0] for _ in range(most - calls)]
-        local = torch.cat([*outputs, *pads])
+        local = torch.cat(outputs) if outputs else torch.cat(encoder(probe()))[:0]
         gathered = self.gather(local) if self.size > 1 else local
         if not items:
             return [gathered]  # zero rows, still attached to the encoder's graph
@@ -122,15 +117,6 @@ class ModalityBridge:
         counts = [torch.zeros(1, dtype=torch.long, device=device) for _ in range(self.size)]
         dist.all_gather(counts, torch.tensor([rows], device=device), group=self.group)
         return [int(c) for c in counts]
-
-
-def _most_calls_of_any_rank(calls: int, group: dist.ProcessGroup | None) -> int:
-    """At least one call, and as many as the rank with the most of `group` (the encoders' FSDP mesh)."""
-    if not dist.is_initialized() or dist.get_world_size(group) == 1:
-        return max(calls, 1)
-    most = torch.tensor([max(calls, 1)], device=collective_device())
-    dist.all_reduce(most, op=dist.ReduceOp.MAX, group=group)
-    return int(most)
 
 
 class _Gather(torch.autograd.Function):

@@ -305,10 +305,10 @@ class OmniModel(nn.Module):
         unique = list({id(f): f for f in batch.audio_features or []}.values())
 
         def encode(clips: list[torch.Tensor]) -> list[torch.Tensor]:
-            return [self.audio_encoder.to_llm(self.audio_encoder(f[None]))[0] for f in clips]
+            return [self.audio_encoder.to_llm(hidden) for hidden in self.audio_encoder.encode_clips(clips)]
 
         if self.encoder_bridge is not None:
-            encoded = self.encoder_bridge.encode(unique, encode, self._audio_probe, calls_per_item=True)
+            encoded = self.encoder_bridge.encode(unique, encode, self._audio_probe)
         elif unique:
             encoded = encode(unique)
         else:

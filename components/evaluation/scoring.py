@@ -75,23 +75,34 @@ def _batch(rows: list[list[int]], labels: list[list[int]], prompt, pad: int) -> 
     return OmniBatch(ids, lab, visuals=(prompt.visuals * n) or None, audio_features=(prompt.audio_features * n) or None)
 
 
-@torch.no_grad()
 def _choice_scores(loaded: LoadedModel, prompt, question: list[int], choices: list[str], mean: bool) -> list[float]:
     """Log-probability of each choice's answer tokens (and `<eos>`) after prompt + question: the mean per
     token when `mean`, else the sum."""
-    head = prompt.ids + question
-    rows, labels = [], []
-    for choice in choices:
-        answer = answer_ids(loaded.tokenizer, choice)
-        rows.append(head + answer)
-        labels.append([IGNORE] * (len(head) - 1) + answer + [IGNORE])
+    return _question_scores(loaded, prompt, [(question, choices)], mean)[0]
+
+
+@torch.no_grad()
+def _question_scores(loaded: LoadedModel, prompt, questions: list[tuple[list[int], list[str]]], mean: bool
+                     ) -> list[list[float]]:  # fmt: skip
+    """`_choice_scores` of several questions about one prompt's media, as one batch: the media are encoded
+    once for all of them (rows repeat the same input objects), and right padding leaves each row's scores
+    as they are alone (causal attention)."""
+    rows, labels, sizes = [], [], []
+    for question, choices in questions:
+        head = prompt.ids + question
+        for choice in choices:
+            answer = answer_ids(loaded.tokenizer, choice)
+            rows.append(head + answer)
+            labels.append([IGNORE] * (len(head) - 1) + answer + [IGNORE])
+        sizes.append(len(choices))
     batch = _batch(rows, labels, prompt, tok.special_id(loaded.tokenizer, tok.EOS))
     logp = F.log_softmax(loaded.model.text_logits(batch).float(), dim=-1)
     target = batch.labels.clamp(min=0)
     scored = batch.labels != IGNORE
     picked = logp.gather(-1, target[..., None])[..., 0] * scored
     total = picked.sum(-1)
-    return (total / scored.sum(-1) if mean else total).tolist()
+    flat = (total / scored.sum(-1) if mean else total).tolist()
+    return [flat[sum(sizes[:i]) : sum(sizes[: i + 1])] for i in range(len(sizes))]
 
 
 @torch.no_grad()
@@ -152,9 +163,10 @@ def score_items(loaded: LoadedModel, suite: EvalSuiteSpec, samples: Iterator[dic
             items.append(base | {"errors": errors, "words": words, "hypothesis": hypothesis})
             continue
         family = meta.get("task_family")
-        for number, (question, answer, choices, kind) in enumerate(_items_of(sample, suite)):
-            qids = question_ids(loaded.tokenizer, family, question) if question else []
-            scores = _choice_scores(loaded, prompt, qids, choices, suite.choice_scoring == "mean_logprob")
+        questions = _items_of(sample, suite)
+        asked = [(question_ids(loaded.tokenizer, family, q) if q else [], choices) for q, _, choices, _ in questions]
+        all_scores = _question_scores(loaded, prompt, asked, suite.choice_scoring == "mean_logprob")
+        for number, ((question, answer, choices, kind), scores) in enumerate(zip(questions, all_scores)):
             best = int(np.argmax(scores))
             if suite.classify:  # report the class, not the whole caption
                 truth, pick = meta["labels"][suite.classify], suite.choices[best]

@@ -45,3 +45,24 @@ def test_causal_with_bounded_lookahead():
     ahead[:, t + 1] += 5.0
     with torch.no_grad():
         assert not torch.allclose(enc(ahead)[:, t], a[:, t])
+
+
+def test_clips_encoded_together_equal_each_clip_alone():
+    """`encode_clips` pads clips of different lengths into one batch; every clip's states, its CTC loss and
+    the encoder's gradients are those of encoding the clips one at a time (the padding reads as silence)."""
+    torch.manual_seed(0)
+    enc = StreamingAudioEncoder(TINY)
+    clips = [torch.randn(n, 640) for n in (7, 19, 12)]
+    together = enc.encode_clips(clips)
+    for clip, hidden in zip(clips, together):
+        assert hidden.shape == (clip.shape[0], 32)
+        torch.testing.assert_close(hidden, enc(clip[None])[0], rtol=1e-5, atol=1e-6)
+    targets = [torch.randint(1, 20, (3,)) for _ in clips]
+    enc.ctc_loss_sum(clips, targets).backward()
+    batched = {n: p.grad.clone() for n, p in enc.named_parameters() if p.grad is not None}
+    enc.zero_grad()
+    one_by_one = torch.stack([enc.ctc_loss_sum([clip], [t]) for clip, t in zip(clips, targets)]).sum()
+    one_by_one.backward()
+    for name, param in enc.named_parameters():
+        if name in batched:
+            torch.testing.assert_close(batched[name], param.grad, rtol=1e-4, atol=1e-5, msg=name)

@@ -106,6 +106,27 @@ def test_choice_scores_are_the_mean_log_probability_per_answer_token(trained):
 
 
 @pytest.mark.slow
+def test_questions_about_one_clip_scored_together_score_as_alone(trained):
+    """A clip's questions are scored as one batch (its media encoded once): every choice of every
+    question scores what it scores when its question is asked alone."""
+    from components.evaluation.items import load_eval_samples
+    from components.evaluation.scoring import _choice_scores, _items_of, _question_scores, load_checkpoint_model
+    from components.specs.evals import EVALS_DIR, load_suites
+    from components.training.render import question_ids, render_prompt
+
+    loaded = load_checkpoint_model(trained["checkpoint"])
+    spec = load_suites(EVALS_DIR, ["video_qa"])[0]
+    sample = load_eval_samples(spec, {"demo": trained["dataset"]})[0]
+    prompt = render_prompt(sample, loaded.tokenizer, loaded.preset.vit, loaded.preset.audio_encoder)
+    asked = [(question_ids(loaded.tokenizer, "video_qa", q), choices) for q, _, choices, _ in _items_of(sample, spec)]
+    assert len(asked) == 3 and len({len(c) for _, c in asked}) > 1  # questions with different numbers of choices
+    together = _question_scores(loaded, prompt, asked, mean=True)
+    assert [len(scores) for scores in together] == [len(c) for _, c in asked]
+    for (question, choices), scores in zip(asked, together):
+        assert scores == pytest.approx(_choice_scores(loaded, prompt, question, choices, mean=True), abs=1e-5)
+
+
+@pytest.mark.slow
 def test_blanking_keeps_the_prompt_and_removes_the_content(trained):
     import torch
 
