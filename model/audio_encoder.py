@@ -138,3 +138,9 @@ class StreamingAudioEncoder(nn.Module):
 
     def to_llm(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.projector(hidden)
+
+    def ctc_posteriors(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The CTC head's distribution over its vocabulary at each step [steps, ctc_vocab_size], the blank's
+        mass removed: a step the head calls blank is (nearly) all zeros, a spoken token (nearly) one-hot."""
+        posteriors = F.softmax(self.ctc_logits(hidden).float(), dim=-1)
+        return posteriors.index_fill(-1, torch.tensor([CTC_BLANK], device=posteriors.device), 0.0)

@@ -49,6 +49,13 @@ IGNORE = -100
 TEXT_LOSS_CLASSES = ("text", "audio_text", "vision")
 # Losses computed from an encoder alone: a pass that wants only these skips the LLM forward.
 ENCODER_LOSSES = frozenset({"ctc"})
+# How the audio encoder's output enters the LLM (`OmniModel(audio_input=...)`, a stage's `speech_input`):
+# "projector": its hidden states through the MLP projector (REFERENCE.md section 4); "ctc_posteriors": its
+# CTC head's posteriors over the tokenizer (blank dropped) times the LLM's input embedding table, so speech
+# arrives as a soft mix of the tokens it spells. Measured on the tiny preset (README, "What was measured"):
+# the projector path learns the training voices only; the posterior path is what reaches unseen voices.
+AUDIO_INPUTS = ("projector", "ctc_posteriors")
+
 # What `loss_terms` computes when not told: the LLM's losses (text classes, audio codebooks).
 DEFAULT_LOSSES = frozenset({"text", "audio"})
 
@@ -200,11 +207,21 @@ class OmniModel(nn.Module):
     """
 
     def __init__(self, preset: ModelPreset, vision_pad_id: int, audio_pad_id: int,
-                 parallel: ParallelSizes = ParallelSizes(), params_dtype: torch.dtype = torch.float32):  # fmt: skip
+                 parallel: ParallelSizes = ParallelSizes(), params_dtype: torch.dtype = torch.float32,
+                 audio_input: str = "projector"):  # fmt: skip
         """`params_dtype` bfloat16: the LLM (and its audio heads) is built for bf16 mixed precision (megatron's
         config bf16=True); the trainer then wraps it in megatron's Float16Module
-        (components.training.precision). Evaluation builds fp32 models and loads any checkpoint into them."""
+        (components.training.precision). Evaluation builds fp32 models and loads any checkpoint into them.
+        `audio_input`: one of AUDIO_INPUTS (the same weights serve both; checkpoints record which one trained)."""
         super().__init__()
+        if audio_input not in AUDIO_INPUTS:
+            raise ValueError(f"audio_input {audio_input!r} is not one of {AUDIO_INPUTS}")
+        if audio_input == "ctc_posteriors" and preset.audio_encoder.ctc_vocab_size != preset.llm.vocab_size:
+            raise ValueError(f"preset {preset.name!r}: audio_input 'ctc_posteriors' mixes the LLM's token embeddings "
+                             f"by the CTC head's posteriors, so audio_encoder.ctc_vocab_size "
+                             f"({preset.audio_encoder.ctc_vocab_size}) must equal llm.vocab_size "
+                             f"({preset.llm.vocab_size}); use speech_input 'encoder'")  # fmt: skip
+        self.audio_input = audio_input
         from megatron.core import parallel_state
         from megatron.core.tensor_parallel import ColumnParallelLinear
 
@@ -304,8 +321,10 @@ class OmniModel(nn.Module):
     def _audio_features(self, batch: OmniBatch) -> torch.Tensor | None:
         unique = list({id(f): f for f in batch.audio_features or []}.values())
 
+        out = self.audio_encoder.ctc_posteriors if self.audio_input == "ctc_posteriors" else self.audio_encoder.to_llm
+
         def encode(clips: list[torch.Tensor]) -> list[torch.Tensor]:
-            return [self.audio_encoder.to_llm(hidden) for hidden in self.audio_encoder.encode_clips(clips)]
+            return [out(hidden) for hidden in self.audio_encoder.encode_clips(clips)]
 
         if self.encoder_bridge is not None:
             encoded = self.encoder_bridge.encode(unique, encode, self._audio_probe)
@@ -313,7 +332,21 @@ class OmniModel(nn.Module):
             encoded = encode(unique)
         else:
             return None
-        return self._in_batch_order(unique, encoded, batch.audio_features)
+        features = self._in_batch_order(unique, encoded, batch.audio_features)
+        return self._embed_posteriors(features) if self.audio_input == "ctc_posteriors" else features
+
+    def _embed_posteriors(self, posteriors: torch.Tensor) -> torch.Tensor:
+        """[steps, vocab] posteriors -> [steps, hidden]: their mix of the LLM's input embeddings. Under tensor
+        parallelism each rank holds a vocabulary slice of the table: its partial sums are all-reduced (the
+        backward is the identity, as for the text embedding: every rank holds the same output gradient)."""
+        from megatron.core import parallel_state
+        from megatron.core.tensor_parallel import reduce_from_tensor_model_parallel_region
+
+        table = self.llm.embedding.word_embeddings
+        mixed = posteriors[:, table.vocab_start_index : table.vocab_end_index].to(table.weight.dtype) @ table.weight
+        if parallel_state.get_tensor_model_parallel_world_size() > 1:
+            mixed = reduce_from_tensor_model_parallel_region(mixed)
+        return mixed
 
     @staticmethod
     def _in_batch_order(unique: list, encoded: list[torch.Tensor], items: list | None) -> torch.Tensor:

@@ -60,7 +60,9 @@ def load_checkpoint_model(checkpoint: Path) -> LoadedModel:
     preset = get_preset(meta["preset"], llm=meta.get("preset_overrides", {}))
     init_parallel(seed=0)
     tokenizer = tok.load_tokenizer(folder / "tokenizer.json")
-    model = OmniModel(preset, tok.special_id(tokenizer, tok.VISION_PAD), tok.special_id(tokenizer, tok.AUDIO_PAD))
+    # the audio path its last stage trained (checkpoints from before it was recorded used the projector)
+    model = OmniModel(preset, tok.special_id(tokenizer, tok.VISION_PAD), tok.special_id(tokenizer, tok.AUDIO_PAD),
+                      audio_input=meta.get("audio_input", "projector"))  # fmt: skip
     load_weights(folder, model, meta["preset"])
     model.eval()
     return LoadedModel(model, tokenizer, preset, meta)

@@ -300,10 +300,12 @@ class StageSpec(_Strict):
     optimizer: OptimizerSpec
     schedule: ScheduleSpec = ScheduleSpec()
     loss_weights: dict[str, float] = Field(default_factory=lambda: {"text": 1.0})
-    speech_input: Literal["encoder", "codec"] = Field(
+    speech_input: Literal["encoder", "codec", "ctc_posteriors"] = Field(
         "encoder",
         description="how input speech reaches the LLM: 'codec' tokens in the 1-second layout (stages 1-4, needs an "
-        "earlier stage that trains the codec) or 'encoder' features from the audio encoder (stage 5 on)",
+        "earlier stage that trains the codec), 'encoder' features from the audio encoder through its projector "
+        "(stage 5 on), or 'ctc_posteriors': the audio encoder's CTC posteriors over the tokenizer (blank dropped) "
+        "as a mix of the LLM's own token embeddings, no projector (model.omni.AUDIO_INPUTS)",
     )
     precision: Literal["fp32", "bf16"] = Field(
         "fp32",
@@ -422,6 +424,11 @@ class StageSpec(_Strict):
                     f"{list(source.families)}, but data.mixture has only {families}; add one of them to the mixture "
                     f"or remove the weight (implemented losses: {implemented})"
                 )
+
+    @property
+    def audio_input(self) -> str:
+        """How the model built for this stage maps audio-encoder output into the LLM (model.omni.AUDIO_INPUTS)."""
+        return "ctc_posteriors" if self.speech_input == "ctc_posteriors" else "projector"
 
     def used_modules(self) -> set[str]:
         """Modules the stage's forward pass runs: the LLM and each family's path into it

@@ -61,12 +61,13 @@ IMPLEMENTED_LOSSES: dict[str, LossSource] = {
 # embeddings. A family not listed feeds text only. The validator refuses a stage that feeds data through a
 # module no stage of its init_from chain (itself included) has trained.
 AUDIO_PATH = ("audio_encoder", "audio_encoder_projector")
+CTC_POSTERIOR_PATH = ("audio_encoder",)  # its CTC head's posteriors mix the LLM's embeddings: no projector
 CODEC_PATH = ("codec", "audio_embeddings")
 VISION_PATH = ("vit", "vit_projector")
 
 
 def family_modules(family: str, speech_input: str = "encoder") -> tuple[str, ...]:
-    speech = CODEC_PATH if speech_input == "codec" else AUDIO_PATH
+    speech = {"codec": CODEC_PATH, "ctc_posteriors": CTC_POSTERIOR_PATH}.get(speech_input, AUDIO_PATH)
     modules: tuple[str, ...] = ()
     if family in SPEECH:
         modules += speech

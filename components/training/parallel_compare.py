@@ -32,13 +32,15 @@ def layout_stage(curriculum: CurriculumSpec, stage_name: str, sizes: ParallelSiz
                  global_batch_size: int = 2, micro_batch_size: int = 1, mixture: dict[str, float] | None = None,
                  preset: str | None = None) -> tuple[CurriculumSpec, StageSpec]:  # fmt: skip
     """The curriculum reduced to one stage, with every module but the codec trainable (so every gradient
-    is compared), the given parallel sizes and batch shape, from scratch (no init_from), optionally on
-    another data mixture or model preset. Returns (curriculum, stage)."""
+    is compared; but the audio projector when speech goes in as CTC posteriors, which bypass it), the given
+    parallel sizes and batch shape, from scratch (no init_from), optionally on another data mixture or model
+    preset. Returns (curriculum, stage)."""
     stage = curriculum.stage(stage_name)
+    bypassed = ["audio_encoder_projector"] if stage.speech_input == "ctc_posteriors" else []
     parallel = stage.parallel.model_copy(update={"tensor": sizes.tensor, "pipeline": sizes.pipeline,
                                                  "expert": sizes.expert, "context": sizes.context})  # fmt: skip
     update = {"global_batch_size": global_batch_size, "micro_batch_size": micro_batch_size, "parallel": parallel,
-              "seq_length": seq_length, "train": list(EVERY_TRAINED_MODULE), "freeze": [],
+              "seq_length": seq_length, "train": [m for m in EVERY_TRAINED_MODULE if m not in bypassed], "freeze": [],
               "init_from": None}  # fmt: skip
     if mixture is not None:
         update["data"] = stage.data.model_copy(update={"mixture": mixture})
@@ -55,7 +57,7 @@ def build_stage_model(curriculum: CurriculumSpec, stage: StageSpec, tokenizer_pa
     preset = get_preset(curriculum.preset, llm={"rope_theta": stage.rope_theta, "seq_length": stage.seq_length})
     tokenizer = tok.load_tokenizer(tokenizer_path)
     return OmniModel(preset, tok.special_id(tokenizer, tok.VISION_PAD), tok.special_id(tokenizer, tok.AUDIO_PAD),
-                     stage.parallel.megatron_sizes())  # fmt: skip
+                     stage.parallel.megatron_sizes(), audio_input=stage.audio_input)  # fmt: skip
 
 
 def save_model(folder: Path, model, preset: str, tokenizer_path: Path) -> None:

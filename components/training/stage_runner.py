@@ -325,7 +325,7 @@ def run_stage(run: StageRun) -> StageResult:
     torch.manual_seed(curriculum.seed)
     tokenizer = tok.load_tokenizer(run.tokenizer)
     model = OmniModel(preset, tok.special_id(tokenizer, tok.VISION_PAD), tok.special_id(tokenizer, tok.AUDIO_PAD),
-                      sizes, params_dtype(stage.precision)).to(training_device())  # fmt: skip
+                      sizes, params_dtype(stage.precision), stage.audio_input).to(training_device())  # fmt: skip
     if run.resume and run.checkpoint_uri and not _has_checkpoint(run.out):  # a retried pod on a fresh node
         restore_for_resume(run.checkpoint_uri, Path(run.out) / CHECKPOINT_DIR)
     resuming = run.resume and _has_checkpoint(run.out)
@@ -438,7 +438,8 @@ def run_stage(run: StageRun) -> StageResult:
                                       "data_parallel": plan.dp, "world": plan.world}}  # fmt: skip
             meta = {"preset": curriculum.preset, "preset_overrides": {"rope_theta": stage.rope_theta,
                     "seq_length": stage.seq_length}, "curriculum": curriculum.name, "stage": stage.name,
-                    "step": step, "global_sequences": sequences, "data_parallel": plan.dp}  # fmt: skip
+                    "step": step, "global_sequences": sequences, "data_parallel": plan.dp,
+                    "audio_input": stage.audio_input}  # fmt: skip
             saved = save_checkpoint(run.out, model, train_state, meta, files={"tokenizer.json": run.tokenizer},
                                     optimizer=megatron_state)  # fmt: skip
             if run.checkpoint_uri:

@@ -123,3 +123,44 @@ def test_packed_samples_do_not_attend_to_each_other(single_process):
     assert torch.allclose(together[:, 7:], alone, atol=1e-5)
     assert not torch.allclose(leaky[:, 7:], alone, atol=1e-3)  # without the mask the first sample leaks in
     assert document_mask(documents)[0, 0, 7, 6] and not document_mask(documents)[0, 0, 8, 7]
+
+
+def test_ctc_posterior_audio_input_is_the_token_embeddings_the_ctc_head_hears(single_process):
+    """audio_input='ctc_posteriors': each audio position's input is the CTC head's posterior (blank dropped)
+    times the LLM's embedding table. The text loss then trains the encoder through its CTC head and the
+    embedding table, and not the projector; the projector path (default) is what it was."""
+    import dataclasses
+
+    import pytest
+
+    from model.audio_encoder import CTC_BLANK
+
+    torch.manual_seed(0)
+    tokenizer = tok.train_tokenizer(TEXTS, vocab_size=400)
+    args = (PRESET, tok.special_id(tokenizer, tok.VISION_PAD), tok.special_id(tokenizer, tok.AUDIO_PAD))
+    model = OmniModel(*args, audio_input="ctc_posteriors")
+    batch = _batch(tokenizer)
+    clip = batch.audio_features[0]
+    encoder = model.audio_encoder
+    posteriors = torch.softmax(encoder.ctc_logits(encoder(clip[None]))[0], -1)
+    assert posteriors[:, CTC_BLANK].min() > 0  # so dropping it is a change this test sees
+    posteriors[:, CTC_BLANK] = 0
+    expected = posteriors @ model.llm.embedding.word_embeddings.weight
+    torch.testing.assert_close(model._audio_features(batch), expected, rtol=1e-5, atol=1e-6)
+
+    model(batch)["text"].backward()
+    assert encoder.ctc_head.weight.grad.abs().sum() > 0 and encoder.input.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in encoder.projector.parameters())
+    audio_rows = torch.zeros(PRESET.llm.vocab_size, dtype=torch.bool)
+    audio_rows[sorted(set(range(PRESET.llm.vocab_size)) - set(batch.input_ids[0].tolist()))] = True
+    # rows of tokens the batch never spells get gradient only through the posteriors
+    assert model.llm.embedding.word_embeddings.weight.grad[audio_rows].abs().sum() > 0
+
+    projector = OmniModel(*args)
+    projector.load_state_dict(model.state_dict())
+    torch.testing.assert_close(projector._audio_features(batch), encoder.to_llm(encoder(clip[None]))[0])
+    with pytest.raises(ValueError, match="audio_input 'nope' is not one of"):
+        OmniModel(*args, audio_input="nope")
+    small_ctc = dataclasses.replace(PRESET, audio_encoder=dataclasses.replace(PRESET.audio_encoder, ctc_vocab_size=512))
+    with pytest.raises(ValueError, match=r"ctc_vocab_size \(512\) must equal llm.vocab_size \(1024\)"):
+        OmniModel(small_ctc, *args[1:], audio_input="ctc_posteriors")

@@ -17,7 +17,10 @@ def test_every_shipped_curriculum_loads(path):
     assert names[0].startswith("stage0") and names[-1] == "sft"
     assert "audio_encoder" in curriculum.stage("sft").freeze
     stage5 = next(s for s in curriculum.stages if s.name.startswith("stage5"))
-    assert "llm" in stage5.freeze and stage5.train == ["audio_encoder", "audio_encoder_projector"]
+    if stage5.speech_input == "ctc_posteriors":  # the tiny recipe: the LLM learns to read the CTC posteriors
+        assert "audio_encoder" in stage5.freeze and stage5.train == ["llm"]
+    else:  # REFERENCE: the encoder aligns to a frozen LLM through its projector
+        assert "llm" in stage5.freeze and stage5.train == ["audio_encoder", "audio_encoder_projector"]
     # a dumped spec validates again (KFP components pass curricula as JSON, defaults spelled out)
     assert CurriculumSpec.model_validate(curriculum.model_dump()) == curriculum
 
@@ -125,6 +128,15 @@ def _broken(tmp_path, change) -> Path:
             "stage 'stage1-text-speech' feeds data through 'audio_encoder_projector', which no earlier stage",
         ),
         (
+            # speech as CTC posteriors mixes the LLM's embeddings: the projector is not on the way
+            lambda d: d["stages"][7].update(
+                speech_input="ctc_posteriors",
+                train=["audio_encoder", "audio_encoder_projector"],
+                freeze=["llm", "vit", "vit_projector", "audio_embeddings", "audio_heads"],
+            ),
+            "stage 'stage5-audio-encoder' trains ['audio_encoder_projector'], which neither its data.mixture",
+        ),
+        (
             lambda d: d["stages"][0].update(train=["llm", "vit"]),
             "stage 'stage0-text' trains ['vit'], which neither its data.mixture (['text']) nor its loss_weights "
             "(['text']) reach",
@@ -170,6 +182,7 @@ def _broken(tmp_path, change) -> Path:
         "unproducible-loss",
         "freezes-untrained-module",
         "uses-untrained-module",
+        "ctc-posteriors-skip-the-projector",
         "trains-unreached-module",
         "encoder-shard-does-not-divide",
         "encoders-without-encoder",

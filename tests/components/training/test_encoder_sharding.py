@@ -18,10 +18,9 @@ TINY = Path(__file__).resolve().parents[3] / "data_specs" / "curriculum" / "tiny
 
 
 def _stage(**encoders) -> StageSpec:
-    """tiny.yaml's SFT stage with the ViT trained too (so both encoders are sharded: the ViT and the audio
-    projector) and `encoders`."""
+    """tiny.yaml's SFT stage with both encoders trained too (so both are sharded) and `encoders`."""
     sft = CurriculumSpec.load(TINY).stage("sft").model_dump()
-    sft = {**sft, "train": [*sft["train"], "vit"], "freeze": ["audio_encoder"]}
+    sft = {**sft, "train": [*sft["train"], "vit", "audio_encoder"], "freeze": []}
     parallel = {**sft["parallel"], "encoders": encoders} if encoders else sft["parallel"]
     return StageSpec.model_validate({**sft, "parallel": parallel})
 

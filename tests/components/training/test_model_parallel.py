@@ -39,8 +39,13 @@ GRAD_RTOL, LOSS_ATOL = 5e-5, 1e-5
 WEIGHT_RTOL = 1e-5
 LAYOUTS = {"dp2": [], "tp2-sp": ["--tp", "2"], "ep2": ["--ep", "2"], "pp2": ["--pp", "2"], "cp2": ["--cp", "2"]}
 DATA_PARALLEL_2 = ("dp2", "ep2")  # each rank its half of every global batch
-# Parameters the stage cannot give a gradient: the audio encoder's CTC head serves its own ASR loss.
-NO_GRADIENT = ("audio_encoder.ctc_head.", "codec.")  # trained by their own stages (ctc, codec)
+# How the compared stage (the tiny curriculum's sft) feeds speech to the LLM: through the audio encoder's
+# projector, or as its CTC head's posteriors mixing the LLM's embeddings (model.omni.AUDIO_INPUTS).
+AUDIO_INPUT = stage_curriculum(argparse.Namespace(tp=1, pp=1, ep=1, seq_length=512))[1].audio_input
+AUDIO_WAY_IN = "audio_encoder.projector." if AUDIO_INPUT == "projector" else "audio_encoder.ctc_head."
+# Parameters the stage cannot give a gradient: the codec (trained by its own stage) and the audio encoder's
+# other way into the LLM (the CTC head then serves only its own ASR loss; the projector is bypassed).
+NO_GRADIENT = ("codec.", "audio_encoder.ctc_head." if AUDIO_INPUT == "projector" else "audio_encoder.projector.")
 
 
 def _full_gradients(folder: Path, dataset: Path) -> dict[str, torch.Tensor]:
@@ -108,7 +113,7 @@ def test_layout_matches_one_process(layout, parallel_run, reference, tiny_datase
     assert all(n.startswith(("audio_embeddings.", "audio_heads.")) for n in text_only), text_only
     audio = reference["audio_grads"]
     for part in ("router", "experts", "layernorm", "word_embeddings", "output_layer", "vit.blocks.",
-                 "vit.projector.", "audio_encoder.layers.", "audio_encoder.projector.", "audio_embeddings.",
+                 "vit.projector.", "audio_encoder.layers.", AUDIO_WAY_IN, "audio_embeddings.",
                  "audio_heads."):  # fmt: skip
         kind = audio if part.startswith("audio_") and "encoder" not in part else reference["grads"]
         assert any(part in n and kind[n].abs().max() > 0 for n in kind), f"no trained {part} gradient"
