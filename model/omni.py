@@ -337,16 +337,23 @@ class OmniModel(nn.Module):
 
     def _embed_posteriors(self, posteriors: torch.Tensor) -> torch.Tensor:
         """[steps, vocab] posteriors -> [steps, hidden]: their mix of the LLM's input embeddings. Under tensor
-        parallelism each rank holds a vocabulary slice of the table: its partial sums are all-reduced (the
-        backward is the identity, as for the text embedding: every rank holds the same output gradient)."""
+        parallelism each rank holds a vocabulary slice of the table, as a row-parallel layer holds a slice of
+        its input: the partial products are all-reduced forward (backward: the identity, every rank holds the
+        same output gradient, as for the text embedding), and the posteriors' gradient, which each rank has
+        for its slice only, is all-reduced backward, so the encoder (and the bridge's gather, which expects
+        the same full gradient on every rank) sees all of it."""
         from megatron.core import parallel_state
-        from megatron.core.tensor_parallel import reduce_from_tensor_model_parallel_region
+        from megatron.core.tensor_parallel import (
+            copy_to_tensor_model_parallel_region,
+            reduce_from_tensor_model_parallel_region,
+        )
 
         table = self.llm.embedding.word_embeddings
+        split = parallel_state.get_tensor_model_parallel_world_size() > 1
+        if split:
+            posteriors = copy_to_tensor_model_parallel_region(posteriors)
         mixed = posteriors[:, table.vocab_start_index : table.vocab_end_index].to(table.weight.dtype) @ table.weight
-        if parallel_state.get_tensor_model_parallel_world_size() > 1:
-            mixed = reduce_from_tensor_model_parallel_region(mixed)
-        return mixed
+        return reduce_from_tensor_model_parallel_region(mixed) if split else mixed
 
     @staticmethod
     def _in_batch_order(unique: list, encoded: list[torch.Tensor], items: list | None) -> torch.Tensor:
