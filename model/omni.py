@@ -286,8 +286,7 @@ class OmniModel(nn.Module):
                 emb = emb + table(codes[..., i].clamp(min=0)) * present[..., None]
         emb = self._scatter(emb, batch.input_ids, self.vision_pad_id, self._bridged(self._vision_features(batch)),
                             "vision")  # fmt: skip
-        emb = self._scatter(emb, batch.input_ids, self.audio_pad_id, self._bridged(self._audio_features(batch)),
-                            "audio")  # fmt: skip
+        emb = self._scatter(emb, batch.input_ids, self.audio_pad_id, self._audio_features(batch), "audio")
         if self.cp > 1:  # this CP rank's positions; backward: gradients at those positions only
             emb = split_sequence(emb, 0, self.cp, self.cp_rank)
         emb = emb.contiguous()  # [B, S, H] transposed above; megatron's layers view it as [S * B, H]
@@ -321,10 +320,11 @@ class OmniModel(nn.Module):
     def _audio_features(self, batch: OmniBatch) -> torch.Tensor | None:
         unique = list({id(f): f for f in batch.audio_features or []}.values())
 
-        out = self.audio_encoder.ctc_posteriors if self.audio_input == "ctc_posteriors" else self.audio_encoder.to_llm
+        posteriors = self.audio_input == "ctc_posteriors"
 
         def encode(clips: list[torch.Tensor]) -> list[torch.Tensor]:
-            return [out(hidden) for hidden in self.audio_encoder.encode_clips(clips)]
+            encoded = self.audio_encoder.encode_clips(clips, ctc_posteriors=posteriors)
+            return encoded if posteriors else [self.audio_encoder.to_llm(hidden) for hidden in encoded]
 
         if self.encoder_bridge is not None:
             encoded = self.encoder_bridge.encode(unique, encode, self._audio_probe)
@@ -332,7 +332,9 @@ class OmniModel(nn.Module):
             encoded = encode(unique)
         else:
             return None
-        features = self._in_batch_order(unique, encoded, batch.audio_features)
+        # bridged before the embedding mix: under CP the table is in megatron's DDP, which sums its gradient
+        # over the CP ranks itself (summing the mixed features' gradient first would count it twice)
+        features = self._bridged(self._in_batch_order(unique, encoded, batch.audio_features))
         return self._embed_posteriors(features) if self.audio_input == "ctc_posteriors" else features
 
     def _embed_posteriors(self, posteriors: torch.Tensor) -> torch.Tensor:

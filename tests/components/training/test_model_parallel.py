@@ -141,7 +141,7 @@ def test_saved_at_2_processes_resumes_at_1_on_the_next_sample(layout, parallel_r
 
         saved = dict(load_checkpoint_model(tmp / "out").model.named_parameters())
         init = _full_gradients(reference["init"], tiny_dataset)  # (the initial weights, loaded the same way)
-        for prefix in ("vit.blocks.", "vit.projector.", "audio_encoder.layers.", "audio_encoder.projector."):
+        for prefix in ("vit.blocks.", "vit.projector.", "audio_encoder.layers.", AUDIO_WAY_IN):
             assert any(n.startswith(prefix) and not torch.equal(p, init[n]) for n, p in saved.items()), prefix
     resumed = run_worker(WORKER, 1, tmp_path / "resumed", "--dataset", tiny_dataset, "--out", tmp / "out",
                          "--init", reference["init"], "--steps", 4, "--resume")[0]  # fmt: skip
