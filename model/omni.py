@@ -319,7 +319,6 @@ class OmniModel(nn.Module):
 
     def _audio_features(self, batch: OmniBatch) -> torch.Tensor | None:
         unique = list({id(f): f for f in batch.audio_features or []}.values())
-
         posteriors = self.audio_input == "ctc_posteriors"
 
         def encode(clips: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -335,7 +334,7 @@ class OmniModel(nn.Module):
         # bridged before the embedding mix: under CP the table is in megatron's DDP, which sums its gradient
         # over the CP ranks itself (summing the mixed features' gradient first would count it twice)
         features = self._bridged(self._in_batch_order(unique, encoded, batch.audio_features))
-        return self._embed_posteriors(features) if self.audio_input == "ctc_posteriors" else features
+        return self._embed_posteriors(features) if posteriors else features
 
     def _embed_posteriors(self, posteriors: torch.Tensor) -> torch.Tensor:
         """[steps, vocab] posteriors -> [steps, hidden]: their mix of the LLM's input embeddings. Under tensor

@@ -36,7 +36,7 @@ def layout_stage(curriculum: CurriculumSpec, stage_name: str, sizes: ParallelSiz
     parallel sizes and batch shape, from scratch (no init_from), optionally on another data mixture or model
     preset. Returns (curriculum, stage)."""
     stage = curriculum.stage(stage_name)
-    bypassed = ["audio_encoder_projector"] if stage.speech_input == "ctc_posteriors" else []
+    bypassed = ["audio_encoder_projector"] if stage.audio_input == "ctc_posteriors" else []
     parallel = stage.parallel.model_copy(update={"tensor": sizes.tensor, "pipeline": sizes.pipeline,
                                                  "expert": sizes.expert, "context": sizes.context})  # fmt: skip
     update = {"global_batch_size": global_batch_size, "micro_batch_size": micro_batch_size, "parallel": parallel,
