@@ -359,40 +359,6 @@ def render_speech(p: SpeechParams, stem: Path, tmp: Path) -> tuple[Path, dict]:
                                                          "speaker": p.voice.speaker}  # fmt: skip
 
 
-# ---------------------------------------------------------------- the assistant's own voice (speech output)
-# The model answers in one voice, as a deployed assistant does: speech responses are sentences said by this
-# voice, not by the ASR clips' many speakers, whose pitch and speed no text predicts. Measured (100 steps of
-# 4 x 512 speech responses from make run's stage 2, teacher-forced semantic accuracy on eval sentences):
-# in this voice 0.446 against 0.434 with the text removed and 0.199 for the best constant code; through the
-# ASR clips' voices the codes' prior alone (0.161 = blanked after make run).
-ASSISTANT_VOICE = Voice("en+m3", 50, 160)
-
-
-@dataclass(frozen=True)
-class AssistantSpeechParams:
-    words: tuple[str, ...]
-    ext: str = field(compare=False)
-
-    @property
-    def partition_keys(self) -> tuple[str, ...]:
-        # the sentence, hashed like the speech family's: an eval sentence is in neither family's training split
-        return (" ".join(self.words),)
-
-
-def assistant_speech_params(rng: random.Random, speakers: list[str]) -> AssistantSpeechParams:
-    del speakers  # one voice in both splits: it is the model's, not the user's
-    # 5-7 words: in one voice, a 2-5 word sentence's audio matches a stretch of a longer one that shares its
-    # words, so ingestion's near-duplicate check dropped 50 of 368 items (none at 5-7 words)
-    return AssistantSpeechParams(tuple(rng.sample(ASR_VOCABULARY, rng.randint(5, 7))), rng.choice([".wav", ".flac"]))
-
-
-def render_assistant_speech(p: AssistantSpeechParams, stem: Path, tmp: Path) -> tuple[Path, dict]:
-    text = " ".join(p.words)
-    wav = _say(text, tmp / f"{stem.name}.wav", ASSISTANT_VOICE)
-    return encode_audio(wav, stem.with_suffix(p.ext)), {"task_family": "speech_response", "transcript": text,
-                                                         "speaker": ASSISTANT_VOICE.speaker}  # fmt: skip
-
-
 # ---------------------------------------------------------------- image-caption pairs
 @dataclass(frozen=True)
 class ImageParams:

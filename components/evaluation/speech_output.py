@@ -1,9 +1,8 @@
 """The speech-output suite: does the model say the right thing in codec tokens?
 
-For each held-out sentence of the speech_response family (said in the assistant's one voice: the model
-speaks as itself, not as the users it hears) the model is asked `<|user|> say: TRANSCRIPT<|assistant|>` and
-scored, teacher-forced, on the semantic codebook: the share of the reference's semantic tokens (the
-recording encoded by the checkpoint's own codec) that the semantic head predicts exactly, one value per item. The
+For each held-out ASR clip the model is asked `<|user|> say: TRANSCRIPT<|assistant|>` and scored,
+teacher-forced, on the semantic codebook: the share of the reference's semantic tokens (the clip's audio
+encoded by the checkpoint's own codec) that the semantic head predicts exactly, one value per item. The
 first semantic token's hit is kept per item too (`first_correct`).
 
 Chance is a blind prior, not 1/codebook size: the score of always predicting the single most frequent

@@ -53,12 +53,11 @@ class EvalData(_Strict):
 class EvalSuiteSpec(_Strict):
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     description: str = ""
-    family: Literal["text", "image_caption", "video_qa", "av_qa", "voice_qa", "asr", "speech_response"]
+    family: Literal["text", "image_caption", "video_qa", "av_qa", "voice_qa", "asr"]
     metric: Literal["accuracy", "wer", "perplexity"]
     chance: float | Literal["uniform", "vocabulary", "blind_prior", "majority"]
     output: Literal["text", "speech"] = Field(
-        "text", description="what the model produces: text, or speech as codec tokens (the speech_response "
-        "family's sentences, in the assistant's voice; "
+        "text", description="what the model produces: text, or speech as codec tokens (asr clips said back; "
         "components/evaluation/speech_output.py, chance: majority)")
     data: EvalData
     choices: list[str] | None = Field(None, description="answer choices when the items carry none")
@@ -84,9 +83,8 @@ class EvalSuiteSpec(_Strict):
                              "would be flagged too small; raise max_items or lower min_items")
         if (self.chance == "majority") != (self.output == "speech"):
             raise ValueError("chance 'majority' (the best constant semantic code) goes with output: speech, and only")
-        if self.output == "speech" and (self.metric != "accuracy" or self.family != "speech_response"):
-            raise ValueError("output: speech scores semantic-token accuracy on the assistant's spoken sentences: "
-                             "family speech_response, metric accuracy")
+        if self.output == "speech" and (self.metric != "accuracy" or self.family != "asr"):
+            raise ValueError("output: speech scores semantic-token accuracy on asr clips: family asr, metric accuracy")
         if self.classify and not self.choices:
             raise ValueError(f"classify: {self.classify} needs the list of choices")
         return self

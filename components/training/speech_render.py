@@ -1,8 +1,7 @@
 """Speech-response samples: the model answers in speech (REFERENCE.md section 4, output side).
 
-A speech response is a sentence the assistant says in its own voice (the speech_response family):
-`<|user|> say: TRANSCRIPT<|assistant|>`, then one `<|speech|>` position per codec frame plus one. Those
-positions carry the recording's codec codes offset as
+A speech response is built from an ASR clip: `<|user|> say: TRANSCRIPT<|assistant|>`, then one
+`<|speech|>` position per codec frame plus one. Those positions carry the clip's codec codes offset as
 the model emits them (`model.omni.offset_audio_codes`: semantic code of frame t with the acoustic codes
 of frame t-1), and each position's audio targets are the next position's codes, so the assistant
 position predicts the first semantic token (`first_audio`, the first_audio_token loss) and the last

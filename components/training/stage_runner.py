@@ -173,8 +173,7 @@ def load_samples(datasets: dict[str, Path], stage: StageSpec, tokenizer, preset,
     """Render the stage's training samples; returns (samples by key, keys by family, problem counts).
 
     `codec` (the model's, trained by the codec stage) turns speech into codec tokens where the stage asks
-    for them: speech input with `speech_input: codec`, and the `speech_response` family (sentences in the
-    assistant's voice, said back as its codes).
+    for them: speech input with `speech_input: codec`, and the `speech_response` family built from ASR clips.
     """
     samples: dict[str, RenderedSample] = {}
     wants_codes = stage.speech_input == "codec" or SPEECH_RESPONSE in stage.data.mixture
@@ -182,8 +181,9 @@ def load_samples(datasets: dict[str, Path], stage: StageSpec, tokenizer, preset,
         raise ValueError(f"stage '{stage.name}' feeds speech as codec tokens: load_samples needs the model's codec")
     coder = SpeechCoder(partial(_encode_on, codec.eval()), codec.cfg.frame_rate) if wants_codes else None
     input_coder = coder if stage.speech_input == "codec" else None
-    # Only what the mixture draws is rendered (decoding frames and audio is most of a stage's start-up).
-    needed = set(stage.data.mixture)
+    # Only what the mixture draws is rendered (decoding frames and audio is most of a stage's start-up):
+    # its families, and the ASR clips that speech responses are made of.
+    needed = set(stage.data.mixture) | ({"asr"} if SPEECH_RESPONSE in stage.data.mixture else set())
     problems = {"skipped_corrupt": 0, "missing_shards": 0}
 
     def skip(exc: Exception) -> bool:  # webdataset's handler: count, warn, go on with the next sample
@@ -232,11 +232,10 @@ def _encode_on(codec: AudioCodec, wave: torch.Tensor) -> torch.Tensor:
 
 
 def _speech_response(raw: dict, tokenizer, preset, coder: SpeechCoder) -> RenderedSample | None:
-    """A sentence in the assistant's voice as a speech-response sample (components.training.speech_render);
-    None for other samples."""
+    """An ASR clip as a speech-response sample (components.training.speech_render); None for other clips."""
     meta = raw["json"]
     transcript = meta.get("labels", {}).get("transcript")
-    if meta.get("task_family") != SPEECH_RESPONSE or not transcript or "wav" not in raw:
+    if meta.get("task_family") != "asr" or not transcript or "wav" not in raw:
         return None
     with torch.no_grad():
         codes = coder.encode(waveform(raw, preset.audio_encoder.sample_rate))

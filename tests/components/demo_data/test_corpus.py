@@ -56,20 +56,6 @@ def test_items_are_distinct_and_splits_disjoint_in_items_and_speakers(family):
         assert len(speakers[1]) >= 5  # eval is not one unlucky voice
 
 
-def test_the_assistant_speaks_in_one_voice_and_says_no_training_transcript_at_eval(tmp_path):
-    """Speech responses are the model's own voice in both splits; an eval sentence is in neither the
-    speech_response nor the asr family's training split (both partition by the sentence)."""
-    assistant = next(f for f in FAMILIES if f.name == "assistant_speech")
-    speech = next(f for f in FAMILIES if f.name == "speech")
-    held_out = {" ".join(p.words) for p in draw_split(assistant, 0, "eval", 53)}
-    trained = {" ".join(p.words) for f in (assistant, speech) for p in draw_split(f, 0, "train", 315)}
-    assert held_out and not held_out & trained
-    params = draw_split(assistant, 0, "train", 1)[0]
-    media, labels = assistant.render(params, tmp_path / "reply", tmp_path)
-    assert media.exists() and labels["task_family"] == "speech_response"
-    assert labels["speaker"] == fam.ASSISTANT_VOICE.speaker and labels["transcript"] == " ".join(params.words)
-
-
 def test_draws_are_deterministic_per_seed():
     family = FAMILIES[0]
     assert draw_split(family, 7, "train", 4) == draw_split(family, 7, "train", 4)

@@ -1,5 +1,4 @@
-"""The speech-output suite scores held-out sentences said in the assistant's voice, in codec tokens, against the
-best constant code."""
+"""The speech-output suite scores held-out ASR clips said back in codec tokens, against a blind prior."""
 
 import pytest
 
@@ -32,5 +31,5 @@ def test_majority_chance_only_for_speech_output():
     data = SUITE.model_dump()
     with pytest.raises(ValueError, match="chance 'majority'"):
         EvalSuiteSpec.model_validate(data | {"output": "text"})
-    with pytest.raises(ValueError, match="family speech_response, metric accuracy"):
-        EvalSuiteSpec.model_validate(data | {"family": "asr"})
+    with pytest.raises(ValueError, match="family asr, metric accuracy"):
+        EvalSuiteSpec.model_validate(data | {"family": "voice_qa"})
