@@ -43,6 +43,10 @@ class AudioEncoderConfig:
     def total_lookahead(self) -> int:
         return min(self.lookahead_layers, self.num_layers)
 
+    @property
+    def steps_per_second(self) -> float:
+        return 1000.0 / (self.frame_shift_ms * self.splice)  # 12.5 at 10 ms x 8
+
 
 def fbank(waveform: torch.Tensor, cfg: AudioEncoderConfig) -> torch.Tensor:
     """Log-mel filterbank features [frames, num_mel_bins] (10 ms shift, 25 ms window)."""
@@ -114,7 +118,7 @@ class StreamingAudioEncoder(nn.Module):
         for layer in self.layers:
             x = layer(x, valid)
         hidden = self.norm(x)
-        return self.ctc_posteriors(hidden) if ctc_posteriors else hidden
+        return self.ctc_posteriors(hidden, lengths) if ctc_posteriors else hidden
 
     def encode_clips(self, clips: list[torch.Tensor], ctc_posteriors: bool = False) -> list[torch.Tensor]:
         """Hidden states [steps, hidden] (or CTC posteriors, see `forward`) of each clip [steps, splice * mel],
@@ -144,8 +148,38 @@ class StreamingAudioEncoder(nn.Module):
     def to_llm(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.projector(hidden)
 
-    def ctc_posteriors(self, hidden: torch.Tensor) -> torch.Tensor:
-        """The CTC head's distribution over its vocabulary at each step [steps, ctc_vocab_size], the blank's
-        mass removed: a step the head calls blank is (nearly) all zeros, a spoken token (nearly) one-hot."""
+    def ctc_posteriors(self, hidden: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """The CTC head's posteriors [batch, steps, ctc_vocab_size], compressed the way its best path reads
+        them (a "CTC compressor", as speech LLMs with CTC encoders feed their LLM), one second at a time:
+        within each second's steps (12 or 13, the positions `model.layout` gives that second's audio) the
+        steps of each run of one non-blank best-path token are averaged into one step, the runs move to the
+        front of the second in their order, and the second's remaining steps are zero, as is the blank's
+        column everywhere. The LLM then reads each second as its recognised tokens on adjacent positions, not
+        ~1 spoken step in 3 among blanks (measured in the README: it did not learn to read those out), and
+        what was said stays in the second it was said in, as a live stream needs (and omni_av asks about).
+        Step counts are unchanged, so the placeholders the renderer laid out still fit. `lengths`: valid
+        steps per row; padding adds nothing."""
         posteriors = F.softmax(self.ctc_logits(hidden).float(), dim=-1)
-        return posteriors.index_fill(-1, torch.tensor([CTC_BLANK], device=posteriors.device), 0.0)
+        batch, steps, vocab = posteriors.shape
+        device = posteriors.device
+        rate = self.cfg.steps_per_second
+        edges = torch.tensor([int(i * rate) for i in range(int(steps / rate) + 2)], device=device)
+        edges = edges[edges < steps]  # first step of each second
+        second = torch.searchsorted(edges, torch.arange(steps, device=device), right=True) - 1
+        best = posteriors.argmax(-1)
+        spoken = best != CTC_BLANK
+        if lengths is not None:
+            spoken &= torch.arange(steps, device=device)[None] < lengths.to(device)[:, None]
+        opens = torch.ones_like(best[:, :1], dtype=torch.bool)
+        # a run ends at a different token, at a blank (so "a <blank> a" stays two tokens) and at a second's end
+        new_run = torch.cat([opens, (best[:, 1:] != best[:, :-1]) | (second[1:] != second[:-1])[None]], dim=1)
+        starts = spoken & new_run
+        runs_so_far = torch.cat([torch.zeros_like(best[:, :1]), torch.cumsum(starts.long(), dim=1)], dim=1)
+        runs_before_second = runs_so_far[:, edges][:, second]  # [batch, steps]
+        slot = edges[second][None] + runs_so_far[:, 1:] - 1 - runs_before_second
+        slot = torch.where(spoken, slot, steps)  # blanks and padding go to a discarded extra slot
+        index = slot[..., None].expand(-1, -1, vocab)
+        sums = posteriors.new_zeros(batch, steps + 1, vocab).scatter_add(1, index, posteriors)
+        counts = posteriors.new_zeros(batch, steps + 1).scatter_add(1, slot, torch.ones_like(posteriors[..., 0]))
+        compressed = sums[:, :steps] / counts[:, :steps, None].clamp(min=1.0)
+        return compressed.index_fill(-1, torch.tensor([CTC_BLANK], device=device), 0.0)

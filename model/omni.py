@@ -51,9 +51,10 @@ TEXT_LOSS_CLASSES = ("text", "audio_text", "vision")
 ENCODER_LOSSES = frozenset({"ctc"})
 # How the audio encoder's output enters the LLM (`OmniModel(audio_input=...)`, a stage's `speech_input`):
 # "projector": its hidden states through the MLP projector (REFERENCE.md section 4); "ctc_posteriors": its
-# CTC head's posteriors over the tokenizer (blank dropped) times the LLM's input embedding table, so speech
-# arrives as a soft mix of the tokens it spells. Measured on the tiny preset (README, "What was measured"):
-# the projector path learns the training voices only; the posterior path is what reaches unseen voices.
+# CTC head's posteriors over the tokenizer, compressed per second to its best path's tokens (blank dropped),
+# times the LLM's input embedding table, so speech arrives as a soft mix of the tokens it spells. Measured on
+# the tiny preset (README, "What was measured"): the projector path learns the training voices only; the
+# posterior path is what reaches unseen voices.
 AUDIO_INPUTS = ("projector", "ctc_posteriors")
 
 # What `loss_terms` computes when not told: the LLM's losses (text classes, audio codebooks).

@@ -66,3 +66,39 @@ def test_clips_encoded_together_equal_each_clip_alone():
     for name, param in enc.named_parameters():
         if name in batched:
             torch.testing.assert_close(batched[name], param.grad, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_ctc_posteriors_are_the_best_path_runs_averaged_and_moved_to_the_front():
+    """Each run of one non-blank best-path token becomes one step (its steps' posteriors averaged), in order;
+    a blank between two equal tokens keeps them apart; blank and padded steps add nothing; the rest is zero
+    and the blank's column is zero everywhere."""
+    from model.audio_encoder import CTC_BLANK
+
+    torch.manual_seed(0)
+    enc = StreamingAudioEncoder(TINY)
+    best_path = [[0, 5, 5, 0, 5, 7, 7, 7, 0, 3], [0, 0, 9, 2, 2, 0, 0, 0, 0, 0]]  # row 1: 6 valid steps, then padding
+    logits = torch.full((2, 10, 20), -8.0)
+    for row, path in enumerate(best_path):
+        for step, token in enumerate(path):
+            logits[row, step, token] = 4.0 + step * 0.1  # steps of one run differ, so the average is visible
+    logits[1, 6:, 4] = 20.0  # padding past the clip's end that would read as token 4 if counted
+    enc.ctc_logits = lambda hidden: logits  # the compression alone: hidden states are not used below
+    out = enc.ctc_posteriors(torch.zeros(2, 10, 32), lengths=torch.tensor([10, 6]))
+    full = torch.softmax(logits, -1)
+    assert out[0, :4].argmax(-1).tolist() == [5, 5, 7, 3] and out[0, 4:].abs().sum() == 0
+    assert out[1, :2].argmax(-1).tolist() == [9, 2] and out[1, 2:].abs().sum() == 0
+    expected = full[0, 5:8].mean(0)  # the run 7 7 7
+    expected[CTC_BLANK] = 0
+    torch.testing.assert_close(out[0, 2], expected)
+    assert out[..., CTC_BLANK].abs().sum() == 0
+
+    # Seconds are compressed apart (steps 0-11, 12-24, 25-: 12.5 a second): a run across a second's end is
+    # cut there, and each second's tokens start at that second's first step.
+    spoken = {2: 5, 11: 6, 12: 6, 13: 6, 20: 7, 26: 8}
+    logits = torch.full((1, 30, 20), -8.0)
+    logits[0, :, CTC_BLANK] = 4.0
+    for step, token in spoken.items():
+        logits[0, step, token] = 6.0
+    out = enc.ctc_posteriors(torch.zeros(1, 30, 32))
+    placed = {step: int(out[0, step].argmax()) for step in range(30) if out[0, step].abs().sum() > 0}
+    assert placed == {0: 5, 1: 6, 12: 6, 13: 7, 25: 8}

@@ -126,8 +126,8 @@ def test_packed_samples_do_not_attend_to_each_other(single_process):
 
 
 def test_ctc_posterior_audio_input_is_the_token_embeddings_the_ctc_head_hears(single_process):
-    """audio_input='ctc_posteriors': each audio position's input is the CTC head's posterior (blank dropped)
-    times the LLM's embedding table. The text loss then trains the encoder through its CTC head and the
+    """audio_input='ctc_posteriors': each audio position's input is the CTC head's compressed posterior (its
+    best path's runs, blank dropped) times the LLM's embedding table. The text loss then trains the encoder through its CTC head and the
     embedding table, and not the projector; the projector path (default) is what it was."""
     import dataclasses
 
@@ -144,8 +144,9 @@ def test_ctc_posterior_audio_input_is_the_token_embeddings_the_ctc_head_hears(si
     encoder = model.audio_encoder
     posteriors = torch.softmax(encoder.ctc_logits(encoder(clip[None]))[0], -1)
     assert posteriors[:, CTC_BLANK].min() > 0  # so dropping it is a change this test sees
-    posteriors[:, CTC_BLANK] = 0
-    expected = posteriors @ model.llm.embedding.word_embeddings.weight
+    compressed = encoder.ctc_posteriors(encoder(clip[None]))[0]  # its runs: tests/model/test_audio_encoder.py
+    assert compressed[:, CTC_BLANK].abs().sum() == 0
+    expected = compressed @ model.llm.embedding.word_embeddings.weight
     torch.testing.assert_close(model._audio_features(batch), expected, rtol=1e-5, atol=1e-6)
 
     model(batch)["text"].backward()
