@@ -9,6 +9,8 @@ the last ones one frame ahead), the output at frame t depends on input up to t +
 
 from __future__ import annotations
 
+import itertools
+import math
 from dataclasses import dataclass
 
 import torch
@@ -16,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from model.audio_dsp import log_mel
+from model.layout import audio_steps_per_chunk
 
 # The CTC blank: index 0 of the CTC vocabulary, which is the text tokenizer's (model.tokenizer): id 0 is its
 # <|pad|> token, never part of a transcript.
@@ -163,8 +166,8 @@ class StreamingAudioEncoder(nn.Module):
         batch, steps, vocab = posteriors.shape
         device = posteriors.device
         rate = self.cfg.steps_per_second
-        edges = torch.tensor([int(i * rate) for i in range(int(steps / rate) + 2)], device=device)
-        edges = edges[edges < steps]  # first step of each second
+        per_second = audio_steps_per_chunk(math.ceil(steps / rate), steps, rate)  # the renderer's split
+        edges = torch.tensor([0, *itertools.accumulate(per_second[:-1])], device=device)  # each second's first step
         second = torch.searchsorted(edges, torch.arange(steps, device=device), right=True) - 1
         best = posteriors.argmax(-1)
         spoken = best != CTC_BLANK

@@ -127,8 +127,9 @@ def test_packed_samples_do_not_attend_to_each_other(single_process):
 
 def test_ctc_posterior_audio_input_is_the_token_embeddings_the_ctc_head_hears(single_process):
     """audio_input='ctc_posteriors': each audio position's input is the CTC head's compressed posterior (its
-    best path's runs, blank dropped) times the LLM's embedding table. The text loss then trains the encoder through its CTC head and the
-    embedding table, and not the projector; the projector path (default) is what it was."""
+    best path's runs, blank dropped) times the LLM's embedding table. The text loss then trains the encoder
+    through its CTC head and the embedding table, and not the projector; the projector path (default) is
+    what it was."""
     import dataclasses
 
     import pytest
