@@ -38,19 +38,28 @@ def interleave_chunks(
     as `<|audio_pad|>` (the default), or codec frames at 16.67 Hz as `<|speech|>` (speech as codec tokens)."""
     has_audio = num_audio_steps > 0
     ids = [tok.special_id(tokenizer, tok.AUDIO_START)] if has_audio else []
-    vision_pad, audio_pad = tok.special_id(tokenizer, tok.VISION_PAD), tok.special_id(tokenizer, audio_token)
     steps = audio_steps_per_chunk(len(layout), num_audio_steps, audio_rate_hz)
     num_vision = num_audio = 0
     for chunk, audio_steps in zip(layout, steps):
-        ids += tokenizer.encode(f"second{chunk['second']}:").ids
-        # The ViT takes frames in consecutive pairs over the whole clip; a pair belongs to the second in
-        # which its first frame falls, so the counts add up to the ViT's temporal units.
-        pairs = sum(1 for frame in chunk["frames"] if frame % 2 == 0)
-        ids += [vision_pad] * (pairs * vision_tokens_per_frame_pair)
+        pairs = frame_pairs(chunk["frames"])
+        ids += chunk_ids(tokenizer, chunk["second"], pairs * vision_tokens_per_frame_pair, audio_steps, audio_token)
         num_vision += pairs * vision_tokens_per_frame_pair
-        if has_audio:
-            ids += [audio_pad] * audio_steps
-            num_audio += audio_steps
+        num_audio += audio_steps
     if has_audio:
         ids.append(tok.special_id(tokenizer, tok.AUDIO_END))
     return InterleavedSequence(ids, num_vision, num_audio)
+
+
+def frame_pairs(frames: list[int]) -> int:
+    """The ViT's temporal units (frame pairs) a second holds. The ViT takes frames in consecutive pairs over
+    the whole clip; a pair belongs to the second in which its first frame falls, so the counts over the
+    seconds add up to the ViT's temporal units."""
+    return sum(1 for frame in frames if frame % 2 == 0)
+
+
+def chunk_ids(tokenizer: Tokenizer, second: int, vision_tokens: int, audio_steps: int,
+              audio_token: str = tok.AUDIO_PAD) -> list[int]:  # fmt: skip
+    """One second of the stream: `second{t}:` as text, its vision placeholders, its audio placeholders (the
+    training renderer lays out a clip with it, the streaming server one packet at a time)."""
+    return (tokenizer.encode(f"second{second}:").ids + [tok.special_id(tokenizer, tok.VISION_PAD)] * vision_tokens
+            + [tok.special_id(tokenizer, audio_token)] * audio_steps)  # fmt: skip

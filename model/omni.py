@@ -275,8 +275,11 @@ class OmniModel(nn.Module):
     def _keep_hidden(self, module, inputs, output) -> None:
         self._hidden = output
 
-    def embed(self, batch: OmniBatch) -> torch.Tensor:
-        """Input embeddings in megatron's layout: [S, B, H], or [S/TP, B, H] under sequence parallelism."""
+    def embed(self, batch: OmniBatch, audio: torch.Tensor | None = None) -> torch.Tensor:
+        """Input embeddings in megatron's layout: [S, B, H], or [S/TP, B, H] under sequence parallelism.
+        `audio`: the audio placeholders' features, already encoded (`encode_audio`), instead of encoding
+        `batch.audio_features`: a stream prefilled a second at a time (model.incremental) encodes its
+        audio with the context on both sides of that second, as the whole clip is encoded in training."""
         from megatron.core.tensor_parallel import scatter_to_sequence_parallel_region
 
         emb = self.llm.embedding.word_embeddings(batch.input_ids).transpose(0, 1)  # [S, B, H], full on each TP rank
@@ -287,7 +290,8 @@ class OmniModel(nn.Module):
                 emb = emb + table(codes[..., i].clamp(min=0)) * present[..., None]
         emb = self._scatter(emb, batch.input_ids, self.vision_pad_id, self._bridged(self._vision_features(batch)),
                             "vision")  # fmt: skip
-        emb = self._scatter(emb, batch.input_ids, self.audio_pad_id, self._audio_features(batch), "audio")
+        audio = self._audio_features(batch) if audio is None else audio
+        emb = self._scatter(emb, batch.input_ids, self.audio_pad_id, audio, "audio")
         if self.cp > 1:  # this CP rank's positions; backward: gradients at those positions only
             emb = split_sequence(emb, 0, self.cp, self.cp_rank)
         emb = emb.contiguous()  # [B, S, H] transposed above; megatron's layers view it as [S * B, H]
@@ -317,6 +321,13 @@ class OmniModel(nn.Module):
         else:
             return None
         return self._in_batch_order(unique, encoded, batch.visuals)
+
+    def encode_audio(self, clips: list[torch.Tensor]) -> list[torch.Tensor]:
+        """LLM-width features [steps, hidden] of each spliced-fbank clip, on the audio path this model reads
+        (`audio_input`), without the sharded encoders' bridge (one process: evaluation and serving)."""
+        if self.audio_input == "ctc_posteriors":
+            return [self._embed_posteriors(p) for p in self.audio_encoder.encode_clips(clips, ctc_posteriors=True)]
+        return [self.audio_encoder.to_llm(hidden) for hidden in self.audio_encoder.encode_clips(clips)]
 
     def _audio_features(self, batch: OmniBatch) -> torch.Tensor | None:
         unique = list({id(f): f for f in batch.audio_features or []}.values())

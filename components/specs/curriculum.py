@@ -304,8 +304,8 @@ class StageSpec(_Strict):
         "encoder",
         description="how input speech reaches the LLM: 'codec' tokens in the 1-second layout (stages 1-4, needs an "
         "earlier stage that trains the codec), 'encoder' features from the audio encoder through its projector "
-        "(stage 5 on), or 'ctc_posteriors': the audio encoder's CTC posteriors over the tokenizer, compressed per second "
-        "to its best path's tokens (blank dropped), as a mix of the LLM's own token embeddings, no projector "
+        "(stage 5 on), or 'ctc_posteriors': the audio encoder's CTC posteriors over the tokenizer, compressed per "
+        "second to its best path's tokens (blank dropped), as a mix of the LLM's own token embeddings, no projector "
         "(model.omni.AUDIO_INPUTS, StreamingAudioEncoder.ctc_posteriors)",
     )
     precision: Literal["fp32", "bf16"] = Field(

@@ -19,6 +19,11 @@ from megatron.core.transformer.spec_utils import ModuleSpec, build_module
 from megatron.core.transformer.transformer_layer import BaseTransformerLayer, get_transformer_layer_offset
 from megatron.core.utils import get_pg_rank
 
+# What the block hands a layer that its attention sub-layers take. inference_context: the KV cache of
+# incremental decoding (model.incremental), one entry per attention sub-layer (each has its layer number).
+_ATTENTION_KWARGS = ("rotary_pos_cos", "rotary_pos_sin", "attention_bias", "packed_seq_params", "sequence_len_offset",
+                     "inference_context")  # fmt: skip
+
 
 @dataclass
 class ScMoELayerSubmodules:
@@ -64,11 +69,7 @@ class ScMoELayer(MegatronModule, BaseTransformerLayer):
         self, hidden_states, attention_mask=None, context=None, context_mask=None, rotary_pos_emb=None, **kwargs
     ):
         first, second = self.dense_layers
-        attention_kwargs = {
-            k: kwargs[k]
-            for k in ("rotary_pos_cos", "rotary_pos_sin", "attention_bias", "packed_seq_params", "sequence_len_offset")
-            if k in kwargs
-        }
+        attention_kwargs = {k: kwargs[k] for k in _ATTENTION_KWARGS if k in kwargs}
         h, _ = first._forward_attention(
             hidden_states, attention_mask=attention_mask, rotary_pos_emb=rotary_pos_emb, **attention_kwargs
         )
