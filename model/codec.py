@@ -138,8 +138,11 @@ class AudioCodec(nn.Module):
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """Codes [frames, 4] -> waveform at `sample_rate`."""
+        return self.vocode(self.decode_mel(self.quantizer.decode(codes)))
+
+    def vocode(self, mel: torch.Tensor) -> torch.Tensor:
+        """Log-mel frames [frames, mel] -> waveform (a streaming decoder vocodes each span of final frames)."""
         c = self.cfg
-        mel = self.decode_mel(self.quantizer.decode(codes))
         power = torch.linalg.pinv(mel_filterbank(c.num_mel_bins, c.n_fft, c.sample_rate)) @ mel.exp().t()
         return griffin_lim(power.clamp(min=0).sqrt(), c.n_fft, c.hop, c.win, c.griffin_lim_iterations)
 

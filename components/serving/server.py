@@ -1,0 +1,161 @@
+"""The streaming server: FastAPI on 127.0.0.1, one WebSocket per conversation (components.serving.protocol),
+`GET /health` (readiness: the model is loaded), `GET /metadata`, and the browser page at `/`.
+
+Every model call runs in a worker thread (the event loop keeps reading the socket, which is how a packet
+that arrives while the model speaks is seen: barge-in) and holds the served model's lock.
+
+    with running_server(served, port=0) as url:      # tests and `stream-replay` without --port
+        ...
+    serve_forever(served, port=8765)                  # `omnistage serve`
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import itertools
+import logging
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+# at the top: FastAPI reads the handlers' annotations (WebSocket) from this module's globals
+from fastapi import FastAPI, WebSocket, WebSocketDisconnect
+from fastapi.responses import HTMLResponse
+
+from components.serving.protocol import PROTOCOL_VERSION, EndOfTurn, ProtocolError, parse_message
+from components.serving.served_model import ServedModel
+from components.serving.session import ContextFull, StreamSession
+
+log = logging.getLogger(__name__)
+PAGE = Path(__file__).with_name("page.html")
+HOST = "127.0.0.1"
+_session_ids = itertools.count(1)
+
+
+def create_app(served: ServedModel) -> FastAPI:
+    app = FastAPI(title="omnistage stream", docs_url=None, redoc_url=None)
+
+    @app.get("/health")
+    def health() -> dict:
+        return {"status": "ok", "model": served.uri, "version": served.version}
+
+    @app.get("/metadata")
+    def metadata() -> dict:
+        return served.metadata() | {"protocol": PROTOCOL_VERSION}
+
+    @app.get("/", response_class=HTMLResponse)
+    def page() -> str:
+        return PAGE.read_text()
+
+    @app.websocket("/stream")
+    async def stream(ws: WebSocket) -> None:
+        await ws.accept()
+        session_id = next(_session_ids)
+        session = StreamSession(served)
+        inbox: asyncio.Queue = asyncio.Queue()
+
+        async def read() -> None:
+            try:
+                while True:
+                    message = await ws.receive()
+                    if message["type"] == "websocket.disconnect":
+                        break
+                    await inbox.put(message.get("text") or message.get("bytes") or "")
+            except WebSocketDisconnect:
+                pass
+            await inbox.put(None)
+
+        reader = asyncio.create_task(read())
+        await ws.send_json({"type": "ready", "session": session_id, **served.metadata()})
+        try:
+            while (raw := await inbox.get()) is not None:
+                try:
+                    message = parse_message(raw, served.limits)
+                    if isinstance(message, EndOfTurn):
+                        await _answer(ws, session, message, inbox)
+                    else:
+                        done, ms = await asyncio.to_thread(session.add_packet, message)
+                        second = len(session.turn.packets) - 1
+                        await ws.send_json({"type": "ack", "second": second, "prefilled": done,
+                                            "prefill_ms": round(ms, 2)})  # fmt: skip
+                except ProtocolError as exc:
+                    await ws.send_json({"type": "error", "message": str(exc), "field": exc.field})
+                except ContextFull as exc:
+                    await ws.send_json({"type": "error", "message": f"{exc}: open a new session", "field": None})
+                    await ws.close(code=1009)
+                    break
+        except WebSocketDisconnect:
+            pass
+        finally:
+            reader.cancel()
+
+    return app
+
+
+async def _answer(ws, session: StreamSession, end: EndOfTurn, inbox: asyncio.Queue) -> None:
+    """Text first, then speech chunk by chunk; a message waiting in the inbox stops the speech (barge-in)
+    and is handled next by the caller's loop."""
+    turn_end = time.perf_counter()
+    answer = await asyncio.to_thread(session.answer, end)
+    await ws.send_json({"type": "text", "text": answer.text, "decode_ms": round(answer.decode_ms, 2)})
+    chunks = session.speech(answer.text)
+    samples, interrupted, first_audio_ms = 0, False, None
+    for index in itertools.count():
+        if not inbox.empty():
+            interrupted = True
+            break
+        chunk = await asyncio.to_thread(next, chunks, None)
+        if chunk is None:
+            break
+        if first_audio_ms is None:
+            first_audio_ms = (time.perf_counter() - turn_end) * 1000
+        samples += chunk.size
+        await ws.send_json({"type": "audio", "index": index, "sample_rate": session.served.sample_rate,
+                            "pcm16": base64.b64encode(chunk.astype("<i2").tobytes()).decode()})  # fmt: skip
+    await ws.send_json({"type": "end_of_answer", "text": answer.text, "interrupted": interrupted,
+                        "audio_seconds": samples / session.served.sample_rate,
+                        "time_to_first_audio_ms": None if first_audio_ms is None else round(first_audio_ms, 2)})  # fmt: skip
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def _server(served: ServedModel, port: int):
+    import uvicorn
+
+    # The socket's own frame limit sits above the protocol's, so an oversize message is answered with an
+    # error by parse_message instead of a closed connection.
+    config = uvicorn.Config(create_app(served), host=HOST, port=port, log_level="warning", ws="websockets",
+                            ws_max_size=4 * served.limits.max_message_bytes)  # fmt: skip
+    return uvicorn.Server(config)
+
+
+@contextlib.contextmanager
+def running_server(served: ServedModel, port: int = 0) -> Iterator[str]:
+    """The server in a background thread on 127.0.0.1 (`port` 0: a free one); yields its base URL and stops
+    it on exit."""
+    port = port or free_port()
+    server = _server(served, port)
+    thread = threading.Thread(target=server.run, name="omnistage-serve", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError(f"the streaming server did not start on {HOST}:{port}")
+        time.sleep(0.05)
+    try:
+        yield f"http://{HOST}:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+def serve_forever(served: ServedModel, port: int) -> None:
+    _server(served, port).run()
