@@ -12,11 +12,11 @@ from typing import Annotated
 
 import typer
 
-from components.cli import bench, data, model, pipeline, pipeline_runs, rayjob, registry, train, ui
+from components.cli import bench, data, model, pipeline, pipeline_runs, rayjob, registry, serve, train, ui
 from components.logging_config import configure_logging
 
 app = typer.Typer(help="omnistage: data, training and promotion for omni-modal MoE models.", no_args_is_help=True)
-for group in (data, train, model, registry, pipeline, pipeline_runs, bench, ui):
+for group in (data, train, model, registry, serve, pipeline, pipeline_runs, bench, ui):
     app.add_typer(group.app)
 _ = rayjob  # registers `dataset rayjob` on data's dataset group
 

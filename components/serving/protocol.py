@@ -4,9 +4,10 @@ Client -> server
     {"type": "packet", "second": 3, "audio": B64, "frames": [B64, ...]}
         One second of the stream, as the training layout samples it (components.ingest): `audio` that
         second's 16 kHz mono audio as 16-bit little-endian PCM (exactly one second, except in a turn's
-        last packet; omitted for a silent video), `frames` that second's video frames as JPEG (at the dataset's frame rate and native
-        resolution; omitted for audio alone). `second` counts from 0 in each turn; it is optional, and when
-        given must be the next one (a lost packet is an error, not a shifted stream).
+        last packet; omitted for a silent video), `frames` that second's video frames as JPEG (at the
+        dataset's frame rate and native resolution; omitted for audio alone). `second` counts from 0 in
+        each turn; it is optional, and when given must be the next one (a lost packet is an error, not a
+        shifted stream).
     {"type": "end_of_turn", "task": "av_qa", "question": "Which colour ..."}
         The user stops: the server answers. `task` is a task family of the chat template (the instruction
         the model was trained with: components.training.chat_template); omitted, it is `av_qa` for audio
@@ -49,12 +50,13 @@ MAX_PACKET_SECONDS = 2
 @dataclass(frozen=True)
 class Limits:
     """What one session may send. `max_message_bytes`: one JSON message; `max_frames`: frames per packet;
-    `max_turn_seconds`: packets per turn; `max_tokens`: the conversation's context (its KV cache)."""
+    `max_turn_seconds`: packets per turn; `max_tokens`: the conversation's context (its KV cache), by default
+    the sequence length the model was trained at (positions past it were never seen in training)."""
 
     max_message_bytes: int = 4 << 20
     max_frames: int = 8
     max_turn_seconds: int = 60
-    max_tokens: int = 8192
+    max_tokens: int | None = None
 
     def as_dict(self) -> dict:
         return {"max_message_bytes": self.max_message_bytes, "max_frames": self.max_frames,

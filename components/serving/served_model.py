@@ -25,8 +25,8 @@ class ServedModel:
 
     @property
     def max_tokens(self) -> int:
-        """A session's context: the limit, and never past the sequence length the model was trained at."""
-        return min(self.limits.max_tokens, self.loaded.preset.llm.seq_length)
+        """A session's context: the limit given, else the sequence length the model was trained at."""
+        return self.limits.max_tokens or self.loaded.preset.llm.seq_length
 
     @property
     def sample_rate(self) -> int:

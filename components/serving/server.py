@@ -116,9 +116,10 @@ async def _answer(ws, session: StreamSession, end: EndOfTurn, inbox: asyncio.Que
         samples += chunk.size
         await ws.send_json({"type": "audio", "index": index, "sample_rate": session.served.sample_rate,
                             "pcm16": base64.b64encode(chunk.astype("<i2").tobytes()).decode()})  # fmt: skip
+    ttfa = None if first_audio_ms is None else round(first_audio_ms, 2)
     await ws.send_json({"type": "end_of_answer", "text": answer.text, "interrupted": interrupted,
                         "audio_seconds": samples / session.served.sample_rate,
-                        "time_to_first_audio_ms": None if first_audio_ms is None else round(first_audio_ms, 2)})  # fmt: skip
+                        "time_to_first_audio_ms": ttfa})  # fmt: skip
 
 
 def free_port() -> int:

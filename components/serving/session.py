@@ -135,7 +135,8 @@ class StreamSession:
         tokenizer = served.loaded.tokenizer
         ids: list[int] = []
         if second == 0:
-            ids += self._carry + (user_turn_start(tokenizer) if self.turns == 0 else [tok.special_id(tokenizer, tok.USER)])
+            opening = user_turn_start(tokenizer) if self.turns == 0 else [tok.special_id(tokenizer, tok.USER)]
+            ids += self._carry + opening
             self._carry = []
             if turn.has_audio:
                 ids.append(tok.special_id(tokenizer, tok.AUDIO_START))

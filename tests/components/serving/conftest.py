@@ -1,0 +1,54 @@
+"""A registered model version to serve: a tiny checkpoint (a few training steps) in a SQLite MLflow registry,
+aliased champion, and eval clips of each streamed family from the tiny corpus."""
+
+import glob
+import json
+
+import pytest
+
+from tests.conftest import REPO_ROOT, mlflow_db_copy
+
+MODEL = "omni-serve-test"
+
+
+@pytest.fixture(scope="package")
+def registered(tiny_dataset, tmp_path_factory, migrated_mlflow_db):
+    from components.promotion.registry import register_candidate
+    from components.specs.curriculum import CurriculumSpec
+    from components.tracking.experiments import mlflow_client
+    from components.tracking.mlflow_stage import tracked_stage
+    from components.training.stage_runner import StageRun
+
+    root = tmp_path_factory.mktemp("serving")
+    uri = mlflow_db_copy(migrated_mlflow_db, root / "mlflow.db")
+    curriculum = CurriculumSpec.load(REPO_ROOT / "data_specs" / "curriculum" / "tiny.yaml")
+    run = StageRun(curriculum, "stage0-text", {"demo": tiny_dataset}, tiny_dataset / "tokenizer.json", root / "s0",
+                   max_steps=2)  # fmt: skip
+    checkpoint = tracked_stage(run, uri)[0].checkpoint
+    name, version = register_candidate(str(checkpoint), MODEL, uri)
+    mlflow_client(uri).set_registered_model_alias(name, "champion", version)
+    return {"uri": uri, "model": f"models:/{MODEL}@champion", "version": version}
+
+
+@pytest.fixture(scope="package")
+def served(registered):
+    from components.serving.protocol import Limits
+    from components.serving.served_model import load_served_model
+
+    # stage 0 trains 256-token sequences; the clips' prompts are longer (later stages train at 1024)
+    return load_served_model(registered["model"], registered["uri"], Limits(max_tokens=1024))
+
+
+@pytest.fixture(scope="package")
+def eval_clips(tiny_dataset) -> dict[str, dict]:
+    """The first eval sample of each streamed family (WebDataset dicts, `json` parsed)."""
+    import webdataset as wds
+
+    found: dict[str, dict] = {}
+    shards = sorted(glob.glob(str(tiny_dataset / "shards" / "*.tar")))
+    for sample in wds.WebDataset(shards, shardshuffle=False, empty_check=False):
+        meta = json.loads(sample["json"])
+        family = meta.get("task_family")
+        if meta["split"] == "eval" and family in ("av_qa", "voice_qa", "video_qa", "asr") and family not in found:
+            found[family] = {**sample, "json": meta}
+    return found

@@ -1,0 +1,97 @@
+"""Training/serving parity: the token sequence a session builds from a clip's packets is the training
+renderer's for that clip, and the streamed answer is the offline evaluation's greedy answer."""
+
+import pytest
+import torch
+
+from components.evaluation.scoring import _greedy
+from components.serving.protocol import Limits, ProtocolError, packets_of_sample, parse_message
+from components.serving.session import StreamSession, speech_frames
+from components.training.render import Prompt, question_ids, render_prompt
+from model.omni import IGNORE, OmniBatch
+
+QUESTION_FAMILIES = ("av_qa", "video_qa")  # a typed question; voice_qa's is spoken, asr's request is fixed
+
+
+def _offline_prompt(loaded, sample) -> Prompt:
+    family = sample["json"]["task_family"]
+    prompt = render_prompt(sample, loaded.tokenizer, loaded.preset.vit, loaded.preset.audio_encoder)
+    if family in QUESTION_FAMILIES:
+        question = question_ids(loaded.tokenizer, family, sample["json"]["labels"]["qa"][0]["question"])
+    else:
+        question = question_ids(loaded.tokenizer, family, None) if family == "voice_qa" else []
+    return Prompt(prompt.ids + question, prompt.visuals, prompt.audio_features)
+
+
+def _stream(served, sample):
+    session = StreamSession(served)
+    family = sample["json"]["task_family"]
+    for raw in packets_of_sample(sample):
+        session.add_packet(parse_message(raw, served.limits))
+    question = sample["json"]["labels"]["qa"][0]["question"] if family in QUESTION_FAMILIES else None
+    end = parse_message(f'{{"type": "end_of_turn", "task": "{family}", "question": {question!r}}}'.replace("'", '"')
+                        if question else f'{{"type": "end_of_turn", "task": "{family}"}}', served.limits)  # fmt: skip
+    return session, session.answer(end, max_new=8)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", ["av_qa", "voice_qa", "video_qa", "asr"])
+def test_packets_give_the_training_token_sequence_and_the_offline_answer(served, eval_clips, family):
+    sample = eval_clips[family]
+    offline = _offline_prompt(served.loaded, sample)
+    session, answer = _stream(served, sample)
+    assert session.state.ids[: len(offline.ids)] == offline.ids  # the golden layout
+    # the same next-token distribution after the prompt: the media features are the whole clip's
+    ids = torch.tensor([offline.ids])
+    batch = OmniBatch(ids, torch.full_like(ids, IGNORE), visuals=offline.visuals or None,
+                      audio_features=offline.audio_features or None)  # fmt: skip
+    with torch.no_grad():
+        expected = served.loaded.model.text_logits(batch)[0, -1].float()
+    torch.testing.assert_close(session._last.text_logits, expected, atol=1e-4, rtol=1e-4)
+    assert answer.text == _greedy(served.loaded, offline, max_new=8)  # the same greedy answer
+
+
+def test_packets_out_of_order_or_of_mixed_kinds_are_refused(served, eval_clips):
+    packets = packets_of_sample(eval_clips["av_qa"])
+    session = StreamSession(served)
+    session.add_packet(parse_message(packets[0], served.limits))
+    with pytest.raises(ProtocolError, match="packet for second 2, expected second 1"):
+        session.add_packet(parse_message(packets[2], served.limits))
+    silent = parse_message('{"type": "packet", "frames": []}'.replace("[]", '["' + _jpeg_b64() + '"]'), served.limits)
+    with pytest.raises(ProtocolError, match="every packet of a turn carries one second of audio"):
+        session.add_packet(silent)
+    session.add_packet(parse_message(packets[1], served.limits))  # the session goes on
+
+
+def test_malformed_messages_name_what_is_wrong():
+    limits = Limits(max_message_bytes=2000, max_frames=2)
+    cases = {
+        "{not json": "not JSON",
+        '{"type": "hello"}': "unknown message type 'hello'",
+        '{"type": "packet", "audio": "***"}': "audio is not valid base64",
+        '{"type": "packet", "audio": "AAAA"}': "an even number of bytes",  # 3 bytes
+        '{"type": "packet"}': "needs audio, frames or both",
+        '{"type": "packet", "frames": ["AAAA"]}': r"frames\[0\] is not an image",
+        '{"type": "packet", "frames": ["a", "b", "c"]}': "3 frames in one packet, the limit is 2",
+        '{"type": "end_of_turn", "task": "sing"}': "unknown task 'sing'",
+        '{"type": "packet", "audio": "' + "A" * 3000 + '"}': "over the 2000-byte limit",
+    }
+    for text, message in cases.items():
+        with pytest.raises(ProtocolError, match=message):
+            parse_message(text, limits)
+
+
+def test_the_spoken_answer_lasts_as_long_as_its_words_take():
+    assert speech_frames("red", 16.67) == 12  # (0.3 + 0.375) s
+    assert speech_frames("the red square moves left", 16.67) > 3 * speech_frames("red", 16.67)
+
+
+def _jpeg_b64() -> str:
+    import base64
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (56, 28), "red").save(buffer, "JPEG")
+    return base64.b64encode(buffer.getvalue()).decode()
