@@ -1,0 +1,121 @@
+"""The streaming server on 127.0.0.1 with a real registered model: health and metadata, a replayed clip
+answered in text and speech, errors that leave the session alive, barge-in, concurrent sessions kept apart."""
+
+import json
+import threading
+import urllib.request
+import wave
+
+import pytest
+from websockets.sync.client import connect
+
+from components.serving.protocol import Limits, end_of_turn_message, packets_of_sample
+from components.serving.replay import replay
+from components.serving.served_model import ServedModel
+from components.serving.server import running_server
+
+LIMIT = 256 << 10  # above one demo packet (two small JPEGs and a second of audio: ~50 KB as JSON)
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def server(served):
+    small = ServedModel(served.loaded, served.uri, served.name, served.version,
+                        Limits(max_message_bytes=LIMIT, max_tokens=1024))  # fmt: skip
+    with running_server(small) as url:
+        yield url
+
+
+def _question(sample):
+    return sample["json"]["labels"]["qa"][0]["question"]
+
+
+def _ws(url):
+    ws = connect(url.replace("http://", "ws://") + "/stream", max_size=None)
+    assert json.loads(ws.recv(timeout=30))["type"] == "ready"
+    return ws
+
+
+def _turn(ws, packets, task, question=None):
+    """Send a turn; the acks, then every message of the answer up to end_of_answer."""
+    acks = []
+    for packet in packets:
+        ws.send(packet)
+        acks.append(json.loads(ws.recv(timeout=60)))
+    ws.send(end_of_turn_message(task, question))
+    answer = []
+    while not answer or answer[-1]["type"] != "end_of_answer":
+        answer.append(json.loads(ws.recv(timeout=120)))
+    return acks, answer
+
+
+def test_health_and_metadata_name_the_registry_version(server, registered):
+    health = json.loads(urllib.request.urlopen(f"{server}/health", timeout=10).read())
+    assert health == {"status": "ok", "model": registered["model"], "version": registered["version"]}
+    meta = json.loads(urllib.request.urlopen(f"{server}/metadata", timeout=10).read())
+    assert meta["limits"]["max_message_bytes"] == LIMIT and meta["protocol"] == 1
+
+
+def test_replay_answers_in_text_and_speech(server, eval_clips, tmp_path):
+    sample = eval_clips["av_qa"]
+    result = replay(server, packets_of_sample(sample), "av_qa", _question(sample), out_dir=tmp_path)
+    figures = json.loads((tmp_path / "replay.json").read_text())
+    for key in ("packets", "median_prefill_ms", "time_to_first_audio_ms", "real_time_factor", "answer_text",
+                "answer_wav"):  # fmt: skip
+        assert key in figures
+    assert figures["packets"] == len(sample["json"]["layout"]) and result.answer_text.strip()
+    with wave.open(result.answer_wav) as w:
+        assert w.getframerate() == 16000 and w.getnframes() > 0.3 * 16000
+    assert 0 < result.real_time_factor and result.time_to_first_audio_ms > 0
+    assert (tmp_path / "answer.txt").read_text().strip() == result.answer_text.strip()
+
+
+def test_bad_and_oversize_messages_get_an_error_and_the_session_goes_on(server, eval_clips):
+    sample = eval_clips["voice_qa"]
+    with _ws(server) as ws:
+        ws.send("{not json")
+        error = json.loads(ws.recv(timeout=30))
+        assert error["type"] == "error" and "not JSON" in error["message"]
+        ws.send(json.dumps({"type": "packet", "audio": "A" * (LIMIT + 1)}))
+        error = json.loads(ws.recv(timeout=30))
+        assert error["type"] == "error" and f"over the {LIMIT}-byte limit" in error["message"]
+        acks, answer = _turn(ws, packets_of_sample(sample), "voice_qa")
+        assert [a["type"] for a in acks] == ["ack"] * len(acks)
+        assert answer[0]["type"] == "text" and answer[-1]["interrupted"] is False
+
+
+def test_a_packet_while_the_model_speaks_interrupts_it(server, eval_clips):
+    sample = eval_clips["voice_qa"]
+    packets = packets_of_sample(sample)
+    with _ws(server) as ws:
+        for packet in packets:
+            ws.send(packet)
+            json.loads(ws.recv(timeout=60))
+        ws.send(end_of_turn_message("voice_qa"))
+        ws.send(packets[0])  # the user speaks again before the answer is out
+        answer = []
+        while not answer or answer[-1]["type"] != "end_of_answer":
+            answer.append(json.loads(ws.recv(timeout=120)))
+        assert answer[0]["type"] == "text" and answer[-1]["interrupted"] is True
+        ack = json.loads(ws.recv(timeout=60))
+        assert ack["type"] == "ack" and ack["second"] == 0  # the packet opened the next turn
+        _, again = _turn(ws, packets[1:], "voice_qa")  # ... which completes and is answered
+        assert again[-1]["type"] == "end_of_answer"
+
+
+def test_concurrent_sessions_answer_as_they_do_alone(server, eval_clips):
+    clips = {family: eval_clips[family] for family in ("av_qa", "voice_qa", "video_qa")}
+
+    def run(family):
+        sample = clips[family]
+        question = _question(sample) if family != "voice_qa" else None
+        return replay(server, packets_of_sample(sample), family, question).answer_text
+
+    alone = {family: run(family) for family in clips}
+    together, threads = {}, []
+    for family in clips:
+        threads.append(threading.Thread(target=lambda f=family: together.__setitem__(f, run(f))))
+        threads[-1].start()
+    for thread in threads:
+        thread.join(timeout=300)
+    assert together == alone
