@@ -47,6 +47,7 @@ def serve(
     model: Annotated[str, ServedUri] = DEFAULT_SERVED,
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = DEFAULT_PORT,
     max_turn_seconds: Annotated[int, typer.Option(help="Packets (seconds) one turn may hold.")] = 60,
+    spec: Annotated[Path, typer.Option(help="Dataset spec whose sampling cuts files the page uploads.")] = DEMO_SPEC,
     max_tokens: Annotated[int | None, typer.Option(help="A conversation's context (KV cache); by default the "
                                                    "sequence length the model was trained at.")] = None,  # fmt: skip
     tracking_uri: Annotated[str, TrackingUri] = DEFAULT_TRACKING_URI,
@@ -59,7 +60,7 @@ def serve(
     served = _load(model, tracking_uri, _limits(max_turn_seconds, max_tokens))
     record_endpoint(served, tracking_uri, f"http://{HOST}:{port}")
     console.print(f"serving {model} (version {served.version}) on http://{HOST}:{port}  (Ctrl-C stops)")
-    serve_forever(served, port)
+    serve_forever(served, spec, port)
 
 
 @app.command("stream-replay")
@@ -89,7 +90,7 @@ def stream_replay(
     except (ValueError, FileNotFoundError) as exc:
         fail(str(exc))
     if port is None:
-        server = running_server(_load(model, tracking_uri, None))
+        server = running_server(_load(model, tracking_uri, None), spec)
     else:
         server = contextlib.nullcontext(f"http://{HOST}:{port}")
     try:

@@ -1,12 +1,14 @@
 """The streaming server: FastAPI on 127.0.0.1, one WebSocket per conversation (components.serving.protocol),
-`GET /health` (readiness: the model is loaded), `GET /metadata`, and the browser page at `/`.
+`GET /health` (readiness: the model is loaded), `GET /metadata`, the browser page at `/`, and
+`POST /packets?name=FILE` (body: a media file), which cuts the file into protocol packets with the
+ingestion code and the dataset spec the server was given: how the page replays a file.
 
 Every model call runs in a worker thread (the event loop keeps reading the socket, which is how a packet
 that arrives while the model speaks is seen: barge-in) and holds the served model's lock.
 
-    with running_server(served, port=0) as url:      # tests and `stream-replay` without --port
+    with running_server(served, spec, port=0) as url:   # tests and `stream-replay` without --port
         ...
-    serve_forever(served, port=8765)                  # `omnistage serve`
+    serve_forever(served, spec, port=8765)              # `omnistage serve`
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 # at the top: FastAPI reads the handlers' annotations (WebSocket) from this module's globals
-from fastapi import FastAPI, WebSocket, WebSocketDisconnect
+from fastapi import FastAPI, HTTPException, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import HTMLResponse
 
 from components.serving.protocol import PROTOCOL_VERSION, EndOfTurn, ProtocolError, parse_message
@@ -34,9 +36,11 @@ log = logging.getLogger(__name__)
 PAGE = Path(__file__).with_name("page.html")
 HOST = "127.0.0.1"
 _session_ids = itertools.count(1)
+MAX_UPLOAD_BYTES = 256 << 20
 
 
-def create_app(served: ServedModel) -> FastAPI:
+def create_app(served: ServedModel, spec: Path) -> FastAPI:
+    """`spec`: the dataset spec whose sampling cuts uploaded files into packets (POST /packets)."""
     app = FastAPI(title="omnistage stream", docs_url=None, redoc_url=None)
 
     @app.get("/health")
@@ -50,6 +54,29 @@ def create_app(served: ServedModel) -> FastAPI:
     @app.get("/", response_class=HTMLResponse)
     def page() -> str:
         return PAGE.read_text()
+
+    @app.post("/packets")
+    async def packets(request: Request, name: str) -> list[str]:
+        import tempfile
+
+        from components.serving.protocol import packets_of_sample
+        from components.serving.replay import sample_of_file
+
+        body = await request.body()
+        if not body or len(body) > MAX_UPLOAD_BYTES:
+            raise HTTPException(413 if body else 400, f"send the media file as the body (up to {MAX_UPLOAD_BYTES} "
+                                                      f"bytes), got {len(body)}")  # fmt: skip
+
+        def cut() -> list[str]:
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / ("upload" + Path(name).suffix.lower())
+                path.write_bytes(body)
+                return packets_of_sample(sample_of_file(path, spec))
+
+        try:
+            return await asyncio.to_thread(cut)
+        except (ValueError, FileNotFoundError) as exc:
+            raise HTTPException(400, f"{name}: {exc}") from None
 
     @app.websocket("/stream")
     async def stream(ws: WebSocket) -> None:
@@ -128,22 +155,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _server(served: ServedModel, port: int):
+def _server(served: ServedModel, spec: Path, port: int):
     import uvicorn
 
     # The socket's own frame limit sits above the protocol's, so an oversize message is answered with an
     # error by parse_message instead of a closed connection.
-    config = uvicorn.Config(create_app(served), host=HOST, port=port, log_level="warning", ws="websockets",
+    config = uvicorn.Config(create_app(served, spec), host=HOST, port=port, log_level="warning", ws="websockets",
                             ws_max_size=4 * served.limits.max_message_bytes)  # fmt: skip
     return uvicorn.Server(config)
 
 
 @contextlib.contextmanager
-def running_server(served: ServedModel, port: int = 0) -> Iterator[str]:
+def running_server(served: ServedModel, spec: Path, port: int = 0) -> Iterator[str]:
     """The server in a background thread on 127.0.0.1 (`port` 0: a free one); yields its base URL and stops
     it on exit."""
     port = port or free_port()
-    server = _server(served, port)
+    server = _server(served, spec, port)
     thread = threading.Thread(target=server.run, name="omnistage-serve", daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -158,5 +185,5 @@ def running_server(served: ServedModel, port: int = 0) -> Iterator[str]:
         thread.join(timeout=30)
 
 
-def serve_forever(served: ServedModel, port: int) -> None:
-    _server(served, port).run()
+def serve_forever(served: ServedModel, spec: Path, port: int) -> None:
+    _server(served, spec, port).run()

@@ -13,7 +13,9 @@ from components.serving.protocol import Limits, end_of_turn_message, packets_of_
 from components.serving.replay import replay
 from components.serving.served_model import ServedModel
 from components.serving.server import running_server
+from tests.conftest import REPO_ROOT
 
+SPEC = REPO_ROOT / "data_specs" / "datasets" / "demo.yaml"
 LIMIT = 256 << 10  # above one demo packet (two small JPEGs and a second of audio: ~50 KB as JSON)
 pytestmark = pytest.mark.slow
 
@@ -22,7 +24,7 @@ pytestmark = pytest.mark.slow
 def server(served):
     small = ServedModel(served.loaded, served.uri, served.name, served.version,
                         Limits(max_message_bytes=LIMIT, max_tokens=1024))  # fmt: skip
-    with running_server(small) as url:
+    with running_server(small, SPEC) as url:
         yield url
 
 
@@ -119,3 +121,23 @@ def test_concurrent_sessions_answer_as_they_do_alone(server, eval_clips):
     for thread in threads:
         thread.join(timeout=300)
     assert together == alone
+
+
+def test_the_page_replays_a_file_and_shows_and_plays_the_answer(server, tiny_corpus, tmp_path):
+    from tests.components.serving.cdp import headless_page
+
+    clip = sorted(tiny_corpus.glob("**/eval/av_qa-*.mkv"))[0]
+    with headless_page() as page:
+        page.open(server + "/")
+        page.wait_for("document.getElementById('model').textContent.includes('version')", 30)
+        page.choose_file("#file", clip)
+        page.evaluate("document.getElementById('question').value = 'Which colour was on screen when the beep sounded?'")
+        page.evaluate("document.getElementById('send').click()")
+        page.wait_for("document.querySelector('.turn[data-done]')", 120)
+        answer = page.evaluate("document.getElementById('answer').textContent")
+        assert answer.strip()
+        assert page.evaluate("document.getElementById('player').src").startswith("blob:")
+        assert "median prefill" in page.evaluate("document.getElementById('log').innerText")
+        assert page.evaluate("document.querySelectorAll('.error').length") == 0
+        page.screenshot(tmp_path / "page.png")
+    assert (tmp_path / "page.png").stat().st_size > 5000
