@@ -20,11 +20,12 @@ from components.cli.common import (
 )
 
 app = typer.Typer()
+# the demo dataset's sampling; not imported from components.serving.server, which imports FastAPI
+DEFAULT_SPEC = REPO_ROOT / "data_specs" / "datasets" / "demo.yaml"
 
 DEFAULT_SERVED = f"models:/{DEFAULT_MODEL_NAME}@champion"
 DEFAULT_PORT = 8765
 ServedUri = typer.Option("--model", help="Registry version: models:/NAME@ALIAS or models:/NAME/VERSION.")
-DEMO_SPEC = REPO_ROOT / "data_specs" / "datasets" / "demo.yaml"
 
 
 def _limits(max_turn_seconds: int, max_tokens: int | None):
@@ -47,7 +48,7 @@ def serve(
     model: Annotated[str, ServedUri] = DEFAULT_SERVED,
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = DEFAULT_PORT,
     max_turn_seconds: Annotated[int, typer.Option(help="Packets (seconds) one turn may hold.")] = 60,
-    spec: Annotated[Path, typer.Option(help="Dataset spec whose sampling cuts files the page uploads.")] = DEMO_SPEC,
+    spec: Annotated[Path, typer.Option(help="Dataset spec whose sampling cuts files the page uploads.")] = DEFAULT_SPEC,
     max_tokens: Annotated[int | None, typer.Option(help="A conversation's context (KV cache); by default the "
                                                    "sequence length the model was trained at.")] = None,  # fmt: skip
     tracking_uri: Annotated[str, TrackingUri] = DEFAULT_TRACKING_URI,
@@ -74,7 +75,7 @@ def stream_replay(
     question: Annotated[str | None, typer.Option(help="The typed question (tasks that take one).")] = None,
     out: Annotated[Path | None, typer.Option(help="Folder for answer.wav, answer.txt and replay.json.")] = None,
     realtime: Annotated[bool, typer.Option(help="One packet per second of wall time, as a camera would.")] = False,
-    spec: Annotated[Path, typer.Option(help="Dataset spec whose sampling cuts the packets.")] = DEMO_SPEC,
+    spec: Annotated[Path, typer.Option(help="Dataset spec whose sampling cuts the packets.")] = DEFAULT_SPEC,
     tracking_uri: Annotated[str, TrackingUri] = DEFAULT_TRACKING_URI,
     json_out: Annotated[bool, JsonOut] = False,
 ) -> None:

@@ -14,6 +14,8 @@ Rules, per suite the gate runs, in order:
   (candidate - champion) over the items both evaluations scored (matched by item id); the rule fails
   only when the whole 95% CI of that difference is worse than -tolerance (a regression the data shows,
   not one noise could explain). Needs both evaluations' per-item records; with no champion it is skipped;
+- streaming (when the gate has `streaming`): held-out clips replayed through the streaming server gave
+  the offline answers within the latency budgets (components.serving.check);
 - approval (when `require_approval`): a recorded human approval.
 `missing` results for a suite the gate runs fail that suite's rules.
 """
@@ -30,7 +32,7 @@ PROMOTED, REJECTED, AWAITING = "promoted", "rejected", "awaiting-approval"
 
 @dataclass(frozen=True)
 class RuleOutcome:
-    rule: str  # result | min_items | floor | above_chance | above_blanked | no_regression | approval
+    rule: str  # result | min_items | floor | above_chance | above_blanked | no_regression | streaming | approval
     suite: str | None
     passed: bool
     detail: str
@@ -118,12 +120,25 @@ def _no_regression(suite: str, result: dict, champ: dict, metric: str, tolerance
                        f"tolerance {tolerance:g}")  # fmt: skip
 
 
+def _streaming(report: dict | None) -> RuleOutcome:
+    if report is None:
+        return RuleOutcome("streaming", None, False, "streaming: the gate asks for a streaming check and none was run")
+    detail = (f"streaming: {report['same_answers']}/{report['num_items']} answers as offline, time to first audio "
+              f"<= {report['max_time_to_first_audio_ms']:.0f} ms, real-time factor "
+              f"<= {report['max_real_time_factor']:.3f}")  # fmt: skip
+    return RuleOutcome("streaming", None, report["passed"], "; ".join(report["reasons"]) or detail)
+
+
 def decide(gate: GateSpec, candidate: dict[str, dict], champion: dict[str, dict] | None, metrics: dict[str, str],
-           approved: bool = False, without_media: frozenset[str] = frozenset()) -> Decision:  # fmt: skip
+           approved: bool = False, without_media: frozenset[str] = frozenset(),
+           streaming: dict | None = None) -> Decision:  # fmt: skip
     """candidate/champion: suite -> record (components.evaluation.records: value, ci_low, ci_high, chance,
     blanked, num_items, min_items, and `items` for the paired bootstrap); champion None = none yet;
-    metrics: suite -> metric name; without_media: suites with no media to blank (skipped by above_blanked: all)."""
+    metrics: suite -> metric name; without_media: suites with no media to blank (skipped by above_blanked: all);
+    streaming: the candidate's streaming-check report (components.serving.check), None = not run."""
     outcomes: list[RuleOutcome] = []
+    if gate.streaming is not None:
+        outcomes.append(_streaming(streaming))
     for suite in gate.suites:
         result = candidate.get(suite)
         if result is None:

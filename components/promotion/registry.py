@@ -16,6 +16,7 @@ from pathlib import Path
 
 from components.evaluation.records import latest_evaluation, latest_evaluation_run, latest_evaluation_with_items
 from components.promotion.gate import PROMOTED, REJECTED, Decision, decide
+from components.serving.check import recorded_streaming_check
 from components.specs.evals import EVALS_DIR, GateSpec, load_suites
 from components.tracking.experiments import mlflow_client
 from components.tracking.models import parse_models_uri
@@ -87,7 +88,8 @@ def judge(name: str, version: str, gate: GateSpec, tracking_uri: str, evals_dir:
         champion = latest_evaluation_with_items(client, name, champion_version)
     approved = client.get_model_version(name, version).tags.get("omnistage.approved_by") is not None
     metrics, without_media = _suite_facts(gate, evals_dir)
-    decision = decide(gate, candidate, champion, metrics, approved, without_media)
+    streaming = recorded_streaming_check(client, name, version) if gate.streaming else None
+    decision = decide(gate, candidate, champion, metrics, approved, without_media, streaming)
     record = decision.to_dict() | {"gate": gate.name, "model": name, "version": version,
                                    "champion_version": champion_version, "decided_at": time.time()}  # fmt: skip
     tags = {"omnistage.gate.name": gate.name, "omnistage.gate.status": decision.status,
@@ -134,6 +136,11 @@ def promote(model_uri: str, gate: GateSpec, datasets: dict[str, Path], tracking_
     if evaluate or not latest_evaluation(client, name, version):
         evaluate_model(f"models:/{name}/{version}", datasets, tracking_uri, gate.suites, evals_dir)
     evaluate_champion_on_same_data(name, version, gate, datasets, tracking_uri, evals_dir)
+    if gate.streaming is not None:
+        from components.serving.check import record_streaming_check, streaming_check
+
+        report = streaming_check(f"models:/{name}/{version}", gate.streaming, datasets, tracking_uri)
+        record_streaming_check(client, name, version, report)
     return _judge_and_move(name, version, gate, tracking_uri, evals_dir)
 
 

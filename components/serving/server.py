@@ -37,9 +37,11 @@ PAGE = Path(__file__).with_name("page.html")
 HOST = "127.0.0.1"
 _session_ids = itertools.count(1)
 MAX_UPLOAD_BYTES = 256 << 20
+# the demo dataset's sampling (frame rate, resize, audio) cuts uploaded files unless the server is given another
+DEFAULT_SPEC = Path(__file__).resolve().parents[2] / "data_specs" / "datasets" / "demo.yaml"
 
 
-def create_app(served: ServedModel, spec: Path) -> FastAPI:
+def create_app(served: ServedModel, spec: Path = DEFAULT_SPEC) -> FastAPI:
     """`spec`: the dataset spec whose sampling cuts uploaded files into packets (POST /packets)."""
     app = FastAPI(title="omnistage stream", docs_url=None, redoc_url=None)
 
@@ -166,7 +168,7 @@ def _server(served: ServedModel, spec: Path, port: int):
 
 
 @contextlib.contextmanager
-def running_server(served: ServedModel, spec: Path, port: int = 0) -> Iterator[str]:
+def running_server(served: ServedModel, spec: Path = DEFAULT_SPEC, port: int = 0) -> Iterator[str]:
     """The server in a background thread on 127.0.0.1 (`port` 0: a free one); yields its base URL and stops
     it on exit."""
     port = port or free_port()

@@ -22,6 +22,12 @@ A gate says when a candidate may replace the `champion`:
     require_min_items: true                 # each suite scored at least its spec's min_items items
     no_regression: {tolerance: {default: 0.0, text: 5.0}}   # paired bootstrap vs the champion, same items
     require_approval: false
+    streaming:                              # optional: held-out clips through the streaming server
+      families: [av_qa, voice_qa]
+      items_per_family: 2
+      same_answers: true                    # streamed answer == offline greedy answer
+      max_time_to_first_audio_ms: 2000
+      max_real_time_factor: 1.0
 """
 
 from __future__ import annotations
@@ -113,6 +119,23 @@ class NoRegression(_Strict):
         return self.tolerance.get(suite, self.tolerance.get("default", 0.0))
 
 
+STREAMED_FAMILIES = ("av_qa", "voice_qa", "video_qa", "asr")
+
+
+class StreamingCheck(_Strict):
+    """Held-out clips replayed through the streaming server before promotion (components.serving.check)."""
+
+    dataset: str = Field("demo", description="dataset (a --dataset NAME) whose eval split holds the clips")
+    families: list[Literal["av_qa", "voice_qa", "video_qa", "asr"]] = Field(
+        default_factory=lambda: ["av_qa", "voice_qa"], min_length=1)
+    items_per_family: int = Field(2, ge=1, le=50, description="clips per family, the first by key")
+    same_answers: bool = Field(True, description="each streamed answer's text equals the offline greedy answer")
+    max_time_to_first_audio_ms: float | None = Field(
+        None, gt=0, description="every clip's time from end of turn to the first audio chunk (client side)")
+    max_real_time_factor: float | None = Field(
+        None, gt=0, description="every clip's compute time over the seconds it serves (components.serving.replay)")
+
+
 class GateSpec(_Strict):
     name: str
     model_name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -126,6 +149,8 @@ class GateSpec(_Strict):
     require_min_items: bool = Field(True, description="fail a suite scored on fewer items than its min_items")
     no_regression: NoRegression | None = NoRegression()
     require_approval: bool = False
+    streaming: StreamingCheck | None = Field(
+        None, description="replay held-out clips through the streaming server; fail on other answers or latency")
 
     @model_validator(mode="after")
     def _floors_name_suites(self) -> GateSpec:

@@ -118,3 +118,40 @@ def test_gate_spec_errors_name_the_field():
         _gate(floors={"wer": 0.3})
     with pytest.raises(ValueError, match="above_blanked names suites the gate does not run"):
         _gate(above_blanked=["asr"])
+
+
+STREAMING = {"families": ["av_qa", "voice_qa"], "max_time_to_first_audio_ms": 1000, "max_real_time_factor": 1.0}
+
+
+def _streamed(same=(True, True), ttfa=(300.0, 450.0), rtf=(0.2, 0.3)):
+    """The streaming check's report (components.serving.check) from per-clip figures."""
+    from components.serving.check import judge_streaming
+    from components.specs.evals import StreamingCheck
+
+    items = [{"key": f"clip{i}", "same": s, "time_to_first_audio_ms": t, "real_time_factor": r}
+             for i, (s, t, r) in enumerate(zip(same, ttfa, rtf))]  # fmt: skip
+    return judge_streaming(StreamingCheck.model_validate(STREAMING), items)
+
+
+STREAM_CASES = [
+    ("streams the offline answers within budget", _streamed(), PROMOTED, []),
+    ("a streamed answer differs", _streamed(same=(True, False)), REJECTED, ["streaming"]),
+    ("time to first audio over budget", _streamed(ttfa=(300.0, 1500.0)), REJECTED, ["streaming"]),
+    ("no audio at all", _streamed(ttfa=(300.0, None)), REJECTED, ["streaming"]),
+    ("slower than real time", _streamed(rtf=(0.2, 1.4)), REJECTED, ["streaming"]),
+    ("check not run", None, REJECTED, ["streaming"]),
+]
+
+
+@pytest.mark.parametrize("name,report,status,failing", STREAM_CASES, ids=[c[0] for c in STREAM_CASES])
+def test_gate_streaming_rule(name, report, status, failing):
+    decision = decide(_gate(streaming=STREAMING), GOOD, CHAMP, METRICS, False, WITHOUT_MEDIA, report)
+    assert decision.status == status, decision.to_dict()
+    assert [o.rule for o in decision.outcomes if not o.passed] == failing, decision.to_dict()
+    if report is not None and failing:
+        assert decision.reasons == report["reasons"]
+
+
+def test_a_gate_without_streaming_ignores_the_report():
+    decision = decide(_gate(), GOOD, CHAMP, METRICS, False, WITHOUT_MEDIA, _streamed(same=(False, False)))
+    assert decision.status == PROMOTED and "streaming" not in {o.rule for o in decision.outcomes}

@@ -22,6 +22,9 @@ def registered(tiny_dataset, tmp_path_factory, migrated_mlflow_db):
     root = tmp_path_factory.mktemp("serving")
     uri = mlflow_db_copy(migrated_mlflow_db, root / "mlflow.db")
     curriculum = CurriculumSpec.load(REPO_ROOT / "data_specs" / "curriculum" / "tiny.yaml")
+    # trained at the context the later stages use, so a clip's prompt fits the model's default session context
+    stages = [s.model_copy(update={"seq_length": 1024}) if s.name == "stage0-text" else s for s in curriculum.stages]
+    curriculum = curriculum.model_copy(update={"stages": stages})
     run = StageRun(curriculum, "stage0-text", {"demo": tiny_dataset}, tiny_dataset / "tokenizer.json", root / "s0",
                    max_steps=2)  # fmt: skip
     checkpoint = tracked_stage(run, uri)[0].checkpoint
@@ -32,11 +35,9 @@ def registered(tiny_dataset, tmp_path_factory, migrated_mlflow_db):
 
 @pytest.fixture(scope="package")
 def served(registered):
-    from components.serving.protocol import Limits
     from components.serving.served_model import load_served_model
 
-    # stage 0 trains 256-token sequences; the clips' prompts are longer (later stages train at 1024)
-    return load_served_model(registered["model"], registered["uri"], Limits(max_tokens=1024))
+    return load_served_model(registered["model"], registered["uri"])
 
 
 @pytest.fixture(scope="package")

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def server(served):
     small = ServedModel(served.loaded, served.uri, served.name, served.version,
-                        Limits(max_message_bytes=LIMIT, max_tokens=1024))  # fmt: skip
+                        Limits(max_message_bytes=LIMIT))  # fmt: skip
     with running_server(small, SPEC) as url:
         yield url
 
