@@ -136,12 +136,18 @@ def promote(model_uri: str, gate: GateSpec, datasets: dict[str, Path], tracking_
     if evaluate or not latest_evaluation(client, name, version):
         evaluate_model(f"models:/{name}/{version}", datasets, tracking_uri, gate.suites, evals_dir)
     evaluate_champion_on_same_data(name, version, gate, datasets, tracking_uri, evals_dir)
-    if gate.streaming is not None:
-        from components.serving.check import record_streaming_check, streaming_check
-
-        report = streaming_check(f"models:/{name}/{version}", gate.streaming, datasets, tracking_uri)
-        record_streaming_check(client, name, version, report)
+    check_streaming(name, version, gate, datasets, tracking_uri)
     return _judge_and_move(name, version, gate, tracking_uri, evals_dir)
+
+
+def check_streaming(name: str, version: str, gate: GateSpec, datasets: dict[str, Path], tracking_uri: str) -> None:
+    """Run the gate's streaming check on the version and record it there (nothing when the gate has none)."""
+    if gate.streaming is None:
+        return
+    from components.serving.check import record_streaming_check, streaming_check
+
+    report = streaming_check(f"models:/{name}/{version}", gate.streaming, datasets, tracking_uri)
+    record_streaming_check(mlflow_client(tracking_uri), name, version, report)
 
 
 def evaluate_champion_on_same_data(name: str, version: str, gate: GateSpec, datasets: dict[str, Path],

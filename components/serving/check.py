@@ -42,34 +42,41 @@ def streaming_check(model_uri: str, check: StreamingCheck, datasets: dict[str, P
             for sample in samples:
                 qa = sample["json"]["labels"].get("qa") or [{}]
                 question = qa[0].get("question") if family in ("av_qa", "video_qa") else None
-                result = replay(url, packets_of_sample(sample), family, question)
                 prompt = render_prompt(sample, loaded.tokenizer, loaded.preset.vit, loaded.preset.audio_encoder)
                 asked = question_ids(loaded.tokenizer, family, question) if family != "asr" else []
                 offline = _greedy(loaded, Prompt(prompt.ids + asked, prompt.visuals, prompt.audio_features))
-                items.append({"key": sample["json"]["key"], "family": family, "streamed": result.answer_text,
-                              "offline": offline, "same": result.answer_text == offline,
-                              "time_to_first_audio_ms": result.time_to_first_audio_ms,
-                              "real_time_factor": result.real_time_factor,
-                              "median_prefill_ms": result.median_prefill_ms})  # fmt: skip
+                item = {"key": sample["json"]["key"], "family": family, "offline": offline}
+                try:
+                    result = replay(url, packets_of_sample(sample), family, question)
+                except RuntimeError as exc:  # the server refused the clip (e.g. longer than the model's context)
+                    items.append(item | {"error": str(exc), "same": False, "time_to_first_audio_ms": None,
+                                         "real_time_factor": float("inf")})  # fmt: skip
+                    continue
+                items.append(item | {"streamed": result.answer_text, "same": result.answer_text == offline,
+                                     "time_to_first_audio_ms": result.time_to_first_audio_ms,
+                                     "real_time_factor": result.real_time_factor,
+                                     "median_prefill_ms": result.median_prefill_ms})  # fmt: skip
     return judge_streaming(check, items)
 
 
 def judge_streaming(check: StreamingCheck, items: list[dict]) -> dict:
     """The check's verdict from per-clip figures: every clip's answer the same (when required), every clip
     within the latency budgets."""
-    reasons = []
-    differ = [i["key"] for i in items if not i["same"]]
+    reasons = [f"streaming: clip {i['key']} was not answered: {i['error']}" for i in items if i.get("error")]
+    answered = [i for i in items if not i.get("error")]  # a refused clip fails on its own reason above
+    differ = [i["key"] for i in answered if not i["same"]]
     if check.same_answers and differ:
-        reasons.append(f"streaming: {len(differ)} of {len(items)} streamed answers differ from the offline ones "
+        reasons.append(f"streaming: {len(differ)} of {len(answered)} streamed answers differ from the offline ones "
                        f"({', '.join(differ[:3])})")  # fmt: skip
-    ttfa = [i["time_to_first_audio_ms"] if i["time_to_first_audio_ms"] is not None else float("inf") for i in items]
+    ttfa = [i["time_to_first_audio_ms"] if i["time_to_first_audio_ms"] is not None else float("inf")
+            for i in answered] or [float("inf")]  # fmt: skip
     if check.max_time_to_first_audio_ms is not None and max(ttfa) > check.max_time_to_first_audio_ms:
         reasons.append(f"streaming: time to first audio {max(ttfa):.0f} ms over the "
                        f"{check.max_time_to_first_audio_ms:g} ms budget")  # fmt: skip
-    rtf = [i["real_time_factor"] for i in items]
+    rtf = [i["real_time_factor"] for i in answered] or [float("inf")]
     if check.max_real_time_factor is not None and max(rtf) > check.max_real_time_factor:
         reasons.append(f"streaming: real-time factor {max(rtf):.3f} over {check.max_real_time_factor:g}")
-    return {"passed": not reasons, "reasons": reasons, "items": items, "same_answers": len(items) - len(differ),
+    return {"passed": not reasons, "reasons": reasons, "items": items, "same_answers": sum(i["same"] for i in items),
             "num_items": len(items), "max_time_to_first_audio_ms": max(ttfa),
             "median_time_to_first_audio_ms": statistics.median(ttfa), "max_real_time_factor": max(rtf)}  # fmt: skip
 

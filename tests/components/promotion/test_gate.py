@@ -123,13 +123,16 @@ def test_gate_spec_errors_name_the_field():
 STREAMING = {"families": ["av_qa", "voice_qa"], "max_time_to_first_audio_ms": 1000, "max_real_time_factor": 1.0}
 
 
-def _streamed(same=(True, True), ttfa=(300.0, 450.0), rtf=(0.2, 0.3)):
-    """The streaming check's report (components.serving.check) from per-clip figures."""
+def _streamed(same=(True, True), ttfa=(300.0, 450.0), rtf=(0.2, 0.3), error=None):
+    """The streaming check's report (components.serving.check) from per-clip figures; `error`: the server
+    refused the last clip."""
     from components.serving.check import judge_streaming
     from components.specs.evals import StreamingCheck
 
     items = [{"key": f"clip{i}", "same": s, "time_to_first_audio_ms": t, "real_time_factor": r}
              for i, (s, t, r) in enumerate(zip(same, ttfa, rtf))]  # fmt: skip
+    if error:
+        items[-1] |= {"error": error, "same": False, "time_to_first_audio_ms": None, "real_time_factor": float("inf")}
     return judge_streaming(StreamingCheck.model_validate(STREAMING), items)
 
 
@@ -139,6 +142,7 @@ STREAM_CASES = [
     ("time to first audio over budget", _streamed(ttfa=(300.0, 1500.0)), REJECTED, ["streaming"]),
     ("no audio at all", _streamed(ttfa=(300.0, None)), REJECTED, ["streaming"]),
     ("slower than real time", _streamed(rtf=(0.2, 1.4)), REJECTED, ["streaming"]),
+    ("the server refused a clip", _streamed(error="longer than the context"), REJECTED, ["streaming"]),
     ("check not run", None, REJECTED, ["streaming"]),
 ]
 
@@ -149,7 +153,7 @@ def test_gate_streaming_rule(name, report, status, failing):
     assert decision.status == status, decision.to_dict()
     assert [o.rule for o in decision.outcomes if not o.passed] == failing, decision.to_dict()
     if report is not None and failing:
-        assert decision.reasons == report["reasons"]
+        assert decision.reasons == ["; ".join(report["reasons"])]
 
 
 def test_a_gate_without_streaming_ignores_the_report():
