@@ -46,7 +46,11 @@ def _load(model: str, tracking_uri: str, limits):
 @app.command()
 def serve(
     model: Annotated[str, ServedUri] = DEFAULT_SERVED,
-    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = DEFAULT_PORT,
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = DEFAULT_PORT,
+    host: Annotated[str, typer.Option(help="Address to bind: 127.0.0.1 on a workstation, 0.0.0.0 in a pod "
+                                      "(infra/k8s/serving).")] = "127.0.0.1",  # fmt: skip
+    public_url: Annotated[str | None, typer.Option(help="Where clients reach it (recorded on the model version); "
+                                                   "default http://HOST:PORT.")] = None,  # fmt: skip
     max_turn_seconds: Annotated[int, typer.Option(help="Packets (seconds) one turn may hold.")] = 60,
     spec: Annotated[Path, typer.Option(help="Dataset spec whose sampling cuts files the page uploads.")] = DEFAULT_SPEC,
     max_tokens: Annotated[int | None, typer.Option(help="A conversation's context (KV cache); by default the "
@@ -56,12 +60,13 @@ def serve(
     """Serve a registered model on the 1-second streaming protocol: WebSocket /stream, GET /health, /metadata,
     and a page at / (components/serving/protocol.py documents the messages)."""
     from components.serving.served_model import record_endpoint
-    from components.serving.server import HOST, serve_forever
+    from components.serving.server import serve_forever
 
     served = _load(model, tracking_uri, _limits(max_turn_seconds, max_tokens))
-    record_endpoint(served, tracking_uri, f"http://{HOST}:{port}")
-    console.print(f"serving {model} (version {served.version}) on http://{HOST}:{port}  (Ctrl-C stops)")
-    serve_forever(served, spec, port)
+    url = public_url or f"http://{host}:{port}"
+    record_endpoint(served, tracking_uri, url)
+    console.print(f"serving {model} (version {served.version}) on http://{host}:{port}, as {url}  (Ctrl-C stops)")
+    serve_forever(served, spec, port, host)
 
 
 @app.command("stream-replay")

@@ -157,12 +157,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _server(served: ServedModel, spec: Path, port: int):
+def _server(served: ServedModel, spec: Path, port: int, host: str = HOST):
     import uvicorn
 
     # The socket's own frame limit sits above the protocol's, so an oversize message is answered with an
     # error by parse_message instead of a closed connection.
-    config = uvicorn.Config(create_app(served, spec), host=HOST, port=port, log_level="warning", ws="websockets",
+    config = uvicorn.Config(create_app(served, spec), host=host, port=port, log_level="warning", ws="websockets",
                             ws_max_size=4 * served.limits.max_message_bytes)  # fmt: skip
     return uvicorn.Server(config)
 
@@ -187,5 +187,5 @@ def running_server(served: ServedModel, spec: Path = DEFAULT_SPEC, port: int = 0
         thread.join(timeout=30)
 
 
-def serve_forever(served: ServedModel, spec: Path, port: int) -> None:
-    _server(served, spec, port).run()
+def serve_forever(served: ServedModel, spec: Path, port: int, host: str = HOST) -> None:
+    _server(served, spec, port, host).run()
