@@ -123,3 +123,23 @@ def bench_parallel(
         print(json.dumps(results, indent=2))
     else:
         console.print(format_table(results), highlight=False)
+
+
+@bench_app.command("stream")
+def bench_stream(
+    model: Annotated[str, typer.Option(help="Registry version to serve.")] = f"models:/{DEFAULT_MODEL_NAME}@champion",
+    dataset: Annotated[Path, typer.Option(help="Ingested dataset whose eval clips are replayed.")] = (
+        WORK / "datasets" / "demo"),
+    sessions: Annotated[int, typer.Option(min=1, help="Concurrent conversations.")] = 4,
+    seconds: Annotated[float, typer.Option(min=1, help="How long the clients keep starting turns.")] = 60,
+    tracking_uri: Annotated[str, TrackingUri] = DEFAULT_TRACKING_URI,
+    json_out: Annotated[bool, JsonOut] = False,
+) -> None:
+    """N concurrent conversations against one streaming server: latency percentiles, isolation."""
+    from components.bench.stream_load import run_benchmark
+
+    try:
+        results = run_benchmark(model, tracking_uri, dataset, sessions, seconds)
+    except (ValueError, RuntimeError, FileNotFoundError) as exc:
+        fail(str(exc))
+    _print_results(results, json_out)

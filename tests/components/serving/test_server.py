@@ -141,3 +141,14 @@ def test_the_page_replays_a_file_and_shows_and_plays_the_answer(server, tiny_cor
         assert page.evaluate("document.querySelectorAll('.error').length") == 0
         page.screenshot(tmp_path / "page.png")
     assert (tmp_path / "page.png").stat().st_size > 5000
+
+
+def test_concurrent_load_reports_percentiles_and_every_answer_is_as_alone(registered, tiny_dataset):
+    from components.bench.stream_load import run_benchmark
+
+    report = run_benchmark(registered["model"], registered["uri"], tiny_dataset, sessions=2, seconds=4,
+                           per_family=1)  # fmt: skip
+    answered, total = map(int, report["answers_as_alone"].split("/"))
+    assert total >= 2 and answered == total == report["turns"]
+    assert 0 < report["prefill_ms_p50"] <= report["prefill_ms_p90"] <= report["prefill_ms_p99"]
+    assert report["time_to_first_audio_ms_p50"] > 0 and report["packets_per_s"] > 0
