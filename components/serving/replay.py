@@ -15,6 +15,7 @@ Figures (`ReplayResult`):
 
 from __future__ import annotations
 
+import base64
 import json
 import statistics
 import time
@@ -92,7 +93,7 @@ def replay(url: str, packets: list[str], task: str | None = None, question: str 
                 break
             if first_audio is None:
                 first_audio = (time.perf_counter() - turn_end) * 1000
-            chunks.append(np.frombuffer(_b64(message["pcm16"]), "<i2"))
+            chunks.append(np.frombuffer(base64.b64decode(message["pcm16"]), "<i2"))
         answer_s = time.perf_counter() - turn_end
     audio = np.concatenate(chunks) if chunks else np.zeros(0, np.int16)
     wav_path = None
@@ -128,15 +129,7 @@ def _expect(ws, kinds, timeout_s: float) -> dict:
     return message
 
 
-def _b64(text: str) -> bytes:
-    import base64
-
-    return base64.b64decode(text)
-
-
 def _audio_samples(packet: str) -> int:
-    import base64
-
     audio = json.loads(packet).get("audio")
     return len(base64.b64decode(audio)) // 2 if audio else 0
 

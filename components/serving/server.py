@@ -30,7 +30,8 @@ from fastapi.responses import HTMLResponse
 
 from components.serving.protocol import PROTOCOL_VERSION, EndOfTurn, ProtocolError, parse_message
 from components.serving.served_model import ServedModel
-from components.serving.session import ContextFull, StreamSession
+from components.serving.session import StreamSession
+from model.incremental import ContextFull
 
 log = logging.getLogger(__name__)
 PAGE = Path(__file__).with_name("page.html")

@@ -36,7 +36,7 @@ from components.training.chat_template import request_ids, user_turn_start
 from components.training.speech_render import speech_prompt_ids
 from model import tokenizer as tok
 from model.audio_encoder import fbank, splice_frames
-from model.incremental import ContextFull, IncrementalOmni
+from model.incremental import IncrementalOmni
 from model.layout import audio_steps_per_chunk, chunk_ids, frame_pairs
 from model.vit import VisualInput
 
@@ -240,5 +240,3 @@ def _decode_frames(codec, codes: torch.Tensor, start: int, end: int) -> torch.Te
 def _pcm16(wave: torch.Tensor) -> np.ndarray:
     return (wave.clamp(-1, 1) * 32767).round().to(torch.int16).numpy()
 
-
-__all__ = ["Answer", "ContextFull", "StreamSession", "default_task", "speech_frames"]

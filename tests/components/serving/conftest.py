@@ -1,9 +1,6 @@
 """A registered model version to serve: a tiny checkpoint (a few training steps) in a SQLite MLflow registry,
 aliased champion, and eval clips of each streamed family from the tiny corpus."""
 
-import glob
-import json
-
 import pytest
 
 from tests.conftest import REPO_ROOT, mlflow_db_copy
@@ -42,14 +39,8 @@ def served(registered):
 
 @pytest.fixture(scope="package")
 def eval_clips(tiny_dataset) -> dict[str, dict]:
-    """The first eval sample of each streamed family (WebDataset dicts, `json` parsed)."""
-    import webdataset as wds
+    """The first eval sample (by key) of each streamed family."""
+    from components.evaluation.items import split_samples
 
-    found: dict[str, dict] = {}
-    shards = sorted(glob.glob(str(tiny_dataset / "shards" / "*.tar")))
-    for sample in wds.WebDataset(shards, shardshuffle=False, empty_check=False):
-        meta = json.loads(sample["json"])
-        family = meta.get("task_family")
-        if meta["split"] == "eval" and family in ("av_qa", "voice_qa", "video_qa", "asr") and family not in found:
-            found[family] = {**sample, "json": meta}
-    return found
+    families = ("av_qa", "voice_qa", "video_qa", "asr")
+    return {family: split_samples(tiny_dataset, family, "eval")[0] for family in families}

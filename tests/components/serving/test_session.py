@@ -5,7 +5,13 @@ import pytest
 import torch
 
 from components.evaluation.scoring import _greedy
-from components.serving.protocol import Limits, ProtocolError, packets_of_sample, parse_message
+from components.serving.protocol import (
+    Limits,
+    ProtocolError,
+    end_of_turn_message,
+    packets_of_sample,
+    parse_message,
+)
 from components.serving.session import StreamSession, speech_frames
 from components.training.render import Prompt, question_ids, render_prompt
 from model.omni import IGNORE, OmniBatch
@@ -29,8 +35,7 @@ def _stream(served, sample):
     for raw in packets_of_sample(sample):
         session.add_packet(parse_message(raw, served.limits))
     question = sample["json"]["labels"]["qa"][0]["question"] if family in QUESTION_FAMILIES else None
-    end = parse_message(f'{{"type": "end_of_turn", "task": "{family}", "question": {question!r}}}'.replace("'", '"')
-                        if question else f'{{"type": "end_of_turn", "task": "{family}"}}', served.limits)  # fmt: skip
+    end = parse_message(end_of_turn_message(family, question), served.limits)
     return session, session.answer(end, max_new=8)
 
 
