@@ -163,7 +163,7 @@ def _server(served: ServedModel, spec: Path, port: int, host: str = HOST):
 
     # The socket's own frame limit sits above the protocol's, so an oversize message is answered with an
     # error by parse_message instead of a closed connection.
-    config = uvicorn.Config(create_app(served, spec), host=host, port=port, log_level="warning", ws="websockets",
+    config = uvicorn.Config(create_app(served, spec), host=host, port=port, log_level="warning", ws="websockets-sansio",
                             ws_max_size=4 * served.limits.max_message_bytes)  # fmt: skip
     return uvicorn.Server(config)
 
