@@ -1,7 +1,8 @@
 """The streaming server: FastAPI on 127.0.0.1, one WebSocket per conversation (components.serving.protocol),
-`GET /health` (readiness: the model is loaded), `GET /metadata`, the browser page at `/`, and
+`GET /health` (readiness: the model is loaded), `GET /metadata`, the browser page at `/`,
 `POST /packets?name=FILE` (body: a media file), which cuts the file into protocol packets with the
-ingestion code and the dataset spec the server was given: how the page replays a file.
+ingestion code and the dataset spec the server was given (how the page replays a file), and
+`GET /capture?width=W&height=H`: the frame rate and frame size a live camera is sampled at.
 
 Every model call runs in a worker thread (the event loop keeps reading the socket, which is how a packet
 that arrives while the model speaks is seen: barge-in) and holds the served model's lock.
@@ -57,6 +58,20 @@ def create_app(served: ServedModel, spec: Path = DEFAULT_SPEC) -> FastAPI:
     @app.get("/", response_class=HTMLResponse)
     def page() -> str:
         return PAGE.read_text()
+
+    @app.get("/capture")
+    def capture(width: int, height: int) -> dict:
+        """How a live client samples its camera: the dataset's frame rate, the native-resolution size a
+        `width` x `height` camera frame is resized to (components.ingest.sampling, as ingestion does)."""
+        from components.ingest.sampling import native_resolution
+        from components.specs.dataset import DatasetSpec
+
+        dataset = DatasetSpec.load(spec)
+        try:
+            w, h = native_resolution(width, height, dataset.resize)
+        except ValueError as exc:
+            raise HTTPException(400, str(exc)) from None
+        return {"width": w, "height": h, "fps": dataset.frame_sampling.fps, "sample_rate": served.sample_rate}
 
     @app.post("/packets")
     async def packets(request: Request, name: str) -> list[str]:

@@ -66,12 +66,13 @@ class Page:
 
 
 @contextlib.contextmanager
-def headless_page(size: str = "900,700") -> Iterator[Page]:
+def headless_page(size: str = "900,700", flags: tuple[str, ...] = ()) -> Iterator[Page]:
+    """`flags`: more Chromium switches (e.g. fake media devices for a page that captures)."""
     port = _free_port()
     # chromium's helper processes may still write to the profile as it closes
     with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as profile:
         cmd = [chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--remote-debugging-port={port}",
-               "--remote-debugging-address=127.0.0.1", f"--window-size={size}", "about:blank"]  # fmt: skip
+               "--remote-debugging-address=127.0.0.1", f"--window-size={size}", *flags, "about:blank"]  # fmt: skip
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         try:
             deadline = time.monotonic() + 30

@@ -1,8 +1,9 @@
 """The streaming server on 127.0.0.1 with a real registered model: health and metadata, a replayed clip
-answered in text and speech, errors that leave the session alive, barge-in, concurrent sessions kept apart."""
+answered in text and speech, errors that leave the session alive, barge-in, concurrent sessions kept apart
+(the load test: every answer under load equals the clip's answer alone), the page replaying a file and
+talking live from Chromium's fake microphone and camera."""
 
 import json
-import threading
 import urllib.request
 import wave
 
@@ -105,24 +106,6 @@ def test_a_packet_while_the_model_speaks_interrupts_it(server, eval_clips):
         assert again[-1]["type"] == "end_of_answer"
 
 
-def test_concurrent_sessions_answer_as_they_do_alone(server, eval_clips):
-    clips = {family: eval_clips[family] for family in ("av_qa", "voice_qa", "video_qa")}
-
-    def run(family):
-        sample = clips[family]
-        question = _question(sample) if family != "voice_qa" else None
-        return replay(server, packets_of_sample(sample), family, question).answer_text
-
-    alone = {family: run(family) for family in clips}
-    together, threads = {}, []
-    for family in clips:
-        threads.append(threading.Thread(target=lambda f=family: together.__setitem__(f, run(f))))
-        threads[-1].start()
-    for thread in threads:
-        thread.join(timeout=300)
-    assert together == alone
-
-
 def test_the_page_replays_a_file_and_shows_and_plays_the_answer(server, tiny_corpus, tmp_path):
     from tests.components.serving.cdp import headless_page
 
@@ -152,3 +135,30 @@ def test_concurrent_load_reports_percentiles_and_every_answer_is_as_alone(regist
     assert total >= 2 and answered == total == report["turns"]
     assert 0 < report["prefill_ms_p50"] <= report["prefill_ms_p90"] <= report["prefill_ms_p99"]
     assert report["time_to_first_audio_ms_p50"] > 0 and report["packets_per_s"] > 0
+
+
+# Chromium's fake devices: a beeping microphone and a camera showing a moving test pattern, no prompt
+FAKE_MEDIA = ("--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+              "--autoplay-policy=no-user-gesture-required")  # fmt: skip
+
+
+def test_the_page_talks_live_from_microphone_and_camera(server, registered):
+    from tests.components.serving.cdp import headless_page
+
+    capture = json.loads(urllib.request.urlopen(f"{server}/capture?width=640&height=480", timeout=10).read())
+    assert capture["fps"] == 2.0 and capture["height"] % 14 == 0 and capture["width"] % 28 == 0
+    with headless_page(flags=FAKE_MEDIA) as page:
+        page.open(server + "/")
+        page.wait_for("document.getElementById('model').textContent.includes('version')", 30)
+        page.evaluate("document.getElementById('question').value = 'What colour is on screen?'")
+        page.evaluate("document.getElementById('task').value = 'av_qa'")
+        page.evaluate("document.getElementById('talk').click()")
+        page.wait_for("document.getElementById('live-status').textContent.startsWith('3 s')", 60)
+        page.evaluate("document.getElementById('stop').click()")
+        page.wait_for("document.querySelector('.turn[data-done]')", 120)
+        body = page.evaluate("document.body.innerText")
+        assert page.evaluate("document.querySelectorAll('.error').length") == 0, body
+        sent = page.evaluate("document.getElementById('live-status').textContent")
+        assert int(sent.split(", ")[1].split()[0]) >= 4, sent  # ~2 frames per second of camera
+        assert page.evaluate("document.getElementById('answer').textContent").strip()
+        assert page.evaluate("document.getElementById('player').src").startswith("blob:")
