@@ -88,9 +88,8 @@ class StreamSession:
     # ------------------------------------------------------------------------------------------ input
     def add_packet(self, packet: Packet) -> tuple[list[int], float]:
         """(seconds prefilled by this packet, milliseconds it took)."""
-        if self.turn is None:
-            self.turn = _Turn(has_audio=packet.audio is not None)
-        turn = self.turn
+        # a refused first packet opens no turn: the turn's kind comes from the first packet it accepts
+        turn = self.turn or _Turn(has_audio=packet.audio is not None)
         expected = len(turn.packets)
         if packet.second is not None and packet.second != expected:
             raise ProtocolError(f"packet for second {packet.second}, expected second {expected} of this turn "
@@ -105,7 +104,8 @@ class StreamSession:
         if expected >= self.served.limits.max_turn_seconds:
             raise ProtocolError(f"a turn holds at most {self.served.limits.max_turn_seconds} seconds: end the turn",
                                 "second")  # fmt: skip
-        self._check_frames(packet)
+        self._check_frames(turn, packet)
+        self.turn = turn
         turn.packets.append(packet)
         start = time.perf_counter()
         done = []
@@ -115,8 +115,8 @@ class StreamSession:
             turn.prefilled += 1
         return done, (time.perf_counter() - start) * 1000
 
-    def _check_frames(self, packet: Packet) -> None:
-        frames = self.turn.frames + packet.frames
+    def _check_frames(self, turn: _Turn, packet: Packet) -> None:
+        frames = turn.frames + packet.frames
         if not frames:
             return
         vit = self.served.loaded.preset.vit

@@ -59,7 +59,10 @@ def test_packets_give_the_training_token_sequence_and_the_offline_answer(served,
 def test_packets_out_of_order_or_of_mixed_kinds_are_refused(served, eval_clips):
     packets = packets_of_sample(eval_clips["av_qa"])
     session = StreamSession(served)
-    session.add_packet(parse_message(packets[0], served.limits))
+    off_grid = parse_message('{"type": "packet", "frames": ["' + _jpeg_b64(size=(50, 30)) + '"]}', served.limits)
+    with pytest.raises(ProtocolError, match="frame 50x30 is not on the ViT's 14x28 grid"):
+        session.add_packet(off_grid)
+    session.add_packet(parse_message(packets[0], served.limits))  # the refused packet opened no (silent) turn
     with pytest.raises(ProtocolError, match="packet for second 2, expected second 1"):
         session.add_packet(parse_message(packets[2], served.limits))
     silent = parse_message('{"type": "packet", "frames": []}'.replace("[]", '["' + _jpeg_b64() + '"]'), served.limits)
@@ -91,12 +94,12 @@ def test_the_spoken_answer_lasts_as_long_as_its_words_take():
     assert speech_frames("the red square moves left", 16.67) > 3 * speech_frames("red", 16.67)
 
 
-def _jpeg_b64() -> str:
+def _jpeg_b64(size=(56, 28)) -> str:
     import base64
     import io
 
     from PIL import Image
 
     buffer = io.BytesIO()
-    Image.new("RGB", (56, 28), "red").save(buffer, "JPEG")
+    Image.new("RGB", size, "red").save(buffer, "JPEG")
     return base64.b64encode(buffer.getvalue()).decode()
