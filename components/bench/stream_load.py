@@ -9,7 +9,6 @@ session reading another's cache or media would change it). Each turn is its own 
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from pathlib import Path
@@ -22,13 +21,10 @@ FAMILIES = ("av_qa", "voice_qa", "video_qa")
 def _clips(dataset: Path, per_family: int) -> list[tuple[str, list[str], str | None]]:
     from components.evaluation.items import split_samples
     from components.serving.protocol import packets_of_sample
+    from components.serving.replay import typed_question
 
-    clips = []
-    for family in FAMILIES:
-        for sample in split_samples(dataset, family, "eval")[:per_family]:
-            qa = sample["json"]["labels"].get("qa") or [{}]
-            question = qa[0].get("question") if family != "voice_qa" else None
-            clips.append((family, packets_of_sample(sample), question))
+    clips = [(family, packets_of_sample(sample), typed_question(sample))
+             for family in FAMILIES for sample in split_samples(dataset, family, "eval")[:per_family]]  # fmt: skip
     if not clips:
         raise ValueError(f"{dataset}: no eval clips of {FAMILIES}")
     return clips
@@ -37,34 +33,16 @@ def _clips(dataset: Path, per_family: int) -> list[tuple[str, list[str], str | N
 def _conversation(url: str, clips, stop_at: float, expected: list[str], out: dict) -> None:
     """One client: a conversation per clip, one turn each (so every answer can be compared with the clip's
     answer alone), back to back until `stop_at`; figures appended to `out`."""
-    from websockets.sync.client import connect
-
-    from components.serving.protocol import end_of_turn_message
+    from components.serving.replay import replay
 
     turn = 0
     while time.monotonic() < stop_at:
         index = turn % len(clips)
-        family, packets, question = clips[index]
-        with connect(url.replace("http://", "ws://") + "/stream", max_size=None) as ws:
-            json.loads(ws.recv(timeout=60))
-            for packet in packets:
-                sent = time.perf_counter()
-                ws.send(packet)
-                ack = json.loads(ws.recv(timeout=300))
-                out["round_trip_ms"].append((time.perf_counter() - sent) * 1000)
-                out["prefill_ms"].append(ack["prefill_ms"])
-            ended = time.perf_counter()
-            ws.send(end_of_turn_message(family, question))
-            first_audio = None
-            while True:
-                message = json.loads(ws.recv(timeout=300))
-                if message["type"] == "text":
-                    out["same"].append(message["text"] == expected[index])
-                if message["type"] == "audio" and first_audio is None:
-                    first_audio = (time.perf_counter() - ended) * 1000
-                if message["type"] == "end_of_answer":
-                    break
-        out["ttfa_ms"].append(first_audio)
+        result = replay(url, clips[index][1], clips[index][0], clips[index][2], timeout_s=300)
+        out["round_trip_ms"] += result.round_trip_ms
+        out["prefill_ms"] += result.prefill_ms
+        out["same"].append(result.answer_text == expected[index])
+        out["ttfa_ms"].append(result.time_to_first_audio_ms)
         out["turns"] += 1
         turn += 1
 

@@ -12,16 +12,14 @@ import typer
 from components.cli.common import (
     DEFAULT_MODEL_NAME,
     DEFAULT_TRACKING_URI,
-    REPO_ROOT,
     JsonOut,
     TrackingUri,
     console,
     fail,
 )
+from components.serving import DEMO_SPEC  # the package's __init__ only: no torch or FastAPI
 
 app = typer.Typer()
-# the demo dataset's sampling; not imported from components.serving.server, which imports FastAPI
-DEFAULT_SPEC = REPO_ROOT / "data_specs" / "datasets" / "demo.yaml"
 
 DEFAULT_SERVED = f"models:/{DEFAULT_MODEL_NAME}@champion"
 DEFAULT_PORT = 8765
@@ -52,7 +50,7 @@ def serve(
     public_url: Annotated[str | None, typer.Option(help="Where clients reach it (recorded on the model version); "
                                                    "default http://HOST:PORT.")] = None,  # fmt: skip
     max_turn_seconds: Annotated[int, typer.Option(help="Packets (seconds) one turn may hold.")] = 60,
-    spec: Annotated[Path, typer.Option(help="Dataset spec whose sampling cuts files the page uploads.")] = DEFAULT_SPEC,
+    spec: Annotated[Path, typer.Option(help="Dataset spec whose sampling cuts files the page uploads.")] = DEMO_SPEC,
     max_tokens: Annotated[int | None, typer.Option(help="A conversation's context (KV cache); by default the "
                                                    "sequence length the model was trained at.")] = None,  # fmt: skip
     tracking_uri: Annotated[str, TrackingUri] = DEFAULT_TRACKING_URI,
@@ -80,7 +78,7 @@ def stream_replay(
     question: Annotated[str | None, typer.Option(help="The typed question (tasks that take one).")] = None,
     out: Annotated[Path | None, typer.Option(help="Folder for answer.wav, answer.txt and replay.json.")] = None,
     realtime: Annotated[bool, typer.Option(help="One packet per second of wall time, as a camera would.")] = False,
-    spec: Annotated[Path, typer.Option(help="Dataset spec whose sampling cuts the packets.")] = DEFAULT_SPEC,
+    spec: Annotated[Path, typer.Option(help="Dataset spec whose sampling cuts the packets.")] = DEMO_SPEC,
     tracking_uri: Annotated[str, TrackingUri] = DEFAULT_TRACKING_URI,
     json_out: Annotated[bool, JsonOut] = False,
 ) -> None:

@@ -23,15 +23,15 @@ STREAMING_TAG = "omnistage.gate.streaming"
 def streaming_check(model_uri: str, check: StreamingCheck, datasets: dict[str, Path], tracking_uri: str) -> dict:
     from components.evaluation.items import split_samples
     from components.evaluation.scoring import _greedy, deterministic
-    from components.serving.protocol import Limits, packets_of_sample
-    from components.serving.replay import replay
+    from components.serving.protocol import packets_of_sample
+    from components.serving.replay import replay, typed_question
     from components.serving.served_model import load_served_model
     from components.serving.server import running_server
     from components.training.render import Prompt, question_ids, render_prompt
 
     if check.dataset not in datasets:
         raise ValueError(f"the gate's streaming check reads dataset '{check.dataset}'; given: {sorted(datasets)}")
-    served = load_served_model(model_uri, tracking_uri, Limits())
+    served = load_served_model(model_uri, tracking_uri)
     loaded = served.loaded
     items = []
     with deterministic(), running_server(served) as url:
@@ -40,8 +40,7 @@ def streaming_check(model_uri: str, check: StreamingCheck, datasets: dict[str, P
             if not samples:
                 raise ValueError(f"streaming check: no eval clips of family {family} in {datasets[check.dataset]}")
             for sample in samples:
-                qa = sample["json"]["labels"].get("qa") or [{}]
-                question = qa[0].get("question") if family in ("av_qa", "video_qa") else None
+                question = typed_question(sample)
                 prompt = render_prompt(sample, loaded.tokenizer, loaded.preset.vit, loaded.preset.audio_encoder)
                 asked = question_ids(loaded.tokenizer, family, question) if family != "asr" else []
                 offline = _greedy(loaded, Prompt(prompt.ids + asked, prompt.visuals, prompt.audio_features))

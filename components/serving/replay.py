@@ -41,10 +41,22 @@ class ReplayResult:
     input_seconds: float
     answer_audio_seconds: float
     prefill_ms: list[float] = field(default_factory=list)
+    round_trip_ms: list[float] = field(default_factory=list)  # per packet, send to ack, on the client
     interrupted: bool = False
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+def typed_question(sample: dict) -> str | None:
+    """The question a client types with this clip: its first QA question, for the families that ask one in
+    text (not voice_qa, whose question is spoken, nor asr, whose request is fixed)."""
+    from components.training.chat_template import FIXED_REQUEST, SPOKEN_QUESTION
+
+    family = sample["json"].get("task_family")
+    if family in FIXED_REQUEST or family in SPOKEN_QUESTION:
+        return None
+    return (sample["json"]["labels"].get("qa") or [{}])[0].get("question")
 
 
 def sample_of_file(path: Path, spec_path: Path) -> dict:
@@ -71,7 +83,7 @@ def replay(url: str, packets: list[str], task: str | None = None, question: str 
     answer. `realtime`: one packet per second of wall time, as a camera would; else as fast as acked."""
     from websockets.sync.client import connect
 
-    prefill, chunks = [], []
+    prefill, round_trip, chunks = [], [], []
     input_samples = 0
     with connect(url.replace("http://", "ws://") + "/stream", max_size=None, open_timeout=timeout_s) as ws:
         _expect(ws, "ready", timeout_s)
@@ -79,6 +91,7 @@ def replay(url: str, packets: list[str], task: str | None = None, question: str 
             sent = time.perf_counter()
             ws.send(packet)
             ack = _expect(ws, "ack", timeout_s)
+            round_trip.append((time.perf_counter() - sent) * 1000)
             prefill.append(ack["prefill_ms"])
             input_samples += _audio_samples(packet)
             if realtime:
@@ -112,7 +125,8 @@ def replay(url: str, packets: list[str], task: str | None = None, question: str 
         packets=len(packets), median_prefill_ms=float(statistics.median(prefill)) if prefill else 0.0,
         time_to_first_audio_ms=first_audio, real_time_factor=compute_s / max(input_s + answer_audio_s, 1e-9),
         answer_text=text["text"], answer_wav=str(wav_path) if wav_path else None, input_seconds=input_s,
-        answer_audio_seconds=answer_audio_s, prefill_ms=prefill, interrupted=message.get("interrupted", False),
+        answer_audio_seconds=answer_audio_s, prefill_ms=prefill, round_trip_ms=round_trip,
+        interrupted=message.get("interrupted", False),
     )  # fmt: skip
     if out_dir is not None:
         (out_dir / "replay.json").write_text(json.dumps(result.as_dict(), indent=2) + "\n")
@@ -134,4 +148,4 @@ def _audio_samples(packet: str) -> int:
     return len(base64.b64decode(audio)) // 2 if audio else 0
 
 
-__all__ = ["ReplayResult", "packets_of_sample", "replay", "sample_of_file"]
+__all__ = ["ReplayResult", "packets_of_sample", "replay", "sample_of_file", "typed_question"]

@@ -18,7 +18,6 @@ import asyncio
 import base64
 import contextlib
 import itertools
-import logging
 import socket
 import threading
 import time
@@ -29,21 +28,19 @@ from pathlib import Path
 from fastapi import FastAPI, HTTPException, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import HTMLResponse
 
+from components.serving import DEMO_SPEC
 from components.serving.protocol import PROTOCOL_VERSION, EndOfTurn, ProtocolError, parse_message
 from components.serving.served_model import ServedModel
 from components.serving.session import StreamSession
 from model.incremental import ContextFull
 
-log = logging.getLogger(__name__)
 PAGE = Path(__file__).with_name("page.html")
 HOST = "127.0.0.1"
 _session_ids = itertools.count(1)
 MAX_UPLOAD_BYTES = 256 << 20
-# the demo dataset's sampling (frame rate, resize, audio) cuts uploaded files unless the server is given another
-DEFAULT_SPEC = Path(__file__).resolve().parents[2] / "data_specs" / "datasets" / "demo.yaml"
 
 
-def create_app(served: ServedModel, spec: Path = DEFAULT_SPEC) -> FastAPI:
+def create_app(served: ServedModel, spec: Path = DEMO_SPEC) -> FastAPI:
     """`spec`: the dataset spec whose sampling cuts uploaded files into packets (POST /packets)."""
     app = FastAPI(title="omnistage stream", docs_url=None, redoc_url=None)
 
@@ -184,7 +181,7 @@ def _server(served: ServedModel, spec: Path, port: int, host: str = HOST):
 
 
 @contextlib.contextmanager
-def running_server(served: ServedModel, spec: Path = DEFAULT_SPEC, port: int = 0) -> Iterator[str]:
+def running_server(served: ServedModel, spec: Path = DEMO_SPEC, port: int = 0) -> Iterator[str]:
     """The server in a background thread on 127.0.0.1 (`port` 0: a free one); yields its base URL and stops
     it on exit."""
     port = port or free_port()

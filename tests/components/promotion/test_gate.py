@@ -156,6 +156,16 @@ def test_gate_streaming_rule(name, report, status, failing):
         assert decision.reasons == ["; ".join(report["reasons"])]
 
 
+def test_same_answers_false_judges_latency_only():
+    from components.serving.check import judge_streaming
+    from components.specs.evals import StreamingCheck
+
+    items = [{"key": "clip0", "same": False, "time_to_first_audio_ms": 300.0, "real_time_factor": 0.2}]
+    lenient = judge_streaming(StreamingCheck.model_validate(STREAMING | {"same_answers": False}), items)
+    assert lenient["passed"] and lenient["same_answers"] == 0
+    assert not judge_streaming(StreamingCheck.model_validate(STREAMING), items)["passed"]
+
+
 def test_a_gate_without_streaming_ignores_the_report():
     decision = decide(_gate(), GOOD, CHAMP, METRICS, False, WITHOUT_MEDIA, _streamed(same=(False, False)))
     assert decision.status == PROMOTED and "streaming" not in {o.rule for o in decision.outcomes}

@@ -103,3 +103,15 @@ def _jpeg_b64(size=(56, 28)) -> str:
     buffer = io.BytesIO()
     Image.new("RGB", size, "red").save(buffer, "JPEG")
     return base64.b64encode(buffer.getvalue()).decode()
+
+
+def test_a_turn_longer_than_max_turn_seconds_is_refused(served, eval_clips):
+    from components.serving.served_model import ServedModel
+
+    short = ServedModel(served.loaded, served.uri, limits=Limits(max_turn_seconds=2))
+    packets = packets_of_sample(eval_clips["av_qa"])
+    session = StreamSession(short)
+    for raw in packets[:2]:
+        session.add_packet(parse_message(raw, short.limits))
+    with pytest.raises(ProtocolError, match="a turn holds at most 2 seconds"):
+        session.add_packet(parse_message(packets[2], short.limits))
