@@ -115,3 +115,25 @@ def test_a_turn_longer_than_max_turn_seconds_is_refused(served, eval_clips):
         session.add_packet(parse_message(raw, short.limits))
     with pytest.raises(ProtocolError, match="a turn holds at most 2 seconds"):
         session.add_packet(parse_message(packets[2], short.limits))
+
+
+def test_max_tokens_bounds_the_conversation_and_defaults_to_the_trained_length(served, eval_clips):
+    from components.serving.served_model import ServedModel
+    from model.incremental import ContextFull
+
+    assert served.max_tokens == served.loaded.preset.llm.seq_length  # no limit given: what the model trained at
+    small = ServedModel(served.loaded, served.uri, limits=Limits(max_tokens=64))
+    session = StreamSession(small)
+    packets = packets_of_sample(eval_clips["av_qa"])
+    with pytest.raises(ContextFull, match="64-token context"):
+        for raw in packets:
+            session.add_packet(parse_message(raw, small.limits))
+
+
+def test_the_serving_endpoint_is_recorded_on_the_version(served, registered):
+    from components.serving.served_model import SERVED_AT_TAG, record_endpoint
+    from components.tracking.experiments import mlflow_client
+
+    record_endpoint(served, registered["uri"], "http://omnistage-serve.omnistage.svc:8765")
+    tags = mlflow_client(registered["uri"]).get_model_version(served.name, served.version).tags
+    assert tags[SERVED_AT_TAG] == "http://omnistage-serve.omnistage.svc:8765"
