@@ -155,13 +155,15 @@ class StreamingAudioEncoder(nn.Module):
         """The CTC head's posteriors [batch, steps, ctc_vocab_size], compressed the way its best path reads
         them (a "CTC compressor", as speech LLMs with CTC encoders feed their LLM), one second at a time:
         within each second's steps (12 or 13, the positions `model.layout` gives that second's audio) the
-        steps of each run of one non-blank best-path token are averaged into one step, the runs move to the
-        front of the second in their order, and the second's remaining steps are zero, as is the blank's
-        column everywhere. The LLM then reads each second as its recognised tokens on adjacent positions, not
-        ~1 spoken step in 3 among blanks (measured in the README: it did not learn to read those out), and
-        what was said stays in the second it was said in, as a live stream needs (and omni_av asks about).
-        Step counts are unchanged, so the placeholders the renderer laid out still fit. `lengths`: valid
-        steps per row; padding adds nothing."""
+        steps of each run of one non-blank best-path token are averaged into one step, and the runs move to
+        the front of the second in their order. The LLM then reads each second as its recognised tokens on
+        adjacent positions, not ~1 spoken step in 3 among blanks (measured in the README: it did not learn to
+        read those out), and what was said stays in the second it was said in, as a live stream needs (and
+        omni_av asks about). A recognised step is its run's posteriors without the blank, renormalised; every
+        other step is the blank alone (which mixes the `<|pad|>` row: `CTC_BLANK` is its id). A perfect
+        recogniser's rows are then one-hot: token ids at the placeholders, which is what text-only
+        pseudo-speech feeds (components.training.pseudo_speech). Step counts are unchanged, so the
+        placeholders the renderer laid out still fit. `lengths`: valid steps per row; padding adds nothing."""
         posteriors = F.softmax(self.ctc_logits(hidden).float(), dim=-1)
         batch, steps, vocab = posteriors.shape
         device = posteriors.device
@@ -184,5 +186,9 @@ class StreamingAudioEncoder(nn.Module):
         index = slot[..., None].expand(-1, -1, vocab)
         sums = posteriors.new_zeros(batch, steps + 1, vocab).scatter_add(1, index, posteriors)
         counts = posteriors.new_zeros(batch, steps + 1).scatter_add(1, slot, torch.ones_like(posteriors[..., 0]))
-        compressed = sums[:, :steps] / counts[:, :steps, None].clamp(min=1.0)
-        return compressed.index_fill(-1, torch.tensor([CTC_BLANK], device=device), 0.0)
+        compressed = sums[:, :steps].index_fill(-1, torch.tensor([CTC_BLANK], device=device), 0.0)
+        mass = compressed.sum(-1, keepdim=True)
+        recognised = counts[:, :steps, None] > 0
+        blank = F.one_hot(torch.tensor(CTC_BLANK, device=device), vocab).to(compressed.dtype)
+        # a run's average without the blank, renormalised, is its sum over the same sum; mass > 0 there (softmax)
+        return torch.where(recognised, compressed / mass.clamp(min=torch.finfo(mass.dtype).tiny), blank)

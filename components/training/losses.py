@@ -40,11 +40,12 @@ PICTURES = ("image_caption", "video_qa", "av_qa", "interleaved_image_text", "ocr
 STILL_IMAGES = ("image_caption", "interleaved_image_text", "ocr_grounding_gui", "image_sft")  # never carry sound
 SPEECH_RESPONSE = "speech_response"  # components.training.speech_render
 SPEAKS = (SPEECH_RESPONSE, "speech_text", "audio_sft", "omni_sft")  # samples with speech to predict
+PSEUDO_ASR = "pseudo_asr"  # components.training.pseudo_speech: recognised tokens from text, no audio
 
 # The loss partition of model.omni: each text target belongs to one class by what its sample conditions on.
 IMPLEMENTED_LOSSES: dict[str, LossSource] = {
     "text": LossSource(("text",), "text-only samples", parts=("text",)),
-    "audio_text": LossSource(SPEECH, "text targets conditioned on speech", parts=("audio_text",)),
+    "audio_text": LossSource(SPEECH + (PSEUDO_ASR,), "text targets conditioned on speech", parts=("audio_text",)),
     "vision": LossSource(PICTURES, "text targets conditioned on an image or video", parts=("vision",)),
     "audio": LossSource(SPEAKS, "speech responses (codec tokens to predict)",
                         parts=("audio_semantic", "audio_acoustic")),

@@ -73,6 +73,7 @@ from components.training.megatron_step import (
 from components.training.mixture import MixtureSampler
 from components.training.packing import CarryOverPacker
 from components.training.precision import params_dtype, with_precision
+from components.training.pseudo_speech import PSEUDO_ASR, pseudo_asr_samples
 from components.training.render import RenderedSample, SpeechCoder, render_samples, task_family, waveform
 from components.training.speech_render import SPEECH_RESPONSE, render_speech_response
 from model import tokenizer as tok
@@ -183,7 +184,9 @@ def load_samples(datasets: dict[str, Path], stage: StageSpec, tokenizer, preset,
     input_coder = coder if stage.speech_input == "codec" else None
     # Only what the mixture draws is rendered (decoding frames and audio is most of a stage's start-up):
     # its families, and the ASR clips that speech responses are made of.
-    needed = set(stage.data.mixture) | ({"asr"} if SPEECH_RESPONSE in stage.data.mixture else set())
+    built_on_asr = SPEECH_RESPONSE in stage.data.mixture or PSEUDO_ASR in stage.data.mixture
+    needed = set(stage.data.mixture) | ({"asr"} if built_on_asr else set())
+    asr_clips: list[RenderedSample] = []  # what pseudo-speech takes its layouts from
     problems = {"skipped_corrupt": 0, "missing_shards": 0}
 
     def skip(exc: Exception) -> bool:  # webdataset's handler: count, warn, go on with the next sample
@@ -220,6 +223,9 @@ def load_samples(datasets: dict[str, Path], stage: StageSpec, tokenizer, preset,
             for one in [*rendered, spoken]:  # one per question of a QA clip, and the clip said back
                 if one is not None and one.task_family in stage.data.mixture:
                     samples[one.key] = one
+            asr_clips += [one for one in rendered if one.task_family == "asr"]
+    if PSEUDO_ASR in stage.data.mixture:
+        samples |= {one.key: one for one in pseudo_asr_samples(asr_clips, tokenizer, seed=seed)}
     by_family: dict[str, list[str]] = {}
     for key, sample in samples.items():
         by_family.setdefault(sample.task_family, []).append(key)

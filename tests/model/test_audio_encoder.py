@@ -69,9 +69,10 @@ def test_clips_encoded_together_equal_each_clip_alone():
 
 
 def test_ctc_posteriors_are_the_best_path_runs_averaged_and_moved_to_the_front():
-    """Each run of one non-blank best-path token becomes one step (its steps' posteriors averaged), in order;
-    a blank between two equal tokens keeps them apart; blank and padded steps add nothing; the rest is zero
-    and the blank's column is zero everywhere."""
+    """Each run of one non-blank best-path token becomes one step (its steps' posteriors averaged, the blank
+    dropped and the rest renormalised), in order; a blank between two equal tokens keeps them apart; blank
+    and padded steps add nothing; the remaining steps are the blank alone (one-hot), so a clip recognised
+    with certainty reads as token ids (components.training.pseudo_speech)."""
     from model.audio_encoder import CTC_BLANK
 
     torch.manual_seed(0)
@@ -85,12 +86,14 @@ def test_ctc_posteriors_are_the_best_path_runs_averaged_and_moved_to_the_front()
     enc.ctc_logits = lambda hidden: logits  # the compression alone: hidden states are not used below
     out = enc.ctc_posteriors(torch.zeros(2, 10, 32), lengths=torch.tensor([10, 6]))
     full = torch.softmax(logits, -1)
-    assert out[0, :4].argmax(-1).tolist() == [5, 5, 7, 3] and out[0, 4:].abs().sum() == 0
-    assert out[1, :2].argmax(-1).tolist() == [9, 2] and out[1, 2:].abs().sum() == 0
+    blank = torch.nn.functional.one_hot(torch.tensor(CTC_BLANK), 20).float()
+    assert out[0, :4].argmax(-1).tolist() == [5, 5, 7, 3] and (out[0, 4:] == blank).all()
+    assert out[1, :2].argmax(-1).tolist() == [9, 2] and (out[1, 2:] == blank).all()
     expected = full[0, 5:8].mean(0)  # the run 7 7 7
     expected[CTC_BLANK] = 0
-    torch.testing.assert_close(out[0, 2], expected)
-    assert out[..., CTC_BLANK].abs().sum() == 0
+    torch.testing.assert_close(out[0, 2], expected / expected.sum())
+    assert out[0, :4, CTC_BLANK].abs().sum() == 0 and out[1, :2, CTC_BLANK].abs().sum() == 0
+    torch.testing.assert_close(out.sum(-1), torch.ones(2, 10))  # every step a distribution over the tokenizer
 
     # Seconds are compressed apart (steps 0-11, 12-24, 25-: 12.5 a second): a run across a second's end is
     # cut there, and each second's tokens start at that second's first step.
@@ -100,5 +103,5 @@ def test_ctc_posteriors_are_the_best_path_runs_averaged_and_moved_to_the_front()
     for step, token in spoken.items():
         logits[0, step, token] = 6.0
     out = enc.ctc_posteriors(torch.zeros(1, 30, 32))
-    placed = {step: int(out[0, step].argmax()) for step in range(30) if out[0, step].abs().sum() > 0}
+    placed = {step: int(out[0, step].argmax()) for step in range(30) if out[0, step].argmax() != CTC_BLANK}
     assert placed == {0: 5, 1: 6, 12: 6, 13: 7, 25: 8}

@@ -146,7 +146,8 @@ def test_ctc_posterior_audio_input_is_the_token_embeddings_the_ctc_head_hears(si
     posteriors = torch.softmax(encoder.ctc_logits(encoder(clip[None]))[0], -1)
     assert posteriors[:, CTC_BLANK].min() > 0  # so dropping it is a change this test sees
     compressed = encoder.ctc_posteriors(encoder(clip[None]))[0]  # its runs: tests/model/test_audio_encoder.py
-    assert compressed[:, CTC_BLANK].abs().sum() == 0
+    recognised = compressed[:, CTC_BLANK] < 1  # the other steps are the blank alone (its <|pad|> row)
+    assert recognised.any() and compressed[recognised, CTC_BLANK].abs().sum() == 0
     expected = compressed @ model.llm.embedding.word_embeddings.weight
     torch.testing.assert_close(model._audio_features(batch), expected, rtol=1e-5, atol=1e-6)
 

@@ -137,6 +137,12 @@ def _broken(tmp_path, change) -> Path:
             "stage 'stage5-audio-encoder' trains ['audio_encoder_projector'], which neither its data.mixture",
         ),
         (
+            # pseudo-speech is what the LLM reads from a certain CTC head: no such input through the codec
+            lambda d: d["stages"][3]["data"].update(mixture={"text": 0.5, "pseudo_asr": 0.5}),
+            "stage 'stage1-text-speech': data.mixture.pseudo_asr feeds text as recognised tokens, which is how the "
+            "LLM reads speech only with speech_input: ctc_posteriors (this stage: codec)",
+        ),
+        (
             lambda d: d["stages"][0].update(train=["llm", "vit"]),
             "stage 'stage0-text' trains ['vit'], which neither its data.mixture (['text']) nor its loss_weights "
             "(['text']) reach",
@@ -183,6 +189,7 @@ def _broken(tmp_path, change) -> Path:
         "freezes-untrained-module",
         "uses-untrained-module",
         "ctc-posteriors-skip-the-projector",
+        "pseudo-speech-without-ctc-posteriors",
         "trains-unreached-module",
         "encoder-shard-does-not-divide",
         "encoders-without-encoder",
