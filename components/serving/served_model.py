@@ -3,11 +3,14 @@ resolved to its checkpoint, loaded once and shared by every session under one lo
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass, field
 
 from components.evaluation.scoring import LoadedModel
 from components.serving.protocol import SAMPLE_RATE, Limits
+
+log = logging.getLogger(__name__)
 
 SERVED_AT_TAG = "omnistage.serving.endpoint"  # on the model version: where it was last served
 
@@ -40,7 +43,8 @@ class ServedModel:
 
 
 def load_served_model(model_uri: str, tracking_uri: str, limits: Limits | None = None) -> ServedModel:
-    """A registry version, not a laptop path: what was promoted is what answers."""
+    """A registry version, not a laptop path: what was promoted is what answers. Loaded and warmed up
+    (components.serving.session.warm_up), so the first conversation is as fast as the next."""
     from components.evaluation.scoring import load_checkpoint_model
     from components.tracking.models import resolve_model
 
@@ -52,7 +56,11 @@ def load_served_model(model_uri: str, tracking_uri: str, limits: Limits | None =
     if loaded.meta.get("audio_input", "projector") not in ("projector", "ctc_posteriors"):
         raise ValueError(f"{model_uri}: checkpoint reads speech as {loaded.meta['audio_input']!r}; the server "
                          "feeds speech through the audio encoder")  # fmt: skip
-    return ServedModel(loaded, model_uri, resolved.name, resolved.version, limits or Limits())
+    served = ServedModel(loaded, model_uri, resolved.name, resolved.version, limits or Limits())
+    from components.serving.session import warm_up  # the session module runs the model: imported when one is
+
+    log.info("%s warmed up in %.0f ms", model_uri, warm_up(served))
+    return served
 
 
 def record_endpoint(served: ServedModel, tracking_uri: str, endpoint: str) -> None:

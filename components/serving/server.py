@@ -1,5 +1,5 @@
 """The streaming server: FastAPI on 127.0.0.1, one WebSocket per conversation (components.serving.protocol),
-`GET /health` (readiness: the model is loaded), `GET /metadata`, the browser page at `/`,
+`GET /health` (readiness: the model is loaded and warmed up), `GET /metadata`, the browser page at `/`,
 `POST /packets?name=FILE` (body: a media file), which cuts the file into protocol packets with the
 ingestion code and the dataset spec the server was given (how the page replays a file), and
 `GET /capture?width=W&height=H`: the frame rate and frame size a live camera is sampled at.
