@@ -241,7 +241,6 @@ def _pcm16(wave: torch.Tensor) -> np.ndarray:
     return (wave.clamp(-1, 1) * 32767).round().to(torch.int16).numpy()
 
 
-
 def warm_up(served) -> float:
     """One throwaway turn (a silent second with a black frame pair, its answer spoken) through every part a
     conversation runs: ViT, audio encoder, KV-cached LLM, codec, vocoder. Their first call pays one-time

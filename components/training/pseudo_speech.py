@@ -47,11 +47,6 @@ def _seconds(input_ids: list[int], audio_pad: int) -> list[tuple[int, int]]:
     return runs
 
 
-def _vocabulary(templates: list[RenderedSample], tokenizer: Tokenizer) -> list[str]:
-    words = {w for sample in templates for target in sample.ctc_targets[:1] for w in tokenizer.decode(target).split()}
-    return sorted(words)
-
-
 def pseudo_asr_samples(asr: list[RenderedSample], tokenizer: Tokenizer, count: int = POOL_SIZE,
                        seed: int = 0) -> list[RenderedSample]:  # fmt: skip
     """`count` pseudo-speech transcription samples built on the layouts of the rendered ASR clips `asr`
@@ -62,14 +57,16 @@ def pseudo_asr_samples(asr: list[RenderedSample], tokenizer: Tokenizer, count: i
         raise ValueError(f"the {PSEUDO_ASR} family is built on ASR clips read through the audio encoder "
                          "(speech_input: ctc_posteriors); the stage's datasets hold none in their train "
                          "split")  # fmt: skip
-    vocabulary = _vocabulary(templates, tokenizer)
+    spoken = [tokenizer.decode(s.ctc_targets[0]).split() for s in templates]  # each clip's recognisable words
+    vocabulary = sorted({word for words in spoken for word in words})
     token_ids = {word: tokenizer.encode(" " + word).ids for word in vocabulary}
     rng = random.Random(f"{seed}:{PSEUDO_ASR}")
     samples = []
     while len(samples) < count:
-        template = rng.choice(templates)
+        pick = rng.randrange(len(templates))
+        template = templates[pick]
         seconds = _seconds(template.input_ids, audio_pad)
-        words = rng.choices(vocabulary, k=len(tokenizer.decode(template.ctc_targets[0]).split()))
+        words = rng.choices(vocabulary, k=len(spoken[pick]))
         # each word falls in a second, in order; a second holds no more tokens than it has placeholders
         where = sorted(rng.randrange(len(seconds)) for _ in words)
         filled = [[] for _ in seconds]
