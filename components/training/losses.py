@@ -51,8 +51,8 @@ IMPLEMENTED_LOSSES: dict[str, LossSource] = {
                         parts=("audio_semantic", "audio_acoustic")),
     "first_audio_token": LossSource(SPEAKS, "speech responses (their first semantic token)",
                                     parts=("first_audio_token",)),
-    "ctc": LossSource(("asr", "voice_qa"), "speech with its transcript", runs_llm=False, modules=("audio_encoder",),
-                      parts=("ctc",)),
+    "ctc": LossSource(("asr", "voice_qa", "av_qa"), "speech with its transcript (av_qa: its words and beeps)",
+                      runs_llm=False, modules=("audio_encoder",), parts=("ctc",)),
     "codec": LossSource(("asr", "voice_qa"), "speech waveforms", runs_llm=False, modules=("codec",)),
 }
 

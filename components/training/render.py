@@ -23,7 +23,8 @@ video_qa, av_qa), `audio_text` when it carries speech but no picture (asr, voice
 either spliced fbank for the audio encoder (`audio_features`, from stage 5 on) or, when a `SpeechCoder`
 is given (stages 1-4, REFERENCE.md section 4), codec tokens at `<|speech|>` positions of the same
 1-second layout (`audio_codes`). Speech *output* samples are built in components.training.speech_render.
-Speech with a transcript (asr, voice_qa) also carries the audio encoder's CTC targets (`ctc_target_ids`).
+Speech with a transcript (asr, voice_qa) also carries the audio encoder's CTC targets (`ctc_target_ids`),
+and so do av_qa clips: their words and beeps in order (`heard_transcript`).
 """
 
 from __future__ import annotations
@@ -180,6 +181,20 @@ def ctc_target_ids(tokenizer: Tokenizer, transcript: str) -> list[int]:
     return tokenizer.encode(" " + " ".join(words)).ids if words else []
 
 
+def heard_transcript(labels: dict) -> str | None:
+    """What a clip's audio says, as its CTC target: its transcript, or for a clip of timed segments (av_qa)
+    each segment's spoken word, or `beep` for its tone, in order.
+
+    The sound event is transcribed so that it reaches the LLM: from stage 5 speech enters as the CTC head's
+    posteriors (speech_input: ctc_posteriors), and a tone the head was never taught to name is blank there,
+    so "what was on screen when the beep sounded" had nothing to answer from (make run of fe835a5:
+    colour_at_beep 0.32 with the audio, 0.14 blanked, the suite within its CI of chance)."""
+    if labels.get("transcript"):
+        return labels["transcript"]
+    heard = [s["word"] if "word" in s else "beep" for s in labels.get("segments", []) if "word" in s or s.get("beep")]
+    return " ".join(heard) or None
+
+
 def _rendered(key: str, family: str, prompt: Prompt, question: list[int], target: str,
               tokenizer: Tokenizer, transcript: str | None = None) -> RenderedSample:  # fmt: skip
     answer = answer_ids(tokenizer, target)
@@ -214,11 +229,11 @@ def render_samples(sample: dict, tokenizer: Tokenizer, vit: ViTConfig, audio: Au
         if not target:
             return []
         prompt = render_prompt(sample, tokenizer, vit, audio, speech_coder)
-        return [_rendered(meta["key"], family, prompt, [], target, tokenizer, labels_meta.get("transcript"))]
+        return [_rendered(meta["key"], family, prompt, [], target, tokenizer, heard_transcript(labels_meta))]
     questions = labels_meta.get("qa") or []
     if not questions:
         return []
     prompt = render_prompt(sample, tokenizer, vit, audio, speech_coder)  # media decoded once, shared by every question
     return [_rendered(f"{meta['key']}/q{i}", family, prompt, question_ids(tokenizer, family, qa["question"]),
-                      qa["answer"], tokenizer, labels_meta.get("transcript"))
+                      qa["answer"], tokenizer, heard_transcript(labels_meta))
             for i, qa in enumerate(questions)]  # fmt: skip

@@ -97,8 +97,9 @@ def _broken(tmp_path, change) -> Path:
         ),
         (
             lambda d: d["stages"][0].update(loss_weights={"text": 1.0, "ctc": 0.5}),
-            "stage 'stage0-text': loss_weights.ctc needs speech with its transcript from task families ['asr', "
-            "'voice_qa'], but data.mixture has only ['text']; add one of them to the mixture or remove the weight",
+            "stage 'stage0-text': loss_weights.ctc needs speech with its transcript (av_qa: its words and beeps) from "
+            "task families ['asr', 'voice_qa', 'av_qa'], but data.mixture has only ['text']; add one of them to the "
+            "mixture or remove the weight",
         ),
         (
             # Without the CTC stage, stage 1 would freeze the audio encoder at its random initialisation.

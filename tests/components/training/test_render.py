@@ -80,3 +80,19 @@ def test_every_prompt_is_a_chat_turn_with_its_instruction(rendered):
         assert all(label == IGNORE for label in sample.labels[:turn])  # only the assistant turn is trained
         user_text = tokenizer.decode(ids[:turn], skip_special_tokens=True)
         assert INSTRUCTIONS[sample.task_family] in user_text, sample.key
+
+
+@pytest.mark.slow
+def test_av_clips_teach_the_audio_encoder_their_words_and_beeps(tiny_dataset, rendered):
+    """CTC targets of av_qa clips: each segment's spoken word, or `beep` for the tone, in order; so from stage 5
+    on, where speech reaches the LLM as CTC posteriors, the beep reaches it too."""
+    tokenizer, samples = rendered
+    shards = sorted(str(p) for p in (tiny_dataset / "shards").glob("*.tar"))
+    labels = {m["key"]: m["labels"] for m in (json.loads(s["json"]) for s in wds.WebDataset(shards, shardshuffle=False))}
+    seen = set()
+    for sample in (s for s in samples if s.task_family == "av_qa"):
+        segments = labels[sample.key.split("/")[0]]["segments"]
+        heard = [s.get("word", "beep") for s in segments if "word" in s or s["beep"]]
+        assert tokenizer.decode(sample.ctc_targets[0]).split() == heard
+        seen.add(labels[sample.key.split("/")[0]].get("variant"))
+    assert seen == {"beep", "word"}
