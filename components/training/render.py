@@ -185,10 +185,9 @@ def heard_transcript(labels: dict) -> str | None:
     """What a clip's audio says, as its CTC target: its transcript, or for a clip of timed segments (av_qa)
     each segment's spoken word, or `beep` for its tone, in order.
 
-    The sound event is transcribed so that it reaches the LLM: from stage 5 speech enters as the CTC head's
-    posteriors (speech_input: ctc_posteriors), and a tone the head was never taught to name is blank there,
-    so "what was on screen when the beep sounded" had nothing to answer from (make run of fe835a5:
-    colour_at_beep 0.32 with the audio, 0.14 blanked, the suite within its CI of chance)."""
+    The sound event is transcribed so that a CTC stage with av_qa in its mixture teaches the head to name it:
+    from stage 5 speech enters as the CTC head's posteriors (speech_input: ctc_posteriors), where a tone the
+    head was never taught is blank. Measured in data_specs/curriculum/tiny.yaml (stage0b-audio-ctc)."""
     if labels.get("transcript"):
         return labels["transcript"]
     heard = [s["word"] if "word" in s else "beep" for s in labels.get("segments", []) if "word" in s or s.get("beep")]
