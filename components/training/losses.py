@@ -4,7 +4,7 @@ One table that the curriculum validator (components.specs.curriculum) and the tr
 (components.training.megatron_step) both read, so a weight the trainer cannot produce is refused when the
 spec loads instead of being silently dropped during training:
 
-    IMPLEMENTED_LOSSES["ctc"].families   # ('asr', 'voice_qa'): the samples that carry its targets
+    IMPLEMENTED_LOSSES["ctc"].families   # ('asr', 'voice_qa', 'av_qa'): the samples that carry its targets
 
 Adding a loss = implementing it in model.omni (a sum in `loss_terms`, its count in `loss_counts`) and in
 `weighted_loss`, then adding one entry here. Plain data, no torch import: the spec loader imports it.
@@ -51,7 +51,7 @@ IMPLEMENTED_LOSSES: dict[str, LossSource] = {
                         parts=("audio_semantic", "audio_acoustic")),
     "first_audio_token": LossSource(SPEAKS, "speech responses (their first semantic token)",
                                     parts=("first_audio_token",)),
-    "ctc": LossSource(("asr", "voice_qa", "av_qa"), "speech with its transcript (av_qa: its words and beeps)",
+    "ctc": LossSource(("asr", "voice_qa", "av_qa"), "speech with what it says (av_qa: its words and beeps)",
                       runs_llm=False, modules=("audio_encoder",), parts=("ctc",)),
     "codec": LossSource(("asr", "voice_qa"), "speech waveforms", runs_llm=False, modules=("codec",)),
 }

@@ -28,8 +28,8 @@ class MixtureSampler:
         self._orders: dict[str, tuple[int, list[str]]] = {}  # family -> (epoch, its permutation), derived state
 
     def _order(self, family: str, epoch: int) -> list[str]:
-        """The family's permutation for `epoch`, shuffled once per epoch: reshuffling on every draw cost
-        ~10 ms per draw for a 20,000-sample family, a third of stage 5's wall time (benchmarks/README.md)."""
+        """The family's permutation for `epoch`, shuffled once per epoch: reshuffling on every draw cost ~5 ms
+        a draw for stage 5's 20,000-sample pseudo_asr family, ~80 s of its 371 s (benchmarks/README.md)."""
         cached = self._orders.get(family)
         if cached is None or cached[0] != epoch:
             order = list(self.keys[family])

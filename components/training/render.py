@@ -181,15 +181,16 @@ def ctc_target_ids(tokenizer: Tokenizer, transcript: str) -> list[int]:
     return tokenizer.encode(" " + " ".join(words)).ids if words else []
 
 
-def heard_transcript(labels: dict) -> str | None:
-    """What a clip's audio says, as its CTC target: its transcript, or for a clip of timed segments (av_qa)
-    each segment's spoken word, or `beep` for its tone, in order.
+def heard_transcript(family: str | None, labels: dict) -> str | None:
+    """What a clip's audio says, as its CTC target: its transcript, or for an av_qa clip (timed segments)
+    each segment's spoken word, or `beep` for its tone, in order. Only av_qa's segments are read: other
+    datasets' word-timestamp segments are not this format and must not become CTC targets unasked.
 
     The sound event is transcribed so that a CTC stage with av_qa in its mixture teaches the head to name it:
     from stage 5 speech enters as the CTC head's posteriors (speech_input: ctc_posteriors), where a tone the
     head was never taught is blank. Measured in data_specs/curriculum/tiny.yaml (stage0b-audio-ctc)."""
-    if labels.get("transcript"):
-        return labels["transcript"]
+    if labels.get("transcript") or family != "av_qa":
+        return labels.get("transcript")
     heard = [s["word"] if "word" in s else "beep" for s in labels.get("segments", []) if "word" in s or s.get("beep")]
     return " ".join(heard) or None
 
@@ -228,11 +229,11 @@ def render_samples(sample: dict, tokenizer: Tokenizer, vit: ViTConfig, audio: Au
         if not target:
             return []
         prompt = render_prompt(sample, tokenizer, vit, audio, speech_coder)
-        return [_rendered(meta["key"], family, prompt, [], target, tokenizer, heard_transcript(labels_meta))]
+        return [_rendered(meta["key"], family, prompt, [], target, tokenizer, heard_transcript(family, labels_meta))]
     questions = labels_meta.get("qa") or []
     if not questions:
         return []
     prompt = render_prompt(sample, tokenizer, vit, audio, speech_coder)  # media decoded once, shared by every question
     return [_rendered(f"{meta['key']}/q{i}", family, prompt, question_ids(tokenizer, family, qa["question"]),
-                      qa["answer"], tokenizer, heard_transcript(labels_meta))
+                      qa["answer"], tokenizer, heard_transcript(family, labels_meta))
             for i, qa in enumerate(questions)]  # fmt: skip

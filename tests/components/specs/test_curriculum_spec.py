@@ -97,7 +97,7 @@ def _broken(tmp_path, change) -> Path:
         ),
         (
             lambda d: d["stages"][0].update(loss_weights={"text": 1.0, "ctc": 0.5}),
-            "stage 'stage0-text': loss_weights.ctc needs speech with its transcript (av_qa: its words and beeps) from "
+            "stage 'stage0-text': loss_weights.ctc needs speech with what it says (av_qa: its words and beeps) from "
             "task families ['asr', 'voice_qa', 'av_qa'], but data.mixture has only ['text']; add one of them to the "
             "mixture or remove the weight",
         ),

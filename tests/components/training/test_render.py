@@ -7,7 +7,7 @@ import torch
 import webdataset as wds
 
 from components.training.chat_template import INSTRUCTIONS
-from components.training.render import render_samples
+from components.training.render import heard_transcript, render_samples
 from model import tokenizer as tok
 from model.config import get_preset
 from model.omni import IGNORE, OmniBatch, OmniModel
@@ -88,7 +88,8 @@ def test_av_clips_teach_the_audio_encoder_their_words_and_beeps(tiny_dataset, re
     on, where speech reaches the LLM as CTC posteriors, the beep reaches it too."""
     tokenizer, samples = rendered
     shards = sorted(str(p) for p in (tiny_dataset / "shards").glob("*.tar"))
-    labels = {m["key"]: m["labels"] for m in (json.loads(s["json"]) for s in wds.WebDataset(shards, shardshuffle=False))}
+    metas = (json.loads(s["json"]) for s in wds.WebDataset(shards, shardshuffle=False))
+    labels = {m["key"]: m["labels"] for m in metas}
     seen = set()
     for sample in (s for s in samples if s.task_family == "av_qa"):
         segments = labels[sample.key.split("/")[0]]["segments"]
@@ -96,3 +97,11 @@ def test_av_clips_teach_the_audio_encoder_their_words_and_beeps(tiny_dataset, re
         assert tokenizer.decode(sample.ctc_targets[0]).split() == heard
         seen.add(labels[sample.key.split("/")[0]].get("variant"))
     assert seen == {"beep", "word"}
+
+
+def test_heard_transcript_reads_av_segments_only_for_av_qa():
+    segments = [{"word": "tiger"}, {"beep": False}, {"beep": True}, {"word": "river"}]
+    assert heard_transcript("av_qa", {"segments": segments}) == "tiger beep river"
+    assert heard_transcript("av_qa", {"segments": [{"beep": False}]}) is None  # a silent clip: nothing to learn
+    assert heard_transcript("asr", {"transcript": "red rocket", "segments": segments}) == "red rocket"
+    assert heard_transcript("voice_qa", {"segments": segments}) is None  # another dataset's word timestamps
