@@ -184,7 +184,8 @@ def load_samples(datasets: dict[str, Path], stage: StageSpec, tokenizer, preset,
     input_coder = coder if stage.speech_input == "codec" else None
     # Only what the mixture draws is rendered (decoding frames and audio is most of a stage's start-up):
     # its families, and the ASR clips that speech responses and pseudo-speech are made of.
-    built_on_asr = SPEECH_RESPONSE in stage.data.mixture or PSEUDO_ASR in stage.data.mixture
+    wants_pseudo = PSEUDO_ASR in stage.data.mixture
+    built_on_asr = SPEECH_RESPONSE in stage.data.mixture or wants_pseudo
     needed = set(stage.data.mixture) | ({"asr"} if built_on_asr else set())
     asr_clips: list[RenderedSample] = []  # what pseudo-speech takes its layouts from
     problems = {"skipped_corrupt": 0, "missing_shards": 0}
@@ -223,9 +224,9 @@ def load_samples(datasets: dict[str, Path], stage: StageSpec, tokenizer, preset,
             for one in [*rendered, spoken]:  # one per question of a QA clip, and the clip said back
                 if one is not None and one.task_family in stage.data.mixture:
                     samples[one.key] = one
-            if PSEUDO_ASR in stage.data.mixture:
+            if wants_pseudo:
                 asr_clips += [one for one in rendered if one.task_family == "asr"]
-    if asr_clips:
+    if wants_pseudo:  # pseudo_asr_samples says clearly when the datasets hold no ASR clip to build on
         samples |= {one.key: one for one in pseudo_asr_samples(asr_clips, tokenizer, seed=seed)}
     by_family: dict[str, list[str]] = {}
     for key, sample in samples.items():
