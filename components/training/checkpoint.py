@@ -39,10 +39,19 @@ def _fork_results_queue():
     # megatron's writer makes its results queue with a *spawn* Manager, which re-imports the training
     # entry point in a fresh interpreter (~8 s for every process that saves). A fork Manager is the
     # same queue without the re-import.
+    # The queue outlives one save (megatron keeps it in a module global), and its manager process may not
+    # outlive the next: in one pytest process a later stage's save intermittently died with EOFError on the
+    # dead manager's proxy. A queue that no longer answers is replaced.
     from megatron.core.dist_checkpointing.strategies import filesystem_async
 
-    if filesystem_async._results_queue is None:
-        filesystem_async._results_queue = mp.get_context("fork").Manager().Queue()
+    queue = filesystem_async._results_queue
+    if queue is not None:
+        try:
+            queue.qsize()
+            return queue
+        except (EOFError, OSError):
+            pass
+    filesystem_async._results_queue = mp.get_context("fork").Manager().Queue()
     return filesystem_async._results_queue
 
 
