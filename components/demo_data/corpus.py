@@ -41,6 +41,7 @@ FAMILIES = [
     Family("av_qa", fam.av_qa_params, fam.render_av_qa),
     Family("spoken_qa", fam.spoken_qa_params, fam.render_spoken_qa),
     Family("speech", fam.speech_params, fam.render_speech, unique_keys=True),
+    Family("assistant_speech", fam.assistant_speech_params, fam.render_assistant_speech, unique_keys=True),
     Family("image_caption", fam.image_params, fam.render_image),
     Family("text", fam.text_params, fam.render_text),
 ]

@@ -359,6 +359,42 @@ def render_speech(p: SpeechParams, stem: Path, tmp: Path) -> tuple[Path, dict]:
                                                          "speaker": p.voice.speaker}  # fmt: skip
 
 
+# ---------------------------------------------------------------- the assistant's own speech (TTS)
+# The model answers in one voice of its own, as the LongCat-Flash-Omni family does: a speech response in
+# an arbitrary voice cannot be predicted from its text (which voice, pitch and speed?). Measured from make
+# run's codec checkpoint (eval split, semantic-code accuracy teacher-forced, paired against the transcript
+# blanked): responses in the ASR clips' random voices gained +0.014 [+0.003, +0.024] from their text after
+# 1500 steps of 90% speech; in this one voice, +0.021 after 400 steps and +0.037 after 800 of 100%.
+# Eval sentences are unseen (partitioned by sentence); the voice is the model's, the same in both splits.
+ASSISTANT_VOICE = Voice("en", pitch=50, speed=160)
+
+
+@dataclass(frozen=True)
+class AssistantSpeechParams:
+    words: tuple[str, ...]
+    ext: str = field(compare=False)
+
+    @property
+    def partition_keys(self) -> tuple[str, ...]:
+        return (" ".join(self.words),)
+
+    @property
+    def voice(self) -> Voice:
+        return ASSISTANT_VOICE
+
+
+def assistant_speech_params(rng: random.Random, speakers: list[str]) -> AssistantSpeechParams:
+    """A sentence of the ASR vocabulary for the assistant to say; `speakers` is unused: the voice is fixed."""
+    return AssistantSpeechParams(tuple(rng.sample(ASR_VOCABULARY, rng.randint(2, 5))), rng.choice([".wav", ".flac"]))
+
+
+def render_assistant_speech(p: AssistantSpeechParams, stem: Path, tmp: Path) -> tuple[Path, dict]:
+    text = " ".join(p.words)
+    wav = _say(text, tmp / f"{stem.name}.wav", p.voice)
+    return encode_audio(wav, stem.with_suffix(p.ext)), {"task_family": "assistant_speech", "transcript": text,
+                                                         "speaker": "assistant"}  # fmt: skip
+
+
 # ---------------------------------------------------------------- image-caption pairs
 @dataclass(frozen=True)
 class ImageParams:

@@ -1,8 +1,11 @@
 """The speech-output suite: does the model say the right thing in codec tokens?
 
-For each held-out ASR clip the model is asked `<|user|> say: TRANSCRIPT<|assistant|>` and scored,
-teacher-forced, on the semantic codebook: the share of the reference's semantic tokens (the clip's audio
-encoded by the checkpoint's own codec) that the semantic head predicts exactly, one value per item. The
+For each held-out clip of the assistant's voice (an unseen sentence; the demo's `assistant_speech`
+family) the model is asked `<|user|> say: TRANSCRIPT<|assistant|>` and scored, teacher-forced, on the
+semantic codebook: the share of the reference's semantic tokens (the clip's audio encoded by the
+checkpoint's own codec) that the semantic head predicts exactly, one value per item. The model speaks in
+one voice, so the reference is that voice: a clip in a voice it never heard says nothing about how well
+it speaks (components/demo_data/families.py, ASSISTANT_VOICE). The
 first semantic token's hit is kept per item too (`first_correct`).
 
 Chance is a blind prior, not 1/codebook size: the score of always predicting the single most frequent

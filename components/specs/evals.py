@@ -59,12 +59,12 @@ class EvalData(_Strict):
 class EvalSuiteSpec(_Strict):
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     description: str = ""
-    family: Literal["text", "image_caption", "video_qa", "av_qa", "voice_qa", "asr"]
+    family: Literal["text", "image_caption", "video_qa", "av_qa", "voice_qa", "asr", "assistant_speech"]
     metric: Literal["accuracy", "wer", "perplexity"]
     chance: float | Literal["uniform", "vocabulary", "blind_prior", "majority"]
     output: Literal["text", "speech"] = Field(
-        "text", description="what the model produces: text, or speech as codec tokens (asr clips said back; "
-        "components/evaluation/speech_output.py, chance: majority)")
+        "text", description="what the model produces: text, or speech as codec tokens (the assistant's voice "
+        "saying unseen sentences; components/evaluation/speech_output.py, chance: majority)")
     data: EvalData
     choices: list[str] | None = Field(None, description="answer choices when the items carry none")
     classify: str | None = Field(None, description="label field whose value is swapped in the target text")
@@ -89,8 +89,10 @@ class EvalSuiteSpec(_Strict):
                              "would be flagged too small; raise max_items or lower min_items")
         if (self.chance == "majority") != (self.output == "speech"):
             raise ValueError("chance 'majority' (the best constant semantic code) goes with output: speech, and only")
-        if self.output == "speech" and (self.metric != "accuracy" or self.family != "asr"):
-            raise ValueError("output: speech scores semantic-token accuracy on asr clips: family asr, metric accuracy")
+        if (self.output == "speech") != (self.family == "assistant_speech") or (
+                self.output == "speech" and self.metric != "accuracy"):
+            raise ValueError("output: speech scores semantic-token accuracy on clips of the assistant's voice: family "
+                             "assistant_speech, metric accuracy (and that family only with output: speech)")
         if self.classify and not self.choices:
             raise ValueError(f"classify: {self.classify} needs the list of choices")
         return self

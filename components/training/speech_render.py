@@ -1,6 +1,8 @@
 """Speech-response samples: the model answers in speech (REFERENCE.md section 4, output side).
 
-A speech response is built from an ASR clip: `<|user|> say: TRANSCRIPT<|assistant|>`, then one
+A speech response is built from a clip of the assistant's own voice (the demo corpus's `assistant_speech`
+family: the model speaks in one voice, components/demo_data/families.py ASSISTANT_VOICE):
+`<|user|> say: TRANSCRIPT<|assistant|>`, then one
 `<|speech|>` position per codec frame plus one. Those positions carry the clip's codec codes offset as
 the model emits them (`model.omni.offset_audio_codes`: semantic code of frame t with the acoustic codes
 of frame t-1), and each position's audio targets are the next position's codes, so the assistant
@@ -20,6 +22,7 @@ from model import tokenizer as tok
 from model.omni import IGNORE, offset_audio_codes
 
 SPEECH_RESPONSE = "speech_response"  # the task family (mixture key) of these samples
+SPEECH_SOURCE = "assistant_speech"  # the task family of the clips they are made of: the assistant's voice
 
 
 def speech_prompt_ids(tokenizer: Tokenizer, transcript: str) -> list[int]:

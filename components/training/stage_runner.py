@@ -75,7 +75,7 @@ from components.training.packing import CarryOverPacker
 from components.training.precision import params_dtype, with_precision
 from components.training.pseudo_speech import PSEUDO_ASR, pseudo_asr_samples
 from components.training.render import RenderedSample, SpeechCoder, render_samples, task_family, waveform
-from components.training.speech_render import SPEECH_RESPONSE, render_speech_response
+from components.training.speech_render import SPEECH_RESPONSE, SPEECH_SOURCE, render_speech_response
 from model import tokenizer as tok
 from model.codec import AudioCodec
 from model.config import get_preset
@@ -174,7 +174,8 @@ def load_samples(datasets: dict[str, Path], stage: StageSpec, tokenizer, preset,
     """Render the stage's training samples; returns (samples by key, keys by family, problem counts).
 
     `codec` (the model's, trained by the codec stage) turns speech into codec tokens where the stage asks
-    for them: speech input with `speech_input: codec`, and the `speech_response` family built from ASR clips.
+    for them: speech input with `speech_input: codec`, and the `speech_response` family built from the
+    assistant's speech clips (SPEECH_SOURCE).
     """
     samples: dict[str, RenderedSample] = {}
     wants_codes = stage.speech_input == "codec" or SPEECH_RESPONSE in stage.data.mixture
@@ -183,10 +184,10 @@ def load_samples(datasets: dict[str, Path], stage: StageSpec, tokenizer, preset,
     coder = SpeechCoder(partial(_encode_on, codec.eval()), codec.cfg.frame_rate) if wants_codes else None
     input_coder = coder if stage.speech_input == "codec" else None
     # Only what the mixture draws is rendered (decoding frames and audio is most of a stage's start-up):
-    # its families, and the ASR clips that speech responses and pseudo-speech are made of.
+    # its families, the assistant's clips that speech responses are made of and the ASR clips of pseudo-speech.
     wants_pseudo = PSEUDO_ASR in stage.data.mixture
-    built_on_asr = SPEECH_RESPONSE in stage.data.mixture or wants_pseudo
-    needed = set(stage.data.mixture) | ({"asr"} if built_on_asr else set())
+    needed = (set(stage.data.mixture) | ({SPEECH_SOURCE} if SPEECH_RESPONSE in stage.data.mixture else set())
+              | ({"asr"} if wants_pseudo else set()))  # fmt: skip
     asr_clips: list[RenderedSample] = []  # what pseudo-speech takes its layouts from
     problems = {"skipped_corrupt": 0, "missing_shards": 0}
 
@@ -226,6 +227,11 @@ def load_samples(datasets: dict[str, Path], stage: StageSpec, tokenizer, preset,
                     samples[one.key] = one
             if wants_pseudo:
                 asr_clips += [one for one in rendered if one.task_family == "asr"]
+    if SPEECH_RESPONSE in stage.data.mixture and not any(s.task_family == SPEECH_RESPONSE for s in samples.values()):
+        raise ValueError(f"stage '{stage.name}' draws {SPEECH_RESPONSE}, made of '{SPEECH_SOURCE}' clips (the "
+                         f"assistant's voice with its transcript), and datasets {sorted(stage.data.datasets)} hold "
+                         f"none in their train split: add a source with task_family: {SPEECH_SOURCE}, or take "
+                         f"{SPEECH_RESPONSE} out of the stage's mixture")  # fmt: skip
     if wants_pseudo:  # pseudo_asr_samples says clearly when the datasets hold no ASR clip to build on
         samples |= {one.key: one for one in pseudo_asr_samples(asr_clips, tokenizer, seed=seed)}
     by_family: dict[str, list[str]] = {}
@@ -240,10 +246,11 @@ def _encode_on(codec: AudioCodec, wave: torch.Tensor) -> torch.Tensor:
 
 
 def _speech_response(raw: dict, tokenizer, preset, coder: SpeechCoder) -> RenderedSample | None:
-    """An ASR clip as a speech-response sample (components.training.speech_render); None for other clips."""
+    """A clip of the assistant's voice as a speech-response sample (components.training.speech_render);
+    None for other clips."""
     meta = raw["json"]
     transcript = meta.get("labels", {}).get("transcript")
-    if meta.get("task_family") != "asr" or not transcript or "wav" not in raw:
+    if meta.get("task_family") != SPEECH_SOURCE or not transcript or "wav" not in raw:
         return None
     with torch.no_grad():
         codes = coder.encode(waveform(raw, preset.audio_encoder.sample_rate))
