@@ -68,7 +68,9 @@ SIZES = {
     "tiny": CorpusSize(_every_family(2, 1), long_clip=True),  # for tests: every family, both splits
     # `make run`: enough distinct items to learn from, and a 5% margin over 300/50 for the items that
     # ingestion's near-duplicate check may still drop (av_qa clips can share a 2-second segment)
-    "small": CorpusSize(_every_family(315, 53)),
+    # omni_av and speech_output measure small effects (make run 4f6ed46: omni_av's difference from its blanked
+    # control +0.069 [-0.049, +0.186] on 102 items): twice the eval clips halve their CIs' variance
+    "small": CorpusSize(_every_family(315, 53) | {"av_qa": (315, 106), "assistant_speech": (315, 106)}),
     "medium": CorpusSize(_every_family(600, 100)),
 }
 

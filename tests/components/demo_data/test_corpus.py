@@ -56,6 +56,14 @@ def test_items_are_distinct_and_splits_disjoint_in_items_and_speakers(family):
         assert len(speakers[1]) >= 5  # eval is not one unlucky voice
 
 
+def test_the_assistant_speaks_unseen_sentences_in_one_voice_of_its_own():
+    """Speech responses are said in one voice (the model's), the same in both splits; eval sentences are new."""
+    family = next(f for f in FAMILIES if f.name == "assistant_speech")
+    train, held_out = (draw_split(family, 0, split, 50) for split in ("train", "eval"))
+    assert {p.voice for p in train + held_out} == {fam.ASSISTANT_VOICE}
+    assert not {p.words for p in train} & {p.words for p in held_out}
+
+
 def test_draws_are_deterministic_per_seed():
     family = FAMILIES[0]
     assert draw_split(family, 7, "train", 4) == draw_split(family, 7, "train", 4)

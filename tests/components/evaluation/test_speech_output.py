@@ -1,4 +1,5 @@
-"""The speech-output suite scores held-out ASR clips said back in codec tokens, against a blind prior."""
+"""The speech-output suite scores unseen sentences said in the assistant's voice, in codec tokens, against a
+blind prior."""
 
 import pytest
 
@@ -31,5 +32,7 @@ def test_majority_chance_only_for_speech_output():
     data = SUITE.model_dump()
     with pytest.raises(ValueError, match="chance 'majority'"):
         EvalSuiteSpec.model_validate(data | {"output": "text"})
-    with pytest.raises(ValueError, match="family asr, metric accuracy"):
-        EvalSuiteSpec.model_validate(data | {"family": "voice_qa"})
+    with pytest.raises(ValueError, match="family assistant_speech, metric accuracy"):
+        EvalSuiteSpec.model_validate(data | {"family": "asr"})
+    with pytest.raises(ValueError, match="that family only with output: speech"):  # no text answer to score
+        EvalSuiteSpec.model_validate(data | {"output": "text", "chance": "uniform"})

@@ -112,3 +112,19 @@ def test_only_the_families_the_mixture_draws_are_rendered(tiny_dataset, monkeypa
     samples, by_family, _ = stage_runner.load_samples({"demo": tiny_dataset}, spec, tokenizer, get_preset("tiny"), 0)
     assert set(rendered) == {"image_caption"} and set(by_family) == {"image_caption"}, set(rendered)
     assert len(rendered) == len(samples) > 0
+
+
+def test_speech_responses_without_the_assistants_clips_are_refused_by_name(text_dataset):
+    """speech_response samples are made of the assistant's voice (assistant_speech clips): a dataset without
+    them gets an error that names the family to add, not the sampler's generic 'no samples'."""
+    from components.training import stage_runner
+    from model import tokenizer as tok
+    from model.codec import AudioCodec
+    from model.config import get_preset
+
+    preset = get_preset("tiny")
+    spec = CURRICULUM.stage("stage1-text-speech")
+    spec = spec.model_copy(update={"data": spec.data.model_copy(update={"mixture": {"text": 0.5, "speech_response": 0.5}})})
+    tokenizer = tok.load_tokenizer(text_dataset / "tokenizer.json")
+    with pytest.raises(ValueError, match="speech_response, made of 'assistant_speech' clips"):
+        stage_runner.load_samples({"demo": text_dataset}, spec, tokenizer, preset, 0, codec=AudioCodec(preset.codec))
