@@ -34,6 +34,7 @@ def sidecar_labels(tiny_corpus) -> dict[str, dict]:
         "av_qa",
         "voice_qa",
         "asr",
+        "assistant_speech",
         "image_caption",
         "text",
     }
