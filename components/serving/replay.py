@@ -116,7 +116,7 @@ def replay(url: str, packets: list[str], task: str | None = None, question: str 
         with wave.open(str(wav_path), "wb") as w:
             w.setnchannels(1), w.setsampwidth(2), w.setframerate(SAMPLE_RATE)
             w.writeframes(audio.astype("<i2").tobytes())
-        (out_dir / "answer.txt").write_text(text["text"] + "\n")
+        (out_dir / "answer.txt").write_text(text["text"] + "\n", encoding="utf-8")
     # the input's duration: its audio, or one second per packet for a silent video
     input_s = input_samples / SAMPLE_RATE if input_samples else float(len(packets))
     answer_audio_s = audio.size / SAMPLE_RATE

@@ -2,6 +2,7 @@
 blind prior."""
 
 import pytest
+import torch
 
 from components.evaluation.items import load_eval_samples
 from components.evaluation.scoring import LoadedModel, score_suite
@@ -36,3 +37,23 @@ def test_majority_chance_only_for_speech_output():
         EvalSuiteSpec.model_validate(data | {"family": "asr"})
     with pytest.raises(ValueError, match="that family only with output: speech"):  # no text answer to score
         EvalSuiteSpec.model_validate(data | {"output": "text", "chance": "uniform"})
+
+
+def test_the_control_asks_each_clip_for_another_items_sentence(monkeypatch):
+    """An empty request is never trained, so any model scores lower on it: the control swaps the sentence."""
+    from types import SimpleNamespace
+
+    from components.evaluation import speech_output
+
+    asked = []
+    monkeypatch.setattr(speech_output, "waveform", lambda sample, rate: torch.zeros(1600))
+    monkeypatch.setattr(speech_output, "semantic_predictions",
+                        lambda loaded, said, codes: asked.append(said) or ([1, 2, 3], [1, 2, 0]))  # fmt: skip
+    codec = SimpleNamespace(cfg=SimpleNamespace(sample_rate=16000), encode=lambda wave: torch.zeros(3, 4))
+    loaded = SimpleNamespace(model=SimpleNamespace(codec=codec))
+    said = ["red apple", "red apple", "two tigers"]
+    samples = [{"json": {"key": f"k{i}", "sha256": f"s{i}", "labels": {"transcript": t}}, "wav": b""}
+               for i, t in enumerate(said)]  # fmt: skip
+    result = speech_output.score_speech_output(loaded, SUITE, samples)
+    assert asked == ["red apple", "two tigers", "red apple", "two tigers", "two tigers", "red apple"]
+    assert result.num_items == 3 and len(result.blanked_items) == 3
