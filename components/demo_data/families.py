@@ -369,26 +369,13 @@ def render_speech(p: SpeechParams, stem: Path, tmp: Path) -> tuple[Path, dict]:
 ASSISTANT_VOICE = Voice("en", pitch=50, speed=160)
 
 
-@dataclass(frozen=True)
-class AssistantSpeechParams:
-    words: tuple[str, ...]
-    ext: str = field(compare=False)
-
-    @property
-    def partition_keys(self) -> tuple[str, ...]:
-        return (" ".join(self.words),)
-
-    @property
-    def voice(self) -> Voice:
-        return ASSISTANT_VOICE
-
-
-def assistant_speech_params(rng: random.Random, speakers: list[str]) -> AssistantSpeechParams:
+def assistant_speech_params(rng: random.Random, speakers: list[str]) -> SpeechParams:
     """A sentence of the ASR vocabulary for the assistant to say; `speakers` is unused: the voice is fixed."""
-    return AssistantSpeechParams(tuple(rng.sample(ASR_VOCABULARY, rng.randint(2, 5))), rng.choice([".wav", ".flac"]))
+    return SpeechParams(tuple(rng.sample(ASR_VOCABULARY, rng.randint(2, 5))), ASSISTANT_VOICE,
+                        rng.choice([".wav", ".flac"]))  # fmt: skip
 
 
-def render_assistant_speech(p: AssistantSpeechParams, stem: Path, tmp: Path) -> tuple[Path, dict]:
+def render_assistant_speech(p: SpeechParams, stem: Path, tmp: Path) -> tuple[Path, dict]:
     text = " ".join(p.words)
     wav = _say(text, tmp / f"{stem.name}.wav", p.voice)
     return encode_audio(wav, stem.with_suffix(p.ext)), {"task_family": "assistant_speech", "transcript": text,
