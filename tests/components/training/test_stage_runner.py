@@ -124,7 +124,8 @@ def test_speech_responses_without_the_assistants_clips_are_refused_by_name(text_
 
     preset = get_preset("tiny")
     spec = CURRICULUM.stage("stage1-text-speech")
-    spec = spec.model_copy(update={"data": spec.data.model_copy(update={"mixture": {"text": 0.5, "speech_response": 0.5}})})
+    data = spec.data.model_copy(update={"mixture": {"text": 0.5, "speech_response": 0.5}})
+    spec = spec.model_copy(update={"data": data})
     tokenizer = tok.load_tokenizer(text_dataset / "tokenizer.json")
     with pytest.raises(ValueError, match="speech_response, made of 'assistant_speech' clips"):
         stage_runner.load_samples({"demo": text_dataset}, spec, tokenizer, preset, 0, codec=AudioCodec(preset.codec))
