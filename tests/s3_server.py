@@ -39,9 +39,11 @@ def _wait_until_answering(url: str, proc: subprocess.Popen, timeout_s: float = 3
         if proc.poll() is not None:
             raise RuntimeError(f"moto_server exited with code {proc.returncode} before answering on {url}")
         try:
-            with urllib.request.urlopen(url, timeout=1):
+            # moto's first request imports its service backends: seconds on a busy 2-core machine (CI saw
+            # the read time out at 1 s and fail every S3 test), so a slow answer is waited for, not fatal
+            with urllib.request.urlopen(url, timeout=max(1.0, min(10.0, deadline - time.monotonic()))):
                 return
-        except (urllib.error.URLError, ConnectionError):
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
             time.sleep(0.1)
     raise RuntimeError(f"moto_server did not answer on {url} within {timeout_s:.0f} s")
 
