@@ -9,7 +9,9 @@ the encoders see carries no information. Grey is the mean of the [0, 1] pixel ra
 would be an extreme input); digital silence is what the speech clips hold between words.
 
 The blanked sample goes through the same render and scoring code as the original, so the control
-measures exactly what the model answers from the question and its priors alone.
+measures exactly what the model answers from the question and its priors alone. An audio-visual suite's
+`modality_controls` blank one modality and keep the other (`blank_media(sample, {"audio"})`): the score
+with the audio silent shows what the frames alone give, and the other way round.
 """
 
 from __future__ import annotations
@@ -48,12 +50,16 @@ def _is_frame(name: str) -> bool:
     return name.endswith(".jpg") or name == "jpg"
 
 
-def blank_media(sample: dict) -> dict:
-    """A copy of a WebDataset sample with every frame grey and the audio silent (same sizes, same metadata)."""
+def blank_media(sample: dict, modalities: frozenset[str] | set[str] = frozenset({"audio", "video"})) -> dict:
+    """A copy of a WebDataset sample with its frames grey ("video": images and video frames alike) and/or its
+    audio silent ("audio"), same sizes and metadata; by default both."""
+    unknown = set(modalities) - {"audio", "video"}
+    if unknown:
+        raise ValueError(f"blank_media: unknown modalities {sorted(unknown)}; use 'audio' and/or 'video'")
     blanked = dict(sample)
     for name, data in sample.items():
-        if _is_frame(name):
+        if _is_frame(name) and "video" in modalities:
             blanked[name] = _grey_like(data)
-        elif name == "wav":
+        elif name == "wav" and "audio" in modalities:
             blanked[name] = _silence_like(data)
     return blanked

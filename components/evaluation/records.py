@@ -11,6 +11,7 @@ import json
 import tempfile
 from pathlib import Path
 
+from components.specs.evals import MODALITIES
 from components.tracking.experiments import EVALUATION_EXPERIMENT
 
 BLANKED_FIELDS = ("value", "ci_low", "ci_high", "delta", "delta_ci_low", "delta_ci_high")
@@ -28,20 +29,22 @@ def latest_evaluation_run(client, name: str, version: str):
 
 
 def suite_records(metrics: dict[str, float]) -> dict[str, dict]:
-    """Suite -> {value, ci_low, ci_high, chance, blanked, num_items, min_items, higher_is_better} from an
-    evaluation run's metrics (components.evaluation.results.suite_metrics); fields an older evaluation
-    did not log are None."""
+    """Suite -> {value, ci_low, ci_high, chance, blanked, controls, num_items, min_items, higher_is_better} from
+    an evaluation run's metrics (components.evaluation.results.suite_metrics); fields an older evaluation
+    did not log are None (controls: {} for a suite without modality_controls)."""
     out = {}
     for suite in sorted(k for k in metrics if "." not in k):
         get = metrics.get
         blanked = None
         if f"{suite}.blanked.value" in metrics:
             blanked = {f: metrics[f"{suite}.blanked.{f}"] for f in BLANKED_FIELDS}
+        controls = {m: {f: metrics[f"{suite}.{m}_blanked.{f}"] for f in BLANKED_FIELDS}
+                    for m in MODALITIES if f"{suite}.{m}_blanked.value" in metrics}  # fmt: skip
         higher = get(f"{suite}.higher_is_better")
         num, least = get(f"{suite}.num_items"), get(f"{suite}.min_items")
         out[suite] = {"value": metrics[suite], "ci_low": get(f"{suite}.ci_low", metrics[suite]),
                       "ci_high": get(f"{suite}.ci_high", metrics[suite]), "chance": get(f"{suite}.chance"),
-                      "blanked": blanked, "num_items": None if num is None else int(num),
+                      "blanked": blanked, "controls": controls, "num_items": None if num is None else int(num),
                       "min_items": None if least is None else int(least),
                       "higher_is_better": None if higher is None else bool(higher)}  # fmt: skip
     return out

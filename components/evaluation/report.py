@@ -3,7 +3,9 @@
 - `suites.png`: one panel per suite, candidate and champion bars with their 95% CIs and the chance line;
 - `confusion-<suite>.png`: truth vs pick for classification suites (a fixed list of choices);
 - the table: value, CI, chance, the media-blanked control with its CI and the paired CI of the difference,
-  item counts (flagged below the suite's min_items), and a per-question-type breakdown where items carry a type.
+  item counts (flagged below the suite's min_items), and a per-question-type breakdown where items carry a type;
+- for audio-visual suites with `modality_controls`, the same for each one-modality control (audio alone
+  blanked, video alone blanked), in the table and per question type.
 """
 
 from __future__ import annotations
@@ -85,15 +87,31 @@ def write_report(folder: Path, title: str, results: list[SuiteResult], champion:
         above = "yes" if r.above_chance else "no"
         lines.append(f"| {r.suite} | {r.metric} | {r.value:.4g} | [{r.ci_low:.4g}, {r.ci_high:.4g}] | {r.chance:.4g} "
                      f"| {above} | {blanked} | {delta} | {items} | {champ_text} |")  # fmt: skip
+    controlled = [r for r in results if r.controls]
+    if controlled:
+        lines += ["", "One modality blanked, the other kept (does the model use each stream?):", "",
+                  "| suite | blanked | value (95% CI) | score - control (paired 95% CI) | uses it |",
+                  "|---|---|---|---|---|"]  # fmt: skip
+        for r in controlled:
+            for modality, c in r.controls.items():
+                uses = "yes" if r.above_controls[modality] else "no"
+                lines.append(f"| {r.suite} | {modality} | {c.value:.4g} [{c.ci_low:.4g}, {c.ci_high:.4g}] "
+                             f"| {c.delta:+.4g} [{c.delta_ci_low:+.4g}, {c.delta_ci_high:+.4g}] | {uses} |")  # fmt: skip
     typed = [r for r in results if r.breakdown]
     if typed:
-        lines += ["", "Per question type:", "", "| suite | type | value | 95% CI | media blanked | items |",
-                  "|---|---|---|---|---|---|"]  # fmt: skip
+        modalities = sorted({m for r in typed for m in r.controls})
+        lines += ["", "Per question type:", "",
+                  "| suite | type | value | 95% CI | media blanked |" + "".join(f" {m} blanked |" for m in modalities)
+                  + " items |", "|---|---|---|---|---|" + "---|" * len(modalities) + "---|"]  # fmt: skip
+
+        def cell(row: dict, key: str) -> str:
+            return f"{row[key]:.4g}" if key in row else "-"
+
         for r in typed:
             for kind, row in r.breakdown.items():
-                blank = f"{row['blanked']:.4g}" if "blanked" in row else "-"
+                controls = "".join(f" {cell(row, f'{m}_blanked')} |" for m in modalities)
                 lines.append(f"| {r.suite} | {kind} | {row['value']:.4g} | [{row['ci_low']:.4g}, {row['ci_high']:.4g}] "
-                             f"| {blank} | {row['num_items']} |")  # fmt: skip
+                             f"| {cell(row, 'blanked')} |{controls} {row['num_items']} |")  # fmt: skip
     for r in results:
         if r.suite in classes:
             _confusion_plot(r, classes[r.suite], folder / f"confusion-{r.suite}.png")

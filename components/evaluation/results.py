@@ -7,8 +7,11 @@ the same way) produces
 - `chance`: the score of a guesser that ignores the input;
 - `blanked_items`: the same items scored with the media blanked (components.evaluation.blanking), or
   None for a suite without media;
+- `control_items`: for an audio-visual suite's `modality_controls`, modality -> the same items scored
+  with that modality alone blanked;
 and `summarise()` turns them into a SuiteResult: the metric, its bootstrap 95% CI, the blanked control
-with its CI, the paired CI of (score - blanked), and a per-type breakdown. numpy only.
+with its CI, the paired CI of (score - blanked), the same for each one-modality control, and a per-type
+breakdown. numpy only.
 """
 
 from __future__ import annotations
@@ -53,6 +56,8 @@ class SuiteResult:
     num_items: int
     min_items: int = 1
     blanked: BlankedControl | None = None
+    # modality -> the suite scored with that modality alone blanked (the spec's modality_controls)
+    controls: dict[str, BlankedControl] = field(default_factory=dict)
     breakdown: dict[str, dict] = field(default_factory=dict)  # question type -> value, CI, num_items, blanked
     items: list[dict] = field(default_factory=list)  # per item: id, key, sha256 and what was scored
     blanked_items: list[dict] = field(default_factory=list)
@@ -70,16 +75,29 @@ class SuiteResult:
         return self.blanked.delta_ci_low > 0 if self.higher_is_better else self.blanked.delta_ci_high < 0
 
     @property
+    def above_controls(self) -> dict[str, bool]:
+        """Per one-modality control: the whole paired CI of (score - control) on the better side of 0."""
+        return {m: (c.delta_ci_low > 0 if self.higher_is_better else c.delta_ci_high < 0)
+                for m, c in self.controls.items()}  # fmt: skip
+
+    @property
     def enough_items(self) -> bool:
         return self.num_items >= self.min_items
 
     def summary(self) -> dict:
         out = {k: v for k, v in asdict(self).items() if k not in ("items", "blanked_items")}
         return out | {"above_chance": self.above_chance, "above_blanked": self.above_blanked,
-                      "enough_items": self.enough_items}  # fmt: skip
+                      "above_controls": self.above_controls, "enough_items": self.enough_items}  # fmt: skip
 
 
-def _breakdown(metric: str, items: list[dict], blanked_items: list[dict] | None, samples: int) -> dict[str, dict]:
+def _control(metric: str, items: list[dict], control_items: list[dict], samples: int) -> BlankedControl:
+    low, high = bootstrap_ci(metric, control_items, samples)
+    delta, d_low, d_high, _ = paired_delta_ci(metric, items, control_items, samples)
+    return BlankedControl(aggregate(metric, control_items), low, high, delta, d_low, d_high)
+
+
+def _breakdown(metric: str, items: list[dict], blanked_items: list[dict] | None, samples: int,
+               control_items: dict[str, list[dict]]) -> dict[str, dict]:  # fmt: skip
     types = sorted({i["type"] for i in items if i.get("type")})
     out = {}
     for kind in types:
@@ -88,11 +106,13 @@ def _breakdown(metric: str, items: list[dict], blanked_items: list[dict] | None,
         out[kind] = {"value": aggregate(metric, mine), "ci_low": low, "ci_high": high, "num_items": len(mine)}
         if blanked_items:
             out[kind]["blanked"] = aggregate(metric, [i for i in blanked_items if i.get("type") == kind])
+        for modality, controlled in control_items.items():
+            out[kind][f"{modality}_blanked"] = aggregate(metric, [i for i in controlled if i.get("type") == kind])
     return out
 
 
-def summarise(suite: EvalSuiteSpec, items: list[dict], chance: float,
-              blanked_items: list[dict] | None = None) -> SuiteResult:  # fmt: skip
+def summarise(suite: EvalSuiteSpec, items: list[dict], chance: float, blanked_items: list[dict] | None = None,
+              control_items: dict[str, list[dict]] | None = None) -> SuiteResult:  # fmt: skip
     """A SuiteResult from per-item records (see the module docstring)."""
     if not items:
         raise ValueError(f"suite {suite.name}: no eval items of family {suite.family} in the dataset")
@@ -101,14 +121,13 @@ def summarise(suite: EvalSuiteSpec, items: list[dict], chance: float,
         raise ValueError(f"suite {suite.name}: item ids are not unique; each record needs its own `id`")
     metric, samples = suite.metric, suite.bootstrap_samples
     low, high = bootstrap_ci(metric, items, samples)
-    blanked = None
-    if blanked_items:
-        b_low, b_high = bootstrap_ci(metric, blanked_items, samples)
-        delta, d_low, d_high, _ = paired_delta_ci(metric, items, blanked_items, samples)
-        blanked = BlankedControl(aggregate(metric, blanked_items), b_low, b_high, delta, d_low, d_high)
+    blanked = _control(metric, items, blanked_items, samples) if blanked_items else None
+    control_items = control_items or {}
+    controls = {m: _control(metric, items, c, samples) for m, c in control_items.items()}
     return SuiteResult(suite.name, metric, aggregate(metric, items), low, high, float(chance), suite.higher_is_better,
-                       len(items), suite.min_items, blanked, _breakdown(metric, items, blanked_items, samples),
-                       items, blanked_items or [])  # fmt: skip
+                       len(items), suite.min_items, blanked, controls,
+                       _breakdown(metric, items, blanked_items, samples, control_items), items,
+                       blanked_items or [])  # fmt: skip
 
 
 def suite_metrics(results: list[SuiteResult]) -> dict[str, float]:
@@ -121,6 +140,8 @@ def suite_metrics(results: list[SuiteResult]) -> dict[str, float]:
                 f"{r.suite}.higher_is_better": float(r.higher_is_better)}  # fmt: skip
         if r.blanked is not None:
             out |= {f"{r.suite}.blanked.{k}": v for k, v in r.blanked.__dict__.items()}
+        for modality, control in r.controls.items():
+            out |= {f"{r.suite}.{modality}_blanked.{k}": v for k, v in control.__dict__.items()}
         for kind, row in r.breakdown.items():
             name = f"{r.suite}.type.{re.sub(r'[^A-Za-z0-9_]', '_', kind)}"  # MLflow's metric-name alphabet
             out |= {name: row["value"], f"{name}.num_items": row["num_items"]}

@@ -10,7 +10,8 @@
   offered: training never shows a list of options, so it would measure a format the model never learnt.
 - wer: greedy transcription of the audio, word error rate = word edits / reference words.
 - perplexity: exp(total next-token NLL / tokens) over held-out documents.
-Suites with media are scored twice: as given, and with the media blanked (components.evaluation.blanking).
+Suites with media are scored twice: as given, and with the media blanked (components.evaluation.blanking);
+audio-visual suites with `modality_controls` once more per modality, that modality alone blanked.
 Scoring runs with torch's deterministic algorithms and no randomness, items sorted by key, so the same
 checkpoint and data give identical numbers on a rerun on the same machine.
 """
@@ -203,7 +204,8 @@ def suite_chance(suite: EvalSuiteSpec, items: list[dict], vocab_size: int, train
 
 def score_suite(loaded: LoadedModel, suite: EvalSuiteSpec, samples: list[dict], vocab_size: int,
                 train_transcripts: list[str] = ()) -> SuiteResult:  # fmt: skip
-    """Score the samples, and (for a suite with media and `blanked_control`) the same samples blanked."""
+    """Score the samples, and (for a suite with media and `blanked_control`) the same samples blanked, and
+    once more per modality in `modality_controls` with that modality alone blanked."""
     if suite.output == "speech":
         from components.evaluation.speech_output import score_speech_output
 
@@ -214,7 +216,14 @@ def score_suite(loaded: LoadedModel, suite: EvalSuiteSpec, samples: list[dict], 
         if suite.blanked_control and any(has_media(s) for s in samples):
             blanked = score_items(loaded, suite, track(map(blank_media, samples), f"eval {suite.name} (media blanked)",
                                                        total=len(samples)))  # fmt: skip
+        controls = {}
+        for modality in suite.modality_controls:
+            one_blanked = (blank_media(s, {modality}) for s in samples)
+            controls[modality] = score_items(loaded, suite, track(one_blanked, f"eval {suite.name} ({modality} blanked)",
+                                                                  total=len(samples)))  # fmt: skip
     if suite.metric == "wer":
         references = {s["json"]["key"]: s["json"]["labels"]["transcript"] for s in samples}
         items = [i | {"reference": references[i["key"]]} for i in items]
-    return summarise(suite, items, suite_chance(suite, items, vocab_size, list(train_transcripts)), blanked)
+        controls = {m: [i | {"reference": references[i["key"]]} for i in c] for m, c in controls.items()}
+    chance = suite_chance(suite, items, vocab_size, list(train_transcripts))
+    return summarise(suite, items, chance, blanked, controls)

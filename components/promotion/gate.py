@@ -10,6 +10,9 @@ Rules, per suite the gate runs, in order:
   blind prior: the best constant training transcript);
 - above_blanked (suites in `above_blanked`; 'all' = every suite with media): the paired 95% CI of
   (score - media-blanked score) on the same items wholly on the better side of 0: the model uses the media;
+- above_modality_controls (suites in `above_modality_controls`; 'all' = every suite whose spec has
+  `modality_controls`): for each of them, the paired 95% CI of (score - score with that modality alone
+  blanked) wholly on the better side of 0: the model uses every stream, not just one of them;
 - no_regression (when there is a champion with results for the suite): paired bootstrap of
   (candidate - champion) over the items both evaluations scored (matched by item id); the rule fails
   only when the whole 95% CI of that difference is worse than -tolerance (a regression the data shows,
@@ -32,7 +35,8 @@ PROMOTED, REJECTED, AWAITING = "promoted", "rejected", "awaiting-approval"
 
 @dataclass(frozen=True)
 class RuleOutcome:
-    rule: str  # result | min_items | floor | above_chance | above_blanked | no_regression | streaming | approval
+    rule: str  # result | min_items | floor | above_chance | above_blanked | above_modality_controls | no_regression
+    # | streaming | approval
     suite: str | None
     passed: bool
     detail: str
@@ -99,6 +103,27 @@ def _above_blanked(suite: str, result: dict, higher: bool) -> RuleOutcome:
                        f"{'excludes' if ok else 'does not exclude'} no effect")  # fmt: skip
 
 
+def _above_controls(suite: str, result: dict, modalities: list[str], higher: bool) -> list[RuleOutcome]:
+    if not modalities:
+        return [RuleOutcome("above_modality_controls", suite, False, f"{suite}: its eval spec has no modality_controls "
+                            "(set modality_controls: [audio, video] for an audio-visual suite, or drop it from the "
+                            "gate's above_modality_controls)")]  # fmt: skip
+    outcomes = []
+    for modality in modalities:
+        control = (result.get("controls") or {}).get(modality)
+        if not control:
+            outcomes.append(RuleOutcome("above_modality_controls", suite, False, f"{suite}: no {modality}-blanked "
+                                        "control was scored; re-evaluate the model with its current eval spec"))
+            continue
+        low, high = control["delta_ci_low"], control["delta_ci_high"]
+        ok = low > 0 if higher else high < 0
+        outcomes.append(RuleOutcome("above_modality_controls", suite, ok,
+                                    f"{suite}: {result['value']:.4g} vs {control['value']:.4g} with the {modality} "
+                                    f"alone blanked; paired 95% CI of the difference [{low:+.4g}, {high:+.4g}] "
+                                    f"{'excludes' if ok else 'does not exclude'} no effect"))  # fmt: skip
+    return outcomes
+
+
 def _no_regression(suite: str, result: dict, champ: dict, metric: str, tolerance: float,
                    samples: int) -> RuleOutcome:  # fmt: skip
     higher = HIGHER_IS_BETTER[metric]
@@ -131,11 +156,13 @@ def _streaming(report: dict | None) -> RuleOutcome:
 
 def decide(gate: GateSpec, candidate: dict[str, dict], champion: dict[str, dict] | None, metrics: dict[str, str],
            approved: bool = False, without_media: frozenset[str] = frozenset(),
-           streaming: dict | None = None) -> Decision:  # fmt: skip
+           streaming: dict | None = None, controls: dict[str, list[str]] | None = None) -> Decision:  # fmt: skip
     """candidate/champion: suite -> record (components.evaluation.records: value, ci_low, ci_high, chance,
     blanked, num_items, min_items, and `items` for the paired bootstrap); champion None = none yet;
     metrics: suite -> metric name; without_media: suites with no media to blank (skipped by above_blanked: all);
-    streaming: the candidate's streaming-check report (components.serving.check), None = not run."""
+    streaming: the candidate's streaming-check report (components.serving.check), None = not run;
+    controls: suite -> the modality_controls its eval spec asks for (suites not named: none)."""
+    controls = controls or {}
     outcomes: list[RuleOutcome] = []
     if gate.streaming is not None:
         outcomes.append(_streaming(streaming))
@@ -153,6 +180,9 @@ def decide(gate: GateSpec, candidate: dict[str, dict], champion: dict[str, dict]
             outcomes.append(_above_chance(suite, result, higher))
         if gate.applies("above_blanked", suite) and not (gate.above_blanked == "all" and suite in without_media):
             outcomes.append(_above_blanked(suite, result, higher))
+        if gate.applies("above_modality_controls", suite) and (
+                gate.above_modality_controls != "all" or controls.get(suite)):
+            outcomes += _above_controls(suite, result, controls.get(suite, []), higher)
         if champion is None or gate.no_regression is None:
             continue
         if suite not in champion:

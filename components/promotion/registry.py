@@ -71,10 +71,12 @@ def _provenance_tags(run) -> dict[str, str]:
             "omnistage.data_versions": json.dumps(data, sort_keys=True)}  # fmt: skip
 
 
-def _suite_facts(gate: GateSpec, evals_dir: Path) -> tuple[dict[str, str], frozenset[str]]:
-    """(suite -> metric name, the suites without media) of the suites a gate runs."""
+def _suite_facts(gate: GateSpec, evals_dir: Path) -> tuple[dict[str, str], frozenset[str], dict[str, list[str]]]:
+    """(suite -> metric name, the suites without media, suite -> its modality_controls) of the suites a gate
+    runs."""
     specs = load_suites(evals_dir, gate.suites)
-    return {s.name: s.metric for s in specs}, frozenset(s.name for s in specs if not s.has_media)
+    return ({s.name: s.metric for s in specs}, frozenset(s.name for s in specs if not s.has_media),
+            {s.name: list(s.modality_controls) for s in specs})  # fmt: skip
 
 
 def judge(name: str, version: str, gate: GateSpec, tracking_uri: str, evals_dir: Path = EVALS_DIR) -> Decision:
@@ -87,9 +89,9 @@ def judge(name: str, version: str, gate: GateSpec, tracking_uri: str, evals_dir:
     if champion_version is not None and champion_version != version:
         champion = latest_evaluation_with_items(client, name, champion_version)
     approved = client.get_model_version(name, version).tags.get("omnistage.approved_by") is not None
-    metrics, without_media = _suite_facts(gate, evals_dir)
+    metrics, without_media, controls = _suite_facts(gate, evals_dir)
     streaming = recorded_streaming_check(client, name, version) if gate.streaming else None
-    decision = decide(gate, candidate, champion, metrics, approved, without_media, streaming)
+    decision = decide(gate, candidate, champion, metrics, approved, without_media, streaming, controls)
     record = decision.to_dict() | {"gate": gate.name, "model": name, "version": version,
                                    "champion_version": champion_version, "decided_at": time.time()}  # fmt: skip
     tags = {"omnistage.gate.name": gate.name, "omnistage.gate.status": decision.status,

@@ -11,6 +11,7 @@ An eval suite mirrors one benchmark family of REFERENCE.md section 8 on held-out
     data: {dataset: demo, version: latest, split: eval}
     min_items: 50                 # fewer eval items: flagged, and the gate's min_items rule fails
     blanked_control: true         # also score the items with their media blanked (components.evaluation.blanking)
+    modality_controls: [audio, video]   # audio-visual suites: also score with one modality blanked at a time
 
 A gate says when a candidate may replace the `champion`:
 
@@ -19,6 +20,7 @@ A gate says when a candidate may replace the `champion`:
     floors: {image: 0.3, text: 200}         # accuracy >= floor; wer / perplexity <= floor
     above_chance: all                       # or a list of suites: the 95% CI strictly better than chance
     above_blanked: all                      # suites with media: CI of (score - blanked) strictly better than 0
+    above_modality_controls: all            # suites with modality_controls: better than each one-blanked control
     require_min_items: true                 # each suite scored at least its spec's min_items items
     no_regression: {tolerance: {default: 0.0, text: 5.0}}   # paired bootstrap vs the champion, same items
     require_approval: false
@@ -44,6 +46,9 @@ EVALS_DIR = Path(__file__).resolve().parents[2] / "data_specs" / "evals"  # the 
 METRICS = ("accuracy", "wer", "perplexity")
 HIGHER_IS_BETTER = {"accuracy": True, "wer": False, "perplexity": False}
 TEXT_ONLY_FAMILIES = frozenset({"text"})  # no media to blank: no media-blanked control
+# Families whose items carry both audio and video: the ones a single-modality control can ask about.
+AUDIO_VISUAL_FAMILIES = frozenset({"av_qa"})
+MODALITIES = ("audio", "video")
 
 
 class _Strict(BaseModel):
@@ -74,6 +79,9 @@ class EvalSuiteSpec(_Strict):
         "mean_logprob", description="multiple choice: mean log-probability per answer token (length-normalised) "
         "or the sum (favours short answers; kept to compare with older evaluations)")
     blanked_control: bool = Field(True, description="also score the items with their media blanked")
+    modality_controls: list[Literal["audio", "video"]] = Field(
+        default_factory=list, description="audio-visual suites: also score the items with only this modality "
+        "blanked (the other kept), so the report shows whether the model uses each stream, not just either")
     bootstrap_samples: int = Field(1000, ge=100)
 
     @model_validator(mode="after")
@@ -95,6 +103,12 @@ class EvalSuiteSpec(_Strict):
                              "assistant_speech, metric accuracy (and that family only with output: speech)")
         if self.classify and not self.choices:
             raise ValueError(f"classify: {self.classify} needs the list of choices")
+        if self.modality_controls and self.family not in AUDIO_VISUAL_FAMILIES:
+            raise ValueError(f"modality_controls {self.modality_controls}: family {self.family} does not carry both "
+                             f"audio and video; it is for {sorted(AUDIO_VISUAL_FAMILIES)} (remove the field or use "
+                             "blanked_control, which blanks every medium at once)")
+        if len(set(self.modality_controls)) != len(self.modality_controls):
+            raise ValueError(f"modality_controls {self.modality_controls} lists a modality twice")
         return self
 
     @property
@@ -148,6 +162,10 @@ class GateSpec(_Strict):
     above_blanked: list[str] | Literal["all"] = Field(
         default_factory=list, description="suites whose CI of (score - media-blanked score) must be better than 0; "
         "'all' = every suite that has media")
+    above_modality_controls: list[str] | Literal["all"] = Field(
+        default_factory=list, description="suites whose CI of (score - score with one modality blanked) must be "
+        "better than 0 for each of their modality_controls: the model uses every stream; 'all' = every suite "
+        "whose spec has modality_controls")
     require_min_items: bool = Field(True, description="fail a suite scored on fewer items than its min_items")
     no_regression: NoRegression | None = NoRegression()
     require_approval: bool = False
@@ -159,7 +177,7 @@ class GateSpec(_Strict):
         unknown = sorted(set(self.floors) - set(self.suites))
         if unknown:
             raise ValueError(f"floors for suites the gate does not run: {unknown}; add them to suites")
-        for rule in ("above_chance", "above_blanked"):
+        for rule in ("above_chance", "above_blanked", "above_modality_controls"):
             listed = getattr(self, rule)
             unknown = sorted(set(listed) - set(self.suites)) if listed != "all" else []
             if unknown:

@@ -56,11 +56,20 @@ def test_evaluate_scores_suites_with_cis_and_logs_a_report(trained):
         b = by_suite[name].blanked
         assert b is not None and b.ci_low <= b.value <= b.ci_high and len(by_suite[name].blanked_items) > 0
     assert 0 < by_suite["asr"].chance <= 1.0  # the best constant training transcript, at worst the empty one
+    omni = by_suite["omni_av"]  # its spec asks for one-modality controls; no other suite's does
+    assert set(omni.controls) == {"audio", "video"} and not by_suite["video_qa"].controls
+    for control in omni.controls.values():
+        assert control.ci_low <= control.value <= control.ci_high
+        assert control.delta == pytest.approx(omni.value - control.value)
+    assert all({"audio_blanked", "video_blanked"} <= set(row) for row in omni.breakdown.values())
     assert not by_suite["image"].enough_items  # the tiny corpus has a handful of eval items, fewer than 50
     client = mlflow.MlflowClient(trained["uri"])
     run = client.get_run(result.run_id)
     assert run.data.metrics["image.chance"] == pytest.approx(1 / 8) and "text.ci_high" in run.data.metrics
     assert "image.blanked.delta_ci_low" in run.data.metrics and run.data.metrics["image.min_items"] == 50
+    assert {"omni_av.audio_blanked.delta_ci_low", "omni_av.video_blanked.value"} <= set(run.data.metrics)
+    report = open(client.download_artifacts(result.run_id, "report/report.md", str(trained["root"]))).read()
+    assert "| omni_av | audio |" in report and "| omni_av | video |" in report and "video blanked |" in report
     names = {a.path for a in client.list_artifacts(result.run_id, "report")}
     assert {"report/report.md", "report/suites.png", "report/confusion-image.png"} <= names
 
@@ -148,6 +157,14 @@ def test_blanking_keeps_the_prompt_and_removes_the_content(trained):
     assert frames.shape == grey.shape and frames.std() > 0.05 and grey.std() < 0.01
     audio, silent = shown.audio_features[0], blank.audio_features[0]
     assert audio.shape == silent.shape and audio.std() > 0.5 and torch.all(silent == silent.flatten()[0])
+    # one modality at a time (omni_av's modality_controls): the other is left exactly as it was
+    no_audio = render_prompt(blank_media(sample, {"audio"}), tokenizer, preset.vit, preset.audio_encoder)
+    no_video = render_prompt(blank_media(sample, {"video"}), tokenizer, preset.vit, preset.audio_encoder)
+    assert no_audio.ids == no_video.ids == shown.ids
+    assert torch.equal(no_audio.visuals[0].pixels, frames) and torch.equal(no_audio.audio_features[0], silent)
+    assert torch.equal(no_video.visuals[0].pixels, grey) and torch.equal(no_video.audio_features[0], audio)
+    with pytest.raises(ValueError, match="unknown modalities"):
+        blank_media(sample, {"vision"})
 
 
 @pytest.mark.slow

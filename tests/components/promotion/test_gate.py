@@ -169,3 +169,62 @@ def test_same_answers_false_judges_latency_only():
 def test_a_gate_without_streaming_ignores_the_report():
     decision = decide(_gate(), GOOD, CHAMP, METRICS, False, WITHOUT_MEDIA, _streamed(same=(False, False)))
     assert decision.status == PROMOTED and "streaming" not in {o.rule for o in decision.outcomes}
+
+
+def _av(correct, audio_blanked, video_blanked, controls=True):
+    """An audio-visual suite's record: `correct` of N right, and right with the audio / the video alone blanked."""
+    spec = EvalSuiteSpec(name="av", family="av_qa", metric="accuracy", chance=0.25, min_items=N,
+                         data={"dataset": "demo"}, modality_controls=["audio", "video"])  # fmt: skip
+    ids = [f"clip{i}#0" for i in range(N)]
+
+    def right(k):
+        return [{"id": x, "correct": float(i < k)} for i, x in enumerate(ids)]
+
+    control_items = {"audio": right(audio_blanked), "video": right(video_blanked)} if controls else None
+    result = summarise(spec, right(correct), 0.25, right(2), control_items)
+    return suite_records(suite_metrics([result]))["av"] | {"items": right(correct)}
+
+
+AV_CASES = [
+    # (name, candidate record, the spec's modality_controls, gate's above_modality_controls, status, failing)
+    ("uses both streams", _av(32, 12, 10), ["audio", "video"], "all", PROMOTED, []),
+    ("reads the video only", _av(32, 31, 10), ["audio", "video"], "all", REJECTED, ["above_modality_controls"]),
+    ("reads neither beyond the other", _av(32, 31, 31), ["audio", "video"], ["av"], REJECTED,
+     ["above_modality_controls", "above_modality_controls"]),
+    ("controls not scored", _av(32, 0, 0, controls=False), ["audio", "video"], "all", REJECTED,
+     ["above_modality_controls", "above_modality_controls"]),
+    ("named, but its spec asks for none", _av(32, 31, 31), [], ["av"], REJECTED, ["above_modality_controls"]),
+    ("'all' skips a suite whose spec asks for none", _av(32, 31, 31), [], "all", PROMOTED, []),
+    ("rule off", _av(32, 31, 31), ["audio", "video"], [], PROMOTED, []),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("name,record,spec_controls,listed,status,failing", AV_CASES, ids=[c[0] for c in AV_CASES])
+def test_gate_modality_controls_rule(name, record, spec_controls, listed, status, failing):
+    gate = GateSpec(name="t", model_name="m", suites=["av"], above_chance="all", above_blanked="all",
+                    above_modality_controls=listed)  # fmt: skip
+    decision = decide(gate, {"av": record}, None, {"av": "accuracy"}, False, frozenset(), None, {"av": spec_controls})
+    assert decision.status == status, decision.to_dict()
+    assert [o.rule for o in decision.outcomes if not o.passed] == failing, decision.to_dict()
+    for outcome in decision.outcomes:
+        if outcome.rule == "above_modality_controls" and not outcome.passed:
+            assert "av:" in outcome.detail and ("blanked" in outcome.detail or "modality_controls" in outcome.detail)
+
+
+def test_modality_controls_are_recorded_and_read_back():
+    record = _av(32, 12, 31)
+    assert set(record["controls"]) == {"audio", "video"}
+    assert record["controls"]["audio"]["value"] == pytest.approx(12 / N)
+    assert record["controls"]["video"]["delta"] == pytest.approx(1 / N)
+    assert record["controls"]["audio"]["delta_ci_low"] > 0 >= record["controls"]["video"]["delta_ci_low"]
+
+
+def test_modality_controls_spec_errors_name_the_field():
+    with pytest.raises(ValueError, match="modality_controls .* family video_qa does not carry both audio and video"):
+        EvalSuiteSpec(name="v", family="video_qa", metric="accuracy", chance="uniform", data={"dataset": "demo"},
+                      modality_controls=["audio"])  # fmt: skip
+    with pytest.raises(ValueError, match="lists a modality twice"):
+        EvalSuiteSpec(name="v", family="av_qa", metric="accuracy", chance="uniform", data={"dataset": "demo"},
+                      modality_controls=["audio", "audio"])  # fmt: skip
+    with pytest.raises(ValueError, match="above_modality_controls names suites the gate does not run"):
+        _gate(above_modality_controls=["asr"])
