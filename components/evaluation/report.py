@@ -1,6 +1,7 @@
 """The evaluation report: a markdown page with PNG plots, stored as an MLflow artifact.
 
-- `suites.png`: one panel per suite, candidate and champion bars with their 95% CIs and the chance line;
+- `suites.png`: one panel per suite, candidate and champion bars with their 95% CIs and the chance line
+  (and the blanked controls: all media, and "no audio" / "no video" for one-modality controls);
 - `confusion-<suite>.png`: truth vs pick for classification suites (a fixed list of choices);
 - the table: value, CI, chance, the media-blanked control with its CI and the paired CI of the difference,
   item counts (flagged below the suite's min_items), and a per-question-type breakdown where items carry a type;
@@ -28,6 +29,8 @@ def _suites_plot(results: list[SuiteResult], champion: dict[str, dict], path: Pa
         if result.blanked is not None:
             b = result.blanked
             bars.append(("blanked", b.value, b.ci_low, b.ci_high, "tab:orange"))
+        for modality, c in result.controls.items():  # one modality blanked, the other kept
+            bars.append((f"no {modality}", c.value, c.ci_low, c.ci_high, "tab:olive" if modality == "audio" else "tab:cyan"))
         if result.suite in champion:
             c = champion[result.suite]
             bars.append(("champion", c["value"], c["ci_low"], c["ci_high"], "tab:gray"))
@@ -35,7 +38,7 @@ def _suites_plot(results: list[SuiteResult], champion: dict[str, dict], path: Pa
             ax.bar(x, value, color=colour, label=label)
             ax.errorbar(x, value, yerr=[[value - low], [high - value]], color="black", capsize=4)
         ax.axhline(result.chance, color="tab:red", linestyle="--", linewidth=1, label="chance")
-        ax.set_xticks(range(len(bars)), [b[0] for b in bars], fontsize=8)
+        ax.set_xticks(range(len(bars)), [b[0] for b in bars], fontsize=8, rotation=30 if len(bars) > 3 else 0)
         arrow = "higher" if result.higher_is_better else "lower"
         ax.set_title(f"{result.suite}\n{result.metric} ({arrow} is better)", fontsize=9)
         if result.metric == "perplexity":
