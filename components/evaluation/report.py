@@ -30,7 +30,8 @@ def _suites_plot(results: list[SuiteResult], champion: dict[str, dict], path: Pa
             b = result.blanked
             bars.append(("blanked", b.value, b.ci_low, b.ci_high, "tab:orange"))
         for modality, c in result.controls.items():  # one modality blanked, the other kept
-            bars.append((f"no {modality}", c.value, c.ci_low, c.ci_high, "tab:olive" if modality == "audio" else "tab:cyan"))
+            colour = "tab:olive" if modality == "audio" else "tab:cyan"
+            bars.append((f"no {modality}", c.value, c.ci_low, c.ci_high, colour))
         if result.suite in champion:
             c = champion[result.suite]
             bars.append(("champion", c["value"], c["ci_low"], c["ci_high"], "tab:gray"))
@@ -98,8 +99,9 @@ def write_report(folder: Path, title: str, results: list[SuiteResult], champion:
         for r in controlled:
             for modality, c in r.controls.items():
                 uses = "yes" if r.above_controls[modality] else "no"
+                delta = f"{c.delta:+.4g} [{c.delta_ci_low:+.4g}, {c.delta_ci_high:+.4g}]"
                 lines.append(f"| {r.suite} | {modality} | {c.value:.4g} [{c.ci_low:.4g}, {c.ci_high:.4g}] "
-                             f"| {c.delta:+.4g} [{c.delta_ci_low:+.4g}, {c.delta_ci_high:+.4g}] | {uses} |")  # fmt: skip
+                             f"| {delta} | {uses} |")  # fmt: skip
     typed = [r for r in results if r.breakdown]
     if typed:
         modalities = sorted({m for r in typed for m in r.controls})

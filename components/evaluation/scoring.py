@@ -219,8 +219,8 @@ def score_suite(loaded: LoadedModel, suite: EvalSuiteSpec, samples: list[dict], 
         controls = {}
         for modality in suite.modality_controls:
             one_blanked = (blank_media(s, {modality}) for s in samples)
-            controls[modality] = score_items(loaded, suite, track(one_blanked, f"eval {suite.name} ({modality} blanked)",
-                                                                  total=len(samples)))  # fmt: skip
+            label = f"eval {suite.name} ({modality} blanked)"
+            controls[modality] = score_items(loaded, suite, track(one_blanked, label, total=len(samples)))
     if suite.metric == "wer":
         references = {s["json"]["key"]: s["json"]["labels"]["transcript"] for s in samples}
         items = [i | {"reference": references[i["key"]]} for i in items]
