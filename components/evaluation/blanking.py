@@ -21,6 +21,8 @@ import wave
 
 from PIL import Image
 
+from components.specs.evals import MODALITIES
+
 NEUTRAL_GREY = (128, 128, 128)
 
 
@@ -50,10 +52,10 @@ def _is_frame(name: str) -> bool:
     return name.endswith(".jpg") or name == "jpg"
 
 
-def blank_media(sample: dict, modalities: frozenset[str] | set[str] = frozenset({"audio", "video"})) -> dict:
+def blank_media(sample: dict, modalities: frozenset[str] | set[str] = frozenset(MODALITIES)) -> dict:
     """A copy of a WebDataset sample with its frames grey ("video": images and video frames alike) and/or its
     audio silent ("audio"), same sizes and metadata; by default both."""
-    unknown = set(modalities) - {"audio", "video"}
+    unknown = set(modalities) - set(MODALITIES)
     if unknown:
         raise ValueError(f"blank_media: unknown modalities {sorted(unknown)}; use 'audio' and/or 'video'")
     blanked = dict(sample)

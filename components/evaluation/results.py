@@ -70,15 +70,15 @@ class SuiteResult:
     @property
     def above_blanked(self) -> bool | None:
         """The whole paired CI of (score - blanked) is on the better side of 0; None without a control."""
-        if self.blanked is None:
-            return None
-        return self.blanked.delta_ci_low > 0 if self.higher_is_better else self.blanked.delta_ci_high < 0
+        return None if self.blanked is None else self._beats(self.blanked)
 
     @property
     def above_controls(self) -> dict[str, bool]:
         """Per one-modality control: the whole paired CI of (score - control) on the better side of 0."""
-        return {m: (c.delta_ci_low > 0 if self.higher_is_better else c.delta_ci_high < 0)
-                for m, c in self.controls.items()}  # fmt: skip
+        return {m: self._beats(c) for m, c in self.controls.items()}
+
+    def _beats(self, control: BlankedControl) -> bool:
+        return control.delta_ci_low > 0 if self.higher_is_better else control.delta_ci_high < 0
 
     @property
     def enough_items(self) -> bool:

@@ -91,36 +91,38 @@ def _above_chance(suite: str, result: dict, higher: bool) -> RuleOutcome:
                        f"{'is' if ok else 'is not'} strictly {side} chance {chance:.4g}")  # fmt: skip
 
 
+def _beats_control(rule: str, suite: str, result: dict, control: dict, blanked_what: str,
+                   higher: bool) -> RuleOutcome:  # fmt: skip
+    """The score against a blanked control: the paired CI of (score - control) wholly on the better side of 0."""
+    low, high = control["delta_ci_low"], control["delta_ci_high"]
+    ok = low > 0 if higher else high < 0
+    return RuleOutcome(rule, suite, ok, f"{suite}: {result['value']:.4g} vs {control['value']:.4g} with "
+                       f"{blanked_what} blanked; paired 95% CI of the difference [{low:+.4g}, {high:+.4g}] "
+                       f"{'excludes' if ok else 'does not exclude'} no effect")  # fmt: skip
+
+
 def _above_blanked(suite: str, result: dict, higher: bool) -> RuleOutcome:
     blanked = result.get("blanked")
     if not blanked:
         return RuleOutcome("above_blanked", suite, False, f"{suite}: no media-blanked control was scored "
                            "(set blanked_control: true in its eval spec and re-evaluate)")  # fmt: skip
-    low, high = blanked["delta_ci_low"], blanked["delta_ci_high"]
-    ok = low > 0 if higher else high < 0
-    return RuleOutcome("above_blanked", suite, ok, f"{suite}: {result['value']:.4g} vs {blanked['value']:.4g} with "
-                       f"the media blanked; paired 95% CI of the difference [{low:+.4g}, {high:+.4g}] "
-                       f"{'excludes' if ok else 'does not exclude'} no effect")  # fmt: skip
+    return _beats_control("above_blanked", suite, result, blanked, "the media", higher)
 
 
 def _above_controls(suite: str, result: dict, modalities: list[str], higher: bool) -> list[RuleOutcome]:
+    rule = "above_modality_controls"
     if not modalities:
-        return [RuleOutcome("above_modality_controls", suite, False, f"{suite}: its eval spec has no modality_controls "
-                            "(set modality_controls: [audio, video] for an audio-visual suite, or drop it from the "
+        return [RuleOutcome(rule, suite, False, f"{suite}: its eval spec has no modality_controls (set "
+                            "modality_controls: [audio, video] for an audio-visual suite, or drop it from the "
                             "gate's above_modality_controls)")]  # fmt: skip
     outcomes = []
     for modality in modalities:
         control = (result.get("controls") or {}).get(modality)
-        if not control:
-            outcomes.append(RuleOutcome("above_modality_controls", suite, False, f"{suite}: no {modality}-blanked "
-                                        "control was scored; re-evaluate the model with its current eval spec"))
-            continue
-        low, high = control["delta_ci_low"], control["delta_ci_high"]
-        ok = low > 0 if higher else high < 0
-        outcomes.append(RuleOutcome("above_modality_controls", suite, ok,
-                                    f"{suite}: {result['value']:.4g} vs {control['value']:.4g} with the {modality} "
-                                    f"alone blanked; paired 95% CI of the difference [{low:+.4g}, {high:+.4g}] "
-                                    f"{'excludes' if ok else 'does not exclude'} no effect"))  # fmt: skip
+        if control:
+            outcomes.append(_beats_control(rule, suite, result, control, f"the {modality} alone", higher))
+        else:
+            outcomes.append(RuleOutcome(rule, suite, False, f"{suite}: no {modality}-blanked control was scored; "
+                                        "re-evaluate the model with its current eval spec"))  # fmt: skip
     return outcomes
 
 
