@@ -180,6 +180,14 @@ def render_video_qa(p: VideoQAParams, stem: Path, tmp: Path) -> tuple[Path, dict
 
 # ---------------------------------------------------------------- audio-visual QA: needs both streams
 SEGMENT_S = 2  # two frame pairs per segment at DEMO_FPS
+# Each question type's wording (colour_at_word names a word of the clip); training's pseudo_av family
+# (components.training.pseudo_speech) asks the same questions of re-timed clips.
+AV_QUESTIONS = {
+    "colour_at_beep": "Which colour was on screen when the beep sounded?",
+    "direction_at_beep": "Which way did the square move when the beep sounded?",
+    "word_while_left": "Which word was spoken while the square moved left?",
+    "colour_at_word": "What colour was the square when {word} was said?",
+}
 
 
 @dataclass(frozen=True)
@@ -262,17 +270,17 @@ def render_av_qa(p: AVQAParams, stem: Path, tmp: Path) -> tuple[Path, dict]:
     e, other = p.event_segment, (p.event_segment + 1) % len(p.colours)
     if p.variant == "beep":
         qa = [
-            {"type": "colour_at_beep", "question": "Which colour was on screen when the beep sounded?",
+            {"type": "colour_at_beep", "question": AV_QUESTIONS["colour_at_beep"],
              "answer": p.colours[e], "choices": [c for c in COLOURS if c != "white"]},
-            {"type": "direction_at_beep", "question": "Which way did the square move when the beep sounded?",
+            {"type": "direction_at_beep", "question": AV_QUESTIONS["direction_at_beep"],
              "answer": p.directions[e], "choices": DIRECTIONS},
         ]  # fmt: skip
     else:
         qa = [
-            {"type": "word_while_left", "question": "Which word was spoken while the square moved left?",
+            {"type": "word_while_left", "question": AV_QUESTIONS["word_while_left"],
              "answer": p.words[e], "choices": list(WORDS)},
             # another segment than the left-moving one, so "the colour of the left-moving square" fails
-            {"type": "colour_at_word", "question": f"What colour was the square when {p.words[other]} was said?",
+            {"type": "colour_at_word", "question": AV_QUESTIONS["colour_at_word"].format(word=p.words[other]),
              "answer": p.colours[other], "choices": list(p.colours)},
         ]  # fmt: skip
     labels = {

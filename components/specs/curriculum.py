@@ -16,7 +16,14 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from components.specs.loading import SpecError, load_yaml_model
-from components.training.losses import IMPLEMENTED_LOSSES, PRETRAINED_ELSEWHERE, PSEUDO_ASR, family_modules, runs_llm
+from components.training.losses import (
+    IMPLEMENTED_LOSSES,
+    PRETRAINED_ELSEWHERE,
+    PSEUDO_ASR,
+    PSEUDO_AV,
+    family_modules,
+    runs_llm,
+)
 
 # Names a stage may train or freeze; each maps to a submodule of model.omni.OmniModel.
 MODULES = ("llm", "vit", "vit_projector", "audio_encoder", "audio_encoder_projector", "audio_embeddings",
@@ -350,12 +357,13 @@ class StageSpec(_Strict):
             raise ValueError(f"stage '{self.name}': the codec stage trains in its own fp32 loop "
                              f"(components.training.codec_stage); precision {self.precision!r} is not built "
                              "there: set precision: fp32")  # fmt: skip
-        if self.data.mixture.get(PSEUDO_ASR, 0) > 0 and self.speech_input != "ctc_posteriors":
-            raise ValueError(
-                f"stage '{self.name}': data.mixture.{PSEUDO_ASR} feeds text as recognised tokens, which is how the LLM "
-                f"reads speech only with speech_input: ctc_posteriors (this stage: {self.speech_input}); set it or "
-                f"drop {PSEUDO_ASR} from the mixture"
-            )
+        for pseudo in (PSEUDO_ASR, PSEUDO_AV):
+            if self.data.mixture.get(pseudo, 0) > 0 and self.speech_input != "ctc_posteriors":
+                raise ValueError(
+                    f"stage '{self.name}': data.mixture.{pseudo} feeds text as recognised tokens, which is how the "
+                    f"LLM reads speech only with speech_input: ctc_posteriors (this stage: {self.speech_input}); "
+                    f"set it or drop {pseudo} from the mixture"
+                )
         both = sorted(set(self.train) & set(self.freeze))
         if both:
             raise ValueError(f"modules both trained and frozen: {both}")

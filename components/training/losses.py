@@ -41,12 +41,13 @@ STILL_IMAGES = ("image_caption", "interleaved_image_text", "ocr_grounding_gui", 
 SPEECH_RESPONSE = "speech_response"  # components.training.speech_render
 SPEAKS = (SPEECH_RESPONSE, "speech_text", "audio_sft", "omni_sft")  # samples with speech to predict
 PSEUDO_ASR = "pseudo_asr"  # components.training.pseudo_speech: recognised tokens from text, no audio
+PSEUDO_AV = "pseudo_av"  # the same, re-timed in av_qa clips' frames: a picture, no audio
 
 # The loss partition of model.omni: each text target belongs to one class by what its sample conditions on.
 IMPLEMENTED_LOSSES: dict[str, LossSource] = {
     "text": LossSource(("text",), "text-only samples", parts=("text",)),
     "audio_text": LossSource(SPEECH + (PSEUDO_ASR,), "text targets conditioned on speech", parts=("audio_text",)),
-    "vision": LossSource(PICTURES, "text targets conditioned on an image or video", parts=("vision",)),
+    "vision": LossSource(PICTURES + (PSEUDO_AV,), "text targets conditioned on an image or video", parts=("vision",)),
     "audio": LossSource(SPEAKS, "speech responses (codec tokens to predict)",
                         parts=("audio_semantic", "audio_acoustic")),
     "first_audio_token": LossSource(SPEAKS, "speech responses (their first semantic token)",
@@ -72,6 +73,8 @@ def family_modules(family: str, speech_input: str = "encoder") -> tuple[str, ...
     modules: tuple[str, ...] = ()
     if family in SPEECH:
         modules += speech
+    if family == PSEUDO_AV:
+        modules += VISION_PATH
     if family in PICTURES:
         modules += VISION_PATH + (() if family in STILL_IMAGES else speech)  # clips may carry a soundtrack
     if family in SPEAKS:  # speech to predict: its codes go in through the embeddings and out through the heads

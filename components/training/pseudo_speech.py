@@ -24,8 +24,8 @@ import random
 
 from tokenizers import Tokenizer
 
-from components.training.chat_template import answer_ids
-from components.training.losses import PSEUDO_ASR
+from components.training.chat_template import answer_ids, request_ids
+from components.training.losses import PSEUDO_ASR, PSEUDO_AV
 from components.training.render import RenderedSample
 from model import tokenizer as tok
 from model.audio_encoder import CTC_BLANK
@@ -89,3 +89,78 @@ def pseudo_asr_samples(asr: list[RenderedSample], tokenizer: Tokenizer, count: i
 def _answer_start(sample: RenderedSample) -> int:
     """Position of the first answer token: the first labelled position's successor."""
     return next(i for i, label in enumerate(sample.labels) if label != IGNORE) + 1
+
+
+# ---------------------------------------------------------------- audio-visual clips, re-timed
+PSEUDO_AV_POOL = 5000
+
+
+def pseudo_av_samples(clips: list[tuple[RenderedSample, dict]], tokenizer: Tokenizer, count: int = PSEUDO_AV_POOL,
+                      seed: int = 0) -> list[RenderedSample]:  # fmt: skip
+    """`count` audio-visual questions on the frames of real av_qa training clips whose sound is re-timed, as
+    one-hot recognised tokens (what pseudo_asr feeds, with `speech_input: ctc_posteriors`), keys `pseudo-av-N`.
+
+    Why: the demo's ~300 av_qa clips each fix which segment beeps and which word goes with which square, so a
+    model can answer them from the frames and its memory of the clip; measured, the score did not move when the
+    audio alone was silenced (README, omni_av). Here the same frames come with the beep in another segment, or
+    other words in each segment, and the answer follows the sound: only a model that finds the second the
+    sound is in, and reads the picture there, fits them.
+
+    Only the colour questions are asked: the others (which way the square moved at the beep, which word was
+    said while it moved left) need motion, which the frozen ViT's features do not carry at this scale (a
+    linear probe reads video_qa's direction at chance, data_specs/curriculum/tiny.yaml stage 3), so they would
+    teach the answers' prior.
+
+    `clips`: one rendered sample of each av_qa clip (its first question; with `speech_input: ctc_posteriors`)
+    and the clip's labels (components.demo_data.families.render_av_qa: timed `segments` with each segment's
+    colour, direction, and its word or beep). A recognised sound goes in the first second of its segment,
+    where the CTC head emits it (measured on eval clips: every beep and most words there)."""
+    from components.demo_data.families import AV_QUESTIONS  # the demo's question wording (no heavy imports)
+
+    audio_pad = tok.special_id(tokenizer, tok.AUDIO_PAD)
+    templates = []
+    for sample, labels in clips:
+        seconds = _seconds(sample.input_ids, audio_pad)
+        segments = labels.get("segments") or []
+        if not segments or any(int(s["start_s"]) >= len(seconds) for s in segments) or not sample.visuals:
+            continue
+        question = labels["qa"][int(sample.key.rsplit("/q", 1)[1])]["question"]
+        prompt_end = _answer_start(sample) - len(request_ids(tokenizer, "av_qa", question))
+        templates.append((sample, labels, seconds, prompt_end))
+    if not templates:
+        raise ValueError(f"the {PSEUDO_AV} family is built on av_qa clips with timed segments read through the "
+                         "audio encoder (speech_input: ctc_posteriors); the stage's datasets hold none in their "
+                         "train split")  # fmt: skip
+    words = sorted({s["word"] for _, labels, _, _ in templates for s in labels["segments"] if "word" in s})
+    heard_ids = {word: tokenizer.encode(" " + word).ids for word in [*words, "beep"]}
+    rng = random.Random(f"{seed}:{PSEUDO_AV}")
+    samples: list[RenderedSample] = []
+    while len(samples) < count:
+        template, labels, seconds, prompt_end = templates[rng.randrange(len(templates))]
+        segments = labels["segments"]
+        heard: list[str | None]
+        if labels.get("variant") == "beep":
+            heard = [None] * len(segments)
+            event = rng.randrange(len(segments))
+            heard[event] = "beep"
+            question, answer = AV_QUESTIONS["colour_at_beep"], segments[event]["colour"]
+        else:
+            heard = rng.sample(words, len(segments))
+            asked = rng.randrange(len(segments))
+            question = AV_QUESTIONS["colour_at_word"].format(word=heard[asked])
+            answer = segments[asked]["colour"]
+        ids = list(template.input_ids[:prompt_end])
+        for segment, sound in zip(segments, heard):
+            start, n = seconds[int(segment["start_s"])]
+            said = heard_ids[sound] if sound else []
+            ids[start : start + n] = said + [CTC_BLANK] * (n - len(said))
+        for start, n in seconds:  # seconds without a sound: blank
+            if ids[start] == audio_pad:
+                ids[start : start + n] = [CTC_BLANK] * n
+        ids += request_ids(tokenizer, "av_qa", question)
+        target = answer_ids(tokenizer, answer)
+        labels_out = [IGNORE] * (len(ids) + len(target))
+        labels_out[len(ids) - 1 : len(ids) + len(target) - 1] = target
+        samples.append(RenderedSample(f"pseudo-av-{len(samples)}", PSEUDO_AV, ids + target, labels_out,
+                                      visuals=template.visuals, text_loss="vision"))  # fmt: skip
+    return samples

@@ -73,7 +73,7 @@ from components.training.megatron_step import (
 from components.training.mixture import MixtureSampler
 from components.training.packing import CarryOverPacker
 from components.training.precision import params_dtype, with_precision
-from components.training.pseudo_speech import PSEUDO_ASR, pseudo_asr_samples
+from components.training.pseudo_speech import PSEUDO_ASR, PSEUDO_AV, pseudo_asr_samples, pseudo_av_samples
 from components.training.render import RenderedSample, SpeechCoder, render_samples, task_family, waveform
 from components.training.speech_render import SPEECH_RESPONSE, SPEECH_SOURCE, render_speech_response
 from model import tokenizer as tok
@@ -186,9 +186,11 @@ def load_samples(datasets: dict[str, Path], stage: StageSpec, tokenizer, preset,
     # Only what the mixture draws is rendered (decoding frames and audio is most of a stage's start-up):
     # its families, the assistant's clips that speech responses are made of and the ASR clips of pseudo-speech.
     wants_pseudo = PSEUDO_ASR in stage.data.mixture
+    wants_pseudo_av = PSEUDO_AV in stage.data.mixture
     needed = (set(stage.data.mixture) | ({SPEECH_SOURCE} if SPEECH_RESPONSE in stage.data.mixture else set())
-              | ({"asr"} if wants_pseudo else set()))  # fmt: skip
+              | ({"asr"} if wants_pseudo else set()) | ({"av_qa"} if wants_pseudo_av else set()))  # fmt: skip
     asr_clips: list[RenderedSample] = []  # what pseudo-speech takes its layouts from
+    av_clips: list[tuple[RenderedSample, dict]] = []  # pseudo_av's frames and timed segments
     problems = {"skipped_corrupt": 0, "missing_shards": 0}
 
     def skip(exc: Exception) -> bool:  # webdataset's handler: count, warn, go on with the next sample
@@ -227,6 +229,8 @@ def load_samples(datasets: dict[str, Path], stage: StageSpec, tokenizer, preset,
                     samples[one.key] = one
             if wants_pseudo:
                 asr_clips += [one for one in rendered if one.task_family == "asr"]
+            if wants_pseudo_av and rendered and rendered[0].task_family == "av_qa":
+                av_clips.append((rendered[0], raw["json"].get("labels", {})))
     if SPEECH_RESPONSE in stage.data.mixture and not any(s.task_family == SPEECH_RESPONSE for s in samples.values()):
         raise ValueError(f"stage '{stage.name}' draws {SPEECH_RESPONSE}, made of '{SPEECH_SOURCE}' clips (the "
                          f"assistant's voice with its transcript), and datasets {sorted(stage.data.datasets)} hold "
@@ -234,6 +238,8 @@ def load_samples(datasets: dict[str, Path], stage: StageSpec, tokenizer, preset,
                          f"{SPEECH_RESPONSE} out of the stage's mixture")  # fmt: skip
     if wants_pseudo:  # pseudo_asr_samples says clearly when the datasets hold no ASR clip to build on
         samples |= {one.key: one for one in pseudo_asr_samples(asr_clips, tokenizer, seed=seed)}
+    if wants_pseudo_av:
+        samples |= {one.key: one for one in pseudo_av_samples(av_clips, tokenizer, seed=seed)}
     by_family: dict[str, list[str]] = {}
     for key, sample in samples.items():
         by_family.setdefault(sample.task_family, []).append(key)

@@ -144,6 +144,11 @@ def _broken(tmp_path, change) -> Path:
             "LLM reads speech only with speech_input: ctc_posteriors (this stage: codec)",
         ),
         (
+            lambda d: d["stages"][5].update(data={"datasets": {"demo": "latest"}, "mixture": {"pseudo_av": 1.0}}),
+            "stage 'stage3-annealing': data.mixture.pseudo_av feeds text as recognised tokens, which is how the "
+            "LLM reads speech only with speech_input: ctc_posteriors (this stage: codec)",
+        ),
+        (
             lambda d: d["stages"][0].update(train=["llm", "vit"]),
             "stage 'stage0-text' trains ['vit'], which neither its data.mixture (['text']) nor its loss_weights "
             "(['text']) reach",
@@ -191,6 +196,7 @@ def _broken(tmp_path, change) -> Path:
         "uses-untrained-module",
         "ctc-posteriors-skip-the-projector",
         "pseudo-speech-without-ctc-posteriors",
+        "pseudo-av-without-ctc-posteriors",
         "trains-unreached-module",
         "encoder-shard-does-not-divide",
         "encoders-without-encoder",

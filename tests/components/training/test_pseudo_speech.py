@@ -1,11 +1,15 @@
 """Pseudo-speech transcription samples: real clips' layouts filled with new words, read by the LLM exactly as
 a clip its audio encoder recognised with certainty."""
 
+import json
+
 import pytest
 import torch
 import webdataset as wds
 
-from components.training.pseudo_speech import PSEUDO_ASR, pseudo_asr_samples
+from components.demo_data.families import AV_QUESTIONS
+from components.training.chat_template import instruction
+from components.training.pseudo_speech import PSEUDO_ASR, PSEUDO_AV, pseudo_asr_samples, pseudo_av_samples
 from components.training.render import render_samples
 from model import tokenizer as tok
 from model.audio_encoder import CTC_BLANK
@@ -95,3 +99,58 @@ def test_a_perfectly_recognised_clip_reads_as_its_pseudo_speech(asr_clips, singl
     expected_ids[12] = words[2]  # second 1 starts at step 12
     table = model.llm.embedding.word_embeddings.weight
     torch.testing.assert_close(heard, table[torch.tensor(expected_ids)])
+
+
+@pytest.fixture(scope="module")
+def av_clips(tiny_dataset):
+    """One rendered sample of each av_qa clip and the clip's labels, as stage_runner.load_samples hands them."""
+    tokenizer = tok.load_tokenizer(tiny_dataset / "tokenizer.json")
+    shards = sorted(str(p) for p in (tiny_dataset / "shards").glob("*.tar"))
+    clips = []
+    for raw in wds.WebDataset(shards, shardshuffle=False):
+        rendered = render_samples(raw, tokenizer, PRESET.vit, PRESET.audio_encoder)
+        if rendered and rendered[0].task_family == "av_qa":
+            clips.append((rendered[0], json.loads(raw["json"])["labels"]))
+    assert {labels["variant"] for _, labels in clips} == {"beep", "word"}
+    return tokenizer, clips
+
+
+@pytest.mark.slow
+def test_pseudo_av_answers_follow_the_sound_put_in_real_frames(av_clips):
+    tokenizer, clips = av_clips
+    audio_pad = tok.special_id(tokenizer, tok.AUDIO_PAD)
+    samples = pseudo_av_samples(clips, tokenizer, count=300, seed=5)
+    assert len({s.key for s in samples}) == 300 and {s.task_family for s in samples} == {PSEUDO_AV}
+    answers_by_clip: dict[tuple[int, str], set[str]] = {}
+    for sample in samples:
+        template, labels = next((c, labels) for c, labels in clips if c.visuals is sample.visuals)  # the clip's frames
+        assert audio_pad not in sample.input_ids and not sample.audio_features and sample.text_loss == "vision"
+        first = next(i for i, label in enumerate(sample.labels) if label != IGNORE)
+        answer = tokenizer.decode([t for t in sample.labels if t != IGNORE][:-1]).strip()
+        media_end = template.input_ids.index(tok.special_id(tokenizer, tok.AUDIO_END)) + 1
+        assert _same_but_placeholders(template.input_ids, sample.input_ids[:media_end], audio_pad)
+        request = tokenizer.decode(sample.input_ids[media_end : first + 1]).strip()
+        assert request.startswith(instruction("av_qa"))
+        question = request.removeprefix(instruction("av_qa")).strip()
+        runs = _slot_runs(sample.input_ids, template.input_ids, audio_pad)  # second by second
+        for run in runs:
+            spoken = [t for t in run if t != CTC_BLANK]
+            assert run == spoken + [CTC_BLANK] * (len(run) - len(spoken))
+        heard = [tokenizer.decode([t for t in run if t != CTC_BLANK]).strip() for run in runs]
+        segments = labels["segments"]
+        in_segment = [heard[int(s["start_s"])] for s in segments]  # a sound is put in its segment's first second
+        assert sum(map(bool, heard)) == sum(map(bool, in_segment))
+        if labels["variant"] == "beep":
+            event = in_segment.index("beep")
+            assert in_segment.count("beep") == 1 and set(in_segment) == {"beep", ""}
+            assert question == AV_QUESTIONS["colour_at_beep"]
+            expected = segments[event]["colour"]
+        else:
+            said = next(w for w in in_segment if question == AV_QUESTIONS["colour_at_word"].format(word=w))
+            expected = segments[in_segment.index(said)]["colour"]
+        assert answer == expected, (question, in_segment, answer)
+        answers_by_clip.setdefault((id(template), question.split(" when ")[0]), set()).add(answer)
+    # the same frames asked the same question get other answers as the sound moves: the frames alone cannot tell
+    assert sum(len(answers) > 1 for answers in answers_by_clip.values()) >= len(answers_by_clip) // 2
+    again = pseudo_av_samples(clips, tokenizer, count=300, seed=5)
+    assert [s.input_ids for s in again] == [s.input_ids for s in samples]
