@@ -20,12 +20,18 @@ PRESET = get_preset("tiny")
 
 
 @pytest.fixture(scope="module")
-def asr_clips(tiny_dataset):
+def rendered_clips(tiny_dataset):
+    """The tokenizer, and each ingested sample of the tiny dataset with its rendered samples."""
     tokenizer = tok.load_tokenizer(tiny_dataset / "tokenizer.json")
     shards = sorted(str(p) for p in (tiny_dataset / "shards").glob("*.tar"))
-    rendered = [r for s in wds.WebDataset(shards, shardshuffle=False)
-                for r in render_samples(s, tokenizer, PRESET.vit, PRESET.audio_encoder)]  # fmt: skip
-    return tokenizer, [r for r in rendered if r.task_family == "asr"]
+    return tokenizer, [(raw, render_samples(raw, tokenizer, PRESET.vit, PRESET.audio_encoder))
+                       for raw in wds.WebDataset(shards, shardshuffle=False)]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def asr_clips(rendered_clips):
+    tokenizer, clips = rendered_clips
+    return tokenizer, [r for _, rendered in clips for r in rendered if r.task_family == "asr"]
 
 
 def _slot_runs(ids: list[int], template: list[int], audio_pad: int) -> list[list[int]]:
@@ -39,12 +45,18 @@ def _slot_runs(ids: list[int], template: list[int], audio_pad: int) -> list[list
     return runs
 
 
+def _built(fixture, build, family: str, count: int, seed: int):
+    """(tokenizer, clips, the audio placeholder id, `count` samples that `build` made of the clips), checked
+    to be `count` distinct keys of `family`."""
+    tokenizer, clips = fixture
+    samples = build(clips, tokenizer, count=count, seed=seed)
+    assert len({s.key for s in samples}) == count and {s.task_family for s in samples} == {family}
+    return tokenizer, clips, tok.special_id(tokenizer, tok.AUDIO_PAD), samples
+
+
 @pytest.mark.slow
 def test_pseudo_samples_spell_their_answer_in_a_real_clips_layout(asr_clips):
-    tokenizer, clips = asr_clips
-    audio_pad = tok.special_id(tokenizer, tok.AUDIO_PAD)
-    samples = pseudo_asr_samples(clips, tokenizer, count=200, seed=3)
-    assert len({s.key for s in samples}) == 200 and {s.task_family for s in samples} == {PSEUDO_ASR}
+    tokenizer, clips, audio_pad, samples = _built(asr_clips, pseudo_asr_samples, PSEUDO_ASR, count=200, seed=3)
     answers = {tokenizer.decode([t for t in s.labels if t != IGNORE][:-1]) for s in samples}
     own = {tokenizer.decode(c.ctc_targets[0]) for c in clips}
     assert len(answers - own) >= 150  # new transcripts, not the clips' own (short ones may repeat)
@@ -102,25 +114,18 @@ def test_a_perfectly_recognised_clip_reads_as_its_pseudo_speech(asr_clips, singl
 
 
 @pytest.fixture(scope="module")
-def av_clips(tiny_dataset):
+def av_clips(rendered_clips):
     """One rendered sample of each av_qa clip and the clip's labels, as stage_runner.load_samples hands them."""
-    tokenizer = tok.load_tokenizer(tiny_dataset / "tokenizer.json")
-    shards = sorted(str(p) for p in (tiny_dataset / "shards").glob("*.tar"))
-    clips = []
-    for raw in wds.WebDataset(shards, shardshuffle=False):
-        rendered = render_samples(raw, tokenizer, PRESET.vit, PRESET.audio_encoder)
-        if rendered and rendered[0].task_family == "av_qa":
-            clips.append((rendered[0], json.loads(raw["json"])["labels"]))
+    tokenizer, rendered = rendered_clips
+    clips = [(samples[0], json.loads(raw["json"])["labels"]) for raw, samples in rendered
+             if samples and samples[0].task_family == "av_qa"]  # fmt: skip
     assert {labels["variant"] for _, labels in clips} == {"beep", "word"}
     return tokenizer, clips
 
 
 @pytest.mark.slow
 def test_pseudo_av_answers_follow_the_sound_put_in_real_frames(av_clips):
-    tokenizer, clips = av_clips
-    audio_pad = tok.special_id(tokenizer, tok.AUDIO_PAD)
-    samples = pseudo_av_samples(clips, tokenizer, count=300, seed=5)
-    assert len({s.key for s in samples}) == 300 and {s.task_family for s in samples} == {PSEUDO_AV}
+    tokenizer, clips, audio_pad, samples = _built(av_clips, pseudo_av_samples, PSEUDO_AV, count=300, seed=5)
     answers_by_clip: dict[tuple[int, str], set[str]] = {}
     for sample in samples:
         template, labels = next((c, labels) for c, labels in clips if c.visuals is sample.visuals)  # the clip's frames
