@@ -51,6 +51,10 @@ def _broken(tmp_path, change) -> Path:
     return path
 
 
+def _stage(doc: dict, name: str) -> dict:
+    return next(stage for stage in doc["stages"] if stage["name"] == name)
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
@@ -130,7 +134,7 @@ def _broken(tmp_path, change) -> Path:
         ),
         (
             # speech as CTC posteriors mixes the LLM's embeddings: the projector is not on the way
-            lambda d: d["stages"][7].update(
+            lambda d: _stage(d, "stage5-audio-encoder").update(
                 speech_input="ctc_posteriors",
                 train=["audio_encoder", "audio_encoder_projector"],
                 freeze=["llm", "vit", "vit_projector", "audio_embeddings", "audio_heads"],
