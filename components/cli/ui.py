@@ -1,4 +1,5 @@
-"""UI commands: screenshots of what a user opens (MLflow UI, GX Data Docs, the dataset card)."""
+"""UI commands: screenshots of what a user opens (MLflow UI, GX Data Docs, the dataset card, the
+conversation page)."""
 
 from __future__ import annotations
 
@@ -24,13 +25,36 @@ app = typer.Typer()
 def screenshots(
     out: Annotated[Path, typer.Option(help="Folder for the PNGs.")] = REPO_ROOT / "docs" / "screenshots",
     model_name: Annotated[str, ModelName] = DEFAULT_MODEL_NAME,
+    clip: Annotated[
+        Path | None, typer.Option(help="Clip replayed to the champion; default: 1st demo av_qa eval")
+    ] = None,
+    question: Annotated[
+        str | None, typer.Option(help="Question typed with it; default: 1st in CLIP.labels.json")
+    ] = None,
     tracking_uri: Annotated[str, TrackingUri] = DEFAULT_TRACKING_URI,
 ) -> None:
-    """Headless-Chromium screenshots of the MLflow UI (run tree, registry), GX Data Docs and the dataset card."""
-    from components.tracking.experiments import local_artifact_root
+    """Headless-Chromium screenshots of the MLflow UI (run tree, registry), GX Data Docs, the dataset card, and
+    the conversation page (`omnistage serve`) answering a clip with the champion."""
+    import json
+
+    from components.promotion.registry import CHAMPION, alias_version
+    from components.serving.page_driver import conversation_screenshot
+    from components.tracking.experiments import local_artifact_root, mlflow_client
     from components.tracking.mlflow_ui import readme_screenshots
 
     out.mkdir(parents=True, exist_ok=True)
     root = local_artifact_root(tracking_uri) or str(WORK / "mlartifacts")
     for path in readme_screenshots(tracking_uri, root, model_name, WORK / "datasets/demo", out):
         console.print(f"wrote {path}")
+    clip = clip or next(iter(sorted((WORK / "raw/demo/av_qa/eval").glob("*.m[kp][v4]"))), None)
+    if clip is None or alias_version(mlflow_client(tracking_uri), model_name, CHAMPION) is None:
+        console.print("no conversation page: it needs a champion and a clip (make run gives both)")
+        return
+    labels_file = clip.parent / f"{clip.name.split('.')[0]}.labels.json"
+    labels = json.loads(labels_file.read_text()) if labels_file.is_file() else {}
+    question = question or (labels.get("qa") or [{}])[0].get("question")
+    # the clip is shown at its beep, the moment the demo's first question asks about
+    beeps = [(s["start_s"] + s["end_s"]) / 2 for s in labels.get("segments", []) if s.get("beep")]
+    shown = conversation_screenshot(f"models:/{model_name}@{CHAMPION}", tracking_uri, clip, question,
+                                    out / "stream-page.png", clip_at_s=beeps[0] if beeps else 0.0)  # fmt: skip
+    console.print(f"wrote {out / 'stream-page.png'}: {clip.name}, {question!r} -> {shown['answer'].strip()!r}")

@@ -27,7 +27,8 @@ CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous-champion"
 CHECKPOINT_URI_TAG = "omnistage.checkpoint_uri"  # set by components.tracking.mlflow_stage on published stages
 
 
-def _alias_version(client, name: str, alias: str) -> str | None:
+def alias_version(client, name: str, alias: str) -> str | None:
+    """The version `alias` points at, or None when the alias (or the model) does not exist."""
     try:
         return str(client.get_model_version_by_alias(name, alias).version)
     except Exception:  # alias (or model) does not exist
@@ -84,7 +85,7 @@ def judge(name: str, version: str, gate: GateSpec, tracking_uri: str, evals_dir:
     client = mlflow_client(tracking_uri)
     client.set_registered_model_alias(name, CHALLENGER, version)
     candidate = latest_evaluation_with_items(client, name, version)
-    champion_version = _alias_version(client, name, CHAMPION)
+    champion_version = alias_version(client, name, CHAMPION)
     champion = None
     if champion_version is not None and champion_version != version:
         champion = latest_evaluation_with_items(client, name, champion_version)
@@ -111,7 +112,7 @@ def judge(name: str, version: str, gate: GateSpec, tracking_uri: str, evals_dir:
 def move_champion(name: str, version: str, tracking_uri: str) -> str | None:
     """Make `version` the champion; the old champion becomes previous-champion. Returns the old one."""
     client = mlflow_client(tracking_uri)
-    old = _alias_version(client, name, CHAMPION)
+    old = alias_version(client, name, CHAMPION)
     if old == version:
         return old
     if old is not None:
@@ -125,7 +126,7 @@ def _judge_and_move(name: str, version: str, gate: GateSpec, tracking_uri: str, 
     decision = judge(name, version, gate, tracking_uri, evals_dir)
     previous = move_champion(name, version, tracking_uri) if decision.status == PROMOTED else None
     return {"model": name, "version": version, "decision": decision.to_dict(), "previous_champion": previous,
-            "champion": _alias_version(mlflow_client(tracking_uri), name, CHAMPION)}  # fmt: skip
+            "champion": alias_version(mlflow_client(tracking_uri), name, CHAMPION)}  # fmt: skip
 
 
 def promote(model_uri: str, gate: GateSpec, datasets: dict[str, Path], tracking_uri: str,
@@ -162,7 +163,7 @@ def evaluate_champion_on_same_data(name: str, version: str, gate: GateSpec, data
     from components.evaluation.evaluate import evaluate_model
 
     client = mlflow_client(tracking_uri)
-    champion = _alias_version(client, name, CHAMPION)
+    champion = alias_version(client, name, CHAMPION)
     if gate.no_regression is None or champion in (None, version):
         return
     mine, theirs = latest_evaluation_run(client, name, version), latest_evaluation_run(client, name, champion)
@@ -191,7 +192,7 @@ def approve(name: str, version: str, approver: str, gate: GateSpec, tracking_uri
 def rollback(name: str, tracking_uri: str) -> dict:
     """Move `champion` back to `previous-champion` (which is then cleared: a second rollback needs a new one)."""
     client = mlflow_client(tracking_uri, must_exist=True)
-    previous, current = _alias_version(client, name, PREVIOUS), _alias_version(client, name, CHAMPION)
+    previous, current = alias_version(client, name, PREVIOUS), alias_version(client, name, CHAMPION)
     if previous is None:
         raise ValueError(f"model {name} has no '{PREVIOUS}' alias: nothing to roll back to")
     client.set_registered_model_alias(name, CHAMPION, previous)
@@ -215,7 +216,7 @@ def registry_status(name: str, tracking_uri: str) -> dict:
     except Exception:
         versions = []
     champion = None
-    champion_version = _alias_version(client, name, CHAMPION) if versions else None
+    champion_version = alias_version(client, name, CHAMPION) if versions else None
     if champion_version is not None:
         mv = client.get_model_version(name, champion_version)
         tags = mv.tags if "omnistage.data_versions" in mv.tags else _provenance_tags(client.get_run(mv.run_id))
@@ -233,5 +234,5 @@ def registry_status(name: str, tracking_uri: str) -> dict:
                 "gate": v.tags.get("omnistage.gate.name"),
                 "reasons": json.loads(v.tags.get("omnistage.gate.reasons", "[]")),
                 "judged_against": _version_or_none(v.tags.get("omnistage.gate.judged_against"))}  # fmt: skip
-    aliases = {a: _alias_version(client, name, a) for a in (CHAMPION, CHALLENGER, PREVIOUS)} if versions else {}
+    aliases = {a: alias_version(client, name, a) for a in (CHAMPION, CHALLENGER, PREVIOUS)} if versions else {}
     return {"model": name, "champion": champion, "last_decision": last, "aliases": aliases}

@@ -118,7 +118,8 @@ class _Sink:
 
 
 def tracked_stage(run: StageRun, tracking_uri: str, parent_run_id: str | None = None) -> tuple[StageResult, str]:
-    """Run the stage with MLflow tracking; returns the result and the stage's run id (or 'offline').
+    """Run the stage with MLflow tracking, as a child of the curriculum's `parent_run_id`, whose end moves to
+    this stage's (FAILED if the stage fails); returns the result and the stage's run id (or 'offline').
 
     Under torchrun only rank 0 tracks (the stage runner all-reduces the metrics it passes to `on_step`);
     the other ranks train without opening MLflow and return run id 'rank-N'.
@@ -131,6 +132,19 @@ def tracked_stage(run: StageRun, tracking_uri: str, parent_run_id: str | None = 
     if rank != 0:
         run.on_step = None
         return run_stage(run), f"rank-{rank}"
+    sink = _Sink(tracking_uri, Path(run.out) / FALLBACK_NAME)
+    try:
+        result, run_id = _tracked(sink, run, parent_run_id)
+    except BaseException:  # a stage that fails (or cannot start) fails its curriculum
+        _extend_parent(sink, parent_run_id, "FAILED")
+        raise
+    _extend_parent(sink, parent_run_id, "FINISHED")
+    return result, run_id
+
+
+def _tracked(sink: _Sink, run: StageRun, parent_run_id: str | None) -> tuple[StageResult, str]:
+    from components.training.stage_runner import run_stage
+
     stage = run.curriculum.stage(run.stage)
     config = stage.model_dump(mode="json")
     config_hash = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
@@ -138,7 +152,6 @@ def tracked_stage(run: StageRun, tracking_uri: str, parent_run_id: str | None = 
             "omnistage.git_commit": _git_commit(), "omnistage.config_hash": config_hash,
             "omnistage.init_from": _checkpoint_ref(run.init_from) if run.init_from else "none",
             "omnistage.preset": run.curriculum.preset}  # fmt: skip
-    sink = _Sink(tracking_uri, Path(run.out) / FALLBACK_NAME)
     params = _flatten("", config, {})
     if not sink.online:
         sink.record("start", run_name=stage.name, tags=tags, params=params, parent_run_id=parent_run_id)
@@ -165,6 +178,20 @@ def tracked_stage(run: StageRun, tracking_uri: str, parent_run_id: str | None = 
         mlflow.log_metrics({"final_loss": result.final_loss, "packing_efficiency": result.packing_efficiency,
                             "skipped_too_long": result.skipped_too_long, **result.probes})  # fmt: skip
         return result, active.info.run_id
+
+
+def _extend_parent(sink: _Sink, parent_run_id: str | None, status: str) -> None:
+    """The curriculum's parent run (start_parent_run ends it at once: its stages run in other processes) ends
+    where its latest stage ends, with that stage's outcome: the MLflow UI shows the curriculum's duration and
+    a failed stage on it. A parent still running (a caller holds it open) is left to its caller."""
+    if not parent_run_id or not sink.online:
+        return
+    try:
+        client = sink.mlflow.MlflowClient()
+        if client.get_run(parent_run_id).info.status != "RUNNING":
+            client.set_terminated(parent_run_id, status)
+    except Exception as exc:  # the stage's own outcome stands; only the parent's end is not moved
+        log.warning("could not mark curriculum run %s %s: %s", parent_run_id, status, exc)
 
 
 def _checkpoint_ref(location) -> str:
@@ -213,7 +240,8 @@ def _finite(metrics: dict) -> dict:
 
 
 def start_parent_run(curriculum: str, tracking_uri: str, datasets: str = "{}", training_key: str = "") -> str:
-    """Create the curriculum's parent run (ended at once; stages attach as children). 'offline' on failure.
+    """Create the curriculum's parent run (ended at once; stages attach as children and move its end to theirs).
+    'offline' on failure.
 
     Tagged with the data versions it trains on and the retraining key (components.orchestration.retrain).
     """

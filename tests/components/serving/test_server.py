@@ -108,23 +108,31 @@ def test_a_packet_while_the_model_speaks_interrupts_it(server, eval_clips):
 
 
 def test_the_page_replays_a_file_and_shows_and_plays_the_answer(server, tiny_corpus, tmp_path):
-    from tests.components.serving.cdp import headless_page
+    from components.serving.page_driver import headless_page, replay_on_page
 
     clip = sorted(tiny_corpus.glob("**/eval/av_qa-*.mkv"))[0]
     with headless_page() as page:
-        page.open(server + "/")
-        page.wait_for("document.getElementById('model').textContent.includes('version')", 30)
-        page.choose_file("#file", clip)
-        page.evaluate("document.getElementById('question').value = 'Which colour was on screen when the beep sounded?'")
-        page.evaluate("document.getElementById('send').click()")
-        page.wait_for("document.querySelector('.turn[data-done]')", 120)
-        answer = page.evaluate("document.getElementById('answer').textContent")
-        assert answer.strip()
-        assert page.evaluate("document.getElementById('player').src").startswith("blob:")
-        assert "median prefill" in page.evaluate("document.getElementById('log').innerText")
-        assert page.evaluate("document.querySelectorAll('.error').length") == 0
+        shown = replay_on_page(page, server, clip, "Which colour was on screen when the beep sounded?")
+        assert shown["errors"] == [] and shown["answer"].strip()
+        assert shown["speech_s"] > 0.2 and shown["clip_shown"]  # the answer plays; the clip is beside it
+        assert "median prefill" in shown["log"]
         page.screenshot(tmp_path / "page.png")
     assert (tmp_path / "page.png").stat().st_size > 5000
+
+
+def test_the_page_says_what_went_wrong_when_the_file_cannot_be_sent(server, tiny_corpus, tmp_path):
+    from components.serving.page_driver import headless_page
+
+    clip = tmp_path / "gone.mkv"
+    clip.write_bytes(sorted(tiny_corpus.glob("**/eval/av_qa-*.mkv"))[0].read_bytes())
+    with headless_page() as page:
+        page.open(server + "/")
+        page.choose_file("#file", clip)
+        clip.unlink()  # moved away after it was chosen: the browser cannot read it
+        page.evaluate("document.getElementById('send').click()")
+        page.wait_for("document.querySelector('.error')", 30)
+        error = page.evaluate("document.querySelector('.error').textContent")
+    assert "could not send gone.mkv to the server" in error, error
 
 
 def test_concurrent_load_reports_percentiles_and_every_answer_is_as_alone(registered, tiny_dataset):
@@ -144,7 +152,7 @@ FAKE_MEDIA = ("--use-fake-device-for-media-stream", "--use-fake-ui-for-media-str
 
 
 def test_the_page_talks_live_from_microphone_and_camera(server, registered):
-    from tests.components.serving.cdp import headless_page
+    from components.serving.page_driver import headless_page
 
     capture = json.loads(urllib.request.urlopen(f"{server}/capture?width=640&height=480", timeout=10).read())
     assert capture["fps"] == 2.0 and capture["height"] % 14 == 0 and capture["width"] % 28 == 0

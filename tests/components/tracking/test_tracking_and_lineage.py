@@ -71,3 +71,22 @@ def test_unreachable_mlflow_buffers_and_replays(dataset, tmp_path, monkeypatch, 
     import mlflow
 
     assert len(mlflow.MlflowClient(uri).get_metric_history(replayed, "loss")) == 2
+
+
+def test_the_curriculum_run_spans_its_stages_and_shows_a_failed_one(dataset, tmp_path, migrated_mlflow_db):
+    import mlflow
+
+    from components.tracking.mlflow_stage import start_parent_run
+
+    uri = mlflow_db_copy(migrated_mlflow_db, tmp_path / "mlflow.db")
+    parent_id = start_parent_run("tiny.yaml", uri)
+    client = mlflow.MlflowClient(uri)
+    started = client.get_run(parent_id).info
+    _, stage_id = tracked_stage(_stage(dataset, tmp_path / "s0", "stage0-text"), uri, parent_id)
+    parent, stage = client.get_run(parent_id).info, client.get_run(stage_id).info
+    assert parent.status == "FINISHED" and parent.end_time >= stage.end_time > started.end_time
+
+    broken = _stage(dataset, tmp_path / "s1", "stage1-text-speech", init_from=tmp_path / "no-checkpoint")
+    with pytest.raises(FileNotFoundError):
+        tracked_stage(broken, uri, parent_id)
+    assert client.get_run(parent_id).info.status == "FAILED"
