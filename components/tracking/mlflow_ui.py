@@ -1,8 +1,7 @@
-"""The MLflow UI on 127.0.0.1 for a local store, and headless-Chromium views of its pages.
+"""The MLflow UI on 127.0.0.1 for a local store, and the README's screenshots of it (components.headless_chromium).
 
     with mlflow_ui("sqlite:///work/mlflow.db", Path("work/mlartifacts")) as url:
         html = render_page(f"{url}/#/models/omnistage-omni-tiny")           # the DOM after the app ran
-        screenshot(f"{url}/#/models/omnistage-omni-tiny", Path("docs/registry.png"))
 
 Used by `make ui` (the server alone), the UI test and the README screenshots. The server is stopped when
 the block ends, whatever happens inside it.
@@ -11,7 +10,6 @@ the block ends, whatever happens inside it.
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -22,8 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars"]  # fmt: skip
+from components.headless_chromium import screenshot
 
 
 def _free_port() -> int:
@@ -66,32 +63,6 @@ def mlflow_ui(tracking_uri: str, artifact_root: Path, port: int | None = None, t
                 os.killpg(proc.pid, 9)
                 proc.wait()
         log.close()
-
-
-def chromium() -> str:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        if path := shutil.which(name):
-            return path
-    raise FileNotFoundError("no chromium on PATH: apt-get install chromium (make system-deps does it)")
-
-
-def _run_chromium(args: list[str], budget_ms: int) -> subprocess.CompletedProcess:
-    with tempfile.TemporaryDirectory() as profile:
-        cmd = [chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--virtual-time-budget={budget_ms}", *args]
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-
-
-def render_page(url: str, budget_ms: int = 15000) -> str:
-    """The page's DOM after its scripts ran (the MLflow UI is a single-page app)."""
-    return _run_chromium(["--dump-dom", url], budget_ms).stdout
-
-
-def screenshot(url: str, out: Path, size: str = "1400,900", budget_ms: int = 15000) -> Path:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    _run_chromium([f"--screenshot={out}", f"--window-size={size}", url], budget_ms)
-    if not out.is_file():
-        raise RuntimeError(f"chromium wrote no screenshot for {url}")
-    return out
 
 
 def readme_screenshots(tracking_uri: str, artifact_root: Path, model_name: str, dataset_dir: Path,

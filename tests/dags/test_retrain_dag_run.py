@@ -84,8 +84,9 @@ def test_retrain_dag_skips_a_data_version_it_already_trained(mini_run):
 
 @pytest.mark.slow
 def test_mlflow_ui_shows_the_champion_alias(mini_run):
+    from components.headless_chromium import chromium, render_page
     from components.tracking.experiments import local_artifact_root
-    from components.tracking.mlflow_ui import chromium, mlflow_ui, render_page
+    from components.tracking.mlflow_ui import mlflow_ui
 
     try:
         chromium()

@@ -108,7 +108,8 @@ def test_a_packet_while_the_model_speaks_interrupts_it(server, eval_clips):
 
 
 def test_the_page_replays_a_file_and_shows_and_plays_the_answer(server, tiny_corpus, tmp_path):
-    from components.serving.page_driver import headless_page, replay_on_page
+    from components.headless_chromium import headless_page
+    from components.serving.page_driver import replay_on_page
 
     clip = sorted(tiny_corpus.glob("**/eval/av_qa-*.mkv"))[0]
     with headless_page() as page:
@@ -121,7 +122,7 @@ def test_the_page_replays_a_file_and_shows_and_plays_the_answer(server, tiny_cor
 
 
 def test_the_page_says_what_went_wrong_when_the_file_cannot_be_sent(server, tiny_corpus, tmp_path):
-    from components.serving.page_driver import headless_page
+    from components.headless_chromium import headless_page
 
     clip = tmp_path / "gone.mkv"
     clip.write_bytes(sorted(tiny_corpus.glob("**/eval/av_qa-*.mkv"))[0].read_bytes())
@@ -152,7 +153,7 @@ FAKE_MEDIA = ("--use-fake-device-for-media-stream", "--use-fake-ui-for-media-str
 
 
 def test_the_page_talks_live_from_microphone_and_camera(server, registered):
-    from components.serving.page_driver import headless_page
+    from components.headless_chromium import headless_page
 
     capture = json.loads(urllib.request.urlopen(f"{server}/capture?width=640&height=480", timeout=10).read())
     assert capture["fps"] == 2.0 and capture["height"] % 14 == 0 and capture["width"] % 28 == 0
