@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from components.headless_chromium import screenshot
+from components.headless_chromium import headless_page, screenshot
 
 
 def _free_port() -> int:
@@ -76,8 +76,7 @@ def readme_screenshots(tracking_uri: str, artifact_root: Path, model_name: str, 
     shots = []
     with mlflow_ui(tracking_uri, artifact_root) as url:
         if curriculum is not None:
-            runs = f"{url}/#/experiments/{curriculum.experiment_id}/runs"
-            shots.append(screenshot(runs, out / "mlflow-runs.png", size="1600,900"))
+            shots.append(_curriculum_runs(f"{url}/#/experiments/{curriculum.experiment_id}/runs", out))
         shots.append(screenshot(f"{url}/#/models/{model_name}", out / "mlflow-registry.png"))
     site = dataset_dir / "validation" / "gx" / "uncommitted" / "data_docs" / "local_site"
     # The newest validation result page: static HTML (the index is filled in by scripts from a CDN).
@@ -89,3 +88,18 @@ def readme_screenshots(tracking_uri: str, artifact_root: Path, model_name: str, 
         target.write_bytes(picture.read_bytes())
         shots.append(target)
     return shots
+
+
+def _curriculum_runs(url: str, out: Path) -> Path:
+    """The runs table with the newest curriculum run opened on its stages (a click the one-shot screenshot
+    cannot make), the assistant panel closed."""
+    with headless_page(size="1600,900") as page:
+        page.open(url)
+        page.wait_for("document.querySelector('.ag-row')", 60)
+        page.evaluate("document.querySelectorAll('button[aria-label=Close]').forEach((b) => b.click())")
+        opened = page.evaluate("""(() => { const b = document.querySelector('.ag-row button');  // newest first
+            if (b) b.click(); return !!b; })()""")
+        if opened:
+            page.wait_for("document.querySelectorAll('.ag-row').length > 1", 30)
+        time.sleep(1)  # the expanded rows' dataset links render after the rows
+        return page.screenshot(out / "mlflow-runs.png")
