@@ -48,8 +48,9 @@ def conversation_screenshot(model_uri: str, tracking_uri: str, clip: Path, quest
         shown = replay_on_page(page, url, clip, question)
         if shown["errors"]:
             raise RuntimeError(f"the page showed an error replaying {clip}: {shown['errors']}")
-        page.evaluate(f"""new Promise((done) => {{ const c = document.querySelector('.clip');
-            c.addEventListener('seeked', () => done(true), {{once: true}}); c.currentTime = {clip_at_s}; }})""")
+        if clip_at_s:
+            page.evaluate(f"""new Promise((done) => {{ const c = document.querySelector('.clip');
+                c.addEventListener('seeked', () => done(true), {{once: true}}); c.currentTime = {clip_at_s}; }})""")
         # headless Chromium draws its loading spinner over a paused blob video for good: the frame without it
         page.evaluate("document.querySelector('.clip').controls = false")
         page.screenshot(out)
