@@ -93,7 +93,8 @@ class Page:
     def choose_file(self, selector: str, path: Path) -> None:
         root = self.call("DOM.getDocument")["root"]["nodeId"]
         node = self.call("DOM.querySelector", nodeId=root, selector=selector)["nodeId"]
-        self.call("DOM.setFileInputFiles", files=[str(path)], nodeId=node)
+        # absolute: a relative path is read from the browser's own working directory, and fails there
+        self.call("DOM.setFileInputFiles", files=[str(Path(path).resolve())], nodeId=node)
 
     def screenshot(self, out: Path) -> Path:
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -16,6 +16,7 @@ from components.cli.common import (
     ModelName,
     TrackingUri,
     console,
+    fail,
 )
 
 app = typer.Typer()
@@ -42,6 +43,8 @@ def screenshots(
     from components.tracking.experiments import local_artifact_root, mlflow_client
     from components.tracking.mlflow_ui import readme_screenshots
 
+    if clip is not None and not clip.is_file():
+        fail(f"--clip {clip}: no such file (an audio or video file for the conversation page to replay)")
     out.mkdir(parents=True, exist_ok=True)
     root = local_artifact_root(tracking_uri) or str(WORK / "mlartifacts")
     for path in readme_screenshots(tracking_uri, root, model_name, WORK / "datasets/demo", out):
@@ -53,8 +56,11 @@ def screenshots(
     labels_file = clip.parent / f"{clip.name.split('.')[0]}.labels.json"
     labels = json.loads(labels_file.read_text()) if labels_file.is_file() else {}
     question = question or (labels.get("qa") or [{}])[0].get("question")
-    # the clip is shown at its beep, the moment the demo's first question asks about
+    # shown at its first beep (what the demo's av_qa questions ask about), else at its start
     beeps = [(s["start_s"] + s["end_s"]) / 2 for s in labels.get("segments", []) if s.get("beep")]
-    shown = conversation_screenshot(f"models:/{model_name}@{CHAMPION}", tracking_uri, clip, question,
-                                    out / "stream-page.png", clip_at_s=beeps[0] if beeps else 0.0)  # fmt: skip
+    try:
+        shown = conversation_screenshot(f"models:/{model_name}@{CHAMPION}", tracking_uri, clip, question,
+                                        out / "stream-page.png", clip_at_s=beeps[0] if beeps else 0.0)  # fmt: skip
+    except (RuntimeError, ValueError) as exc:  # the page's own error, or a clip ingestion refuses
+        fail(str(exc))
     console.print(f"wrote {out / 'stream-page.png'}: {clip.name}, {question!r} -> {shown['answer'].strip()!r}")
