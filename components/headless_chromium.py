@@ -128,10 +128,12 @@ def headless_page(size: str = "900,700", flags: tuple[str, ...] = ()) -> Iterato
                 time.sleep(0.2)
             with connect(pages[0]["webSocketDebuggerUrl"], max_size=None) as ws:
                 yield Page(ws)
-        finally:  # the browser and its helper processes (its own process group)
-            os.killpg(proc.pid, signal.SIGTERM)
+        finally:  # the browser and its helper processes (its own process group; gone if it crashed)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
             try:
                 proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()

@@ -49,9 +49,13 @@ def screenshots(
     root = local_artifact_root(tracking_uri) or str(WORK / "mlartifacts")
     for path in readme_screenshots(tracking_uri, root, model_name, WORK / "datasets/demo", out):
         console.print(f"wrote {path}")
+    clip_given = clip is not None
     clip = clip or next(iter(sorted((WORK / "raw/demo/av_qa/eval").glob("*.m[kp][v4]"))), None)
     if clip is None or alias_version(mlflow_client(tracking_uri), model_name, CHAMPION) is None:
-        console.print("no conversation page: it needs a champion and a clip (make run gives both)")
+        missing = f"no champion of {model_name} in {tracking_uri}" if clip else "no demo av_qa eval clip"
+        if clip_given:
+            fail(f"conversation page: {missing} (make run gives one)")
+        console.print(f"no conversation page: {missing} (make run gives both)")
         return
     labels_file = clip.parent / f"{clip.name.split('.')[0]}.labels.json"
     labels = json.loads(labels_file.read_text()) if labels_file.is_file() else {}
@@ -61,6 +65,6 @@ def screenshots(
     try:
         shown = conversation_screenshot(f"models:/{model_name}@{CHAMPION}", tracking_uri, clip, question,
                                         out / "stream-page.png", clip_at_s=beeps[0] if beeps else 0.0)  # fmt: skip
-    except (RuntimeError, ValueError) as exc:  # the page's own error, or a clip ingestion refuses
-        fail(str(exc))
+    except Exception as exc:  # the page's error, a clip ingestion refuses, no chromium, a page that hangs
+        fail(f"conversation page: {exc}")
     console.print(f"wrote {out / 'stream-page.png'}: {clip.name}, {question!r} -> {shown['answer'].strip()!r}")

@@ -23,7 +23,7 @@ def replay_on_page(page: Page, url: str, clip: Path, question: str | None = None
     page.wait_for("document.querySelector('.turn[data-done]') || document.querySelector('.error')", timeout_s)
     errors = page.evaluate("[...document.querySelectorAll('.error')].map((e) => e.textContent)")
     if not errors:  # the answer's speech and the clip are loaded (the player shows their length)
-        page.wait_for("document.getElementById('player').readyState >= 1", 30)
+        page.wait_for("((p) => p.readyState >= 1 || p.error)(document.getElementById('player'))", 30)
         clip_loaded = "(c) => !c || c.readyState >= 2 || c.error"  # no clip shown: the caller's check says so
         page.wait_for(f"({clip_loaded})(document.querySelector('.clip'))", 30)
     return {
@@ -48,9 +48,11 @@ def conversation_screenshot(model_uri: str, tracking_uri: str, clip: Path, quest
         shown = replay_on_page(page, url, clip, question)
         if shown["errors"]:
             raise RuntimeError(f"the page showed an error replaying {clip}: {shown['errors']}")
-        if clip_at_s:
+        if clip_at_s:  # a clip the browser cannot decode (or too short) stays where it is
             page.evaluate(f"""new Promise((done) => {{ const c = document.querySelector('.clip');
-                c.addEventListener('seeked', () => done(true), {{once: true}}); c.currentTime = {clip_at_s}; }})""")
+                if (c.error || !(c.duration > {clip_at_s})) return done(false);
+                c.addEventListener('seeked', () => done(true), {{once: true}}); setTimeout(() => done(false), 5000);
+                c.currentTime = {clip_at_s}; }})""")
         # headless Chromium draws its loading spinner over a paused blob video for good: the frame without it
         page.evaluate("document.querySelector('.clip').controls = false")
         page.screenshot(out)

@@ -119,7 +119,7 @@ class _Sink:
 
 def tracked_stage(run: StageRun, tracking_uri: str, parent_run_id: str | None = None) -> tuple[StageResult, str]:
     """Run the stage with MLflow tracking, as a child of the curriculum's `parent_run_id`, whose end moves to
-    this stage's (FAILED if the stage fails); returns the result and the stage's run id (or 'offline').
+    this stage's (FAILED if it fails here); returns the result and the stage's run id (or 'offline').
 
     Under torchrun only rank 0 tracks (the stage runner all-reduces the metrics it passes to `on_step`);
     the other ranks train without opening MLflow and return run id 'rank-N'.
@@ -132,13 +132,14 @@ def tracked_stage(run: StageRun, tracking_uri: str, parent_run_id: str | None = 
     if rank != 0:
         run.on_step = None
         return run_stage(run), f"rank-{rank}"
+    run.curriculum.stage(run.stage)  # a stage name the curriculum lacks is refused before MLflow is touched
     sink = _Sink(tracking_uri, Path(run.out) / FALLBACK_NAME)
     try:
         result, run_id = _tracked(sink, run, parent_run_id)
     except BaseException:  # a stage that fails (or cannot start) fails its curriculum
-        _extend_parent(sink, parent_run_id, "FAILED")
+        _extend_parent(sink, tracking_uri, parent_run_id, "FAILED")
         raise
-    _extend_parent(sink, parent_run_id, "FINISHED")
+    _extend_parent(sink, tracking_uri, parent_run_id, "FINISHED")
     return result, run_id
 
 
@@ -180,14 +181,15 @@ def _tracked(sink: _Sink, run: StageRun, parent_run_id: str | None) -> tuple[Sta
         return result, active.info.run_id
 
 
-def _extend_parent(sink: _Sink, parent_run_id: str | None, status: str) -> None:
+def _extend_parent(sink: _Sink, tracking_uri: str, parent_run_id: str | None, status: str) -> None:
     """The curriculum's parent run (start_parent_run ends it at once: its stages run in other processes) ends
-    where its latest stage ends, with that stage's outcome: the MLflow UI shows the curriculum's duration and
-    a failed stage on it. A parent still running (a caller holds it open) is left to its caller."""
+    where its latest tracked stage ends, with that stage's outcome: the MLflow UI shows the curriculum's
+    duration and a stage that failed under tracking. Failures outside it (a TrainJob refused at launch, a pod
+    killed) leave the parent as it was. A parent still running (a caller holds it open) is left to its caller."""
     if not parent_run_id or not sink.online:
         return
     try:
-        client = sink.mlflow.MlflowClient()
+        client = sink.mlflow.MlflowClient(tracking_uri)
         if client.get_run(parent_run_id).info.status != "RUNNING":
             client.set_terminated(parent_run_id, status)
     except Exception as exc:  # the stage's own outcome stands; only the parent's end is not moved

@@ -90,3 +90,8 @@ def test_the_curriculum_run_spans_its_stages_and_shows_a_failed_one(dataset, tmp
     with pytest.raises(FileNotFoundError):
         tracked_stage(broken, uri, parent_id)
     assert client.get_run(parent_id).info.status == "FAILED"
+
+    held_open = client.create_run(started.experiment_id).info.run_id  # a caller's own parent: theirs to end
+    with pytest.raises(FileNotFoundError):
+        tracked_stage(broken, uri, held_open)
+    assert client.get_run(held_open).info.status == "RUNNING"
