@@ -18,7 +18,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -27,6 +26,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from websockets.sync.client import connect
+
+from components.local_ports import free_port
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars"]  # fmt: skip
@@ -105,9 +106,7 @@ class Page:
 @contextlib.contextmanager
 def headless_page(size: str = "900,700", flags: tuple[str, ...] = ()) -> Iterator[Page]:
     """`flags`: more Chromium switches (e.g. fake media devices for a page that captures)."""
-    with socket.socket() as s:  # a free port for the DevTools endpoint
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # the DevTools endpoint's
     # chromium's helper processes may still write to the profile as it closes
     with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as profile:
         cmd = [chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--remote-debugging-port={port}",

@@ -36,10 +36,8 @@ def screenshots(
 ) -> None:
     """Headless-Chromium screenshots of the MLflow UI (run tree, registry), GX Data Docs, the dataset card, and
     the conversation page (`omnistage serve`) answering a clip with the champion."""
-    import json
-
     from components.promotion.registry import CHAMPION, alias_version
-    from components.serving.page_driver import conversation_screenshot
+    from components.serving.page_driver import conversation_screenshot, sidecar_question
     from components.tracking.experiments import local_artifact_root, mlflow_client
     from components.tracking.mlflow_ui import readme_screenshots
 
@@ -57,14 +55,11 @@ def screenshots(
             fail(f"conversation page: {missing} (make run gives one)")
         console.print(f"no conversation page: {missing} (make run gives both)")
         return
-    labels_file = clip.parent / f"{clip.name.split('.')[0]}.labels.json"
-    labels = json.loads(labels_file.read_text()) if labels_file.is_file() else {}
-    question = question or (labels.get("qa") or [{}])[0].get("question")
-    # shown at its first beep (what the demo's av_qa questions ask about), else at its start
-    beeps = [(s["start_s"] + s["end_s"]) / 2 for s in labels.get("segments", []) if s.get("beep")]
+    asked, moment = sidecar_question(clip)
+    question = question or asked
     try:
         shown = conversation_screenshot(f"models:/{model_name}@{CHAMPION}", tracking_uri, clip, question,
-                                        out / "stream-page.png", clip_at_s=beeps[0] if beeps else 0.0)  # fmt: skip
+                                        out / "stream-page.png", clip_at_s=moment)  # fmt: skip
     except Exception as exc:  # the page's error, a clip ingestion refuses, no chromium, a page that hangs
         fail(f"conversation page: {exc}")
     console.print(f"wrote {out / 'stream-page.png'}: {clip.name}, {question!r} -> {shown['answer'].strip()!r}")

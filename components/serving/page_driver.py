@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from components.headless_chromium import Page, headless_page
+from components.specs.dataset import SIDECAR_SUFFIX
 
 
 def replay_on_page(page: Page, url: str, clip: Path, question: str | None = None, realtime: bool = False,
@@ -57,3 +58,12 @@ def conversation_screenshot(model_uri: str, tracking_uri: str, clip: Path, quest
         page.evaluate("document.querySelector('.clip').controls = false")
         page.screenshot(out)
     return shown
+
+
+def sidecar_question(clip: Path) -> tuple[str | None, float]:
+    """The first question in the clip's sidecar labels (`CLIP.labels.json`, as ingestion reads them) and the
+    moment to show the clip at: its first beep (what the demo's av_qa questions ask about), else its start."""
+    sidecar = clip.with_suffix(SIDECAR_SUFFIX)
+    labels = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
+    beeps = [(s["start_s"] + s["end_s"]) / 2 for s in labels.get("segments", []) if s.get("beep")]
+    return (labels.get("qa") or [{}])[0].get("question"), beeps[0] if beeps else 0.0

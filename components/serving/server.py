@@ -18,7 +18,6 @@ import asyncio
 import base64
 import contextlib
 import itertools
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -28,6 +27,7 @@ from pathlib import Path
 from fastapi import FastAPI, HTTPException, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import HTMLResponse
 
+from components.local_ports import free_port
 from components.serving import DEMO_SPEC
 from components.serving.protocol import PROTOCOL_VERSION, EndOfTurn, ProtocolError, parse_message
 from components.serving.served_model import ServedModel
@@ -162,12 +162,6 @@ async def _answer(ws, session: StreamSession, end: EndOfTurn, inbox: asyncio.Que
     await ws.send_json({"type": "end_of_answer", "text": answer.text, "interrupted": interrupted,
                         "audio_seconds": samples / session.served.sample_rate,
                         "time_to_first_audio_ms": ttfa})  # fmt: skip
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
 
 
 def _server(served: ServedModel, spec: Path, port: int, host: str = HOST):

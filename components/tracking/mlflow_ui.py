@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,20 +21,15 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from components.headless_chromium import headless_page, screenshot
+from components.local_ports import free_port
 
 log = logging.getLogger(__name__)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextmanager
 def mlflow_ui(tracking_uri: str, artifact_root: Path, port: int | None = None, timeout_s: float = 90) -> Iterator[str]:
     """Start `mlflow server` bound to 127.0.0.1; yields its URL; stops it on exit."""
-    port = port or _free_port()
+    port = port or free_port()
     env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
     mlflow_bin = str(Path(sys.executable).parent / "mlflow")
     cmd = [mlflow_bin, "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
